@@ -1,0 +1,56 @@
+"""Containers and helpers shared by the NumPy reference cells."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[np.floating]
+
+
+@dataclass
+class Params:
+    """One layer-direction's weights, named and laid out as in ``torch.nn``."""
+
+    w_ih: Array  # [G, D]
+    w_hh: Array  # [G, H]
+    b_ih: Array | None  # [G]
+    b_hh: Array | None  # [G]
+
+
+@dataclass
+class Grads:
+    """Gradients of a scalar loss with respect to every input of ``forward``."""
+
+    x: Array  # [T, B, D]
+    state0: tuple[Array, ...]  # each [B, H]
+    w_ih: Array
+    w_hh: Array
+    b_ih: Array | None
+    b_hh: Array | None
+
+
+def sigmoid(a: Array) -> Array:
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+def bias_or_zero(b: Array | None, rows: int, dtype: np.dtype) -> Array:
+    return np.zeros(rows, dtype) if b is None else b
+
+
+def weight_grads(p: Params, dgx: Array, dgh: Array, x: Array, h_prev: Array) -> Grads:
+    """The weight and input gradients once per-step gate gradients are known.
+
+    dgx [T, B, G] is dL/d(W_ih x_t + b_ih); dgh [T, B, G] is dL/d(W_hh h_{t-1} + b_hh);
+    h_prev [T, B, H] holds h_{t-1}. The sums over t and B are single contractions.
+    """
+    return Grads(
+        x=dgx @ p.w_ih,  # [T, B, G] @ [G, D] -> [T, B, D]
+        state0=(),
+        w_ih=np.einsum("tbg,tbd->gd", dgx, x),
+        w_hh=np.einsum("tbg,tbh->gh", dgh, h_prev),
+        b_ih=None if p.b_ih is None else dgx.sum(axis=(0, 1)),
+        b_hh=None if p.b_hh is None else dgh.sum(axis=(0, 1)),
+    )

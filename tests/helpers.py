@@ -1,0 +1,45 @@
+"""Assertions and builders shared by the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import rnnkit
+
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def relative_error(actual, expected) -> float:
+    """max |actual - expected| / max(|expected|, tiny): the infinity-norm relative error."""
+    a = torch.as_tensor(np.asarray(actual) if not torch.is_tensor(actual) else actual).double()
+    e = torch.as_tensor(
+        np.asarray(expected) if not torch.is_tensor(expected) else expected
+    ).double()
+    assert a.shape == e.shape, f"shape {tuple(a.shape)} != expected {tuple(e.shape)}"
+    scale = max(e.abs().max().item(), 1e-30) if e.numel() else 1.0
+    return (a - e).abs().max().item() / scale if e.numel() else 0.0
+
+
+def assert_rel_close(actual, expected, rtol: float, what: str = "") -> None:
+    err = relative_error(actual, expected)
+    assert err <= rtol, f"{what}: relative error {err:.3e} > {rtol:.0e}"
+
+
+def rnnkit_class(cell: str):
+    return {
+        "rnn_tanh": rnnkit.RNN,
+        "rnn_relu": rnnkit.RNN,
+        "gru": rnnkit.GRU,
+        "gru_reset_before": lambda *a, **k: rnnkit.GRU(*a, reset_after=False, **k),
+        "lstm": rnnkit.LSTM,
+    }[cell]
+
+
+def torch_class(cell: str):
+    return {
+        "rnn_tanh": torch.nn.RNN,
+        "rnn_relu": torch.nn.RNN,
+        "gru": torch.nn.GRU,
+        "lstm": torch.nn.LSTM,
+    }[cell]

@@ -1,0 +1,86 @@
+"""The one registry of sample configurations that drives the layer test matrix.
+
+Configurations are generated (cell x layers x directions x batch_first x bias x
+lengths x initial state x dtype), never listed by hand; tests pick slices of it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+
+from rnnkit.cells import CELLS
+
+TORCH_CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")  # the forms torch.nn has
+ALL_CELLS = tuple(CELLS)
+LENGTH_MODES = ("full", "padded", "packed")
+
+T, B, D, H = 5, 3, 4, 6  # small enough for a matrix of a thousand cases
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    cell: str
+    num_layers: int
+    bidirectional: bool
+    batch_first: bool
+    bias: bool
+    lengths: str  # "full", "padded" (a tensor with lengths=) or "packed" (PackedSequence)
+    initial_state: bool
+    dtype: torch.dtype
+
+    @property
+    def id(self) -> str:
+        return "-".join(
+            [
+                self.cell,
+                f"L{self.num_layers}",
+                "bi" if self.bidirectional else "uni",
+                "bf" if self.batch_first else "tf",
+                "bias" if self.bias else "nobias",
+                self.lengths,
+                "h0" if self.initial_state else "noh0",
+                str(self.dtype).removeprefix("torch."),
+            ]
+        )
+
+    def layer_kwargs(self) -> dict:
+        kwargs: dict = {
+            "num_layers": self.num_layers,
+            "bias": self.bias,
+            "batch_first": self.batch_first,
+            "bidirectional": self.bidirectional,
+            "dtype": self.dtype,
+        }
+        if self.cell.startswith("rnn_"):
+            kwargs["nonlinearity"] = self.cell.removeprefix("rnn_")
+        return kwargs
+
+
+def layer_configs(
+    cells=ALL_CELLS,
+    num_layers=(1, 2, 3),
+    lengths=LENGTH_MODES,
+    dtypes=(torch.float32, torch.float64),
+) -> list[LayerConfig]:
+    flags = (False, True)
+    return [
+        LayerConfig(*combo)
+        for combo in itertools.product(
+            cells, num_layers, flags, flags, flags, lengths, flags, dtypes
+        )
+    ]
+
+
+def make_layer(cls_for_cell, config: LayerConfig, seed: int = 0):
+    torch.manual_seed(seed)
+    return cls_for_cell(config.cell)(D, H, **config.layer_kwargs())
+
+
+def sample_lengths(generator: torch.Generator) -> torch.Tensor:
+    """Lengths in [1, T], with the first sequence full so padded and packed shapes agree."""
+    lengths = torch.randint(1, T + 1, (B,), generator=generator)
+    lengths[0] = T
+    return lengths
