@@ -20,3 +20,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"needs the shared data sets at {SHARED_DATA} (absent on this machine)")
     return SHARED_DATA
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the largest relative error each test module observed, per tolerance."""
+    from helpers import OBSERVED
+
+    if not OBSERVED:
+        return
+    terminalreporter.section("largest observed relative errors")
+    for (module, rtol), (worst, count) in sorted(OBSERVED.items()):
+        terminalreporter.write_line(
+            f"{module:32s} tolerance {rtol:.0e}: max {worst:.2e} over {count} comparisons"
+        )

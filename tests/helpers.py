@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -21,8 +23,15 @@ def relative_error(actual, expected) -> float:
     return (a - e).abs().max().item() / scale if e.numel() else 0.0
 
 
+OBSERVED: dict[tuple[str, float], tuple[float, int]] = {}
+"""(test module, tolerance) -> (largest relative error seen, comparisons), for the summary."""
+
+
 def assert_rel_close(actual, expected, rtol: float, what: str = "") -> None:
     err = relative_error(actual, expected)
+    module = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[0].rsplit("/", 1)[-1]
+    worst, count = OBSERVED.get((module, rtol), (0.0, 0))
+    OBSERVED[(module, rtol)] = (max(worst, err), count + 1)
     assert err <= rtol, f"{what}: relative error {err:.3e} > {rtol:.0e}"
 
 
