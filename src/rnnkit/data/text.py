@@ -25,13 +25,19 @@ from rnnkit._checks import positive_int
 if TYPE_CHECKING:
     from rnnkit.data.tokenizers import Tokenizer
 
-# A newline with a non-whitespace character on each side: byte-level BPE's
-# pre-tokenizer (GPT-2's regex) never joins across it, nor does a word split or a char.
-_CLEAN_BREAK = re.compile(r"(?<=\S)\n(?=\S)")
+# Cuts that change no tokenizer's output: after a newline, or before a single space,
+# with a non-whitespace character on each side. Char tokens never span characters, word
+# tokens never span whitespace, and byte-level BPE's pre-tokenizer (GPT-2's regex) puts
+# a token boundary at both places whatever follows, so each side pre-tokenizes alone as
+# it does in the whole.
+_LINE_BREAK = re.compile(r"(?<=\S\n)(?=\S)")
+_SPACE_BREAK = re.compile(r"(?<=\S)(?= \S)")
 _WHITESPACE = re.compile(r"\s")
-# When no clean line break turns up, give up looking after this many chunks' worth of
-# text and cut after the last whitespace (or anywhere), so memory stays bounded.
+# When no clean cut turns up, stop looking once the text carried over holds this many
+# chunks' worth (and at least _MIN_CARRY characters), so memory stays bounded.
 _MAX_CARRY_CHUNKS = 8
+_MIN_CARRY = 1 << 16
+_SNIFF_BYTES = 8000
 
 
 class DataError(ValueError):
@@ -63,6 +69,10 @@ def _check_encoding(encoding: str) -> codecs.CodecInfo:
         raise DataError(f"unknown text encoding {encoding!r}") from None
 
 
+def _binary_message(path: Path, offset: int) -> str:
+    return f"{path}: NUL byte at byte offset {offset}; this looks like a binary file, not text"
+
+
 def _decoded_blocks(path: str | os.PathLike[str], encoding: str, block: int) -> Iterator[str]:
     """The file's text in pieces of about ``block`` bytes, line ends normalised."""
     info = _check_encoding(encoding)
@@ -71,6 +81,11 @@ def _decoded_blocks(path: str | os.PathLike[str], encoding: str, block: int) -> 
     nul_is_byte = "\0a".encode(info.name, errors="ignore") == b"\0a"
     p, f = _open_checked(path)
     with f:
+        if nul_is_byte:  # look ahead as git does, so a binary file reads as binary
+            head = f.read(_SNIFF_BYTES)
+            if b"\0" in head:
+                raise DataError(_binary_message(p, head.index(b"\0")))
+            f.seek(0)
         decoder = info.incrementaldecoder(errors="strict")
         lines = io.IncrementalNewlineDecoder(decoder, translate=True)
         offset = 0  # bytes handed to the decoder so far
@@ -80,20 +95,19 @@ def _decoded_blocks(path: str | os.PathLike[str], encoding: str, block: int) -> 
             raw = f.read(block)
             final = not raw
             if nul_is_byte and b"\0" in raw:
-                at = offset + raw.index(b"\0")
-                raise DataError(
-                    f"{p}: NUL byte at byte offset {at}; this looks like a binary file, not text"
-                )
+                raise DataError(_binary_message(p, offset + raw.index(b"\0")))
             pending = decoder.getstate()[0]
             try:
                 text = lines.decode(raw, final=final)
             except UnicodeDecodeError as err:
                 at = offset - len(pending) + err.start
                 bad = err.object[err.start : err.start + 4]
+                before = err.object[: err.start].decode(info.name, errors="replace")
+                line = newlines + before.count("\n") + 1
                 raise DataError(
-                    f"{p}: byte offset {at} (bytes {bad.hex(' ')}, in line about "
-                    f"{newlines + 1}) is not valid {encoding} ({err.reason}); if the file "
-                    f"has another encoding, pass it, e.g. --encoding latin-1"
+                    f"{p}: byte offset {at} (bytes {bad.hex(' ')}, line {line}) is not valid "
+                    f"{encoding} ({err.reason}); if the file has another encoding, pass it, "
+                    "e.g. --encoding latin-1"
                 ) from None
             if not nul_is_byte and "\0" in text:
                 raise DataError(
@@ -112,15 +126,15 @@ def _decoded_blocks(path: str | os.PathLike[str], encoding: str, block: int) -> 
 
 
 def _cut(text: str, lenient: bool) -> int:
-    """Where to end a chunk of ``text`` (0: keep reading).
-
-    After a clean line break (see ``_CLEAN_BREAK``) every tokenizer tokenizes the two
-    sides as it would the whole. With ``lenient`` (none found for long), cut after the
-    last whitespace (safe for char and word tokens), else at the end.
+    """Where to end a chunk of ``text``: after its last clean line break, else before its
+    last clean space (see ``_LINE_BREAK``); 0 if it has neither (keep reading). With
+    ``lenient`` (none found for long), after the last whitespace, else at the end: still
+    exact for char and word tokens, maybe not for BPE.
     """
-    ends = [m.end() for m in _CLEAN_BREAK.finditer(text)]
-    if ends:
-        return ends[-1]
+    for pattern in (_LINE_BREAK, _SPACE_BREAK):
+        ends = [m.end() for m in pattern.finditer(text)]
+        if ends and ends[-1] > 0:
+            return ends[-1]
     if not lenient:
         return 0
     ends = [m.end() for m in _WHITESPACE.finditer(text)]
@@ -132,10 +146,11 @@ def iter_text(
 ) -> Iterator[str]:
     """Stream a text file as chunks of about ``chunk_chars`` characters.
 
-    The chunks join to ``read_text(path)``; each ends at a line break between two
-    non-blank characters where one exists, so tokenizing chunk by chunk gives the same
-    ids as tokenizing the whole text. Raises ``DataError`` naming the file for a missing,
-    empty, binary or undecodable file (with the byte offset of the first bad byte).
+    The chunks join to ``read_text(path)``; each ends where a cut changes no tokenizer's
+    output (after a newline or before a space, between non-blank characters; see
+    ``_cut``), so tokenizing chunk by chunk gives the same ids as the whole text.
+    Raises ``DataError`` naming the file for a missing, empty, binary or undecodable
+    file (with the byte offset of the first bad byte).
     """
     positive_int("chunk_chars", chunk_chars)
     _check_path(path)  # fail here, not at the first next()
@@ -148,7 +163,8 @@ def _chunks(path: str | os.PathLike[str], encoding: str, chunk_chars: int) -> It
     for text in _decoded_blocks(path, encoding, chunk_chars):
         carry += text
         while len(carry) >= chunk_chars:
-            end = _cut(carry, lenient=len(carry) >= _MAX_CARRY_CHUNKS * chunk_chars)
+            lenient = len(carry) >= max(_MAX_CARRY_CHUNKS * chunk_chars, _MIN_CARRY)
+            end = _cut(carry, lenient)
             if end == 0:
                 break
             yield carry[:end]
@@ -163,13 +179,17 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8") -> str:
 
 
 def encode_file(
-    tokenizer: Tokenizer, path: str | os.PathLike[str], encoding: str = "utf-8"
+    tokenizer: Tokenizer,
+    path: str | os.PathLike[str],
+    encoding: str = "utf-8",
+    *,
+    chunk_chars: int = 1 << 20,
 ) -> torch.Tensor:
     """Token ids of a whole file as an int64 tensor [N], built chunk by chunk.
 
     Only one chunk's Python objects exist at a time; the ids accumulate in NumPy arrays.
     """
-    parts = [tokenizer.encode_array(chunk) for chunk in iter_text(path, encoding)]
+    parts = [tokenizer.encode_array(chunk) for chunk in iter_text(path, encoding, chunk_chars)]
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     if ids.size == 0:
         raise DataError(f"{Path(path)}: the file holds no tokens (only whitespace?)")

@@ -67,7 +67,8 @@ class Tokenizer:
         raise NotImplementedError
 
     def decode_stream(self, ids: Iterable[int]) -> Iterator[str]:
-        """Yield the text of ``ids`` one token at a time (``token_text`` of each id).
+        """Yield the text of ``ids`` one piece per id (``token_text`` of each), as a
+        sampler streams its output; the pieces join to the streamed text.
 
         The byte-level BPE tokenizer overrides this to hold back the bytes of a
         multibyte character split across tokens until the character is complete.
