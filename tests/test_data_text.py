@@ -2,9 +2,13 @@
 
 import functools
 import itertools
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rnnkit.data import DataError, Tokenizer, encode_file, iter_text, read_text, train_tokenizer
 
@@ -55,6 +59,33 @@ def test_encode_file_equals_encoding_the_whole_text(text_file, kind, chunk_chars
     assert ids.dtype == torch.int64
     assert ids.dim() == 1
     assert ids.tolist() == tok.encode(EXPECTED)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    text=st.text(alphabet="ab \n\r\t'.,-7é日🙂", min_size=1, max_size=60),
+    chunk_chars=st.integers(1, 12),
+)
+def test_chunked_encoding_equals_whole_encoding_for_any_text(text, chunk_chars):
+    expected = text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "text.txt"
+        path.write_bytes(text.encode("utf-8"))
+        assert "".join(iter_text(path, chunk_chars=chunk_chars)) == expected
+        for kind in ("char", "word", "bpe"):
+            tok = fuzz_trained(kind)
+            try:
+                ids = encode_file(tok, path, chunk_chars=chunk_chars).tolist()
+            except DataError as err:
+                assert "holds no tokens" in str(err)
+                ids = []
+            assert ids == tok.encode(expected), kind
+
+
+@functools.cache
+def fuzz_trained(kind: str) -> Tokenizer:
+    sample = "ab ba\n\taab, bb. 7 77 -é日🙂 '\n\nab  ba b'a\n" * 3
+    return train_tokenizer(kind, [sample], vocab_size=300 if kind == "bpe" else None)
 
 
 def test_chunks_end_at_clean_cuts(text_file):

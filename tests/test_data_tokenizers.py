@@ -186,6 +186,20 @@ def test_bpe_stream_holds_back_split_characters():
     assert len(pieces) == len(ids)
     assert pieces == ["", "", "日", "", "", "本"]
     assert tok.token_text(ids[0]) == "\ufffd"  # a lone byte cannot be shown exactly
+    stream = tok.text_stream()  # what a sampler keeps per sequence
+    assert [stream.push(i) for i in ids[:4]] == ["", "", "日", ""]
+    assert stream.push(tok.eos_id) == "\ufffd"  # a special flushes the broken character
+    assert stream.flush() == ""
+    assert list(tok.decode_stream(ids[:4])) == ["", "", "日", "", "\ufffd"]
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_text_stream_is_token_text(kind):
+    tok = trained(kind)
+    ids = tok.encode("the cat\n")
+    stream = tok.text_stream()
+    assert [stream.push(i) for i in ids] == [tok.token_text(i) for i in ids]
+    assert stream.flush() == ""
 
 
 @pytest.mark.parametrize("kind", ["char", "word", "bpe"])

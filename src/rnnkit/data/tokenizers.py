@@ -66,15 +66,22 @@ class Tokenizer:
         """The text one id contributes when output is streamed token by token."""
         raise NotImplementedError
 
-    def decode_stream(self, ids: Iterable[int]) -> Iterator[str]:
-        """Yield the text of ``ids`` one piece per id (``token_text`` of each), as a
-        sampler streams its output; the pieces join to the streamed text.
+    def text_stream(self) -> TextStream:
+        """A decoder for one sequence streamed token by token: ``push(id)`` returns the
+        text to print now, ``flush()`` what is left at the end. Keep one per sequence:
+        byte-level BPE holds back a multibyte character split across tokens until it is
+        complete."""
+        return TextStream(self)
 
-        The byte-level BPE tokenizer overrides this to hold back the bytes of a
-        multibyte character split across tokens until the character is complete.
-        """
+    def decode_stream(self, ids: Iterable[int]) -> Iterator[str]:
+        """The text of ``ids`` one piece per id, through one ``text_stream``; the pieces
+        (and a final one if the stream ends mid-character) join to the streamed text."""
+        stream = self.text_stream()
         for i in ids:
-            yield self.token_text(i)
+            yield stream.push(i)
+        tail = stream.flush()
+        if tail:
+            yield tail
 
     def id_of(self, token: str) -> int:
         """The id of one vocabulary entry; KeyError naming the token if absent."""
@@ -105,6 +112,37 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(vocab_size={self.vocab_size})"
+
+
+class TextStream:
+    """Streams one sequence's text token by token (``Tokenizer.text_stream``)."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+
+    def push(self, id: int) -> str:
+        """The text that ``id`` completes (``token_text`` but for held-back bytes)."""
+        return self.tokenizer.token_text(id)
+
+    def flush(self) -> str:
+        """Whatever is still held back (an incomplete character shows as U+FFFD)."""
+        return ""
+
+
+class _ByteTextStream(TextStream):
+    tokenizer: BPETokenizer
+
+    def __init__(self, tokenizer: BPETokenizer):
+        super().__init__(tokenizer)
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, id: int) -> str:
+        if self.tokenizer._check_id(id) < len(SPECIALS):
+            return self.flush() + self.tokenizer.token_text(id)
+        return self._utf8.decode(self.tokenizer.token_bytes(id))
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True)
 
 
 class _VocabTokenizer(Tokenizer):
@@ -332,22 +370,14 @@ class BPETokenizer(Tokenizer):
 
     def token_text(self, id: int) -> str:
         """The token's bytes as text; a token holding part of a multibyte character
-        shows U+FFFD, so stream with ``decode_stream`` for exact output."""
+        shows U+FFFD, so stream with ``text_stream`` for exact output."""
         id = self._check_id(id)
         if id < len(SPECIALS):
             return SPECIALS[id] if id == UNK_ID else ""
         return self.token_bytes(id).decode("utf-8", errors="replace")
 
-    def decode_stream(self, ids: Iterable[int]) -> Iterator[str]:
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        for i in ids:
-            if self._check_id(i) < len(SPECIALS):
-                yield utf8.decode(b"", final=True) + self.token_text(i)
-            else:
-                yield utf8.decode(self.token_bytes(i))
-        tail = utf8.decode(b"", final=True)
-        if tail:
-            yield tail
+    def text_stream(self) -> TextStream:
+        return _ByteTextStream(self)
 
     def id_of(self, token: str) -> int:
         i = self.hf.token_to_id(token)
