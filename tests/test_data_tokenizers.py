@@ -234,6 +234,21 @@ def test_nothing_learned():
         CharTokenizer(SPECIALS)
 
 
+def test_single_token_vocabulary():
+    for kind in ("char", "bpe"):
+        with pytest.raises(
+            ValueError,
+            match=rf"cannot train a {kind} tokenizer: the training text has a single distinct "
+            r"character, 'a', so a language model would have nothing to predict",
+        ):
+            train_tokenizer(kind, ["aaaa", "aa"])
+    with pytest.raises(ValueError, match="has a single distinct word, 'ha'"):
+        train_tokenizer("word", ["ha ha  ha"])
+    # Two outcomes are enough: a word and the line end, or a char and <unk>.
+    assert train_tokenizer("word", ["ha ha\nha\n"]).tokens[len(SPECIALS) :] == ["ha"]
+    assert train_tokenizer("char", ["aab"], vocab_size=5).tokens[len(SPECIALS) :] == ["a"]
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown tokenizer kind 'sentencepiece'"):
         train_tokenizer("sentencepiece", ["abc"])

@@ -25,7 +25,7 @@ import codecs
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import numpy as np
 
@@ -426,6 +426,9 @@ def train_tokenizer(
 ) -> Tokenizer:
     """Learn a tokenizer of ``kind`` ("char", "word", "bpe") from ``texts``.
 
+    Raises ValueError for an unknown kind, an empty text, and a text that leaves a
+    model nothing to predict (only special tokens, or a single distinct token).
+
     ``texts`` is any iterable of strings (a list, or ``iter_text(path)`` for a big
     file); they are read once. ``vocab_size`` counts every id, the four specials
     included: char and word keep the ``vocab_size - 4`` most frequent tokens seen at
@@ -450,11 +453,13 @@ def train_tokenizer(
 
     counts: Counter[str] = Counter()
     total = 0
+    line_ends = False
     for text in texts:
         if not isinstance(text, str):
             raise TypeError(f"training texts must be strings, got {type(text).__name__}")
         total += len(text)
         counts.update(text if kind == "char" else text.split())
+        line_ends = line_ends or "\n" in text
     if total == 0:
         raise ValueError(f"cannot train a {kind} tokenizer: the training text is empty")
     for special in SPECIALS:
@@ -475,9 +480,22 @@ def train_tokenizer(
             f"times (the most frequent, {top!r}, occurs {n} times); the vocabulary would hold "
             "only the special tokens"
         )
+    # What a model trained on this text predicts: the kept tokens, <unk> if some were
+    # dropped, and a word model's <eos>. Fewer than two leaves nothing to learn.
+    outcomes = len(kept) + (len(kept) < len(counts)) + (kind == "word" and line_ends)
+    if outcomes < 2:
+        _single_token_error(kind, kept[0])
     if kind == "char":
         return CharTokenizer([*SPECIALS, *sorted(kept)])
     return WordTokenizer([*SPECIALS, *kept])
+
+
+def _single_token_error(kind: str, token: str) -> NoReturn:
+    unit = "character" if kind in ("char", "bpe") else "word"
+    raise ValueError(
+        f"cannot train a {kind} tokenizer: the training text has a single distinct {unit}, "
+        f"{token!r}, so a language model would have nothing to predict; it needs at least two"
+    )
 
 
 def _train_bpe(texts: Iterable[str], vocab_size: int, min_count: int) -> BPETokenizer:
@@ -491,6 +509,7 @@ def _train_bpe(texts: Iterable[str], vocab_size: int, min_count: int) -> BPEToke
             f"(4 specials + 256 bytes), got {vocab_size}"
         )
     total = 0
+    chars: set[str] = set()
 
     def checked() -> Iterator[str]:
         nonlocal total
@@ -498,6 +517,8 @@ def _train_bpe(texts: Iterable[str], vocab_size: int, min_count: int) -> BPEToke
             if not isinstance(text, str):
                 raise TypeError(f"training texts must be strings, got {type(text).__name__}")
             total += len(text)
+            if len(chars) < 2:
+                chars.update(text)
             yield text
 
     hf = HFTokenizer(models.BPE())
@@ -514,4 +535,6 @@ def _train_bpe(texts: Iterable[str], vocab_size: int, min_count: int) -> BPEToke
     hf.train_from_iterator(checked(), trainer=trainer)
     if total == 0:
         raise ValueError("cannot train a bpe tokenizer: the training text is empty")
+    if len(chars) < 2:
+        _single_token_error("bpe", chars.pop())
     return BPETokenizer(hf.to_str())

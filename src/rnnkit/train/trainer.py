@@ -1,0 +1,330 @@
+"""The one training loop, shared by every task (language models now; classifiers, taggers,
+seq2seq and music models later).
+
+A task supplies batches and a loss; the trainer owns everything else: the optimiser and
+its schedule, truncated BPTT state carry, gradient clipping, the NaN guard, validation,
+checkpoints (last and best), exact resume, the metrics log, the progress bar and the
+loss plot.
+
+The task contract (``Task``)::
+
+    task.batches_per_epoch(epoch) -> int
+    task.batches(epoch, start) -> iterator over the epoch's batches from index ``start``
+                                  (epochs count from 1; the same (epoch, start) must give
+                                  the same batches, which is what makes resume exact)
+    task.train_step(model, batch, carry) -> StepResult(loss, count, carry)
+    task.evaluate(model) -> mean validation loss per counted item (nats)
+    task.describe(loss) -> {"ppl": ...} or {"bpc": ...}: how to show a loss
+
+Truncated BPTT (Williams & Peng 1990; Sutskever 2013, section 2.4): ``carry`` is the
+recurrent state the previous batch ended in. The trainer detaches it after each step,
+so gradients stop at the window boundary while the state flows on, and resets it to
+None at each epoch's start. A task without state returns ``carry=None``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.config import option
+from rnnkit.train import checkpoint as ckpt
+from rnnkit.train.metrics import MetricsLog, plot
+from rnnkit.train.optim import OptimConfig, Schedule, clip_gradients, make_optimizer, set_lr
+
+
+@dataclass
+class TrainerConfig:
+    """How long to train, clipping, checkpoints and reporting."""
+
+    epochs: int = option(2, "passes over the training data", min=1)
+    max_steps: int | None = option(None, "stop after this many optimiser steps in total")
+    max_minutes: float | None = option(
+        None, "stop (with a checkpoint) after this much wall time in this invocation"
+    )
+    clip_norm: float | None = option(5.0, "clip the global gradient L2 norm to this")
+    clip_value: float | None = option(None, "clip each gradient component to +-this")
+    seed: int = option(0, "seed for initialisation, dropout and batch order")
+    out: str = option("runs/lm", "run directory (a fresh numbered one if it already holds a run)")
+    checkpoint_every: int = option(0, "also checkpoint every N steps (0: at epoch ends)", min=0)
+    progress: bool = option(True, "show a progress bar")
+    threads: int = option(0, "CPU threads for torch (0: torch's default)", min=0)
+    device: str = option("cpu", "cpu, cuda, or auto (cuda when available)")
+
+
+@dataclass
+class StepResult:
+    loss: Tensor
+    """Mean loss over ``count`` items, with a graph to backpropagate through."""
+    count: int
+    """Items (tokens) in the batch: for throughput and for weighting."""
+    carry: Any = None
+    """The recurrent state to continue from in the next batch (TBPTT), or None."""
+
+
+class Task(Protocol):
+    def batches_per_epoch(self, epoch: int) -> int: ...
+    def batches(self, epoch: int, start: int) -> Iterator[Any]: ...
+    def train_step(self, model: nn.Module, batch: Any, carry: Any) -> StepResult: ...
+    def evaluate(self, model: nn.Module) -> float: ...
+    def describe(self, loss: float) -> dict[str, float]: ...
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite."""
+
+
+@dataclass
+class FitResult:
+    step: int
+    epoch: int
+    stopped: str
+    """"done", "max_steps", "max_minutes" or "interrupted"."""
+    valid_loss: float | None
+    best_valid_loss: float | None
+    seconds: float
+    tokens_per_s: float
+
+
+def detach(state: Any) -> Any:
+    """Cut the graph at a window boundary but keep the values (truncated BPTT)."""
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return state.detach()
+    return tuple(detach(s) for s in state)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device is {name!r} but CUDA is not available; use cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Train ``model`` on ``task``; write checkpoints, metrics and plots under ``out_dir``.
+
+    ``extra`` holds the task's JSON files saved in every checkpoint (the resolved config,
+    the tokenizer): file name -> JSON-ready data.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        config: TrainerConfig,
+        optim: OptimConfig,
+        out_dir: str | Path,
+        extra: dict[str, Any] | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.task = task
+        self.out_dir = Path(out_dir)
+        self.extra = dict(extra or {})
+        self.log = log
+        self.optimizer = make_optimizer(optim, model.parameters())
+        total = sum(task.batches_per_epoch(e) for e in range(1, config.epochs + 1))
+        if total < 1:
+            raise ValueError("the task has no training batches")
+        self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        self.schedule = Schedule(optim, self.total_steps)
+        self.step = 0
+        self.epoch = 1
+        self.position = 0  # batches of the current epoch already trained on
+        self.carry: Any = None
+        self.clip_count = 0
+        self.best_valid: float | None = None
+        self.last_valid: float | None = None
+
+    # --- checkpoints --------------------------------------------------------------
+
+    def state_files(self) -> dict[str, Any]:
+        for name, p in self.model.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                raise TrainingDiverged(
+                    f"parameter {name} holds NaN or inf values at step {self.step}; "
+                    "refusing to write them to a checkpoint"
+                )
+        opt_tensors, opt_json = ckpt.optimizer_to_files(self.optimizer)
+        tensors = opt_tensors | ckpt.rng_tensors() | ckpt.flatten_state(self.carry)
+        state = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "clip_count": self.clip_count,
+            "best_valid": self.best_valid,
+            "last_valid": self.last_valid,
+            "schedule": self.schedule.state_dict(),
+            "optimizer": opt_json,
+        }
+        return {
+            ckpt.MODEL_FILE: ckpt.model_tensors(self.model),
+            ckpt.STATE_TENSORS: tensors,
+            ckpt.STATE_JSON: state,
+            **self.extra,
+        }
+
+    def save(self, name: str = "last") -> Path:
+        return ckpt.write_atomic(self.out_dir / name, self.state_files())
+
+    def resume(self, checkpoint: str | Path) -> None:
+        """Continue exactly where ``checkpoint`` stopped: weights, optimiser, schedule,
+        RNG, position in the epoch and the carried recurrent state."""
+        path = ckpt.resolve(checkpoint, prefer=("last", "best"))
+        ckpt.load_model_tensors(self.model, ckpt.read_tensors(path, ckpt.MODEL_FILE))
+        tensors = ckpt.read_tensors(path, ckpt.STATE_TENSORS)
+        state = ckpt.read_json(path, ckpt.STATE_JSON)
+        ckpt.optimizer_from_files(self.optimizer, tensors, state["optimizer"])
+        ckpt.restore_rng(tensors)
+        self.carry = ckpt.unflatten_state({k: v.to(self.device) for k, v in tensors.items()})
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.clip_count = state["clip_count"]
+        self.best_valid, self.last_valid = state["best_valid"], state["last_valid"]
+        self.schedule.load_state_dict(state["schedule"])
+        MetricsLog.truncate(self.out_dir / "metrics.jsonl", self.step)
+
+    # --- the loop -----------------------------------------------------------------
+
+    def _diverged(self, what: str, value: float) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"training diverged at step {self.step + 1} (epoch {self.epoch}): {what} is "
+            f"{value}. The weights were not updated and no checkpoint holds non-finite "
+            "values. Try gradient clipping (--trainer.clip_norm 1) or a lower learning "
+            "rate (--optim.lr)."
+        )
+
+    def train_step(self, batch: Any) -> tuple[float, int, float, bool]:
+        """One optimiser step -> (loss, count, pre-clip gradient norm, clipped?)."""
+        lr = self.schedule.lr(self.epoch, self.step)
+        set_lr(self.optimizer, lr)
+        result = self.task.train_step(self.model, batch, self.carry)
+        loss = float(result.loss.detach())
+        if not math.isfinite(loss):
+            raise self._diverged("the loss", loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm, clipped = clip_gradients(params, self.config.clip_norm, self.config.clip_value)
+        if not math.isfinite(norm):
+            raise self._diverged("the gradient norm", norm)
+        self.optimizer.step()
+        self.carry = detach(result.carry)
+        self.step += 1
+        self.position += 1
+        self.clip_count += clipped
+        return loss, result.count, norm, clipped
+
+    def validate(self, observe: bool) -> float:
+        """Validation loss; ``observe`` feeds it to the schedule (only at epoch ends, so a
+        run stopped mid-epoch and resumed sees the same schedule)."""
+        self.model.eval()
+        with torch.no_grad():
+            loss = float(self.task.evaluate(self.model))
+        self.model.train()
+        if observe:
+            self.schedule.observe(loss)
+        self.last_valid = loss
+        if self.best_valid is None or loss < self.best_valid:
+            self.best_valid = loss
+            self.save("best")
+        return loss
+
+    def _describe(self, loss: float) -> str:
+        return " ".join(f"{k} {v:.3f}" for k, v in self.task.describe(loss).items())
+
+    def fit(self) -> FitResult:
+        """Train until the epochs (or ``max_steps`` / ``max_minutes``) are done."""
+        from tqdm.auto import tqdm
+
+        c = self.config
+        if c.threads:
+            torch.set_num_threads(c.threads)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        metrics = MetricsLog(self.out_dir / "metrics.jsonl")
+        start_time, tokens, stopped = time.perf_counter(), 0, "done"
+        deadline = start_time + 60 * c.max_minutes if c.max_minutes else math.inf
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not c.progress,
+                   unit="step", dynamic_ncols=True, leave=False)  # fmt: skip
+        smooth: float | None = None
+        self.model.train()
+        try:
+            while self.epoch <= c.epochs and stopped == "done":
+                for batch in self.task.batches(self.epoch, self.position):
+                    if c.max_steps is not None and self.step >= c.max_steps:
+                        stopped = "max_steps"
+                        break
+                    if time.perf_counter() > deadline:
+                        stopped = "max_minutes"
+                        break
+                    loss, count, norm, clipped = self.train_step(batch)
+                    tokens += count
+                    rate = tokens / max(time.perf_counter() - start_time, 1e-9)
+                    smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
+                    metrics.write({"kind": "train", "step": self.step, "epoch": self.epoch,
+                                   "loss": loss, "grad_norm": norm, "clipped": clipped,
+                                   "lr": self.optimizer.param_groups[0]["lr"],
+                                   "tokens_per_s": rate})  # fmt: skip
+                    bar.update(1)
+                    if self.step % 10 == 0 or self.step == self.total_steps:
+                        bar.set_postfix_str(
+                            f"epoch {self.epoch} loss {smooth:.3f} {self._describe(smooth)} "
+                            f"{rate:,.0f} tok/s clipped {self.clip_count}",
+                            refresh=False,
+                        )
+                    if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                        self.save("last")
+                        metrics.flush()
+                else:
+                    expected = self.task.batches_per_epoch(self.epoch)
+                    if self.position != expected:  # the iterator disagrees: a task bug
+                        raise RuntimeError(
+                            f"the task gave {self.position} batches in epoch {self.epoch} "
+                            f"but batches_per_epoch({self.epoch}) is {expected}"
+                        )
+                    # The next epoch starts from a fresh state; checkpoints taken now
+                    # (best and last) resume there.
+                    finished = self.epoch
+                    self.epoch, self.position, self.carry = finished + 1, 0, None
+                    valid = self.validate(observe=True)
+                    metrics.write({"kind": "valid", "step": self.step, "epoch": finished,
+                                   "loss": valid, "clip_count": self.clip_count})  # fmt: skip
+                    rate = tokens / (time.perf_counter() - start_time)
+                    bar.write(
+                        f"epoch {finished} step {self.step}: valid loss {valid:.4f} "
+                        f"({self._describe(valid)}), {rate:,.0f} tok/s, "
+                        f"clipped {self.clip_count}/{self.step} steps"
+                    )
+                    self.save("last")
+                    metrics.flush()
+                    plot(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+        finally:
+            bar.close()
+        if stopped != "done":
+            # Stopped mid-epoch: checkpoint the exact position so --resume continues it.
+            self.save("last")
+            if self.position and stopped != "interrupted":
+                valid = self.validate(observe=False)
+                metrics.write({"kind": "valid", "step": self.step, "epoch": self.epoch,
+                               "loss": valid, "partial_epoch": True})  # fmt: skip
+                self.log(f"stopped ({stopped}) at step {self.step}: valid loss {valid:.4f} "
+                         f"({self._describe(valid)})")  # fmt: skip
+        metrics.close()
+        if self.step:
+            plot(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
+        seconds = time.perf_counter() - start_time
+        return FitResult(self.step, self.epoch, stopped, self.last_valid, self.best_valid,
+                         seconds, tokens / max(seconds, 1e-9))  # fmt: skip
