@@ -1,0 +1,56 @@
+"""`rnnkit train classify` and `rnnkit predict` end to end on a tiny labelled file."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from rnnkit.cli import app
+from rnnkit.cli import classify as _  # noqa: F401  (registers the commands)
+
+SENTENCES = [
+    ("pos", "a great and funny film"),
+    ("neg", "a dull and boring film"),
+    ("pos", "great acting , great story"),
+    ("neg", "boring , dull , long"),
+    ("pos", "funny and great"),
+    ("neg", "dull story"),
+] * 2
+
+
+def test_train_and_predict(tmp_path):
+    data = tmp_path / "train.txt"
+    data.write_text("".join(f"{label} {text}\n" for label, text in SENTENCES), encoding="utf-8")
+    out = tmp_path / "run"
+    args = ["train", "classify", "--train", str(data), "--valid", str(data),
+            "--trainer.epochs", "12", "--trainer.progress", "false", "--trainer.out", str(out),
+            "--model.hidden_size", "12", "--model.embedding_size", "8", "--model.dropout", "0",
+            "--data.batch_size", "4", "--optim.lr", "0.03"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "accuracy 100.00%" in result.output
+    assert (out / "confusion.png").is_file() and (out / "report.json").is_file()
+    report = json.loads((out / "report.json").read_text())
+    assert report["names"] == ["neg", "pos"] and report["confusion"] == [[6, 0], [0, 6]]
+
+    result = CliRunner().invoke(app, ["predict", str(out), "great funny story", "--json"])
+    assert result.exit_code == 0, result.output
+    prediction = json.loads(result.output)
+    assert prediction["label"] == "pos"
+    assert abs(sum(prediction["probabilities"].values()) - 1) < 1e-6
+
+    result = CliRunner().invoke(app, ["predict", str(out)], input="dull and long\n\n")
+    assert result.exit_code == 0 and result.output.startswith("neg\t")
+
+
+def test_bad_inputs(tmp_path):
+    data = tmp_path / "bad.txt"
+    data.write_text("pos fine\nneg\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["train", "classify", "--train", str(data)])
+    assert result.exit_code == 2
+    assert "bad.txt:2: expected 'label<space>text'" in result.output
+    result = CliRunner().invoke(app, ["train", "classify"])
+    assert result.exit_code == 2 and "data.train is required" in result.output
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "missing"), "hello"])
+    assert result.exit_code == 2 and "does not exist" in result.output
