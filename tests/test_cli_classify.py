@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from rnnkit.cli import app
 from rnnkit.cli import classify as _  # noqa: F401  (registers the commands)
+from rnnkit.cli import predict as _predict  # noqa: F401
 
 SENTENCES = [
     ("pos", "a great and funny film"),
