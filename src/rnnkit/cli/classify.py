@@ -61,3 +61,25 @@ def train_tag(
         run = tag.train(tag.configure(config, tuple(args)))
         typer.echo(run.scores.report())
         typer.echo(f"\nrun directory: {run.out_dir} (report.txt, valid.conll, best/, last/)")
+
+
+@train_app.command(
+    "music", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def train_music(
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Option("--data", help="Chorales JSON file.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="JSON or TOML config.")] = None,
+) -> None:
+    """Train a polyphonic music model on piano rolls (Chung et al. 2014's setting).
+
+    Overrides: --model.cell lstm --model.hidden_size 36 --trainer.epochs 50.
+    """
+    from rnnkit.train import music
+
+    with _clean_errors():
+        args = list(ctx.args) + (["--data.path", str(data)] if data is not None else [])
+        run = music.train(music.configure(config, tuple(args)))
+        typer.echo(f"{run.parameters:,} parameters; best checkpoint: train NLL "
+                   f"{run.train_nll:.3f}, valid NLL {run.valid_nll:.3f} per time step")  # fmt: skip
+        typer.echo(f"run directory: {run.out_dir}")
