@@ -83,3 +83,27 @@ def train_music(
         typer.echo(f"{run.parameters:,} parameters; best checkpoint: train NLL "
                    f"{run.train_nll:.3f}, valid NLL {run.valid_nll:.3f} per time step")  # fmt: skip
         typer.echo(f"run directory: {run.out_dir}")
+
+
+@train_app.command(
+    "forecast", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def train_forecast(
+    ctx: typer.Context,
+    csv: Annotated[Path | None, typer.Option("--csv", help="CSV with a time column.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="JSON or TOML config.")] = None,
+) -> None:
+    """Train a forecaster and compare it with naive, seasonal-naive and ARIMA forecasts
+    on the series' held-out tail (MAE, RMSE, MASE).
+
+    Without --csv: a built-in series (--data.builtin sunspots|co2). Overrides:
+    --data.time_column date --data.columns a,b --data.season 12 --model.horizon 6
+    --model.strategy recursive --model.gaussian true.
+    """
+    from rnnkit.train import forecast
+
+    with _clean_errors():
+        args = list(ctx.args) + (["--data.csv", str(csv)] if csv is not None else [])
+        run = forecast.train(forecast.configure(config, tuple(args)))
+        typer.echo(run.table)
+        typer.echo(f"\nrun directory: {run.out_dir} (scores.json, forecast.png, best/, last/)")

@@ -44,3 +44,35 @@ def predict_command(
         else:
             raise ValueError(f"{checkpoint} holds a {meta.get('task')!r} model; "
                              "predict needs a classifier or a tagger")  # fmt: skip
+
+
+@app.command("forecast")
+def forecast_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Run directory (uses best/) or checkpoint.")],
+    csv: Annotated[Path, typer.Option("--csv", help="The series to continue (CSV).")],
+    time_column: str = typer.Option("time", "--time-column", help="The CSV's time column."),
+    steps: int | None = typer.Option(None, "--steps", help="Steps ahead (default: horizon)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Forecast past the end of a series with a trained forecaster (with intervals if the
+    model has a Gaussian head)."""
+    import json
+
+    from rnnkit.data.series import read_csv
+    from rnnkit.train import checkpoint as ckpt
+    from rnnkit.train import forecast
+
+    with _clean_errors():
+        meta = ckpt.read_json(ckpt.resolve(checkpoint), ckpt.CONFIG_FILE).get("meta", {})
+        series = read_csv(csv, time_column, meta.get("columns"))
+        out = forecast.forecast_series(checkpoint, series.values, steps)
+        if as_json:
+            typer.echo(json.dumps({k: v.tolist() for k, v in out.items()}))
+            return
+        for h, mean in enumerate(out["mean"], 1):
+            interval = ""
+            if "low" in out:
+                interval = "  95% [" + ", ".join(
+                    f"{lo:.3f}..{hi:.3f}" for lo, hi in zip(out["low"][h - 1], out["high"][h - 1],
+                                                            strict=True)) + "]"  # fmt: skip
+            typer.echo(f"+{h}: " + ", ".join(f"{v:.3f}" for v in mean) + interval)
