@@ -8,6 +8,7 @@ the input, and ``torch.nn`` (for the forms it has) are compared with it.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from rnnkit.cells import CELLS, Cell
 from rnnkit.layers import RNNBase
 
 TOLERANCE = 1e-10
-_TORCH_LAYERS = {
+_TORCH_LAYERS: dict[str, Callable[..., torch.nn.Module]] = {
     "RNN_TANH": functools.partial(torch.nn.RNN, nonlinearity="tanh"),
     "RNN_RELU": functools.partial(torch.nn.RNN, nonlinearity="relu"),
     "GRU": torch.nn.GRU,
