@@ -38,7 +38,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -90,7 +89,7 @@ class BenchConfig:
     cells: tuple[str, ...] = tuple(CELLS)
     shapes: tuple[Shape, ...] = tuple(SHAPES.values())
     repeats: int = 5
-    warmup: int = 2
+    warmup: int = 1
     dtype: str = "float32"
     backend: str = "auto"
     threads: int | None = None
@@ -214,7 +213,9 @@ class BenchResult:
     gemm_peak_gflops: float
     memory_method: str
     rows: list[Row]
+    gemm_peak_gflops_at_end: float | None = None
     compile_report: object = None
+    complete: bool = False
 
 
 # -- timing ----------------------------------------------------------------------------
@@ -486,8 +487,16 @@ def machine_info(threads: int) -> dict:
     }
 
 
-def run(cfg: BenchConfig, console: Console | None = None) -> BenchResult:
-    """Measure every cell and shape of ``cfg``; print a table per cell as it completes."""
+def run(
+    cfg: BenchConfig,
+    console: Console | None = None,
+    checkpoint: Callable[[BenchResult], object] | None = None,
+) -> BenchResult:
+    """Measure every cell and shape of ``cfg``, printing a table per cell as it completes.
+
+    ``checkpoint`` gets the partial result (``complete`` False) after each cell, so that
+    a long run that is cut short still leaves its finished cells on disk.
+    """
     for name in cfg.cells:  # fail now, not after minutes of measuring
         try:
             dispatched(CELLS[name], torch.zeros(1, 1, 1, dtype=DTYPES[cfg.dtype]), cfg.backend)
@@ -503,32 +512,43 @@ def run(cfg: BenchConfig, console: Console | None = None) -> BenchResult:
             console.print(
                 f"{machine['cpu']}, torch {machine['torch']}, {threads} threads, {cfg.dtype}; "
                 f"GEMM peak {peak:.1f} GFLOP/s (torch.mm {cfg.peak_size}^3, median); "
-                f"backend {cfg.backend!r}"
+                f"backend {cfg.backend!r}; load average {machine['load_average_at_start']}"
             )
-        rows = []
-        for name in cfg.cells:
-            cell_rows = [bench_case(CELLS[name], s, cfg, threads, peak) for s in cfg.shapes]
-            rows.extend(cell_rows)
-            if console:
-                console.print(_cell_table(cell_rows, peak))
-        stream = [bench_stream(CELLS[name], cfg, threads) for name in cfg.cells]
-        rows.extend(stream)
-        if console:
-            console.print(_stream_table(stream, cfg.stream_calls))
-        if hasattr(os, "getloadavg"):
-            machine["load_average_at_end"] = os.getloadavg()
         result = BenchResult(
             config=dataclasses.asdict(cfg),
             machine=machine,
             gemm_peak_gflops=peak,
             memory_method=MEMORY_METHOD if cfg.memory else "not measured (--no-memory)",
-            rows=rows,
-            compile_report=compile_report(),
+            rows=[],
         )
+        stream = [bench_stream(CELLS[name], cfg, threads) for name in cfg.cells]
+        result.rows.extend(stream)
+        if console:
+            console.print(_stream_table(stream, cfg.stream_calls))
+        for name in cfg.cells:
+            cell_rows = [bench_case(CELLS[name], s, cfg, threads, peak) for s in cfg.shapes]
+            result.rows.extend(cell_rows)
+            if console:
+                console.print(_cell_table(cell_rows, peak))
+            if checkpoint:
+                checkpoint(result)
+        # The same GEMM again: how far the machine's speed drifted during the run.
+        result.gemm_peak_gflops_at_end = gemm_peak_gflops(
+            cfg.peak_size, DTYPES[cfg.dtype], cfg.repeats
+        )
+        if hasattr(os, "getloadavg"):
+            machine["load_average_at_end"] = os.getloadavg()
+        result.compile_report = compile_report()
+        result.complete = True
         if console:
             report = result.compile_report
             shown = "n/a (rnnkit.kernels has no compile_report())" if report is None else report
-            console.print(f"fused kernels' first-use compile cost: {shown}")
+            console.print(
+                f"GEMM peak at the end: {result.gemm_peak_gflops_at_end:.1f} GFLOP/s; "
+                f"fused kernels' first-use compile cost: {shown}"
+            )
+        if checkpoint:
+            checkpoint(result)
         return result
     finally:
         torch.set_num_threads(previous_threads)
@@ -588,15 +608,15 @@ def _stream_table(rows: list[Row], calls: int) -> Table:
 def _write_atomic(path: Path, text: str) -> None:
     """Write to a temporary file beside ``path``, then rename: readers never see half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "w", newline="") as f:
+        with open(tmp, "w", newline="") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

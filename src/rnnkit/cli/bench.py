@@ -77,10 +77,14 @@ def bench(
     console = Console()
     if not console.is_terminal:  # a log or a pipe: keep every column whole
         console = Console(width=150)
+
+    def save(result: harness.BenchResult) -> None:
+        if out is not None:
+            paths = harness.write_outputs(result, out)
+            if result.complete:
+                console.print("wrote " + ", ".join(str(p) for p in paths))
+
     try:
-        result = harness.run(config, console)
+        harness.run(config, console, checkpoint=save)
     except ValueError as error:  # the backend supports none of the cells asked for
         raise typer.BadParameter(str(error), param_hint="--backend") from error
-    if out is not None:
-        for path in harness.write_outputs(result, out):
-            console.print(f"wrote {path}")
