@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from rnnkit import bench
+from rnnkit import bench, kernels
 from rnnkit.cells import CELLS
 from rnnkit.cli import app
 from rnnkit.cli import bench as _register_bench  # noqa: F401  (adds the command to app)
@@ -51,7 +51,7 @@ def test_quick_run_writes_csv_and_json(tmp_path):
     assert data["complete"] and _positive(data["gemm_peak_gflops"])
     assert {r["baseline"] for r in rows} == {"torch.nn.GRU", "rnnkit composite"}
     for row, line in zip(rows, lines, strict=True):
-        assert row["ran_fwd"] and row["backend"] == "auto"
+        assert row["ran_fwd"] and row["backend"] == kernels.get_backend()
         assert _positive(row["fwd_ms"]) and _positive(row["fwd_speedup"])
         assert float(line["fwd_speedup"]) == pytest.approx(row["fwd_speedup"])
         if row["shape"] != "stream":
