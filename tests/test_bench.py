@@ -65,9 +65,11 @@ def test_quick_run_writes_csv_and_json(tmp_path):
 
 def test_memory_probe_reports_the_peak_a_call_adds():
     config = bench.BenchConfig.quick(threads=1)
-    shape = bench.Shape("probe", 4, 2, 8, 8)
+    shape = bench.Shape("probe", 50, 64, 64, 256)  # train keeps > 3 MiB of activations
     peak = bench._measure_memory(CELLS["rnn_tanh"], shape, config, 1, "ours")  # a subprocess
-    assert peak["train"] >= peak["fwd"] >= 0  # ru_maxrss only grows, train runs after fwd
+    if peak["train"] is None:
+        pytest.skip("the peak-RSS mark cannot be reset here (/proc/self/clear_refs)")
+    assert peak["train"] > 1 and peak["fwd"] >= 0
 
 
 @pytest.mark.parametrize("args", [["--cells", "nope"], ["--shapes", "S9"], ["--repeats", "0"]])

@@ -17,9 +17,9 @@ speedup  baseline time / our time (above 1: we are faster). Baseline: torch.nn's
          rnnkit's composite path.
 % peak   train GFLOP/s over the GEMM peak: the median rate of a square ``torch.mm``
          [N, N] @ [N, N] in the same dtype and thread count, measured early in the run.
-memory   peak resident memory one call adds, as the ``ru_maxrss`` delta in a fresh
-         subprocess per implementation, after a tiny warm-up call (so one-time costs such
-         as thread pools or kernel compilation are left out).
+memory   peak resident memory one call adds (``MEMORY_METHOD``), in a fresh subprocess
+         per implementation, after a tiny warm-up call (so one-time costs such as thread
+         pools or kernel compilation are left out).
 stream   one call at T=1, B=1, D=H=256 with the state carried over from the previous
          call, microseconds per call, inference.
 
@@ -326,18 +326,35 @@ def dispatched(cell: Cell, x: Tensor, backend: str) -> str:
 # -- peak memory, one fresh process per implementation ----------------------------------
 
 MEMORY_METHOD = (
-    "peak RSS the call adds: ru_maxrss after the call minus before it, in a fresh "
-    "subprocess per implementation, after a T=2, B=1 warm-up; train is measured after "
-    "fwd, so it reads max(fwd, train)"
+    "peak RSS a call adds: the kernel's high-water mark (VmHWM) after the call minus the RSS "
+    "before it, the mark reset to the current RSS just before (/proc/self/clear_refs, "
+    "Linux); in a fresh subprocess per implementation and case, after a T=2, B=1 warm-up"
 )
 _PROBE = "import sys; from rnnkit.bench import memory_probe; memory_probe(sys.argv[1])"
 
 
-def _max_rss_mib() -> float:
-    import resource
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise OSError(f"no {field} in /proc/self/status")
 
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes vs KiB
+
+def _peak_rss_added_mib(call: Callable[[], object]) -> float | None:
+    """Peak RSS above the RSS before ``call``; None where the mark cannot be reset.
+
+    ``ru_maxrss`` alone does not do: the import of torch peaks above what a small case
+    adds later, so the case would read 0. Writing 5 to clear_refs resets the mark.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _status_mib("VmRSS")
+    except OSError:
+        return None
+    call()
+    return _status_mib("VmHWM") - before
 
 
 def memory_probe(spec_json: str) -> None:
@@ -352,12 +369,9 @@ def memory_probe(spec_json: str) -> None:
     tiny = x[:2, :1].detach().requires_grad_()
     _inference(module, backend, tiny.detach())()
     _training(module, backend, tiny, dout[:2, :1])()
-    before = _max_rss_mib()
-    _inference(module, backend, x.detach())()
-    after_fwd = _max_rss_mib()
-    _training(module, backend, x, dout)()
-    after_train = _max_rss_mib()
-    print(json.dumps({"fwd": after_fwd - before, "train": after_train - before}))
+    fwd = _peak_rss_added_mib(_inference(module, backend, x.detach()))
+    train = _peak_rss_added_mib(_training(module, backend, x, dout))
+    print(json.dumps({"fwd": fwd, "train": train}))
 
 
 def _measure_memory(cell: Cell, shape: Shape, cfg: BenchConfig, threads: int, impl: str):
