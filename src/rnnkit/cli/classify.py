@@ -93,9 +93,9 @@ def train_forecast(
     csv: Annotated[Path | None, typer.Option("--csv", help="CSV with a time column.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="JSON or TOML config.")] = None,
 ) -> None:
-    """Train a forecaster and compare it with naive, seasonal-naive and ARIMA forecasts
-    on the series' held-out tail (MAE, RMSE, MASE).
+    """Train a forecaster and compare it with naive, seasonal-naive and ARIMA baselines.
 
+    The comparison is on the series' held-out tail (MAE, RMSE, MASE).
     Without --csv: a built-in series (--data.builtin sunspots|co2). Overrides:
     --data.time_column date --data.columns a,b --data.season 12 --model.horizon 6
     --model.strategy recursive --model.gaussian true.

@@ -19,9 +19,11 @@ def predict_command(
     file: Annotated[Path | None, typer.Option("--file", help="One sentence per line.")] = None,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per sentence."),
 ) -> None:
-    """Label sentences: a classifier prints each label with its probability; a tagger
-    prints CoNLL columns (token tag), or JSON spans with --json. A tagger's sentences are
-    split on whitespace."""
+    """Label sentences with a trained classifier or tagger.
+
+    A classifier prints each label with its probability; a tagger prints CoNLL columns
+    (token tag), or JSON spans with --json. A tagger's sentences are split on whitespace.
+    """
     from rnnkit.data.text import read_text
     from rnnkit.train import checkpoint as ckpt
     from rnnkit.train import classify, tag
@@ -54,8 +56,10 @@ def forecast_command(
     steps: int | None = typer.Option(None, "--steps", help="Steps ahead (default: horizon)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Forecast past the end of a series with a trained forecaster (with intervals if the
-    model has a Gaussian head)."""
+    """Forecast past the end of a series with a trained forecaster.
+
+    With a Gaussian head the forecast comes with 95% prediction intervals.
+    """
     import json
 
     from rnnkit.data.series import read_csv

@@ -1,0 +1,90 @@
+"""`rnnkit bench`: time rnnkit's layers against torch.nn (see ``rnnkit.bench``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from rnnkit import bench as harness
+from rnnkit import kernels
+from rnnkit.cli import app
+
+_DEFAULT = harness.BenchConfig()
+
+
+@app.command()
+def bench(
+    cells: Annotated[
+        str, typer.Option(help="'all' or comma-separated: " + ",".join(_DEFAULT.cells))
+    ] = "all",
+    shapes: Annotated[
+        str | None,
+        typer.Option(
+            help="'all', comma-separated names (S1,S2,S3,S4), or a custom 'T,B,D,H' / "
+            "TxBxDxH. Default: all, or the tiny shape with --quick."
+        ),
+    ] = None,
+    repeats: Annotated[
+        int | None,
+        typer.Option(help=f"Timed calls per case, median reported. Default {_DEFAULT.repeats}."),
+    ] = None,
+    warmup: Annotated[
+        int | None, typer.Option(help=f"Untimed calls before timing. Default {_DEFAULT.warmup}.")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="float32 or float64.")] = _DEFAULT.dtype,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="auto, composite or fused. Default: the current one (RNNKIT_BACKEND)."),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads. Default: torch's.")] = None,
+    memory: Annotated[
+        bool, typer.Option(help="Measure peak memory (a subprocess per implementation and case).")
+    ] = _DEFAULT.memory,
+    quick: Annotated[
+        bool, typer.Option(help="The CI smoke run: one tiny shape, 2 repeats; no speed claims.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also write OUT.csv and OUT.json (a .csv/.json suffix is dropped)."),
+    ] = None,
+) -> None:
+    """Forward and forward+backward time, GFLOP/s, speedup over torch.nn, fraction of the
+    GEMM peak and peak memory per cell and shape, plus single-step streaming latency."""
+    overrides: dict[str, object] = {
+        "dtype": dtype,
+        "backend": backend or kernels.get_backend(),
+        "threads": threads,
+        "memory": memory,
+    }
+    try:
+        overrides["cells"] = harness.parse_cells(cells)
+        if shapes is not None:
+            overrides["shapes"] = harness.parse_shapes(shapes)
+        if repeats is not None:
+            overrides["repeats"] = repeats
+        if warmup is not None:
+            overrides["warmup"] = warmup
+        if quick:
+            config = harness.BenchConfig.quick(**overrides)
+        else:
+            config = dataclasses.replace(_DEFAULT, **overrides)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    console = Console()
+    if not console.is_terminal:  # a log or a pipe: keep every column whole
+        console = Console(width=150)
+
+    def save(result: harness.BenchResult) -> None:
+        if out is not None:
+            paths = harness.write_outputs(result, out)
+            if result.complete:
+                console.print("wrote " + ", ".join(str(p) for p in paths))
+
+    try:
+        harness.run(config, console, checkpoint=save)
+    except ValueError as error:  # the backend supports none of the cells asked for
+        raise typer.BadParameter(str(error), param_hint="--backend") from error

@@ -1,0 +1,92 @@
+"""`rnnkit bench --quick` end to end: the CI smoke run of the benchmark harness.
+
+It checks that the harness runs and writes well-formed CSV and JSON; it asserts nothing
+about speed (a tiny shape on a shared machine measures noise).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rnnkit import bench, kernels
+from rnnkit.cells import CELLS
+from rnnkit.cli import app
+from rnnkit.cli import bench as _register_bench  # noqa: F401  (adds the command to app)
+
+
+def _run(*args: str) -> str:
+    # One thread: on a loaded machine, two OpenMP threads at tiny sizes spend seconds in
+    # barriers, and the smoke run is about the harness, not the speed.
+    result = CliRunner().invoke(app, ["bench", "--quick", "--threads", "1", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _positive(value) -> bool:
+    return value is not None and math.isfinite(float(value)) and float(value) > 0
+
+
+def test_quick_run_writes_csv_and_json(tmp_path):
+    output = _run("--cells", "gru,gru_reset_before", "--no-memory", "--out", str(tmp_path / "b"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.csv", "b.json"]  # no temp files
+
+    with open(tmp_path / "b.csv", newline="") as f:
+        lines = list(csv.DictReader(f))
+    data = json.loads((tmp_path / "b.json").read_text())
+    rows = data["rows"]
+    cells = ("gru", "gru_reset_before")
+    expected = [(c, "stream") for c in cells] + [(c, "tiny") for c in cells]
+    assert [(r["cell"], r["shape"]) for r in rows] == expected
+    assert [(r["cell"], r["shape"]) for r in lines] == expected
+    assert set(lines[0]) == set(rows[0])
+
+    assert data["machine"]["torch"] == torch.__version__
+    assert data["machine"]["threads"] >= 1 and data["machine"]["cpu"]
+    assert data["complete"] and _positive(data["gemm_peak_gflops"])
+    assert {r["baseline"] for r in rows} == {"torch.nn.GRU", "rnnkit composite"}
+    for row, line in zip(rows, lines, strict=True):
+        assert row["ran_fwd"] and row["backend"] == kernels.get_backend()
+        assert _positive(row["fwd_ms"]) and _positive(row["fwd_speedup"])
+        assert float(line["fwd_speedup"]) == pytest.approx(row["fwd_speedup"])
+        if row["shape"] != "stream":
+            for key in ("train_ms", "train_speedup", "train_gflops", "train_peak_fraction"):
+                assert _positive(row[key]), key
+    assert "gru_reset_before vs rnnkit composite" in output
+    assert "first-use compile cost" in output
+    assert data["memory_method"].startswith("not measured")
+    assert all(row["mem_train_mib"] is None for row in rows)
+
+
+def test_memory_probe_reports_the_peak_a_call_adds():
+    config = bench.BenchConfig.quick(threads=1)
+    shape = bench.Shape("probe", 50, 64, 64, 256)  # train keeps > 3 MiB of activations
+    peak = bench._measure_memory(CELLS["rnn_tanh"], shape, config, 1, "ours")  # a subprocess
+    if peak["train"] is None:
+        pytest.skip("the peak-RSS mark cannot be reset here (/proc/self/clear_refs)")
+    assert peak["train"] > 1 and peak["fwd"] >= 0
+
+
+@pytest.mark.parametrize("args", [["--cells", "nope"], ["--shapes", "S9"], ["--repeats", "0"]])
+def test_bad_options_fail_with_a_message(args):
+    result = CliRunner().invoke(app, ["bench", "--quick", *args])
+    assert result.exit_code == 2
+    assert "Invalid value" in result.output
+
+
+def test_shapes_parse_names_and_custom_sizes():
+    assert [s.name for s in bench.parse_shapes("S1,S3")] == ["S1", "S3"]
+    (custom,) = bench.parse_shapes("10,2,3,4")
+    assert (custom.T, custom.B, custom.D, custom.H) == (10, 2, 3, 4)
+    assert [s.B for s in bench.parse_shapes("S4,5x1x2x3")] == [128, 1]
+
+
+def test_gemm_flops_formula():
+    forward, total = bench.gemm_flops(CELLS["lstm"], bench.SHAPES["S1"])
+    assert forward == 2 * 100 * 32 * (4 * 256) * (128 + 256)
+    assert total == 3 * forward
