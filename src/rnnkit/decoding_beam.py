@@ -64,7 +64,7 @@ def _index(state: Any, index: Tensor) -> Any:
 
 def _log_probs(logits: Tensor) -> Tensor:
     """log-softmax [N, V] with the never-emitted tokens at -inf (not renormalised)."""
-    logp = F.log_softmax(logits.float(), dim=-1)
+    logp = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     logp[:, list(NEVER_EMITTED)] = float("-inf")
     return logp
 
