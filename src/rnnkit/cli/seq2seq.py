@@ -14,7 +14,9 @@ from rnnkit.cli.lm import _clean_errors, train_app
 
 
 @train_app.command(
-    "seq2seq", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    "seq2seq",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog="(see below)",
 )
 def train_seq2seq(
     ctx: typer.Context,
@@ -78,3 +80,17 @@ def translate_command(
             typer.echo(json.dumps(r, ensure_ascii=False) if as_json else r["translation"])
         if attention is not None:
             seq2seq.plot_attention(translator, texts[:6], attention)
+
+
+def _patch_epilog() -> None:
+    # The overrides table comes from the config dataclasses, so it never goes stale.
+    from rnnkit.train import seq2seq
+
+    for command in train_app.registered_commands:
+        if command.name == "seq2seq":
+            command.epilog = (
+                "Config overrides (--section.field VALUE):\n\n" + seq2seq.options_help()
+            )
+
+
+_patch_epilog()
