@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
@@ -66,3 +67,19 @@ def test_bad_inputs(tmp_path):
     assert result.exit_code == 2 and "data.train is required" in result.output
     result = CliRunner().invoke(app, ["translate", str(tmp_path / "missing"), "x"])
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+@pytest.mark.parametrize("kind", ["word", "bpe"])
+def test_word_and_bpe_vocabularies(tmp_path, kind):
+    pairs = [("le chat noir", "the black cat"), ("un chien", "a dog"), ("le chien", "the dog"),
+             ("un chat noir", "a black cat")] * 3  # fmt: skip
+    data = tmp_path / "fr-en.tsv"
+    data.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    args = ("--data.tokenizer", kind, "--data.train", str(data), *TINY, "--trainer.epochs", "1",
+            "--trainer.out", str(tmp_path / kind))  # fmt: skip
+    sections = seq2seq.configure(overrides=args)
+    run = seq2seq.train(sections, log=lambda _: None)
+    translator = seq2seq.load(run.out_dir)
+    assert translator.encoder.source.kind == translator.encoder.target.kind == kind
+    (result,) = translator.translate(["le chat"], beam=2)
+    assert isinstance(result["translation"], str) and run.report["valid"]["pairs"] == 1
