@@ -59,7 +59,8 @@ def translate_command(
         Path | None, typer.Option("--attention", help="Write attention heat maps to this PNG.")
     ] = None,
 ) -> None:
-    """Translate texts with a trained encoder-decoder: one output line per input line."""
+    """Translate texts with a trained encoder-decoder: one output line per non-blank input
+    line (--json: source, translation, log-probability score, finished)."""
     from rnnkit.data.text import read_text
     from rnnkit.train import seq2seq
 
