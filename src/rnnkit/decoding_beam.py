@@ -136,13 +136,16 @@ def beam_search(
     history = torch.zeros(B * K, 0, dtype=torch.int64, device=device)  # [B*K, t]
     attention_history: Tensor | None = None  # [B*K, t, S]
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
+    active = torch.ones(B, dtype=torch.bool, device=device)  # still searching
+    best_finished = torch.full((B,), float("-inf"), dtype=torch.float64, device=device)
+    count = torch.zeros(B, dtype=torch.int64, device=device)
     done = [False] * B
     bound_lp = length_penalty(max_length, alpha)
     for t in range(1, max_length + 1):
         logits, state, attention = model.step(previous, state, memory)
         logp = _log_probs(logits)  # [B*K, V]
         V = logp.shape[1]
-        candidates = (scores.reshape(-1, 1) + logp).reshape(B, K * V)
+        candidates = (scores.to(logp.dtype).reshape(-1, 1) + logp).reshape(B, K * V)
         top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=1)  # [B, 2K]
         attention_now = attention[:, None, :]
         steps = (
@@ -150,40 +153,41 @@ def beam_search(
             if attention_history is None
             else torch.cat([attention_history, attention_now], dim=1)
         )  # fmt: skip  [B*K, t, S]
+        # Candidates in score order: each <eos> before the K-th open one finishes a
+        # hypothesis; the first K others stay open, in slots 0..K-1 of their source.
+        token, beam_of = top_index % V, top_index // V  # [B, 2K]
+        live = (top_scores > float("-inf")) & active[:, None]
+        is_eos = token == EOS_ID
+        opening = live & ~is_eos
+        rank = opening.cumsum(1)  # open candidates up to and including this one
+        keep = opening & (rank <= K)
+        ends = live & is_eos & (rank < K)  # rank: the open ones strictly before it
+        b_idx, c_idx = keep.nonzero(as_tuple=True)
+        slot = b_idx * K + rank[b_idx, c_idx] - 1
         rows = torch.arange(B * K, device=device)  # where each new beam comes from
+        rows[slot] = b_idx * K + beam_of[b_idx, c_idx]
         new_tokens = torch.full((B * K,), PAD_ID, dtype=torch.int64, device=device)
-        new_scores = torch.full((B, K), float("-inf"), device=device)
-        top_scores_l, top_index_l = top_scores.tolist(), top_index.tolist()
-        for b in range(B):
-            if done[b]:
-                continue
-            kept = 0
-            for value, index in zip(top_scores_l[b], top_index_l[b], strict=True):
-                if value == float("-inf") or kept == K:
-                    break
-                row, token = b * K + index // V, index % V
-                if token == EOS_ID:
-                    finished[b].append(Hypothesis(history[row].tolist(), value,
-                                                  value / length_penalty(t, alpha),
-                                                  steps[row].cpu(), True))  # fmt: skip
-                    continue
-                rows[b * K + kept], new_tokens[b * K + kept] = row, token
-                new_scores[b, kept] = value
-                kept += 1
+        new_tokens[slot] = token[b_idx, c_idx]
+        new_scores = torch.full((B * K,), float("-inf"), dtype=logp.dtype, device=device)
+        new_scores[slot] = top_scores[b_idx, c_idx]
+        lp = length_penalty(t, alpha)
+        for b, c in ends.nonzero().tolist():  # few: at most K per source and step
+            row, value = b * K + int(beam_of[b, c]), float(top_scores[b, c])
+            finished[b].append(Hypothesis(history[row].tolist(), value, value / lp,
+                                          steps[row].cpu(), True))  # fmt: skip
+            best_finished[b] = max(float(best_finished[b]), value / lp)
+            count[b] += 1
         history = torch.cat([history[rows], new_tokens[:, None]], dim=1)
         attention_history = steps[rows]
-        state, previous, scores = _index(state, rows), new_tokens, new_scores
-        for b in range(B):
-            if done[b]:
-                continue
-            best_open = float(scores[b].max())
-            if best_open == float("-inf") or (
-                finished[b]
-                and max(h.normalised for h in finished[b]) >= best_open / bound_lp
-                and len(finished[b]) >= n_best
-            ):
-                done[b] = True
-                scores[b] = float("-inf")
+        state, previous, scores = _index(state, rows), new_tokens, new_scores.view(B, K)
+        best_open = scores.max(1).values  # [B]
+        stop = (best_open == float("-inf")) | (
+            (count >= n_best) & (best_finished >= best_open / bound_lp)
+        )  # fmt: skip
+        stop &= active
+        scores[stop] = float("-inf")
+        active &= ~stop
+        done = (~active).tolist()
         if all(done):
             break
     for b in range(B):  # open beams cut at max_length
