@@ -43,9 +43,12 @@ def run_direction(
     w_ih, w_hh, b_ih, b_hh = weights
     T = x.shape[0]
     gx = F.linear(x, w_ih, b_ih)  # [T, B, G]: every step's input projection in one GEMM
+    # unbind, not gx[t]: the backward of T separate selects fills T zero tensors of the
+    # whole [T, B, G] (quadratic in T); unbind's backward stacks the T gradients once.
+    steps = gx.unbind(0)
     outs: list[Tensor] = [x.new_empty(0)] * T
     for t in range(T - 1, -1, -1) if reverse else range(T):
-        new = cell.step(gx[t], state, w_hh, b_hh)
+        new = cell.step(steps[t], state, w_hh, b_hh)
         if mask is not None:
             new = tuple(torch.where(mask[t], n, s) for n, s in zip(new, state, strict=True))
             outs[t] = torch.where(mask[t], new[0], 0.0)

@@ -24,6 +24,14 @@ def _root() -> None:
 
 def main() -> None:
     # Command modules register themselves on import; keep them lazy so `--help` is fast.
-    from rnnkit.cli import bench, classify, generate, lm, predict, selfcheck  # noqa: F401
+    from rnnkit.cli import (  # noqa: F401
+        bench,
+        classify,
+        generate,
+        lm,
+        predict,
+        selfcheck,
+        seq2seq,
+    )
 
     app()
