@@ -68,8 +68,8 @@ def gradient_flow(
     for k, (h, g) in enumerate(zip(hs, grads, strict=True)):
         g = torch.zeros_like(h) if g is None else g  # [B, H]
         per_seq[k] = g.detach().double().norm(dim=1).cpu().numpy()
-    per_seq = per_seq.reshape(L, dirs, T, B)
-    return GradientFlow(per_seq.mean(axis=3), per_seq, float(loss.detach()))
+    by_step = per_seq.reshape(L, dirs, T, B)
+    return GradientFlow(by_step.mean(axis=3), by_step, float(loss.detach()))
 
 
 def jacobian_norms(
