@@ -10,10 +10,12 @@ general trainer (checkpoints, resume, schedules, NaN guard) is ``rnnkit.train``'
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -199,3 +201,36 @@ def run_experiment(
         record()
     result.seconds = time.perf_counter() - start
     return result, model
+
+
+def save_run(result: ExperimentResult, model: SequenceModel, out: str | Path) -> Path:
+    """Write result.json, curve.png, grad_norms.png and model.pt under ``out``."""
+    from rnnkit.diagnostics.plots import plot_curves
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(result.to_json(), indent=1))
+    torch.save({"config": asdict(result.config), "state_dict": model.state_dict()},
+               out / "model.pt")  # fmt: skip
+    task = make_task(result.config.task, result.config.size)
+    c = result.config
+    name = f"{c.cell} on {c.task}({c.size})"
+    metric = task.headline
+    xs = np.array([e["sequences"] for e in result.evals])
+    plot_curves({name: np.array([e[metric] for e in result.evals])}, out / "curve.png",
+                title=name, ylabel=metric, xlabel="training sequences", log=False,
+                xs={name: xs})  # fmt: skip
+    if result.grad_norms:
+        plot_curves({name: np.array(result.grad_norms)}, out / "grad_norms.png",
+                    title=f"{name}: gradient norm before clipping", ylabel="||g||",
+                    xlabel="step")  # fmt: skip
+    return out
+
+
+def load_run(path: str | Path) -> tuple[SequenceModel, ExperimentConfig]:
+    """The model and config that ``save_run`` wrote to ``path`` (model.pt)."""
+    saved = torch.load(Path(path), map_location="cpu", weights_only=True)
+    config = ExperimentConfig(**saved["config"])
+    model = build_model(config, make_task(config.task, config.size))
+    model.load_state_dict(saved["state_dict"])
+    return model, config

@@ -24,6 +24,6 @@ def _root() -> None:
 
 def main() -> None:
     # Command modules register themselves on import; keep them lazy so `--help` is fast.
-    from rnnkit.cli import selfcheck  # noqa: F401
+    from rnnkit.cli import diagnose, experiment, selfcheck  # noqa: F401
 
     app()

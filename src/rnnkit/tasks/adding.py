@@ -78,6 +78,10 @@ class AddingTask(Task):
             torch.from_numpy(lengths) if self.variable_length else None,
         )
 
+    def sample_full(self, rng: Rng, batch_size: int) -> Batch:
+        """Every sequence exactly T steps (the one departure from H&S 1997)."""
+        return AddingTask(self.T, variable_length=False).sample(rng, batch_size)
+
     def loss(self, pred: Tensor, batch: Batch) -> Tensor:
         return torch.mean((pred.squeeze(-1) - batch.target) ** 2)
 

@@ -41,15 +41,18 @@ def decode(ids: list[int] | Tensor) -> list[str]:
     return [VOCAB[int(i)] for i in ids if int(i) != 0]
 
 
-def sentence(rng: np.random.Generator, max_modifiers: int) -> tuple[list[str], int, int]:
-    """-> (words of the prefix before the verb, subject number, distance)."""
+def sentence(
+    rng: np.random.Generator, max_modifiers: int, exact: bool = False
+) -> tuple[list[str], int, int]:
+    """-> (words of the prefix before the verb, subject number, distance). ``exact``:
+    exactly ``max_modifiers`` modifiers rather than a uniform number up to it."""
 
     def noun(number: int) -> str:
         return NOUNS[rng.integers(len(NOUNS))][number]
 
     number = int(rng.integers(2))
     words = ["the", noun(number)]
-    for _ in range(int(rng.integers(max_modifiers + 1))):
+    for _ in range(max_modifiers if exact else int(rng.integers(max_modifiers + 1))):
         attractor = int(rng.integers(2))
         if rng.integers(2):
             words += [PREPOSITIONS[rng.integers(len(PREPOSITIONS))], "the", noun(attractor)]
@@ -60,14 +63,20 @@ def sentence(rng: np.random.Generator, max_modifiers: int) -> tuple[list[str], i
 
 
 def agreement_sequences(
-    rng: Rng, batch_size: int, max_modifiers: int
+    rng: Rng, batch_size: int, max_modifiers: int, full: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """-> tokens [T_max, B] int64 (0-padded), lengths [B], labels [B] (0 singular,
-    1 plural), distances [B]; time-major."""
+    1 plural), distances [B]; time-major. ``full``: every sentence has exactly
+    ``max_modifiers`` modifiers, half of them relative clauses (K // 2, by rejection),
+    so all have the same length 2 + 3K + K // 2."""
     rng = as_rng(rng)
     B = positive("batch_size", batch_size)
     K = positive("max_modifiers", max_modifiers, minimum=0)
-    sentences = [sentence(rng, K) for _ in range(B)]
+    sentences: list[tuple[list[str], int, int]] = []
+    while len(sentences) < B:
+        s = sentence(rng, K, exact=full)
+        if not full or len(s[0]) == 2 + 3 * K + K // 2:
+            sentences.append(s)
     T_max = max(len(words) for words, _, _ in sentences)
     tokens = np.zeros((T_max, B), dtype=np.int64)
     for b, (words, _, _) in enumerate(sentences):
@@ -87,18 +96,21 @@ class AgreementTask(Task):
     def __init__(self, max_modifiers: int) -> None:
         self.max_modifiers = positive("max_modifiers", max_modifiers, minimum=0)
 
-    def sample(self, rng: Rng, batch_size: int) -> Batch:
+    def sample(self, rng: Rng, batch_size: int, full: bool = False) -> Batch:
         tokens, lengths, labels, distances = agreement_sequences(
-            rng, batch_size, self.max_modifiers
+            rng, batch_size, self.max_modifiers, full
         )
         t = torch.from_numpy(tokens)
         return Batch(
             F.one_hot(t, len(VOCAB)).float(),  # [T, B, V]
             torch.from_numpy(labels),
-            torch.from_numpy(lengths),
+            None if full else torch.from_numpy(lengths),
             tokens=t,
             info={"distance": torch.from_numpy(distances)},
         )
+
+    def sample_full(self, rng: Rng, batch_size: int) -> Batch:
+        return self.sample(rng, batch_size, full=True)
 
     def loss(self, pred: Tensor, batch: Batch) -> Tensor:
         return F.cross_entropy(pred, batch.target)
@@ -115,8 +127,8 @@ class AgreementTask(Task):
         return metrics["accuracy"] == 1.0
 
     def labels(self, batch: Batch, index: int) -> list[str]:
-        assert batch.tokens is not None and batch.lengths is not None
-        return decode(batch.tokens[: int(batch.lengths[index]), index])
+        assert batch.tokens is not None
+        return decode(batch.tokens[:, index])
 
 
 def accuracy_by_distance(metrics: dict[str, float]) -> dict[int, float]:

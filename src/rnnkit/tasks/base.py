@@ -57,6 +57,14 @@ class Task(ABC):
     @abstractmethod
     def sample(self, rng: Rng, batch_size: int) -> Batch: ...
 
+    def sample_full(self, rng: Rng, batch_size: int) -> Batch:
+        """A batch whose sequences all have the same length (lengths None), for the
+        step-by-step diagnostics."""
+        batch = self.sample(rng, batch_size)
+        if batch.lengths is not None:
+            raise NotImplementedError(f"task {self.name!r} has no full-length batches")
+        return batch
+
     @abstractmethod
     def loss(self, pred: Tensor, batch: Batch) -> Tensor: ...
 
