@@ -58,9 +58,11 @@ class SequenceModel(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.read(*self.rnn(x, lengths=lengths))
 
-    def loss_fn(self, task: Task, batch: Batch) -> Callable[[Tensor, object], Tensor]:
+    def loss_fn(
+        self, task: Task, batch: Batch
+    ) -> Callable[[Tensor, Tensor | tuple[Tensor, ...]], Tensor]:
         """``loss_fn(output, h_n)`` for ``rnnkit.diagnostics.gradient_flow``."""
-        return lambda output, h_n: task.loss(self.read(output, h_n), batch)  # type: ignore[arg-type]
+        return lambda output, h_n: task.loss(self.read(output, h_n), batch)
 
 
 @dataclass
