@@ -86,6 +86,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     cells = args.cells.split(",")
     lengths = [int(t) for t in args.lengths.split(",")]
+    T0 = lengths[0]  # the adding-problem length of the after-training and clipping runs
     base = ExperimentConfig(
         hidden_size=args.hidden_size, max_seconds=args.seconds, eval_every=1600, seed=args.seed
     )
@@ -151,7 +152,6 @@ def main() -> None:
             )
 
         # 3. Gradient flow after training, on the same task and batch as at initialisation.
-        T0 = lengths[0]
         grads, jacs = flows(trained[T0], "adding", T0, args.seed)
         plot_curves(
             grads,

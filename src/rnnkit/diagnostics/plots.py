@@ -36,7 +36,7 @@ def plot_curves(
     for label, y in curves.items():
         y = np.asarray(y, dtype=float)
         x = np.arange(len(y)) if xs is None else np.asarray(xs[label])
-        ax.plot(x, y, label=label)
+        ax.plot(x, y, label=label, marker="o" if np.isfinite(y).sum() < 3 else None)
     if log:
         ax.set_yscale("log")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
