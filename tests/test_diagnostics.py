@@ -11,7 +11,14 @@ import torch
 
 from helpers import assert_rel_close, rnnkit_class
 from registry import B, D, H, T, layer_configs, make_layer
-from rnnkit.diagnostics import gate_trace, gradient_flow, jacobian_norms, saturated_fraction, unroll
+from rnnkit.diagnostics import (
+    gate_trace,
+    gradient_flow,
+    jacobian_norms,
+    saturated_fraction,
+    unit_heatmap,
+    unroll,
+)
 from rnnkit.experiment import make_layer as make_task_layer
 
 FULL = layer_configs(num_layers=(1, 2), lengths=("full",), dtypes=(torch.float64,))
@@ -204,3 +211,20 @@ def test_unroll_rejects_lengths_style_inputs():
     gru = make_task_layer("gru", 2, 3)
     with pytest.raises(ValueError, match="every step full"):
         unroll(gru, torch.randn(4, 2))
+
+
+@pytest.mark.parametrize(("cell", "what"), [("gru", "h"), ("lstm", "f"), ("rnn_tanh", "h")])
+def test_unit_heatmap_over_a_text(tmp_path, cell, what):
+    from rnnkit.tasks.agreement import INDEX, VOCAB
+
+    words = "the cats that the dog likes near the king".split()
+    tokens = [INDEX[w] for w in words]
+    layer = make_task_layer(cell, len(VOCAB), 5)
+    x = torch.nn.functional.one_hot(torch.tensor(tokens), len(VOCAB)).float()  # [T, V]
+    path = unit_heatmap(layer, x, tokens, VOCAB.__getitem__, [0, 4], tmp_path / "map.png",
+                        what=what)  # fmt: skip
+    assert path.stat().st_size > 0
+    with pytest.raises(ValueError, match="tokens for an input of"):
+        unit_heatmap(layer, x, tokens[:-1], VOCAB.__getitem__, [0], tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="out of range"):
+        unit_heatmap(layer, x, tokens, VOCAB.__getitem__, [5], tmp_path / "bad.png")

@@ -16,7 +16,12 @@ from rnnkit.diagnostics.gates import (
     saturated_fraction,
 )
 from rnnkit.diagnostics.gradflow import GradientFlow, gradient_flow, jacobian_norms
-from rnnkit.diagnostics.plots import plot_curves, plot_gate_distributions, plot_unit_heatmap
+from rnnkit.diagnostics.plots import (
+    plot_curves,
+    plot_gate_distributions,
+    plot_unit_heatmap,
+    unit_heatmap,
+)
 from rnnkit.diagnostics.unroll import Unrolled, unroll
 
 __all__ = [
@@ -34,5 +39,6 @@ __all__ = [
     "plot_gate_distributions",
     "plot_unit_heatmap",
     "saturated_fraction",
+    "unit_heatmap",
     "unroll",
 ]

@@ -3,13 +3,17 @@ no display needed)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
+from torch import Tensor
 
-from rnnkit.diagnostics.gates import HIGH, LOW, GateTrace
+from rnnkit.diagnostics.gates import HIGH, LOW, GateTrace, gate_trace
+from rnnkit.diagnostics.unroll import unroll
+from rnnkit.layers import RNNBase
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -100,3 +104,44 @@ def plot_unit_heatmap(
     ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.03)
     return _save(fig, path)
+
+
+def unit_heatmap(
+    layer: RNNBase,
+    x: Tensor,
+    tokens: Sequence[object],
+    decode: Callable[[object], str],
+    units: Sequence[int],
+    path: str | Path,
+    *,
+    what: str = "h",
+    layer_index: int = 0,
+    direction: int = 0,
+    title: str = "",
+) -> Path:
+    """A heat map of chosen units of ``layer`` over one input text.
+
+    x: the layer's input for that text, [T, D] (or [T, 1, D]; [1, T, D] if batch_first),
+    e.g. the embedded ``tokens``; ``decode(token)`` labels each column. ``what`` is "h"
+    (hidden state) or a gate name of the cell ("r", "z"; "i", "f", "o").
+    """
+    if x.dim() == 2:
+        x = x.unsqueeze(0 if layer.batch_first else 1)
+    if x.shape[0 if layer.batch_first else 1] != 1:
+        raise ValueError(f"x must hold one sequence, got shape {tuple(x.shape)}")
+    T = x.shape[1 if layer.batch_first else 0]
+    if len(tokens) != T:
+        raise ValueError(f"got {len(tokens)} tokens for an input of {T} steps")
+    if what == "h":
+        with torch.no_grad():
+            hidden = unroll(layer, x).hidden(layer_index, direction)
+        values, low = torch.stack(hidden)[:, 0], -1.0  # [T, H]
+    else:
+        gates = gate_trace(layer, x, layer_index=layer_index, direction=direction).gates
+        if what not in gates:
+            raise ValueError(f"what must be 'h' or one of {sorted(gates)}, got {what!r}")
+        values, low = gates[what][:, 0], 0.0
+    return plot_unit_heatmap(
+        values.numpy(), [decode(t) for t in tokens], units, path,
+        title=title or f"{what} of units {list(units)}", vmin=low,
+    )  # fmt: skip
