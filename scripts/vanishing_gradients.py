@@ -1,6 +1,6 @@
 """Every figure and number of docs/vanishing_gradients.md, in one rerunnable command.
 
-    PYTHONPATH=src python scripts/vanishing_gradients.py            # ~30 min on 2 busy cores
+    PYTHONPATH=src python scripts/vanishing_gradients.py            # ~40 min on 2 busy cores
     PYTHONPATH=src python scripts/vanishing_gradients.py --seconds 20 --lengths 50
 
 Figures go to docs/figures/vanishing_gradients/ (or --out), with summary.json (the
