@@ -27,6 +27,8 @@ def main() -> None:
     from rnnkit.cli import (  # noqa: F401
         bench,
         classify,
+        diagnose,
+        experiment,
         generate,
         lm,
         predict,

@@ -1,0 +1,63 @@
+"""`rnnkit diagnose`: gradient flow, Jacobian norms and gates of a model on a task batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from rnnkit.cli import app
+
+
+@app.command()
+def diagnose(
+    task: str = typer.Option("adding", help="adding, copy or agreement."),
+    size: int = typer.Option(50, help="T (adding, copy) or modifiers (agreement)."),
+    cell: str = typer.Option("gru", help="rnn_tanh, rnn_relu, gru, gru_reset_before, lstm."),
+    hidden_size: int = typer.Option(16),
+    num_layers: int = typer.Option(1),
+    batch_size: int = typer.Option(16),
+    seed: int = typer.Option(0, help="Seed for the fresh model's weights and the batch."),
+    model: str = typer.Option(
+        "",
+        help="model.safetensors from `rnnkit experiment` (its config replaces the model options).",
+    ),
+    units: str = typer.Option("0,1,2,3,4,5,6,7", help="Units to show in the heat map."),
+    jacobian: bool = typer.Option(True, help="Also the exact ||dh_T/dh_t|| (H backwards)."),
+    out: str = typer.Option("runs/diagnose", help="Where numbers.json and PNGs go."),
+) -> None:
+    """Write gradient_flow.png, jacobian.png, gates.png, heatmap.png and numbers.json.
+
+    Without --model, a freshly initialised model: the gradient flow at initialisation.
+    """
+    import json
+
+    from rich.console import Console
+
+    from rnnkit.diagnostics.report import diagnose_model
+    from rnnkit.experiment import ExperimentConfig, build_model, load_run
+    from rnnkit.tasks import make_task
+
+    if model:
+        net, config = load_run(model)
+    else:
+        config = ExperimentConfig(
+            task=task, size=size, cell=cell, hidden_size=hidden_size,
+            num_layers=num_layers, seed=seed,
+        )  # fmt: skip
+        net = build_model(config, make_task(task, size))
+    the_task = make_task(config.task, config.size)
+    batch = the_task.sample_full(seed, batch_size)
+    chosen = [int(u) for u in units.split(",") if u.strip()]
+    out_dir = Path(out)
+    numbers = diagnose_model(net, the_task, batch, out_dir, units=chosen, jacobian=jacobian,
+                             title=f"{config.cell} on {config.task}({config.size})")  # fmt: skip
+    (out_dir / "numbers.json").write_text(json.dumps(numbers, indent=1))
+    console = Console()
+    for key, ratio in numbers["first_over_last"].items():
+        console.print(f"{key}: ||dL/dh_first|| / ||dL/dh_last|| = {ratio:.3g}")
+    if "jacobian_norms" in numbers:
+        console.print(f"||dh_T/dh_0||_2 = {numbers['jacobian_norms'][0]:.3g}")
+    for gate, fraction in numbers.get("saturated", {}).items():
+        console.print(f"gate {gate}: {fraction:.1%} saturated (< 0.1 or > 0.9)")
+    console.print(f"wrote {out}")
