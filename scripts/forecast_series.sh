@@ -8,5 +8,5 @@ PYTHONPATH=src python -m rnnkit train forecast --data.builtin sunspots --data.se
     --model.window 22 --model.horizon 5 --trainer.out runs/forecast-sunspots "${common[@]}" \
     | tail -n 7
 PYTHONPATH=src python -m rnnkit train forecast --data.builtin co2 --data.season 12 \
-    --data.arima_order 2,1,2 --model.window 36 --model.horizon 12 \
+    --data.arima_order 2,1,2 --data.difference true --model.window 36 --model.horizon 12 \
     --trainer.out runs/forecast-co2 "${common[@]}" | tail -n 7

@@ -101,13 +101,29 @@ def test_forecaster_shapes(strategy: str, gaussian: bool):
     assert (std is None) != gaussian and (std is None or bool((std > 0).all()))
 
 
-def test_cli_train_and_forecast(tmp_path):
+def test_differencing_integrates_back():
+    """A model that forecasts zero differences forecasts the last value (with std that
+    grows like sqrt(h)); one that forecasts the mean difference continues the trend."""
+    values = np.arange(40, dtype=float)[:, None] * 2.0
+    model = Forecaster(ForecasterConfig(hidden_size=4, window=5, horizon=3, gaussian=True), 1)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()  # mean 0 and log variance 0 in scaled units
+    scaler = Scaler(np.array([2.0]), np.array([0.5]))  # so scaled 0 is a difference of 2
+    mean, std = forecast.model_forecast(model, scaler, values, np.array([10, 20]), 3, True)
+    assert mean[:, :, 0].tolist() == [[20, 22, 24], [40, 42, 44]]
+    assert np.allclose(std[0, :, 0], 0.5 * np.sqrt([1, 2, 3]))
+
+
+@pytest.mark.parametrize("difference", ["false", "true"])
+def test_cli_train_and_forecast(tmp_path, difference: str):
     path = _csv(tmp_path)
     out = tmp_path / "run"
     result = CliRunner().invoke(app, [
         "train", "forecast", "--csv", str(path), "--trainer.epochs", "2", "--trainer.out",
         str(out), "--trainer.progress", "false", "--model.hidden_size", "8", "--model.window",
         "12", "--model.horizon", "3", "--model.gaussian", "true", "--data.season", "12",
+        "--data.difference", difference,
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "seasonal naive (m=12)" in result.output and (out / "forecast.png").is_file()

@@ -47,6 +47,7 @@ class ForecastDataConfig:
     valid_fraction: float = option(0.1, "share of the series for validation")
     test_fraction: float = option(0.1, "share of the series held out at the end")
     season: int = option(1, "seasonal period m for seasonal naive and MASE", min=1)
+    difference: bool = option(False, "model the first differences (for a trending series)")
     arima_order: str = option("2,0,1", "p,d,q of the ARIMA baseline")
     batch_size: int = option(32, "windows per batch", min=1)
 
@@ -160,10 +161,14 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     series = load_series(data)
     values = series.values
     train_end, valid_end = split_points(len(values), data.valid_fraction, data.test_fraction)
-    scaler = Scaler.fit(values[:train_end])
+    # With differencing the model sees work[j] = values[j + 1] - values[j]; a difference
+    # belongs to the part of its later value, so the training part's are work[:train_end-1].
+    shift = 1 if data.difference else 0
+    work = np.diff(values, axis=0) if data.difference else values
+    scaler = Scaler.fit(work[: train_end - shift])
     torch.manual_seed(trainer_c.seed)
     model = Forecaster(model_c, values.shape[1])
-    task = ForecastTask(scaler.transform(values), model_c, train_end, valid_end,
+    task = ForecastTask(scaler.transform(work), model_c, train_end - shift, valid_end - shift,
                         data.batch_size, trainer_c.seed)  # fmt: skip
     out_dir = _fresh_out_dir(trainer_c.out)
     meta = {"task": "forecast", "rnnkit_version": rnnkit.__version__,
@@ -176,12 +181,12 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     )
     result = Trainer(model, task, trainer_c, sections["optim"], out_dir, extra, log).fit()
 
-    best, _ = load(out_dir)
+    best, _, _ = load(out_dir)
     H = model_c.horizon
-    inputs, actual, origins = windows(values, model_c.window, H, valid_end, len(values))
-    scaled = torch.tensor(scaler.transform(inputs), dtype=torch.float32)
-    mean, std = best.forecast(scaled)
-    forecasts = {"rnnkit " + model_c.cell: scaler.inverse(mean.double().numpy())}
+    start = max(valid_end, model_c.window + shift)
+    _, actual, origins = windows(values, model_c.window, H, start, len(values))
+    mean, std = model_forecast(best, scaler, values, origins, H, data.difference)
+    forecasts = {"rnnkit " + model_c.cell: mean}
     order = tuple(int(v) for v in data.arima_order.split(","))
     if len(order) != 3:
         raise ValueError(f"data.arima_order must be p,d,q, got {data.arima_order!r}")
@@ -191,12 +196,33 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     scores = {name: errors(f, actual, scale) for name, f in forecasts.items()}
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
     plot(values, series.columns[0], valid_end, origins, forecasts,
-         None if std is None else scaler.std[0] * std[..., 0].double().numpy(),
-         out_dir / "forecast.png")  # fmt: skip
+         None if std is None else std[..., 0], out_dir / "forecast.png")  # fmt: skip
     return ForecastRun(out_dir, result, scores)
 
 
-def load(path: str | Path, which: str = "best") -> tuple[Forecaster, Scaler]:
+def model_forecast(
+    model: Forecaster, scaler: Scaler, values: np.ndarray, origins: np.ndarray,
+    horizon: int | None = None, difference: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """(mean, std or None), each [M, H, V] in the series' units, forecast from every origin
+    o in ``origins`` (the first forecast step) from values[:o] alone."""
+    L = model.config.window
+    if difference:
+        work = np.diff(values, axis=0)
+        x = np.stack([work[o - 1 - L : o - 1] for o in origins])
+    else:
+        x = np.stack([values[o - L : o] for o in origins])
+    mean_t, std_t = model.forecast(torch.tensor(scaler.transform(x), dtype=torch.float32), horizon)
+    mean = scaler.inverse(mean_t.double().numpy())
+    std = None if std_t is None else std_t.double().numpy() * scaler.std
+    if difference:  # integrate: the steps' errors add up, taken as independent
+        mean = values[origins - 1][:, None] + np.cumsum(mean, axis=1)
+        std = None if std is None else np.sqrt(np.cumsum(std**2, axis=1))
+    return mean, std
+
+
+def load(path: str | Path, which: str = "best") -> tuple[Forecaster, Scaler, bool]:
+    """(model, scaler, whether it models differences) from a run or checkpoint."""
     prefer = ("best", "last") if which == "best" else ("last", "best")
     checkpoint = ckpt.resolve(path, prefer=prefer)
     saved = ckpt.read_json(checkpoint, ckpt.CONFIG_FILE)
@@ -205,23 +231,23 @@ def load(path: str | Path, which: str = "best") -> tuple[Forecaster, Scaler]:
     sections = cfg.from_dict(defaults(), saved, str(checkpoint / ckpt.CONFIG_FILE))
     model = Forecaster(sections["model"], len(saved["meta"]["columns"]))
     ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
-    return model.eval(), Scaler.from_dict(ckpt.read_json(checkpoint, SCALER_FILE))
+    scaler = Scaler.from_dict(ckpt.read_json(checkpoint, SCALER_FILE))
+    return model.eval(), scaler, sections["data"].difference
 
 
 def forecast_series(path: str | Path, values: np.ndarray, horizon: int | None = None,
                     z: float = 1.96) -> dict[str, np.ndarray]:  # fmt: skip
     """Forecast past the end of ``values`` [N, V]: {"mean" [H, V], and with a Gaussian
     head "low"/"high" [H, V] at mean -+ z std}."""
-    model, scaler = load(path)
-    L = model.config.window
-    if len(values) < L:
-        raise ValueError(f"the series has {len(values)} steps; the model reads {L}")
-    x = torch.tensor(scaler.transform(values[-L:])[None], dtype=torch.float32)
-    mean, std = model.forecast(x, horizon)
-    out = {"mean": scaler.inverse(mean[0].double().numpy())}
+    model, scaler, difference = load(path)
+    needed = model.config.window + difference
+    if len(values) < needed:
+        raise ValueError(f"the series has {len(values)} steps; the model reads {needed}")
+    mean, std = model_forecast(model, scaler, values, np.array([len(values)]), horizon,
+                               difference)  # fmt: skip
+    out = {"mean": mean[0]}
     if std is not None:
-        spread = z * std[0].double().numpy() * scaler.std
-        out |= {"low": out["mean"] - spread, "high": out["mean"] + spread}
+        out |= {"low": mean[0] - z * std[0], "high": mean[0] + z * std[0]}
     return out
 
 
