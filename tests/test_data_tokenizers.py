@@ -3,7 +3,9 @@
 import functools
 import json
 
+import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -160,6 +162,15 @@ def test_bpe_respects_vocab_size_and_learns_merges():
     assert tok.encode("<unk>") != [tok.unk_id]  # specials in text are plain bytes
 
 
+@pytest.mark.parametrize("kind", ["char", "word", "bpe"])
+def test_decode_accepts_tensors_and_numpy(kind):
+    tok = trained(kind)
+    ids = tok.encode("the cat\n")
+    assert tok.decode(torch.tensor(ids)) == tok.decode(ids)
+    assert tok.decode(np.array(ids)) == tok.decode(ids)
+    assert tok.token_text(torch.tensor(ids[0])) == tok.token_text(ids[0])
+
+
 def test_decode_specials():
     for kind in ("char", "bpe"):
         tok = trained(kind)
@@ -209,6 +220,10 @@ def test_bad_ids_and_tokens(kind):
         tok.decode([tok.vocab_size])
     with pytest.raises(ValueError, match="token id -1 is out of range"):
         tok.token_text(-1)
+    with pytest.raises(TypeError, match=r"token ids must be integers, got 1\.0"):
+        tok.decode([1.0])
+    with pytest.raises(TypeError, match="token ids must be integers, got True"):
+        tok.token_text(True)
     with pytest.raises(KeyError, match=rf"token 'no-such-token' is not in the {kind} vocabulary"):
         tok.id_of("no-such-token")
 

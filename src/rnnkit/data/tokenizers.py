@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import operator
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, NoReturn
@@ -95,14 +96,18 @@ class Tokenizer:
         raise NotImplementedError
 
     def _check_id(self, id: int) -> int:
-        if isinstance(id, bool) or not isinstance(id, int | np.integer):
-            raise TypeError(f"token ids must be integers, got {type(id).__name__}")
+        try:  # ints, NumPy integers, one-element integer tensors
+            if isinstance(id, bool):
+                raise TypeError
+            id = operator.index(id)
+        except TypeError:
+            raise TypeError(f"token ids must be integers, got {id!r}") from None
         if not 0 <= id < self.vocab_size:
             raise ValueError(
                 f"token id {id} is out of range for this {self.kind} tokenizer "
                 f"(vocabulary of {self.vocab_size}: ids 0..{self.vocab_size - 1})"
             )
-        return int(id)
+        return id
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Tokenizer) and self.to_dict() == other.to_dict()
