@@ -289,3 +289,22 @@ def test_from_dict_rejects_bad_dicts():
         tokenizer_from_dict({**good, "tokens": ["a", *good["tokens"]]})
     with pytest.raises(ValueError, match="needs an 'hf_json' string"):
         tokenizer_from_dict({**good, "kind": "bpe"})
+    with pytest.raises(ValueError, match="char vocabulary entries must be single characters"):
+        tokenizer_from_dict({**good, "tokens": [*SPECIALS, "ab"]})
+    with pytest.raises(ValueError, match="word vocabulary entries must be words without"):
+        tokenizer_from_dict({**good, "kind": "word", "tokens": [*SPECIALS, "a b"]})
+    with pytest.raises(ValueError, match=r"vocabulary repeats tokens \['a'\]"):
+        tokenizer_from_dict({**good, "tokens": [*SPECIALS, "a", "a"]})
+
+
+def test_from_dict_rejects_other_hugging_face_tokenizers():
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    hf = HFTokenizer(models.WordLevel({s: i for i, s in enumerate([*SPECIALS, "a"])}, "<unk>"))
+    hf.pre_tokenizer = pre_tokenizers.Whitespace()
+    saved = {**trained("bpe").to_dict(), "hf_json": hf.to_str()}
+    with pytest.raises(ValueError, match=r"a bpe tokenizer must be byte-level BPE.*'WordLevel'"):
+        tokenizer_from_dict(saved)
+    with pytest.raises(ValueError, match="not a Hugging Face tokenizer JSON string"):
+        tokenizer_from_dict({**saved, "hf_json": "{not json"})
