@@ -119,6 +119,16 @@ def test_set_epoch_drives_len_and_iter():
     assert [x.shape[0] for x, _ in batches] == batches.lengths(2)
 
 
+def test_strided_input_and_windows_are_views_of_one_buffer():
+    ids = corpus(2 * N)[::2]  # not contiguous
+    batches = LMBatches(ids, B, BPTT)
+    x, y = next(iter(batches))
+    assert torch.equal(x[:, 1], ids[L : L + BPTT])
+    assert torch.equal(y[:, 1], ids[L + 1 : L + 1 + BPTT])
+    assert x.is_contiguous()
+    assert x.data_ptr() == batches.data.data_ptr()  # no copy per window
+
+
 def test_device_argument_keeps_windows_there():
     batches = LMBatches(corpus(), B, BPTT, device="cpu")
     x, y = next(iter(batches))

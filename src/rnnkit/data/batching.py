@@ -111,7 +111,7 @@ class LMBatches:
             )
         self.stream_length = L
         # [B, L] -> [L, B]: column b is the contiguous slice b of the corpus.
-        self.data = ids[: batch_size * L].to(torch.int64).view(batch_size, L).t().contiguous()
+        self.data = ids[: batch_size * L].to(torch.int64).reshape(batch_size, L).t().contiguous()
         if device is not None:
             self.data = self.data.to(device)
         self._schedules: dict[int, tuple[np.ndarray, np.ndarray]] = {}
