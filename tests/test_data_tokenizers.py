@@ -273,8 +273,9 @@ def test_bad_arguments():
         train_tokenizer("bpe", ["abc"], vocab_size=100)
     with pytest.raises(ValueError, match="min_count must be a positive integer, got 0"):
         train_tokenizer("word", ["abc"], min_count=0)
-    with pytest.raises(TypeError, match="training texts must be strings, got bytes"):
-        train_tokenizer("char", [b"abc"])
+    for kind in ("char", "word", "bpe"):
+        with pytest.raises(TypeError, match="training texts must be strings, got bytes"):
+            train_tokenizer(kind, [b"abc"])
 
 
 def test_from_dict_rejects_bad_dicts():
