@@ -466,7 +466,9 @@ def train_tokenizer(
     included: char and word keep the ``vocab_size - 4`` most frequent tokens seen at
     least ``min_count`` times (None: all of them) and encode the rest as ``<unk>``;
     bpe learns merges until ``vocab_size`` (default 4096) or until no pair occurs
-    ``min_count`` times.
+    ``min_count`` times. Penn Treebank's text already holds exactly its 10k-word
+    vocabulary (``<unk>`` and line ends included): leave ``vocab_size`` None there, as
+    10000 would count the four specials and drop three rare words.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {KINDS}")
