@@ -468,7 +468,7 @@ def train_tokenizer(
     bpe learns merges until ``vocab_size`` (default 4096) or until no pair occurs
     ``min_count`` times. Penn Treebank's text already holds exactly its 10k-word
     vocabulary (``<unk>`` and line ends included): leave ``vocab_size`` None there, as
-    10000 would count the four specials and drop three rare words.
+    10000 would count the four specials and drop two rare words.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {KINDS}")
