@@ -115,9 +115,14 @@ def train_lm(
         args = list(ctx.args)
         if text is not None:
             args += ["--data.text", str(text)]
-        sections = lm.configure(config, tuple(args))
         started = time.perf_counter()
-        run = lm.train(sections, resume=resume)
+        if resume is None:
+            run = lm.train(lm.configure(config, tuple(args)))
+        else:
+            changes = cfg.read_file(config) if config else {}
+            for section, values in cfg.parse_overrides(args).items():
+                changes.setdefault(section, {}).update(values)
+            run = lm.train(resume=resume, changes=changes)
         r = run.result
         typer.echo(
             f"trained {r.step} steps in {time.perf_counter() - started:.0f} s "
