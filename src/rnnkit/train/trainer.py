@@ -285,7 +285,8 @@ class Trainer:
                         )
                     if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                         self.save("last")
-                        metrics.flush()
+                    if self.step % 50 == 0:
+                        metrics.flush()  # so `tail metrics.jsonl` follows a long epoch
                 else:
                     expected = self.task.batches_per_epoch(self.epoch)
                     if self.position != expected:  # the iterator disagrees: a task bug
