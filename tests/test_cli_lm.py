@@ -127,3 +127,13 @@ def test_bad_override_and_missing_checkpoint(tmp_path):
     assert result.exit_code == 2 and "model has no field 'hiden_size'" in result.output
     result = invoke("sample", tmp_path / "nowhere")
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_python_api_loads_and_samples(trained):
+    from rnnkit.decoding import SampleConfig, sample
+
+    root, _ = trained
+    model, tokenizer, config = lm.load(root / "run")
+    assert config["model"].hidden_size == 16 and not model.training
+    texts = sample(model, tokenizer, SampleConfig(prime="The ", max_tokens=20, num_samples=2))
+    assert len(texts) == 2 and all(0 < len(t) <= 20 for t in texts)
