@@ -195,3 +195,20 @@ def test_clipping_is_counted(tmp_path):
     trainer.fit()
     records = [r for r in read(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
     assert trainer.clip_count == 4 and all(r["clipped"] and r["grad_norm"] > 1e-3 for r in records)
+
+
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint(tmp_path):
+    import signal
+
+    class Interrupted(Regression):
+        def train_step(self, model, batch, carry) -> StepResult:
+            if self.calls == 2:  # a Ctrl-C arrives during the third step
+                signal.raise_signal(signal.SIGINT)
+            return super().train_step(model, batch, carry)
+
+    trainer = make_trainer(tmp_path, Interrupted(), epochs=3)
+    trainer.config.checkpoint_every = 0
+    result = trainer.fit()
+    assert result.stopped == "interrupted" and result.step == 3
+    assert ckpt.read_json(tmp_path / "last", ckpt.STATE_JSON)["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

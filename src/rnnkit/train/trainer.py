@@ -25,6 +25,8 @@ None at each epoch's start. A task without state returns ``carry=None``.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -86,7 +88,7 @@ class FitResult:
     step: int
     epoch: int
     stopped: str
-    """"done", "max_steps", "max_minutes" or "interrupted"."""
+    """"done", "max_steps", "max_minutes" or "interrupted" (Ctrl-C, after a whole step)."""
     valid_loss: float | None
     best_valid_loss: float | None
     seconds: float
@@ -108,6 +110,28 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"trainer.device is {name!r} but CUDA is not available; use cpu")
     return torch.device(name)
+
+
+class _StopOnInterrupt:
+    """The first Ctrl-C asks the loop to stop after the current step (so the checkpoint
+    it writes resumes exactly); a second one aborts at once, without a checkpoint."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.requested = False
+        self.say = say
+        self.previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.say("stopping after this step (Ctrl-C again to abort without a checkpoint)")
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 class Trainer:
@@ -258,10 +282,14 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not c.progress,
                    unit="step", dynamic_ncols=True, leave=False)  # fmt: skip
         smooth: float | None = None
+        interrupt = _StopOnInterrupt(bar.write)
         self.model.train()
         try:
             while self.epoch <= c.epochs and stopped == "done":
                 for batch in self.task.batches(self.epoch, self.position):
+                    if interrupt.requested:
+                        stopped = "interrupted"
+                        break
                     if c.max_steps is not None and self.step >= c.max_steps:
                         stopped = "max_steps"
                         break
@@ -310,20 +338,22 @@ class Trainer:
                     self.save("last")
                     metrics.flush()
                     plot(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
-        except KeyboardInterrupt:
-            stopped = "interrupted"
+            if stopped != "done":
+                # Stopped between two steps: checkpoint the exact position for --resume.
+                self.save("last")
+                if self.position and stopped != "interrupted":
+                    valid = self.validate(observe=False)
+                    metrics.write({"kind": "valid", "step": self.step, "epoch": self.epoch,
+                                   "loss": valid, "partial_epoch": True})  # fmt: skip
+                    bar.write(f"stopped ({stopped}) at step {self.step}: valid loss "
+                              f"{valid:.4f} ({self._describe(valid)})")  # fmt: skip
+                elif stopped == "interrupted":
+                    bar.write(f"interrupted at step {self.step}; checkpoint in "
+                              f"{self.out_dir / 'last'}")  # fmt: skip
         finally:
+            interrupt.restore()
             bar.close()
-        if stopped != "done":
-            # Stopped mid-epoch: checkpoint the exact position so --resume continues it.
-            self.save("last")
-            if self.position and stopped != "interrupted":
-                valid = self.validate(observe=False)
-                metrics.write({"kind": "valid", "step": self.step, "epoch": self.epoch,
-                               "loss": valid, "partial_epoch": True})  # fmt: skip
-                self.log(f"stopped ({stopped}) at step {self.step}: valid loss {valid:.4f} "
-                         f"({self._describe(valid)})")  # fmt: skip
-        metrics.close()
+            metrics.close()
         if self.step:
             plot(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
         seconds = time.perf_counter() - start_time
