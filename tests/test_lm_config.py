@@ -68,3 +68,10 @@ def test_help_table_lists_every_field_with_its_default():
             assert f"--{section}.{name} " in table
     assert "--model.hidden_size 256  (int)" in table
     assert "--trainer.max_steps none  (int|none)" in table
+
+
+def test_a_checkpoint_config_is_a_valid_config_file(tmp_path):
+    sections = lm.configure(overrides=("--model.cell", "rnn_relu"))
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg.to_dict(sections) | {"meta": {"task": "lm"}}))
+    assert lm.configure(path)["model"].cell == "rnn_relu"

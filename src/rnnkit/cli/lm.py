@@ -124,10 +124,12 @@ def train_lm(
                 changes.setdefault(section, {}).update(values)
             run = lm.train(resume=resume, changes=changes)
         r = run.result
+        best = r.best_valid_loss
         typer.echo(
             f"trained {r.step} steps in {time.perf_counter() - started:.0f} s "
-            f"({r.tokens_per_s:,.0f} tokens/s); best validation loss "
-            f"{r.best_valid_loss:.4f} nats/token " + _describe(run.tokenizer, r.best_valid_loss)
+            f"({r.tokens_per_s:,.0f} tokens/s)"
+            + ("" if best is None else f"; best validation loss {best:.4f} nats/token ")
+            + _describe(run.tokenizer, best)
         )
         if samples:
             model, tokenizer, saved = lm.load(run.out_dir)

@@ -109,7 +109,12 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"trainer.device is {name!r} but CUDA is not available; use cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"trainer.device must be cpu, cuda, cuda:N or auto, got {name!r}"
+        ) from None
 
 
 class _StopOnInterrupt:
