@@ -137,3 +137,12 @@ def test_python_api_loads_and_samples(trained):
     assert config["model"].hidden_size == 16 and not model.training
     texts = sample(model, tokenizer, SampleConfig(prime="The ", max_tokens=20, num_samples=2))
     assert len(texts) == 2 and all(0 < len(t) <= 20 for t in texts)
+
+
+def test_encoding_flag_reads_latin_1(tmp_path):
+    path = tmp_path / "latin.txt"
+    path.write_bytes("café au lait, crème brûlée.\n".encode("latin-1") * 20)
+    result = invoke("train", "lm", "--text", path, "--encoding", "latin-1", *TINY,
+                    "--trainer.max_steps", "2", "--samples", "0",
+                    "--trainer.out", tmp_path / "run")  # fmt: skip
+    assert result.exit_code == 0, result.output

@@ -101,6 +101,9 @@ def train_lm(
         Path | None,
         typer.Option("--resume", help="Continue a run (its directory or a checkpoint) exactly."),
     ] = None,
+    encoding: Annotated[
+        str | None, typer.Option("--encoding", help="Text encoding (same as --data.encoding).")
+    ] = None,
     samples: Annotated[int, typer.Option("--samples", help="Samples to print after training.")] = 3,
 ) -> None:
     """Train a recurrent language model and print samples from it.
@@ -115,6 +118,8 @@ def train_lm(
         args = list(ctx.args)
         if text is not None:
             args += ["--data.text", str(text)]
+        if encoding is not None:
+            args += ["--data.encoding", encoding]
         started = time.perf_counter()
         if resume is None:
             run = lm.train(lm.configure(config, tuple(args)))
