@@ -53,6 +53,13 @@ def _describe(tokenizer, loss: float | None) -> str:  # type: ignore[no-untyped-
     return " ".join(f"{k} {v:.3f}" for k, v in lm.describe(tokenizer, loss).items())
 
 
+def _go_on(run) -> str:  # type: ignore[no-untyped-def]
+    """The override that lets a resumed run go past where this one stopped."""
+    if run.result.stopped in ("max_steps", "max_minutes"):
+        return f"--trainer.{run.result.stopped} none"
+    return f"--trainer.epochs {run.sections['trainer'].epochs + 2}"
+
+
 def _epilog() -> str:
     from rnnkit.train import lm
 
@@ -146,8 +153,7 @@ def train_lm(
         typer.echo(
             f"\nrun directory: {run.out_dir} (metrics.jsonl, loss.png, best/, last/)\n"
             f"more samples:  rnnkit sample {run.out_dir} --prime 'def ' --temperature 0.7\n"
-            f"continue:      rnnkit train lm --resume {run.out_dir} --trainer.epochs "
-            f"{run.sections['trainer'].epochs + 2}"
+            f"continue:      rnnkit train lm --resume {run.out_dir} {_go_on(run)}"
         )
 
 
