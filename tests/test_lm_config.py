@@ -75,3 +75,11 @@ def test_a_checkpoint_config_is_a_valid_config_file(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg.to_dict(sections) | {"meta": {"task": "lm"}}))
     assert lm.configure(path)["model"].cell == "rnn_relu"
+
+
+def test_python_keyword_sections():
+    sections = lm.configure(text="my.txt", model={"hidden_size": 512}, trainer={"epochs": 5})
+    assert sections["data"].text == "my.txt" and sections["model"].hidden_size == 512
+    assert sections["trainer"].epochs == 5
+    with pytest.raises(cfg.ConfigError, match=r"configure\(\): model has no field 'hiden'"):
+        lm.configure(model={"hiden": 1})
