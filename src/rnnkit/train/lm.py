@@ -50,7 +50,9 @@ class DataConfig:
     min_count: int = option(1, "drop tokens seen fewer times (char, word)", min=1)
     batch_size: int = option(32, "parallel streams B", min=1)
     bptt: int = option(64, "steps per truncated-BPTT window T", min=1)
-    variable_bptt: bool = option(False, "draw window lengths per AWD-LSTM (Merity 2017)")
+    variable_bptt: bool = option(
+        False, "draw window lengths as AWD-LSTM (Merity 2017); lr scales by T / bptt"
+    )
     eval_batch_size: int = option(16, "parallel streams for validation and eval", min=1)
 
 
@@ -168,7 +170,9 @@ class LMTask:
         device = next(model.parameters()).device
         logits, carry = model(inputs.to(device), carry)  # [T, B, V]
         loss = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten())
-        return StepResult(loss, targets.numel(), carry)
+        # A shorter window's mean loss weighs each token more; AWD-LSTM rescales the rate.
+        scale = inputs.shape[0] / self.train.bptt if self.train.variable_bptt else 1.0
+        return StepResult(loss, targets.numel(), carry, lr_scale=scale)
 
     def evaluate(self, model: torch.nn.Module) -> float:
         assert isinstance(model, LanguageModel)

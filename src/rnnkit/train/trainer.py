@@ -69,6 +69,9 @@ class StepResult:
     """Items (tokens) in the batch: for throughput and for weighting."""
     carry: Any = None
     """The recurrent state to continue from in the next batch (TBPTT), or None."""
+    lr_scale: float = 1.0
+    """Multiplies this step's learning rate (AWD-LSTM scales it by T / bptt for a
+    variable-length window, Merity et al. 2017, section 4.1)."""
 
 
 class Task(Protocol):
@@ -236,8 +239,6 @@ class Trainer:
 
     def train_step(self, batch: Any) -> tuple[float, int, float, bool]:
         """One optimiser step -> (loss, count, pre-clip gradient norm, clipped?)."""
-        lr = self.schedule.lr(self.epoch, self.step)
-        set_lr(self.optimizer, lr)
         result = self.task.train_step(self.model, batch, self.carry)
         loss = float(result.loss.detach())
         if not math.isfinite(loss):
@@ -248,6 +249,7 @@ class Trainer:
         norm, clipped = clip_gradients(params, self.config.clip_norm, self.config.clip_value)
         if not math.isfinite(norm):
             raise self._diverged("the gradient norm", norm)
+        set_lr(self.optimizer, self.schedule.lr(self.epoch, self.step) * result.lr_scale)
         self.optimizer.step()
         self.carry = detach(result.carry)
         self.step += 1
