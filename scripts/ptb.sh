@@ -33,5 +33,5 @@ exec "${RNNKIT_CMD[@]}" train lm \
     --optim.optimizer sgd --optim.lr 20 --optim.schedule step --optim.decay 0.5 \
     --optim.decay_after 4 \
     --trainer.epochs 13 --trainer.clip_norm 0.25 --trainer.max_minutes none \
-    --trainer.out "runs/ptb-$CELL" --sample.prime "the company said" --sample.max_tokens 40 \
+    --trainer.out "runs/ptb-$CELL" --sample.prime "in the first" --sample.max_tokens 40 \
     "$@"
