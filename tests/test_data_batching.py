@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from rnnkit.data import LMBatches, split_train_valid
 
@@ -28,6 +30,31 @@ def test_shapes_and_dtype(variable_bptt):
         assert x.shape[1] == B
     assert sum(batches.lengths(0)) == L - 1  # every token of a stream is a target once
     assert batches.num_tokens == (L - 1) * B
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(2, 400),
+    batch_size=st.integers(1, 9),
+    bptt=st.integers(1, 12),
+    variable_bptt=st.booleans(),
+    seed=st.integers(0, 3),
+    epoch=st.integers(0, 3),
+)
+def test_windows_tile_every_stream_exactly(n, batch_size, bptt, variable_bptt, seed, epoch):
+    assume(n >= 2 * batch_size)
+    ids = torch.arange(n)
+    batches = LMBatches(ids, batch_size, bptt, variable_bptt=variable_bptt, seed=seed)
+    windows = list(batches.windows(epoch))
+    assert len(windows) == batches.num_windows(epoch)
+    L = n // batch_size
+    inputs = torch.cat([x for x, _ in windows])  # [L - 1, B]
+    targets = torch.cat([y for _, y in windows])
+    expected = ids[: batch_size * L].view(batch_size, L).t()  # [L, B]
+    assert torch.equal(inputs, expected[:-1])
+    assert torch.equal(targets, expected[1:])
+    if not variable_bptt:
+        assert all(x.shape[0] == bptt for x, _ in windows[:-1])
 
 
 def test_fixed_bptt_window_count_and_short_last_window():
@@ -117,6 +144,16 @@ def test_set_epoch_drives_len_and_iter():
     batches.set_epoch(2)
     assert len(batches) == batches.num_windows(2)
     assert [x.shape[0] for x, _ in batches] == batches.lengths(2)
+
+
+def test_strided_input_and_windows_are_views_of_one_buffer():
+    ids = corpus(2 * N)[::2]  # not contiguous
+    batches = LMBatches(ids, B, BPTT)
+    x, y = next(iter(batches))
+    assert torch.equal(x[:, 1], ids[L : L + BPTT])
+    assert torch.equal(y[:, 1], ids[L + 1 : L + 1 + BPTT])
+    assert x.is_contiguous()
+    assert x.data_ptr() == batches.data.data_ptr()  # no copy per window
 
 
 def test_device_argument_keeps_windows_there():

@@ -170,6 +170,10 @@ def test_binary_file(tmp_path):
         read_text(path)
     with pytest.raises(DataError, match="NUL byte at byte offset 8"):
         list(iter_text(path, chunk_chars=3))
+    late = tmp_path / "late.bin"  # past the first look-ahead, found while streaming
+    late.write_bytes(b"text " * 4000 + b"\x00")
+    with pytest.raises(DataError, match=f"{late}: NUL byte at byte offset 20000"):
+        list(iter_text(late, chunk_chars=1000))
 
 
 @pytest.mark.parametrize("chunk_chars", [1, 2, 4, 1 << 20])
@@ -201,3 +205,20 @@ def test_bad_arguments(text_file):
         read_text(text_file, encoding="utf-99")
     with pytest.raises(ValueError, match="chunk_chars must be a positive integer, got 0"):
         iter_text(text_file, chunk_chars=0)
+
+
+def test_shared_corpora(shared_data):
+    # The documented sizes: Tiny Shakespeare 1,115,394 characters over 65 distinct ones;
+    # Penn Treebank validation 70,390 words on 3,370 lines, each line ending in <eos>.
+    path = shared_data / "tinyshakespeare" / "input.txt"
+    chars = train_tokenizer("char", iter_text(path))
+    assert chars.vocab_size == 65 + 4
+    assert encode_file(chars, path).shape == (1_115_394,)
+    path = shared_data / "ptb" / "ptb.valid.txt"
+    words = train_tokenizer("word", iter_text(path))
+    ids = encode_file(words, path)
+    assert ids.shape == (70_390 + 3_370,)
+    assert int((ids == words.eos_id).sum()) == 3_370
+    assert words.decode(ids) == "\n".join(
+        " ".join(line.split()) for line in read_text(path).split("\n")
+    )

@@ -3,7 +3,9 @@
 import functools
 import json
 
+import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -160,6 +162,15 @@ def test_bpe_respects_vocab_size_and_learns_merges():
     assert tok.encode("<unk>") != [tok.unk_id]  # specials in text are plain bytes
 
 
+@pytest.mark.parametrize("kind", ["char", "word", "bpe"])
+def test_decode_accepts_tensors_and_numpy(kind):
+    tok = trained(kind)
+    ids = tok.encode("the cat\n")
+    assert tok.decode(torch.tensor(ids)) == tok.decode(ids)
+    assert tok.decode(np.array(ids)) == tok.decode(ids)
+    assert tok.token_text(torch.tensor(ids[0])) == tok.token_text(ids[0])
+
+
 def test_decode_specials():
     for kind in ("char", "bpe"):
         tok = trained(kind)
@@ -209,6 +220,10 @@ def test_bad_ids_and_tokens(kind):
         tok.decode([tok.vocab_size])
     with pytest.raises(ValueError, match="token id -1 is out of range"):
         tok.token_text(-1)
+    with pytest.raises(TypeError, match=r"token ids must be integers, got 1\.0"):
+        tok.decode([1.0])
+    with pytest.raises(TypeError, match="token ids must be integers, got True"):
+        tok.token_text(True)
     with pytest.raises(KeyError, match=rf"token 'no-such-token' is not in the {kind} vocabulary"):
         tok.id_of("no-such-token")
 
@@ -258,8 +273,9 @@ def test_bad_arguments():
         train_tokenizer("bpe", ["abc"], vocab_size=100)
     with pytest.raises(ValueError, match="min_count must be a positive integer, got 0"):
         train_tokenizer("word", ["abc"], min_count=0)
-    with pytest.raises(TypeError, match="training texts must be strings, got bytes"):
-        train_tokenizer("char", [b"abc"])
+    for kind in ("char", "word", "bpe"):
+        with pytest.raises(TypeError, match="training texts must be strings, got bytes"):
+            train_tokenizer(kind, [b"abc"])
 
 
 def test_from_dict_rejects_bad_dicts():
@@ -274,3 +290,22 @@ def test_from_dict_rejects_bad_dicts():
         tokenizer_from_dict({**good, "tokens": ["a", *good["tokens"]]})
     with pytest.raises(ValueError, match="needs an 'hf_json' string"):
         tokenizer_from_dict({**good, "kind": "bpe"})
+    with pytest.raises(ValueError, match="char vocabulary entries must be single characters"):
+        tokenizer_from_dict({**good, "tokens": [*SPECIALS, "ab"]})
+    with pytest.raises(ValueError, match="word vocabulary entries must be words without"):
+        tokenizer_from_dict({**good, "kind": "word", "tokens": [*SPECIALS, "a b"]})
+    with pytest.raises(ValueError, match=r"vocabulary repeats tokens \['a'\]"):
+        tokenizer_from_dict({**good, "tokens": [*SPECIALS, "a", "a"]})
+
+
+def test_from_dict_rejects_other_hugging_face_tokenizers():
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    hf = HFTokenizer(models.WordLevel({s: i for i, s in enumerate([*SPECIALS, "a"])}, "<unk>"))
+    hf.pre_tokenizer = pre_tokenizers.Whitespace()
+    saved = {**trained("bpe").to_dict(), "hf_json": hf.to_str()}
+    with pytest.raises(ValueError, match=r"a bpe tokenizer must be byte-level BPE.*'WordLevel'"):
+        tokenizer_from_dict(saved)
+    with pytest.raises(ValueError, match="not a Hugging Face tokenizer JSON string"):
+        tokenizer_from_dict({**saved, "hf_json": "{not json"})

@@ -26,8 +26,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 Sections = dict[str, Any]
 """Section name -> config dataclass instance, e.g. {"model": LMConfig(), ...}."""
 
@@ -134,14 +132,22 @@ def read_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
+        import tomllib  # Python 3.11+
+    except ImportError:  # pragma: no cover
+        tomllib = None  # type: ignore[assignment]
+    try:
         if path.suffix == ".toml":
+            if tomllib is None:
+                raise ConfigError(f"{str(path)!r}: TOML needs Python 3.11+; use a .json file")
             return tomllib.loads(path.read_text(encoding="utf-8"))
         if path.suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(data, dict):
                 raise ConfigError(f"config file {str(path)!r} must hold a JSON object")
             return data
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+    except (json.JSONDecodeError, ValueError) as error:  # TOMLDecodeError is a ValueError
+        if isinstance(error, ConfigError):
+            raise
         raise ConfigError(f"config file {str(path)!r} is not valid: {error}") from None
     raise ConfigError(f"config file {str(path)!r} must end in .json or .toml")
 
@@ -179,7 +185,9 @@ def resolve(
     """Defaults, then the config file, then ``--section.field value`` overrides."""
     sections = dict(defaults)
     if file is not None:
-        sections = merge(sections, read_file(file), str(file))
+        data = read_file(file)
+        data.pop("meta", None)  # provenance in a checkpoint's config.json, not a setting
+        sections = merge(sections, data, str(file))
     return merge(sections, parse_overrides(overrides), "--")
 
 

@@ -5,8 +5,8 @@ N - B * L tokens are dropped) and laid out time-major as ``data`` [L, B]: column
 the slice ``ids[b * L : (b + 1) * L]``. Window k covers rows [s_k, s_k + T_k) as inputs
 and the same rows shifted by one as targets, so row t of window k + 1 continues row
 T_k - 1 of window k in every column: the hidden state that the trainer carries (and
-detaches) from one window to the next belongs to the same stream of text
-(Zaremba et al. 2014, section 4.1; Mikolov's RNNLM before them).
+detaches) from one window to the next belongs to the same stream of text. This is the
+layout of Zaremba et al. 2014's code and of PyTorch's word_language_model ``batchify``.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class LMBatches:
             )
         self.stream_length = L
         # [B, L] -> [L, B]: column b is the contiguous slice b of the corpus.
-        self.data = ids[: batch_size * L].to(torch.int64).view(batch_size, L).t().contiguous()
+        self.data = ids[: batch_size * L].to(torch.int64).reshape(batch_size, L).t().contiguous()
         if device is not None:
             self.data = self.data.to(device)
         self._schedules: dict[int, tuple[np.ndarray, np.ndarray]] = {}

@@ -82,10 +82,9 @@ def _decoded_blocks(path: str | os.PathLike[str], encoding: str, block: int) -> 
     p, f = _open_checked(path)
     with f:
         if nul_is_byte:  # look ahead as git does, so a binary file reads as binary
-            head = f.read(_SNIFF_BYTES)
+            head = f.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
             if b"\0" in head:
                 raise DataError(_binary_message(p, head.index(b"\0")))
-            f.seek(0)
         decoder = info.incrementaldecoder(errors="strict")
         lines = io.IncrementalNewlineDecoder(decoder, translate=True)
         offset = 0  # bytes handed to the decoder so far

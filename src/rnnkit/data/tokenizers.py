@@ -22,7 +22,9 @@ How specials read back as text (``decode`` and ``token_text``):
 from __future__ import annotations
 
 import codecs
+import functools
 import json
+import operator
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, NoReturn
@@ -95,14 +97,18 @@ class Tokenizer:
         raise NotImplementedError
 
     def _check_id(self, id: int) -> int:
-        if isinstance(id, bool) or not isinstance(id, int | np.integer):
-            raise TypeError(f"token ids must be integers, got {type(id).__name__}")
+        try:  # ints, NumPy integers, one-element integer tensors
+            if isinstance(id, bool):
+                raise TypeError
+            id = operator.index(id)
+        except TypeError:
+            raise TypeError(f"token ids must be integers, got {id!r}") from None
         if not 0 <= id < self.vocab_size:
             raise ValueError(
                 f"token id {id} is out of range for this {self.kind} tokenizer "
                 f"(vocabulary of {self.vocab_size}: ids 0..{self.vocab_size - 1})"
             )
-        return int(id)
+        return id
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Tokenizer) and self.to_dict() == other.to_dict()
@@ -210,7 +216,7 @@ class CharTokenizer(_VocabTokenizer):
         return [get(c, UNK_ID) for c in text]
 
     def encode_array(self, text: str) -> np.ndarray:
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # [N]
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # [N]
         pos = np.searchsorted(self._codes, codes).clip(max=len(self._codes) - 1)
         found = self._codes[pos] == codes
         return np.where(found, self._code_ids[pos], UNK_ID).astype(np.int64)
@@ -247,6 +253,18 @@ class WordTokenizer(_VocabTokenizer):
     """
 
     kind = "word"
+
+    def __init__(self, tokens: Iterable[str]):
+        super().__init__(tokens)
+        bad = [
+            t
+            for t in self.tokens[len(SPECIALS) :]
+            if not t or len(t.split()) != 1 or t != t.strip()
+        ]
+        if bad:
+            raise ValueError(
+                f"word vocabulary entries must be words without whitespace, got {bad[:5]}"
+            )
 
     def encode(self, text: str) -> list[int]:
         get = self.index.get
@@ -287,6 +305,7 @@ class WordTokenizer(_VocabTokenizer):
         return list(dict.fromkeys(w for w in text.split() if w not in self.index))
 
 
+@functools.cache
 def _byte_level_alphabet() -> dict[str, int]:
     """GPT-2's printable stand-in character for each byte, inverted (char -> byte).
 
@@ -319,9 +338,22 @@ class BPETokenizer(Tokenizer):
         from tokenizers import Tokenizer as HFTokenizer
 
         try:
+            spec = json.loads(hf_json)
             hf = HFTokenizer.from_str(hf_json)
         except Exception as err:
             raise ValueError(f"not a Hugging Face tokenizer JSON string: {err}") from err
+        parts = {key: (spec.get(key) or {}) for key in ("model", "pre_tokenizer", "decoder")}
+        if (
+            parts["model"].get("type") != "BPE"
+            or parts["pre_tokenizer"].get("type") != "ByteLevel"
+            or parts["pre_tokenizer"].get("add_prefix_space")
+            or parts["decoder"].get("type") != "ByteLevel"
+        ):
+            types = {key: part.get("type") for key, part in parts.items()}
+            raise ValueError(
+                "a bpe tokenizer must be byte-level BPE (model BPE, ByteLevel pre-tokenizer "
+                f"without prefix space, ByteLevel decoder), got {types}"
+            )
         found = tuple(hf.id_to_token(i) for i in range(len(SPECIALS)))
         if found != SPECIALS:
             raise ValueError(
@@ -335,7 +367,7 @@ class BPETokenizer(Tokenizer):
         hf.encode_special_tokens = True  # not saved in the JSON: set on every load
         self.hf = hf
         self.hf_json = hf_json
-        self._byte_of = _byte_level_alphabet()
+        self._byte_of = _byte_level_alphabet()  # token character -> byte
 
     @property
     def vocab_size(self) -> int:
@@ -434,7 +466,9 @@ def train_tokenizer(
     included: char and word keep the ``vocab_size - 4`` most frequent tokens seen at
     least ``min_count`` times (None: all of them) and encode the rest as ``<unk>``;
     bpe learns merges until ``vocab_size`` (default 4096) or until no pair occurs
-    ``min_count`` times.
+    ``min_count`` times. Penn Treebank's text already holds exactly its 10k-word
+    vocabulary (``<unk>`` and line ends included): leave ``vocab_size`` None there, as
+    10000 would count the four specials and drop two rare words.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {KINDS}")

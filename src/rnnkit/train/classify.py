@@ -72,6 +72,8 @@ def _text(example_text: str, lowercase: bool) -> str:
 
 
 class ClassifyTask:
+    unit = "sentences"  # what StepResult.count counts
+
     def __init__(self, tokenizer: Tokenizer, labels: LabelSet, train: list[Example],
                  valid: list[Example], data: ClassifyDataConfig, seed: int) -> None:  # fmt: skip
         def encode(examples: list[Example]) -> tuple[list[list[int]], list[int]]:

@@ -72,6 +72,8 @@ def load_series(data: ForecastDataConfig) -> Series:
 
 
 class ForecastTask:
+    unit = "windows"  # what StepResult.count counts
+
     def __init__(self, scaled: np.ndarray, model_c: ForecasterConfig, train_end: int,
                  valid_end: int, batch_size: int, seed: int) -> None:  # fmt: skip
         L, H = model_c.window, model_c.horizon

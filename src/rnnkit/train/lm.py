@@ -13,7 +13,7 @@ per target token in nats; the trainer carries the recurrent state across windows
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,14 +50,20 @@ class DataConfig:
     min_count: int = option(1, "drop tokens seen fewer times (char, word)", min=1)
     batch_size: int = option(32, "parallel streams B", min=1)
     bptt: int = option(64, "steps per truncated-BPTT window T", min=1)
-    variable_bptt: bool = option(False, "draw window lengths per AWD-LSTM (Merity 2017)")
+    variable_bptt: bool = option(
+        False, "draw window lengths as AWD-LSTM (Merity 2017); lr scales by T / bptt"
+    )
     eval_batch_size: int = option(16, "parallel streams for validation and eval", min=1)
 
 
 def defaults() -> cfg.Sections:
     """The sections of a language-model run, at their defaults (the README's main job)."""
-    return {"model": LMConfig(), "data": DataConfig(), "optim": OptimConfig(),
-            "trainer": TrainerConfig(), "sample": SampleConfig()}  # fmt: skip
+    # The main job: with no arguments `rnnkit train lm` must finish, samples included,
+    # within 3 minutes on 2 cores. A 2x256 GRU learned the most per second in trials on
+    # 2 cores (docs/results.md); the time cap guards slower machines and
+    # --trainer.max_minutes none lifts it.
+    return {"model": LMConfig(cell="gru"), "data": DataConfig(), "optim": OptimConfig(),
+            "trainer": TrainerConfig(max_minutes=2.5), "sample": SampleConfig()}  # fmt: skip
 
 
 def configure(
@@ -164,7 +170,9 @@ class LMTask:
         device = next(model.parameters()).device
         logits, carry = model(inputs.to(device), carry)  # [T, B, V]
         loss = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten())
-        return StepResult(loss, targets.numel(), carry)
+        # A shorter window's mean loss weighs each token more; AWD-LSTM rescales the rate.
+        scale = inputs.shape[0] / self.train.bptt if self.train.variable_bptt else 1.0
+        return StepResult(loss, targets.numel(), carry, lr_scale=scale)
 
     def evaluate(self, model: torch.nn.Module) -> float:
         assert isinstance(model, LanguageModel)
@@ -203,40 +211,39 @@ def _fresh_out_dir(out: str) -> Path:
     return path
 
 
-def resume_sections(checkpoint: str | Path, overrides: cfg.Sections | None) -> cfg.Sections:
-    """The checkpoint's sections with the allowed ``RESUMABLE`` changes from ``overrides``."""
+def resume_sections(
+    checkpoint: str | Path, changes: Mapping[str, Mapping[str, Any]] | None = None
+) -> cfg.Sections:
+    """The checkpoint's sections with ``changes`` ({section: {field: value}}) applied;
+    only the ``RESUMABLE`` fields may change."""
     path = ckpt.resolve(checkpoint, prefer=("last", "best"))
     saved = cfg.from_dict(defaults(), ckpt.read_json(path, ckpt.CONFIG_FILE), str(path))
-    if overrides is None:
-        return saved
-    out = dict(saved)
-    base = defaults()
-    for section, value in overrides.items():
+    for section, values in (changes or {}).items():
         allowed = RESUMABLE.get(section, set())
-        for name in vars(value):
-            new, default = getattr(value, name), getattr(base[section], name)
-            if new == default or new == getattr(saved[section], name):
-                continue
+        for name in values:
             if allowed is not None and name not in allowed:
                 raise cfg.ConfigError(
                     f"--{section}.{name} cannot change when resuming (the checkpoint has "
-                    f"{getattr(saved[section], name)!r}); only "
+                    f"{getattr(saved.get(section), name, '?')!r}); only "
                     + ", ".join(f"trainer.{n}" for n in sorted(RESUMABLE["trainer"] or ()))
                     + " and sample.* may"
                 )
-            out[section] = cfg.update(out[section], {name: new}, section)
-    return out
+    return cfg.merge(saved, changes or {}, "resume")
 
 
 def train(
     sections: cfg.Sections | None = None,
     resume: str | Path | None = None,
+    changes: Mapping[str, Mapping[str, Any]] | None = None,
     log: Callable[[str], None] = print,
 ) -> LMRun:
-    """Train a language model; ``resume`` (a run or checkpoint directory) continues one
-    exactly, with ``sections`` limited to the ``RESUMABLE`` changes."""
+    """Train a language model with ``sections`` (default: ``defaults()``), or continue
+    the run at ``resume`` (a run or checkpoint directory) exactly, with ``changes``
+    ({section: {field: value}}, only ``RESUMABLE`` fields) to its saved config."""
     if resume is not None:
-        sections = resume_sections(resume, sections)
+        if sections is not None:
+            raise ValueError("pass changes=, not sections=, when resuming")
+        sections = resume_sections(resume, changes)
         checkpoint = ckpt.resolve(resume, prefer=("last", "best"))
         out_dir = checkpoint.parent
         tokenizer = tokenizer_from_dict(ckpt.read_json(checkpoint, TOKENIZER_FILE))

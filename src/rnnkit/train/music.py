@@ -63,6 +63,8 @@ def _batch(rolls: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
 
 
 class MusicTask:
+    unit = "steps"  # what StepResult.count counts
+
     def __init__(self, train: list[Tensor], valid: list[Tensor], batch_size: int, seed: int):
         self.train, self.valid = train, valid
         self.batch_size, self.seed = batch_size, seed

@@ -100,6 +100,8 @@ class Encoder:
 
 
 class TagTask:
+    unit = "tok"  # what StepResult.count counts
+
     def __init__(self, encoder: Encoder, train: list[Sentence], valid: list[Sentence],
                  seed: int) -> None:  # fmt: skip
         e = encoder

@@ -25,6 +25,8 @@ None at each epoch's start. A task without state returns ``carry=None``.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -67,6 +69,9 @@ class StepResult:
     """Items (tokens) in the batch: for throughput and for weighting."""
     carry: Any = None
     """The recurrent state to continue from in the next batch (TBPTT), or None."""
+    lr_scale: float = 1.0
+    """Multiplies this step's learning rate (AWD-LSTM scales it by T / bptt for a
+    variable-length window, Merity et al. 2017, section 4.1)."""
 
 
 class Task(Protocol):
@@ -86,7 +91,7 @@ class FitResult:
     step: int
     epoch: int
     stopped: str
-    """"done", "max_steps", "max_minutes" or "interrupted"."""
+    """"done", "max_steps", "max_minutes" or "interrupted" (Ctrl-C, after a whole step)."""
     valid_loss: float | None
     best_valid_loss: float | None
     seconds: float
@@ -107,7 +112,34 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"trainer.device is {name!r} but CUDA is not available; use cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"trainer.device must be cpu, cuda, cuda:N or auto, got {name!r}"
+        ) from None
+
+
+class _StopOnInterrupt:
+    """The first Ctrl-C asks the loop to stop after the current step (so the checkpoint
+    it writes resumes exactly); a second one aborts at once, without a checkpoint."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.requested = False
+        self.say = say
+        self.previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.say("stopping after this step (Ctrl-C again to abort without a checkpoint)")
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 class Trainer:
@@ -207,8 +239,6 @@ class Trainer:
 
     def train_step(self, batch: Any) -> tuple[float, int, float, bool]:
         """One optimiser step -> (loss, count, pre-clip gradient norm, clipped?)."""
-        lr = self.schedule.lr(self.epoch, self.step)
-        set_lr(self.optimizer, lr)
         result = self.task.train_step(self.model, batch, self.carry)
         loss = float(result.loss.detach())
         if not math.isfinite(loss):
@@ -219,6 +249,7 @@ class Trainer:
         norm, clipped = clip_gradients(params, self.config.clip_norm, self.config.clip_value)
         if not math.isfinite(norm):
             raise self._diverged("the gradient norm", norm)
+        set_lr(self.optimizer, self.schedule.lr(self.epoch, self.step) * result.lr_scale)
         self.optimizer.step()
         self.carry = detach(result.carry)
         self.step += 1
@@ -242,7 +273,14 @@ class Trainer:
         return loss
 
     def _describe(self, loss: float) -> str:
-        return " ".join(f"{k} {v:.3f}" for k, v in self.task.describe(loss).items())
+        """' (ppl 123.4)' or '' when the task has no other way to show a loss."""
+        text = " ".join(f"{k} {v:.3f}" for k, v in self.task.describe(loss).items())
+        return f" ({text})" if text else ""
+
+    @property
+    def _unit(self) -> str:
+        """What ``StepResult.count`` counts, for the rate: tokens unless the task says."""
+        return str(getattr(self.task, "unit", "tok"))
 
     def fit(self) -> FitResult:
         """Train until the epochs (or ``max_steps`` / ``max_minutes``) are done."""
@@ -258,10 +296,14 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not c.progress,
                    unit="step", dynamic_ncols=True, leave=False)  # fmt: skip
         smooth: float | None = None
+        interrupt = _StopOnInterrupt(bar.write)
         self.model.train()
         try:
             while self.epoch <= c.epochs and stopped == "done":
                 for batch in self.task.batches(self.epoch, self.position):
+                    if interrupt.requested:
+                        stopped = "interrupted"
+                        break
                     if c.max_steps is not None and self.step >= c.max_steps:
                         stopped = "max_steps"
                         break
@@ -279,13 +321,14 @@ class Trainer:
                     bar.update(1)
                     if self.step % 10 == 0 or self.step == self.total_steps:
                         bar.set_postfix_str(
-                            f"epoch {self.epoch} loss {smooth:.3f} {self._describe(smooth)} "
-                            f"{rate:,.0f} tok/s clipped {self.clip_count}",
+                            f"epoch {self.epoch} loss {smooth:.3f}{self._describe(smooth)} "
+                            f"{rate:,.0f} {self._unit}/s clipped {self.clip_count}",
                             refresh=False,
                         )
                     if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                         self.save("last")
-                        metrics.flush()
+                    if self.step % 50 == 0:
+                        metrics.flush()  # so `tail metrics.jsonl` follows a long epoch
                 else:
                     expected = self.task.batches_per_epoch(self.epoch)
                     if self.position != expected:  # the iterator disagrees: a task bug
@@ -303,26 +346,28 @@ class Trainer:
                     rate = tokens / (time.perf_counter() - start_time)
                     bar.write(
                         f"epoch {finished} step {self.step}: valid loss {valid:.4f} "
-                        f"({self._describe(valid)}), {rate:,.0f} tok/s, "
+                        f"{self._describe(valid)}, {rate:,.0f} {self._unit}/s, "
                         f"clipped {self.clip_count}/{self.step} steps"
                     )
                     self.save("last")
                     metrics.flush()
                     plot(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
-        except KeyboardInterrupt:
-            stopped = "interrupted"
+            if stopped != "done":
+                # Stopped between two steps: checkpoint the exact position for --resume.
+                self.save("last")
+                if self.position and stopped != "interrupted":
+                    valid = self.validate(observe=False)
+                    metrics.write({"kind": "valid", "step": self.step, "epoch": self.epoch,
+                                   "loss": valid, "partial_epoch": True})  # fmt: skip
+                    bar.write(f"stopped ({stopped}) at step {self.step}: valid loss "
+                              f"{valid:.4f}{self._describe(valid)}")  # fmt: skip
+                elif stopped == "interrupted":
+                    bar.write(f"interrupted at step {self.step}; checkpoint in "
+                              f"{self.out_dir / 'last'}")  # fmt: skip
         finally:
+            interrupt.restore()
             bar.close()
-        if stopped != "done":
-            # Stopped mid-epoch: checkpoint the exact position so --resume continues it.
-            self.save("last")
-            if self.position and stopped != "interrupted":
-                valid = self.validate(observe=False)
-                metrics.write({"kind": "valid", "step": self.step, "epoch": self.epoch,
-                               "loss": valid, "partial_epoch": True})  # fmt: skip
-                self.log(f"stopped ({stopped}) at step {self.step}: valid loss {valid:.4f} "
-                         f"({self._describe(valid)})")  # fmt: skip
-        metrics.close()
+            metrics.close()
         if self.step:
             plot(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
         seconds = time.perf_counter() - start_time

@@ -1,0 +1,42 @@
+"""The reproduction scripts run end to end on the shared data (tiny model, two steps)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model.hidden_size", "8", "--model.embedding_size", "8", "--model.num_layers", "1",
+        "--trainer.max_steps", "2", "--trainer.progress", "false", "--samples", "1",
+        "--sample.max_tokens", "5", "--trainer.threads", "1"]  # fmt: skip
+
+
+def run_script(script: str, data: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"RNNKIT_DATA": str(data), "RNNKIT": f"{sys.executable} -m rnnkit",
+                        "PYTHONPATH": str(ROOT / "src")}  # fmt: skip
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / script), *args, *TINY, "--trainer.out", str(out)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_ptb_script(shared_data, tmp_path):
+    result = run_script("ptb.sh", shared_data, tmp_path / "ptb", "gru_reset_before")
+    assert result.returncode == 0, result.stderr
+    assert "1x8 gru_reset_before" in result.stdout and "vocabulary 10002" in result.stdout
+    assert "stopped (max_steps) at step 2" in result.stdout and "ppl" in result.stdout
+
+
+def test_tinyshakespeare_script(shared_data, tmp_path):
+    result = run_script("tinyshakespeare.sh", shared_data, tmp_path / "ts", "1",
+                        "--data.valid_fraction", "0.01")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "1,104,240 training" in result.stdout and "vocabulary 69" in result.stdout
+    assert "bpc" in result.stdout and "--trainer.max_steps none" in result.stdout
+
+
+def test_scripts_name_missing_data(tmp_path):
+    result = run_script("ptb.sh", tmp_path, tmp_path / "x")
+    assert result.returncode == 2 and "ptb.train.txt not found" in result.stderr
