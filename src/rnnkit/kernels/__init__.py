@@ -83,3 +83,13 @@ def select(cell: Cell, x: Tensor) -> RunLayer:
                 f"on a {x.device.type} {x.dtype} input; use 'auto' or 'composite'"
             )
     return runner.run_layer
+
+
+def _register_builtin() -> None:
+    """The fused CPU kernels; cheap here: they compile on the first call they support."""
+    from rnnkit.kernels import fused
+
+    register(Kernel("fused_cpu", fused.supports, fused.run_layer))
+
+
+_register_builtin()
