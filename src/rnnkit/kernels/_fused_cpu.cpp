@@ -9,7 +9,8 @@
 // states entering every step are one contiguous slice for the weight-gradient GEMM.
 // Variable lengths: at step t a row b with lengths[b] <= t keeps its state and emits 0.
 
-#include <torch/extension.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
