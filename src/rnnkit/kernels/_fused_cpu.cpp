@@ -154,7 +154,7 @@ struct Dir {
   int64_t T, B, H;
   bool reverse, training;
   const int64_t* len;  // [B] or nullptr (every row full)
-  S* gx;               // [T, B, G]: projections + folded biases; training: saved activations
+  S* gx;               // [T, B, G]: x W_ih^T + b_ih; training: overwritten by saved activations
   S* ghn;              // GRU reset-after: [T, B, H] saved U_n h + b_hn (a [B, H] scratch in inference)
   S* hbuf;             // [T+1, B, H] (training) or [2, B, H] (inference, ping-pong)
   S* cbuf;             // LSTM cell states, same layout as hbuf
@@ -180,11 +180,13 @@ inline void carry_row(const S* hp, S* hn, S* y, int64_t H) {
   std::memset(y, 0, sizeof(S) * H);
 }
 
-// ---- Forward of one step, per cell. gx (= W x + b) arrives in g; the recurrent GEMM adds
-// U h; the element-wise loop applies the gates and writes the new state and the output.
+// ---- Forward of one step, per cell. gx (= x W_ih^T + b_ih) arrives in d.gx[t]; the recurrent
+// GEMM adds h U^T; the element-wise loop adds b_hh, applies the gates and writes the new state
+// and the output. (b_hh is added there rather than folded into the projection so that a
+// one-step streaming call allocates nothing extra.)
 
 template <typename S, int64_t CELL>
-void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hn) {
+void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
   const int64_t B = d.B, H = d.H, t = d.time(s);
   const S* hp = d.hbuf + d.in_slot(s, t) * B * H;  // [B, H] state entering
   S* hn = d.hbuf + d.out_slot(s, t) * B * H;        // [B, H] state leaving
@@ -199,7 +201,7 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hn) {
       S *hb = hn + b * H, *yb = y + b * d.ldo;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const S v = act(ab[j], CELL == RNN_RELU);
+        const S v = act(ab[j] + b_hh[j], CELL == RNN_RELU);
         hb[j] = v;
         yb[j] = v;
       }
@@ -221,8 +223,9 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hn) {
       S *cnb = cn + b * H, *hb = hn + b * H, *yb = y + b * d.ldo;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const S i = sigmoid(ab[j]), f = sigmoid(ab[H + j]);
-        const S g = tanh_(ab[2 * H + j]), o = sigmoid(ab[3 * H + j]);
+        const S i = sigmoid(ab[j] + b_hh[j]), f = sigmoid(ab[H + j] + b_hh[H + j]);
+        const S g = tanh_(ab[2 * H + j] + b_hh[2 * H + j]);
+        const S o = sigmoid(ab[3 * H + j] + b_hh[3 * H + j]);
         const S c = f * cpb[j] + i * g;
         const S h = o * tanh_(c);
         ab[j] = i, ab[H + j] = f, ab[2 * H + j] = g, ab[3 * H + j] = o;
@@ -242,9 +245,9 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hn) {
       S *ghnb = ghn + b * H, *hb = hn + b * H, *yb = y + b * d.ldo;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const S r = sigmoid(ab[j] + ghb[j]);
-        const S z = sigmoid(ab[H + j] + ghb[H + j]);
-        const S hn_ = ghb[2 * H + j] + b_hn[j];
+        const S r = sigmoid(ab[j] + ghb[j] + b_hh[j]);
+        const S z = sigmoid(ab[H + j] + ghb[H + j] + b_hh[H + j]);
+        const S hn_ = ghb[2 * H + j] + b_hh[2 * H + j];
         const S n = tanh_(ab[2 * H + j] + r * hn_);
         const S h = n + z * (hpb[j] - n);  // (1 - z) n + z h
         ab[j] = r, ab[H + j] = z, ab[2 * H + j] = n;
@@ -261,7 +264,7 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hn) {
       S* rhb = rh + b * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const S r = sigmoid(ab[j]), z = sigmoid(ab[H + j]);
+        const S r = sigmoid(ab[j] + b_hh[j]), z = sigmoid(ab[H + j] + b_hh[H + j]);
         ab[j] = r, ab[H + j] = z;
         rhb[j] = r * hpb[j];
       }
@@ -274,7 +277,7 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hn) {
       S *hb = hn + b * H, *yb = y + b * d.ldo;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const S n = tanh_(ab[2 * H + j]);
+        const S n = tanh_(ab[2 * H + j] + b_hh[2 * H + j]);
         const S h = n + ab[H + j] * (hpb[j] - n);
         ab[2 * H + j] = n;
         hb[j] = h, yb[j] = h;
@@ -446,8 +449,8 @@ void for_directions(bool overlap, int64_t dirs, const F& body) {
 }
 
 template <typename S, int64_t CELL>
-void run_forward(Dir<S>& d, const S* w_hh, const S* b_hn) {
-  for (int64_t s = 0; s < d.T; ++s) forward_step<S, CELL>(d, s, w_hh, b_hn);
+void run_forward(Dir<S>& d, const S* w_hh, const S* b_hh) {
+  for (int64_t s = 0; s < d.T; ++s) forward_step<S, CELL>(d, s, w_hh, b_hh);
 }
 
 template <typename S, int64_t CELL>
@@ -491,22 +494,11 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
   Tensor out = at::empty({T, B, dirs * H}, x.options());
   const Tensor x2d = x.view({T * B, D});
   std::vector<Tensor> gx(dirs), hbuf(dirs), cbuf(dirs), ghn(dirs), scratch(dirs), whh(dirs);
-  std::vector<Tensor> b_hn(dirs);
+  std::vector<Tensor> bhh(dirs);
   for (int64_t d = 0; d < dirs; ++d) {
-    // Every step's input projection in one GEMM, with every bias that sits outside a
-    // nonlinearity folded in: all of b_hh except the reset-after GRU's b_hn.
-    Tensor bias;
-    if (b_ih[d].numel()) bias = b_ih[d];
-    if (b_hh[d].numel()) {
-      Tensor bh = b_hh[d];
-      if (cell == GRU) {
-        b_hn[d] = bh.narrow(0, 2 * H, H).contiguous();
-        bh = at::cat({bh.narrow(0, 0, 2 * H), at::zeros({H}, bh.options())});
-      }
-      bias = bias.defined() ? bias + bh : bh;
-    }
-    if (!b_hn[d].defined()) b_hn[d] = at::zeros({H}, x.options());
-    gx[d] = bias.defined() ? at::addmm(bias, x2d, w_ih[d].t()) : at::mm(x2d, w_ih[d].t());
+    // Every step's input projection in one GEMM: [T*B, D] @ [D, G] (+ b_ih).
+    gx[d] = b_ih[d].numel() ? at::addmm(b_ih[d], x2d, w_ih[d].t()) : at::mm(x2d, w_ih[d].t());
+    bhh[d] = b_hh[d].numel() ? b_hh[d].contiguous() : at::zeros({G}, x.options());
     whh[d] = w_hh[d].contiguous();
     const int64_t slots = training ? T + 1 : 2;
     hbuf[d] = at::empty({slots, B, H}, x.options());
@@ -529,7 +521,7 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
                  lstm ? cbuf[d].data_ptr<S>() : nullptr, out.data_ptr<S>() + d * H, dirs * H,
                  scratch[d].data_ptr<S>()};
       dispatch_cell<S>(cell, [&](auto c) {
-        run_forward<S, decltype(c)::value>(dir, whh[d].data_ptr<S>(), b_hn[d].data_ptr<S>());
+        run_forward<S, decltype(c)::value>(dir, whh[d].data_ptr<S>(), bhh[d].data_ptr<S>());
       });
     });
   });

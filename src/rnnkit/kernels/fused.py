@@ -17,11 +17,10 @@ flags) so only the first process on a machine pays the compile; ``compile_info()
 that cost and whether the module came from the cache, for ``rnnkit bench``.
 
 What the kernel does (``_fused_cpu.cpp``), for one layer and all of its directions:
-  * the input projection of all T steps as one GEMM, with every bias outside a nonlinearity
-    folded into it (all of ``b_hh`` except the reset-after GRU's ``b_hn``);
+  * the input projection of all T steps (with ``b_ih``) as one GEMM before the loop;
   * one gate-wide recurrent GEMM per step (two dependent ones for the reset-before GRU),
     accumulated in place into that step's projection;
-  * fused element-wise gate math, which overwrites the projection with the gate activations
+  * fused element-wise gate math (adding ``b_hh``), which overwrites the projection with the gate activations
     that backward needs (training) or nothing (inference: two state slots, nothing saved);
   * backward: the reverse loop does only the per-step ``dh @ U`` GEMM and the element-wise
     gate gradients; the weight and input gradients are a few large GEMMs over all T*B rows
