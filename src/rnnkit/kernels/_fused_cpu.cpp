@@ -33,7 +33,7 @@ enum CellKind : int64_t { RNN_TANH = 0, RNN_RELU = 1, GRU = 2, GRU_RESET_BEFORE 
 // ---------------------------------------------------------------------------------------
 
 inline float fast_exp(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);  // by value: if-converts to blends
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const float t = x * 1.44269504088896341f + magic;
   const float n = t - magic;
@@ -52,7 +52,7 @@ inline float fast_exp(float x) {
 }
 
 inline double fast_exp(double x) {
-  x = std::min(std::max(x, -708.0), 709.0);
+  x = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
   const double magic = 6755399441055744.0;  // 1.5 * 2^52
   const double t = x * 1.4426950408889634 + magic;
   const double n = t - magic;
@@ -88,7 +88,7 @@ inline S tanh_(S x) {
 
 template <typename S>
 inline S act(S a, bool relu) {
-  return relu ? std::max(a, S(0)) : tanh_(a);
+  return relu ? (a > S(0) ? a : S(0)) : tanh_(a);
 }
 
 // ---------------------------------------------------------------------------------------

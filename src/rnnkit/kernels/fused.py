@@ -55,7 +55,14 @@ from rnnkit.cells import Cell, State
 
 CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "gru": 2, "gru_reset_before": 3, "lstm": 4}
 _SOURCE = Path(__file__).with_name("_fused_cpu.cpp")
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-ffp-contract=fast"]
+_FLAGS = [
+    "-O3",
+    "-march=native",
+    "-fopenmp",
+    "-fno-math-errno",
+    "-fno-trapping-math",  # lets the clamps in fast_exp if-convert, so the gate loops vectorise
+    "-ffp-contract=fast",
+]
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
