@@ -19,9 +19,10 @@ that cost and whether the module came from the cache, for ``rnnkit bench``.
 What the kernel does (``_fused_cpu.cpp``), for one layer and all of its directions:
   * the input projection of all T steps (with ``b_ih``) as one GEMM before the loop;
   * one gate-wide recurrent GEMM per step (two dependent ones for the reset-before GRU),
-    accumulated in place into that step's projection;
-  * fused element-wise gate math (adding ``b_hh``), which overwrites the projection with the gate activations
-    that backward needs (training) or nothing (inference: two state slots, nothing saved);
+    accumulated in place into that step's projection (the reset-after GRU keeps U h apart:
+    its n block is multiplied by r);
+  * fused element-wise gate math (adding ``b_hh``), which overwrites the projection with
+    the gate activations backward needs (training) or nothing (inference: two state slots);
   * backward: the reverse loop does only the per-step ``dh @ U`` GEMM and the element-wise
     gate gradients; the weight and input gradients are a few large GEMMs over all T*B rows
     after the loop;
@@ -40,7 +41,7 @@ after one warning and every layer runs the composite path.
 from __future__ import annotations
 
 import hashlib
-import os
+import logging
 import threading
 import time
 import warnings
@@ -64,6 +65,7 @@ _FLAGS = [
     "-ffp-contract=fast",
 ]
 
+_log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _module: ModuleType | None = None
 _error: str | None = None
@@ -97,6 +99,8 @@ def load() -> ModuleType | None:
             name = _extension_name()
             build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
             cached = (build_dir / f"{name}.so").exists()
+            if not cached:
+                _log.warning("rnnkit: compiling the fused CPU kernels (once per machine, ~1 min)")
             module = cpp_extension.load(
                 name=name,
                 sources=[str(_SOURCE)],
@@ -131,7 +135,7 @@ def supports(cell: Cell, x: Tensor) -> bool:
     """CPU fp32/fp64 inputs of the five cells, where the extension builds."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return False
-    if cell.name not in CELL_CODES or os.environ.get("RNNKIT_NO_FUSED") == "1":
+    if cell.name not in CELL_CODES:
         return False
     return load() is not None
 
