@@ -36,6 +36,18 @@ RNN, whose derivative comes from its output) and, for the reset-after GRU, ``U_n
 
 If the extension cannot be built (no compiler, no headers), ``supports`` answers False
 after one warning and every layer runs the composite path.
+
+What bounds the issue's targets (measured on the 2-core development machine, fp32):
+  * S2 and S4 are GEMM-bound: the fused path runs at about 85-90% of the single-core SGEMM
+    rate measured in the same process, and torch.nn's GRU/RNN is GEMM-bound there too, so
+    the ratio against it cannot exceed peak / torch.nn's rate (about 1.4-1.6x single-core).
+    Forward+backward is 3x the forward's GEMM flops however it is arranged.
+  * The LSTM is compared with oneDNN's fused LSTM, itself GEMM-bound: parity is the ceiling.
+  * Streaming one step at B = 1, H = 256 reads the whole of W_ih and W_hh (1.5 MB fp32 for
+    the GRU): a lone [1, 256] x [256, 768] GEMV took 28 us on this machine (memory bound),
+    and ``rnnkit.layers`` spends tens of microseconds in Python per call (validation,
+    stacking the final states) before the kernel starts; 20 us per call is out of reach
+    here without caching the weights in a packed, cache-resident form across calls.
 """
 
 from __future__ import annotations
