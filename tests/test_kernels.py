@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
-from helpers import TOLERANCE, assert_rel_close, rnnkit_class
+from helpers import TOLERANCE, assert_rel_close, relative_error, rnnkit_class
 from registry import ALL_CELLS, B, D, H, LayerConfig, T, layer_configs, sample_lengths
 from rnnkit import kernels, reference, runner
 from rnnkit.cells import CELLS
@@ -32,13 +32,21 @@ def _layer_problem(cell_name, T, B, D, H, dirs, dtype, lengths, bias=True, seed=
     cell = CELLS[cell_name]
     G = cell.num_gates * H
 
-    def leaf(*shape):
-        return torch.randn(*shape, generator=g, dtype=dtype).requires_grad_()
+    def leaf(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=g, dtype=dtype)).requires_grad_()
 
+    # Weights at torch.nn's init scale (~1/sqrt(H)), so gates are not all saturated: a
+    # saturated fp32 tanh has no accurate derivative in any implementation.
+    w = 1.0 / H**0.5
     x = leaf(T, B, D)
     states = [tuple(leaf(B, H) for _ in range(cell.num_states)) for _ in range(dirs)]
     weights = [
-        (leaf(G, D), leaf(G, H), leaf(G) if bias else None, leaf(G) if bias else None)
+        (
+            leaf(G, D, scale=w),
+            leaf(G, H, scale=w),
+            leaf(G, scale=w) if bias else None,
+            leaf(G, scale=w) if bias else None,
+        )
         for _ in range(dirs)
     ]
     lengths = None if lengths is None else torch.as_tensor(lengths, dtype=torch.int64)
@@ -49,22 +57,49 @@ def _run_with_grads(run_layer, cell, x, lengths, states, weights, seed=1):
     """Outputs, finals and d(loss)/d(every leaf) of a random linear loss."""
     out, finals = run_layer(cell, x, lengths, states, weights)
     g = torch.Generator().manual_seed(seed)
-    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
+
+    def weights_like(t):  # drawn in fp64, so fp32 and fp64 runs see the same loss
+        return torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)
+
+    loss = (out * weights_like(out)).sum()
     for final in finals:
         for s in final:
-            loss = loss + (s * torch.randn(s.shape, generator=g, dtype=s.dtype)).sum()
+            loss = loss + (s * weights_like(s)).sum()
     leaves = [x] + [s for st_ in states for s in st_]
     leaves += [w for ws in weights for w in ws if w is not None]
     grads = torch.autograd.grad(loss, leaves)
     return [out, *(s for f in finals for s in f), *grads]
 
 
+def _float64_leaves(x, states, weights):
+    def up(t):
+        return None if t is None else t.detach().double().requires_grad_()
+
+    return (
+        up(x),
+        [tuple(up(s) for s in st_) for st_ in states],
+        [tuple(map(up, w)) for w in weights],
+    )
+
+
 def _assert_fused_matches_composite(cell, x, lengths, states, weights):
-    expected = _run_with_grads(runner.run_layer, cell, x, lengths, states, weights)
+    """fp64: fused against composite within 1e-10. fp32: both against the composite path in
+    fp64 on the same (upcast) inputs; the fused error must be within 1e-5 or, where the
+    problem itself is ill-conditioned in fp32, no worse than 4x the composite path's own.
+    Hypothesis finds such problems on tiny shapes: a saturated tanh (1 - y^2 from a rounded
+    y) or a cancelling H = 1 sum, where fp32 composite is off the fp64 truth by 1e-3..1e-5."""
     actual = _run_with_grads(fused.run_layer, cell, x, lengths, states, weights)
-    rtol = TOLERANCE[x.dtype]
-    for k, (a, e) in enumerate(zip(actual, expected, strict=True)):
-        assert_rel_close(a, e, rtol, f"{cell.name} tensor #{k} (out, finals, then grads)")
+    if x.dtype == torch.float64:
+        expected = _run_with_grads(runner.run_layer, cell, x, lengths, states, weights)
+        for k, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_rel_close(a, e, TOLERANCE[torch.float64], f"{cell.name} tensor #{k}")
+        return
+    composite = _run_with_grads(runner.run_layer, cell, x, lengths, states, weights)
+    x64, states64, weights64 = _float64_leaves(x, states, weights)
+    truth = _run_with_grads(runner.run_layer, cell, x64, lengths, states64, weights64)
+    for k, (a, c, e) in enumerate(zip(actual, composite, truth, strict=True)):
+        bound = max(TOLERANCE[torch.float32], 4 * relative_error(c, e))
+        assert_rel_close(a, e, bound, f"{cell.name} tensor #{k} (out, finals, then grads)")
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
