@@ -35,6 +35,7 @@ def _relative(a: np.ndarray, e: np.ndarray) -> float:
 
 def _layer_gradients(layer: torch.nn.Module, x, state0, dys, dfinal, backend: str | None):
     """Forward and backward of one layer; -> (ys, finals, dict of gradients)."""
+    layer.zero_grad(set_to_none=True)  # the same layer runs once per implementation
     x = x.clone().requires_grad_()
     state0 = tuple(s.clone().requires_grad_() for s in state0)
     hx = state0[0][None] if len(state0) == 1 else tuple(s[None] for s in state0)

@@ -5,6 +5,9 @@ Backends:
     "fused"      a kernel registered with ``register``, for the inputs it supports.
     "auto"       fused where a registered kernel supports the inputs, else composite.
 
+The built-in fused kernel, ``rnnkit.kernels.fused`` (CPU, fp32/fp64, every cell), is
+registered at import and compiled on its first supported call.
+
 The switch, for debugging and for parity tests: ``rnnkit.set_backend(name)``, the
 context manager ``rnnkit.use_backend(name)``, or the environment variable
 ``RNNKIT_BACKEND``. Forcing "fused" where no kernel supports the inputs is an error,
@@ -83,3 +86,13 @@ def select(cell: Cell, x: Tensor) -> RunLayer:
                 f"on a {x.device.type} {x.dtype} input; use 'auto' or 'composite'"
             )
     return runner.run_layer
+
+
+def _register_builtin() -> None:
+    """The fused CPU kernels; cheap here: they compile on the first call they support."""
+    from rnnkit.kernels import fused
+
+    register(Kernel("fused_cpu", fused.supports, fused.run_layer))
+
+
+_register_builtin()

@@ -1,0 +1,648 @@
+// Fused CPU forward and backward-through-time for every rnnkit cell, one layer at a time.
+// The design note, the contract and the Python side are in fused.py; the equations of each
+// cell are in rnnkit/cells/*.py and the textbook BPTT it mirrors in rnnkit/reference/*.py.
+//
+// Shapes: T time, B batch, D input, H hidden, G = gates * H. All buffers are row-major and
+// time-indexed: gx[t] is [B, G], states live in hbuf [T+1, B, H] where, for the forward
+// direction, hbuf[t] is the state entering step t and hbuf[t+1] the one leaving it; the
+// reverse direction walks the same buffer downwards (enters at t+1, leaves at t). So the
+// states entering every step are one contiguous slice for the weight-gradient GEMM.
+// Variable lengths: at step t a row b with lengths[b] <= t keeps its state and emits 0.
+
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+
+enum CellKind : int64_t { RNN_TANH = 0, RNN_RELU = 1, GRU = 2, GRU_RESET_BEFORE = 3, LSTM = 4 };
+
+// ---------------------------------------------------------------------------------------
+// Vectorisable math. exp by Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, a Taylor
+// polynomial for e^r (degree 7 in float, 13 in double: truncation below half an ulp) and
+// 2^n built in the exponent bits. Branch-free, so `#pragma omp simd` loops compile to
+// AVX2/FMA code instead of scalar libm calls. sigmoid and tanh are built from it.
+// ---------------------------------------------------------------------------------------
+
+inline float fast_exp(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);  // by value: if-converts to blends
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float t = x * 1.44269504088896341f + magic;
+  const float n = t - magic;
+  float r = x - n * 0.693145751953125f;  // ln2, high part (exact product)
+  r = r - n * 1.428606765330187e-06f;    // ln2, low part
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t k = __builtin_bit_cast(int32_t, t) - 0x4B400000;  // n as an integer
+  return p * __builtin_bit_cast(float, (k + 127) << 23);
+}
+
+inline double fast_exp(double x) {
+  x = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
+  const double magic = 6755399441055744.0;  // 1.5 * 2^52
+  const double t = x * 1.4426950408889634 + magic;
+  const double n = t - magic;
+  double r = x - n * 6.93147180369123816490e-01;  // ln2, high part
+  r = r - n * 1.90821492927058770002e-10;        // ln2, low part
+  double p = 1.0 / 6227020800.0;                 // 1/13!
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  const int64_t k = __builtin_bit_cast(int64_t, t) - 0x4338000000000000LL;
+  return p * __builtin_bit_cast(double, (k + 1023) << 52);
+}
+
+template <typename S>
+inline S sigmoid(S x) {
+  return S(1) / (S(1) + fast_exp(-x));
+}
+
+// tanh x = 1 - 2 / (e^2x + 1) has only absolute accuracy near 0, where tanh x ~ x, so
+// |x| < 1/8 takes the Taylor series (odd terms to x^7 in float, x^15 in double: the next
+// term is below half an ulp there). Both are computed and blended: no branch.
+template <typename S>
+inline S tanh_(S x) {
+  const S x2 = x * x;
+  S p;
+  if constexpr (std::is_same_v<S, float>) {
+    p = S(-17.0 / 315.0);
+  } else {
+    p = S(-929569.0 / 638512875.0);
+    p = p * x2 + S(21844.0 / 6081075.0);
+    p = p * x2 + S(-1382.0 / 155925.0);
+    p = p * x2 + S(62.0 / 2835.0);
+    p = p * x2 + S(-17.0 / 315.0);
+  }
+  p = p * x2 + S(2.0 / 15.0);
+  p = p * x2 + S(-1.0 / 3.0);
+  const S small = x + x * x2 * p;
+  const S large = S(1) - S(2) / (fast_exp(S(2) * x) + S(1));
+  return (x < S(0.125) && x > S(-0.125)) ? small : large;
+}
+
+template <typename S>
+inline S act(S a, bool relu) {
+  return relu ? (a > S(0) ? a : S(0)) : tanh_(a);
+}
+
+// ---------------------------------------------------------------------------------------
+// Row-major GEMM C[M, N] = op(A) op(B) + beta C on raw pointers: MKL's sgemm_/dgemm_ as
+// exported by libtorch_cpu (no dispatcher cost per step, which matters at B = 1), else
+// ATen's addmm on views of the same memory.
+// ---------------------------------------------------------------------------------------
+
+using sgemm_t = void (*)(const char*, const char*, const int*, const int*, const int*,
+                         const float*, const float*, const int*, const float*, const int*,
+                         const float*, float*, const int*);
+using dgemm_t = void (*)(const char*, const char*, const int*, const int*, const int*,
+                         const double*, const double*, const int*, const double*, const int*,
+                         const double*, double*, const int*);
+
+template <typename F>
+F blas_symbol(const char* name) {
+  void* lib = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD);
+  void* sym = lib ? dlsym(lib, name) : nullptr;
+  return reinterpret_cast<F>(sym);
+}
+
+const sgemm_t kSgemm = blas_symbol<sgemm_t>("sgemm_");
+const dgemm_t kDgemm = blas_symbol<dgemm_t>("dgemm_");
+
+template <typename S>
+Tensor view(const S* p, int64_t rows, int64_t cols, int64_t ld, bool transposed) {
+  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<S>::value);
+  Tensor v = at::from_blob(const_cast<S*>(p), {rows, cols}, {ld, 1}, opts);
+  return transposed ? v.t() : v;
+}
+
+// ta: A is stored [K, M] (op(A) = A^T); tb: B is stored [N, K].
+template <typename S>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const S* A, int64_t lda,
+          const S* B, int64_t ldb, S beta, S* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == S(0) ? S(0) : beta * C[i * ldc + j];
+    return;
+  }
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
+  const char opb = tb ? 'T' : 'N', opa = ta ? 'T' : 'N';
+  const int m = int(N), n = int(M), k = int(K), la = int(lda), lb = int(ldb), lc = int(ldc);
+  const S one = S(1);
+  if constexpr (std::is_same_v<S, float>) {
+    if (kSgemm) return kSgemm(&opb, &opa, &m, &n, &k, &one, B, &lb, A, &la, &beta, C, &lc);
+  } else {
+    if (kDgemm) return kDgemm(&opb, &opa, &m, &n, &k, &one, B, &lb, A, &la, &beta, C, &lc);
+  }
+  Tensor c = view(C, M, N, ldc, false);
+  c.addmm_(view(A, ta ? K : M, ta ? M : K, lda, ta), view(B, tb ? N : K, tb ? K : N, ldb, tb),
+           beta, 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// One direction of one layer: where its buffers live and which step comes next.
+// ---------------------------------------------------------------------------------------
+
+template <typename S>
+struct Dir {
+  int64_t T, B, H;
+  bool reverse, training;
+  const int64_t* len;  // [B] or nullptr (every row full)
+  S* gx;               // [T, B, G]: x W_ih^T + b_ih; training: overwritten by saved activations
+  S* ghn;              // GRU reset-after: [T, B, H] saved U_n h + b_hn (a [B, H] scratch in inference)
+  S* hbuf;             // [T+1, B, H] (training) or [2, B, H] (inference, ping-pong)
+  S* cbuf;             // LSTM cell states, same layout as hbuf
+  S* out;              // this direction's first column of the layer output [T, B, dirs*H]
+  int64_t ldo;         // dirs * H
+  S* scratch;          // [B, 3H]
+
+  int64_t time(int64_t s) const { return reverse ? T - 1 - s : s; }
+  bool active(int64_t b, int64_t t) const { return len == nullptr || t < len[b]; }
+  // Slots of the states entering and leaving processing step s (at time t).
+  int64_t in_slot(int64_t s, int64_t t) const {
+    return training ? (reverse ? t + 1 : t) : s % 2;
+  }
+  int64_t out_slot(int64_t s, int64_t t) const {
+    return training ? (reverse ? t : t + 1) : (s + 1) % 2;
+  }
+};
+
+// Copy a masked row's state through and zero its output.
+template <typename S>
+inline void carry_row(const S* hp, S* hn, S* y, int64_t H) {
+  std::memcpy(hn, hp, sizeof(S) * H);
+  std::memset(y, 0, sizeof(S) * H);
+}
+
+// ---- Forward of one step, per cell. gx (= x W_ih^T + b_ih) arrives in d.gx[t]; the recurrent
+// GEMM adds h U^T; the element-wise loop adds b_hh, applies the gates and writes the new state
+// and the output. (b_hh is added there rather than folded into the projection so that a
+// one-step streaming call allocates nothing extra.)
+
+template <typename S, int64_t CELL>
+void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
+  const int64_t B = d.B, H = d.H, t = d.time(s);
+  const S* hp = d.hbuf + d.in_slot(s, t) * B * H;  // [B, H] state entering
+  S* hn = d.hbuf + d.out_slot(s, t) * B * H;        // [B, H] state leaving
+  S* y = d.out + t * B * d.ldo;                     // [B, H] with row stride ldo
+  if constexpr (CELL == RNN_TANH || CELL == RNN_RELU) {
+    // a = gx + h U^T; h' = act(a)
+    S* a = d.gx + t * B * H;
+    gemm<S>(false, true, B, H, H, hp, H, w_hh, H, S(1), a, H);  // [B,H] += [B,H] @ [H,H]^T
+    for (int64_t b = 0; b < B; ++b) {
+      if (!d.active(b, t)) { carry_row(hp + b * H, hn + b * H, y + b * d.ldo, H); continue; }
+      const S* ab = a + b * H;
+      S *hb = hn + b * H, *yb = y + b * d.ldo;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S v = act(ab[j] + b_hh[j], CELL == RNN_RELU);
+        hb[j] = v;
+        yb[j] = v;
+      }
+    }
+  } else if constexpr (CELL == LSTM) {
+    // a = gx + h U^T [B, 4H] -> i, f, g, o; c' = f c + i g; h' = o tanh(c')
+    S* a = d.gx + t * B * 4 * H;
+    gemm<S>(false, true, B, 4 * H, H, hp, H, w_hh, H, S(1), a, 4 * H);
+    const S* cp = d.cbuf + d.in_slot(s, t) * B * H;
+    S* cn = d.cbuf + d.out_slot(s, t) * B * H;
+    for (int64_t b = 0; b < B; ++b) {
+      if (!d.active(b, t)) {
+        carry_row(hp + b * H, hn + b * H, y + b * d.ldo, H);
+        std::memcpy(cn + b * H, cp + b * H, sizeof(S) * H);
+        continue;
+      }
+      S* ab = a + b * 4 * H;  // overwritten with the activations i, f, g, o (saved)
+      const S* cpb = cp + b * H;
+      S *cnb = cn + b * H, *hb = hn + b * H, *yb = y + b * d.ldo;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S i = sigmoid(ab[j] + b_hh[j]), f = sigmoid(ab[H + j] + b_hh[H + j]);
+        const S g = tanh_(ab[2 * H + j] + b_hh[2 * H + j]);
+        const S o = sigmoid(ab[3 * H + j] + b_hh[3 * H + j]);
+        const S c = f * cpb[j] + i * g;
+        const S h = o * tanh_(c);
+        ab[j] = i, ab[H + j] = f, ab[2 * H + j] = g, ab[3 * H + j] = o;
+        cnb[j] = c, hb[j] = h, yb[j] = h;
+      }
+    }
+  } else if constexpr (CELL == GRU) {
+    // gh = h U^T [B, 3H] in one GEMM; r, z = sigmoid(gx + gh); n = tanh(gx_n + r (gh_n + b_hn))
+    S* gh = d.scratch;
+    gemm<S>(false, true, B, 3 * H, H, hp, H, w_hh, H, S(0), gh, 3 * H);
+    S* a = d.gx + t * B * 3 * H;
+    S* ghn = d.training ? d.ghn + t * B * H : d.ghn;
+    for (int64_t b = 0; b < B; ++b) {
+      if (!d.active(b, t)) { carry_row(hp + b * H, hn + b * H, y + b * d.ldo, H); continue; }
+      S* ab = a + b * 3 * H;  // overwritten with r, z, n (saved)
+      const S *ghb = gh + b * 3 * H, *hpb = hp + b * H;
+      S *ghnb = ghn + b * H, *hb = hn + b * H, *yb = y + b * d.ldo;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S r = sigmoid(ab[j] + ghb[j] + b_hh[j]);
+        const S z = sigmoid(ab[H + j] + ghb[H + j] + b_hh[H + j]);
+        const S hn_ = ghb[2 * H + j] + b_hh[2 * H + j];
+        const S n = tanh_(ab[2 * H + j] + r * hn_);
+        const S h = n + z * (hpb[j] - n);  // (1 - z) n + z h
+        ab[j] = r, ab[H + j] = z, ab[2 * H + j] = n;
+        ghnb[j] = hn_, hb[j] = h, yb[j] = h;
+      }
+    }
+  } else {  // GRU_RESET_BEFORE: two dependent GEMMs, r must exist before U_n (r h)
+    S* a = d.gx + t * B * 3 * H;
+    gemm<S>(false, true, B, 2 * H, H, hp, H, w_hh, H, S(1), a, 3 * H);  // a_rz += h U_rz^T
+    S* rh = d.scratch;                                                  // [B, H]
+    for (int64_t b = 0; b < B; ++b) {
+      S* ab = a + b * 3 * H;
+      const S* hpb = hp + b * H;
+      S* rhb = rh + b * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S r = sigmoid(ab[j] + b_hh[j]), z = sigmoid(ab[H + j] + b_hh[H + j]);
+        ab[j] = r, ab[H + j] = z;
+        rhb[j] = r * hpb[j];
+      }
+    }
+    gemm<S>(false, true, B, H, H, rh, H, w_hh + 2 * H * H, H, S(1), a + 2 * H, 3 * H);
+    for (int64_t b = 0; b < B; ++b) {
+      if (!d.active(b, t)) { carry_row(hp + b * H, hn + b * H, y + b * d.ldo, H); continue; }
+      S* ab = a + b * 3 * H;
+      const S* hpb = hp + b * H;
+      S *hb = hn + b * H, *yb = y + b * d.ldo;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S n = tanh_(ab[2 * H + j] + b_hh[2 * H + j]);
+        const S h = n + ab[H + j] * (hpb[j] - n);
+        ab[2 * H + j] = n;
+        hb[j] = h, yb[j] = h;
+      }
+    }
+  }
+}
+
+// ---- Backward of one step, per cell (mirrors rnnkit/reference/<cell>.py). dh is dL/dh
+// leaving the step (from later steps), dy the output gradient; the step writes the gate
+// pre-activation gradients dG[t] and dL/dh entering the step into dhp (and carries dc).
+// Masked rows pass dh (and dc) straight through and get zero gate gradients.
+
+template <typename S>
+struct Back {
+  S* dG;         // [T, B, Gs]: RNN/LSTM/reset-before = d(gx); GRU = [dar, daz, dan, dghn]
+  const S* dy;   // this direction's first column of dout [T, B, dirs*H]
+  int64_t ldo;
+  S* dh;         // [B, H] dL/dh leaving the step
+  S* dhp;        // [B, H] dL/dh entering the step (written)
+  S* dc;         // LSTM: [B, H] carried dL/dc, updated in place
+  S* scratch;    // [B, 3H]
+};
+
+template <typename S, int64_t CELL>
+void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) {
+  const int64_t B = d.B, H = d.H, t = d.time(s);
+  const S* hp = d.hbuf + d.in_slot(s, t) * B * H;
+  const S* hn = d.hbuf + d.out_slot(s, t) * B * H;
+  const S* dy = k.dy + t * B * k.ldo;
+  if constexpr (CELL == RNN_TANH || CELL == RNN_RELU) {
+    // da = (dh + dy) act'(a); dh_prev = da U
+    S* da = k.dG + t * B * H;
+    for (int64_t b = 0; b < B; ++b) {
+      S *dab = da + b * H, *dhpb = k.dhp + b * H;
+      const S *dhb = k.dh + b * H, *dyb = dy + b * k.ldo, *yb = hn + b * H;
+      if (!d.active(b, t)) {
+        std::memset(dab, 0, sizeof(S) * H);
+        std::memcpy(dhpb, dhb, sizeof(S) * H);
+        continue;
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S g = dhb[j] + dyb[j];
+        dab[j] = CELL == RNN_RELU ? (yb[j] > S(0) ? g : S(0)) : g * (S(1) - yb[j] * yb[j]);
+        dhpb[j] = S(0);
+      }
+    }
+    gemm<S>(false, false, B, H, H, da, H, w_hh, H, S(1), k.dhp, H);  // [B,H] @ [H,H]
+  } else if constexpr (CELL == LSTM) {
+    // do = dh tanh(c'); dc = dc' + dh o (1 - tanh(c')^2); di = dc g; df = dc c; dg = dc i
+    const S* gates = d.gx + t * B * 4 * H;  // i, f, g, o
+    const S* cp = d.cbuf + d.in_slot(s, t) * B * H;
+    const S* cn = d.cbuf + d.out_slot(s, t) * B * H;
+    S* da = k.dG + t * B * 4 * H;
+    for (int64_t b = 0; b < B; ++b) {
+      S *dab = da + b * 4 * H, *dhpb = k.dhp + b * H, *dcb = k.dc + b * H;
+      const S *dhb = k.dh + b * H, *dyb = dy + b * k.ldo, *gb = gates + b * 4 * H;
+      const S *cpb = cp + b * H, *cnb = cn + b * H;
+      if (!d.active(b, t)) {
+        std::memset(dab, 0, sizeof(S) * 4 * H);
+        std::memcpy(dhpb, dhb, sizeof(S) * H);
+        continue;
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S i = gb[j], f = gb[H + j], g = gb[2 * H + j], o = gb[3 * H + j];
+        const S gh = dhb[j] + dyb[j];
+        const S tc = tanh_(cnb[j]);
+        const S dc = dcb[j] + gh * o * (S(1) - tc * tc);
+        dab[j] = dc * g * i * (S(1) - i);
+        dab[H + j] = dc * cpb[j] * f * (S(1) - f);
+        dab[2 * H + j] = dc * i * (S(1) - g * g);
+        dab[3 * H + j] = gh * tc * o * (S(1) - o);
+        dcb[j] = dc * f;
+        dhpb[j] = S(0);
+      }
+    }
+    gemm<S>(false, false, B, H, 4 * H, da, 4 * H, w_hh, H, S(1), k.dhp, H);  // [B,4H] @ [4H,H]
+  } else if constexpr (CELL == GRU) {
+    // dn = dh (1-z); dz = dh (h-n); dan = dn (1-n^2); dr = dan gh_n; dgh_n = dan r
+    const S* gates = d.gx + t * B * 3 * H;  // r, z, n
+    const S* ghn = d.ghn + t * B * H;
+    S* dg = k.dG + t * B * 4 * H;
+    S* dgh = k.scratch;  // [B, 3H] = [dar, daz, dgh_n]: this step's d(h U^T + b_h)
+    for (int64_t b = 0; b < B; ++b) {
+      S *dgb = dg + b * 4 * H, *dghb = dgh + b * 3 * H, *dhpb = k.dhp + b * H;
+      const S *dhb = k.dh + b * H, *dyb = dy + b * k.ldo, *gb = gates + b * 3 * H;
+      const S *hpb = hp + b * H, *ghnb = ghn + b * H;
+      if (!d.active(b, t)) {
+        std::memset(dgb, 0, sizeof(S) * 4 * H);
+        std::memset(dghb, 0, sizeof(S) * 3 * H);
+        std::memcpy(dhpb, dhb, sizeof(S) * H);
+        continue;
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S r = gb[j], z = gb[H + j], n = gb[2 * H + j];
+        const S g = dhb[j] + dyb[j];
+        const S dan = g * (S(1) - z) * (S(1) - n * n);
+        const S dar = dan * ghnb[j] * r * (S(1) - r);
+        const S daz = g * (hpb[j] - n) * z * (S(1) - z);
+        const S dghn = dan * r;
+        dgb[j] = dar, dgb[H + j] = daz, dgb[2 * H + j] = dan, dgb[3 * H + j] = dghn;
+        dghb[j] = dar, dghb[H + j] = daz, dghb[2 * H + j] = dghn;
+        dhpb[j] = g * z;
+      }
+    }
+    gemm<S>(false, false, B, H, 3 * H, dgh, 3 * H, w_hh, H, S(1), k.dhp, H);  // [B,3H] @ [3H,H]
+  } else {  // GRU_RESET_BEFORE: d(rh) = dan U_n, then dr = d(rh) h, dh += d(rh) r + da_rz U_rz
+    const S* gates = d.gx + t * B * 3 * H;
+    S* dg = k.dG + t * B * 3 * H;  // [dar, daz, dan]
+    for (int64_t b = 0; b < B; ++b) {
+      S *dgb = dg + b * 3 * H, *dhpb = k.dhp + b * H;
+      const S *dhb = k.dh + b * H, *dyb = dy + b * k.ldo, *gb = gates + b * 3 * H;
+      const S* hpb = hp + b * H;
+      if (!d.active(b, t)) {
+        std::memset(dgb, 0, sizeof(S) * 3 * H);
+        std::memcpy(dhpb, dhb, sizeof(S) * H);
+        continue;
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S z = gb[H + j], n = gb[2 * H + j];
+        const S g = dhb[j] + dyb[j];
+        dgb[2 * H + j] = g * (S(1) - z) * (S(1) - n * n);  // dan
+        dgb[H + j] = g * (hpb[j] - n) * z * (S(1) - z);      // daz
+        dhpb[j] = g * z;
+      }
+    }
+    S* drh = k.scratch;  // [B, H] = dan U_n
+    gemm<S>(false, false, B, H, H, dg + 2 * H, 3 * H, w_hh + 2 * H * H, H, S(0), drh, H);
+    for (int64_t b = 0; b < B; ++b) {
+      if (!d.active(b, t)) continue;
+      S *dgb = dg + b * 3 * H, *dhpb = k.dhp + b * H;
+      const S *gb = gates + b * 3 * H, *hpb = hp + b * H, *drhb = drh + b * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S r = gb[j];
+        dgb[j] = drhb[j] * hpb[j] * r * (S(1) - r);  // dar
+        dhpb[j] += drhb[j] * r;
+      }
+    }
+    gemm<S>(false, false, B, H, 2 * H, dg, 3 * H, w_hh, H, S(1), k.dhp, H);  // [B,2H] @ [2H,H]
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Whole-layer entry points.
+// ---------------------------------------------------------------------------------------
+
+int64_t num_gates(int64_t cell) { return cell == LSTM ? 4 : (cell <= RNN_RELU ? 1 : 3); }
+
+// Bidirectional layers run both directions on their own thread when one step's GEMM is too
+// small to keep both cores busy by itself; MKL then runs single-threaded inside each.
+bool overlap_directions(int64_t dirs, int64_t B, int64_t G, int64_t H) {
+  return dirs == 2 && at::get_num_threads() > 1 && B * G * H <= (int64_t(1) << 22);
+}
+
+template <typename F>
+void for_directions(bool overlap, int64_t dirs, const F& body) {
+  if (overlap) {
+    at::parallel_for(0, dirs, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t d = begin; d < end; ++d) body(d);
+    });
+  } else {
+    for (int64_t d = 0; d < dirs; ++d) body(d);
+  }
+}
+
+template <typename S, int64_t CELL>
+void run_forward(Dir<S>& d, const S* w_hh, const S* b_hh) {
+  for (int64_t s = 0; s < d.T; ++s) forward_step<S, CELL>(d, s, w_hh, b_hh);
+}
+
+template <typename S, int64_t CELL>
+void run_backward(Dir<S>& d, Back<S> k, const S* w_hh) {
+  for (int64_t s = d.T - 1; s >= 0; --s) {
+    backward_step<S, CELL>(d, k, s, w_hh);
+    std::swap(k.dh, k.dhp);
+  }
+}
+
+template <typename S, typename F>
+void dispatch_cell(int64_t cell, const F& f) {
+  switch (cell) {
+    case RNN_TANH: return f(std::integral_constant<int64_t, RNN_TANH>{});
+    case RNN_RELU: return f(std::integral_constant<int64_t, RNN_RELU>{});
+    case GRU: return f(std::integral_constant<int64_t, GRU>{});
+    case GRU_RESET_BEFORE: return f(std::integral_constant<int64_t, GRU_RESET_BEFORE>{});
+    case LSTM: return f(std::integral_constant<int64_t, LSTM>{});
+    default: TORCH_CHECK(false, "rnnkit fused: unknown cell code ", cell);
+  }
+}
+
+void mm_into(Tensor out, const Tensor& a, const Tensor& b) { at::mm_out(out, a, b); }
+
+const int64_t* lengths_ptr(const Tensor& lengths) {
+  return lengths.numel() ? lengths.data_ptr<int64_t>() : nullptr;
+}
+
+// forward(cell, x [T,B,D], lengths [B] int64 or empty, h0s, c0s, w_ih, w_hh, b_ih, b_hh,
+// training) -> [out [T,B,dirs*H], then per direction h_T (, c_T), then, when training, per
+// direction the saved buffers hbuf, cbuf, gates, ghn (empty tensors where a cell has none)].
+// Empty tensors stand for absent biases and for "all rows full".
+std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<Tensor> h0s,
+                            std::vector<Tensor> c0s, std::vector<Tensor> w_ih,
+                            std::vector<Tensor> w_hh, std::vector<Tensor> b_ih,
+                            std::vector<Tensor> b_hh, bool training) {
+  x = x.contiguous();
+  const int64_t T = x.size(0), B = x.size(1), D = x.size(2);
+  const int64_t dirs = int64_t(w_ih.size()), H = w_hh[0].size(1), G = num_gates(cell) * H;
+  const bool lstm = cell == LSTM;
+  Tensor out = at::empty({T, B, dirs * H}, x.options());
+  const Tensor x2d = x.view({T * B, D});
+  std::vector<Tensor> gx(dirs), hbuf(dirs), cbuf(dirs), ghn(dirs), scratch(dirs), whh(dirs);
+  std::vector<Tensor> bhh(dirs);
+  for (int64_t d = 0; d < dirs; ++d) {
+    // Every step's input projection in one GEMM: [T*B, D] @ [D, G] (+ b_ih).
+    gx[d] = b_ih[d].numel() ? at::addmm(b_ih[d], x2d, w_ih[d].t()) : at::mm(x2d, w_ih[d].t());
+    bhh[d] = b_hh[d].numel() ? b_hh[d].contiguous() : at::zeros({G}, x.options());
+    whh[d] = w_hh[d].contiguous();
+    const int64_t slots = training ? T + 1 : 2;
+    hbuf[d] = at::empty({slots, B, H}, x.options());
+    const bool rev = d == 1;
+    const int64_t first = training && rev ? T : 0;
+    hbuf[d][first].copy_(h0s[d]);
+    if (lstm) {
+      cbuf[d] = at::empty({slots, B, H}, x.options());
+      cbuf[d][first].copy_(c0s[d]);
+    }
+    if (cell == GRU) ghn[d] = at::empty({training ? T : 1, B, H}, x.options());
+    scratch[d] = at::empty({B, 3 * H}, x.options());
+  }
+  const bool overlap = overlap_directions(dirs, B, G, H);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_fused_forward", [&] {
+    using S = scalar_t;
+    for_directions(overlap, dirs, [&](int64_t d) {
+      Dir<S> dir{T, B, H, d == 1, training, lengths_ptr(lengths), gx[d].data_ptr<S>(),
+                 cell == GRU ? ghn[d].data_ptr<S>() : nullptr, hbuf[d].data_ptr<S>(),
+                 lstm ? cbuf[d].data_ptr<S>() : nullptr, out.data_ptr<S>() + d * H, dirs * H,
+                 scratch[d].data_ptr<S>()};
+      dispatch_cell<S>(cell, [&](auto c) {
+        run_forward<S, decltype(c)::value>(dir, whh[d].data_ptr<S>(), bhh[d].data_ptr<S>());
+      });
+    });
+  });
+  std::vector<Tensor> result{out};
+  for (int64_t d = 0; d < dirs; ++d) {
+    const int64_t last = training ? (d == 1 ? 0 : T) : T % 2;
+    result.push_back(hbuf[d][last].clone());
+    if (lstm) result.push_back(cbuf[d][last].clone());
+  }
+  if (training) {
+    const Tensor none = at::empty({0}, x.options());
+    for (int64_t d = 0; d < dirs; ++d) {
+      result.push_back(hbuf[d]);
+      result.push_back(lstm ? cbuf[d] : none);
+      result.push_back(cell <= RNN_RELU ? none : gx[d].view({T, B, G}));
+      result.push_back(cell == GRU ? ghn[d] : none);
+    }
+  }
+  return result;
+}
+
+// backward(cell, x, lengths, dout [T,B,dirs*H], dh_T, dc_T, saved (4 per direction, as
+// forward returned them), w_ih, w_hh, has_b_ih, has_b_hh, need_dx) -> [dx (or empty), then
+// per direction dh0, dc0 (or empty), dw_ih, dw_hh, db_ih (or empty), db_hh (or empty)].
+// The weight gradients are large GEMMs over all T*B rows after the reverse loop.
+std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout,
+                             std::vector<Tensor> dhT, std::vector<Tensor> dcT,
+                             std::vector<Tensor> saved, std::vector<Tensor> w_ih,
+                             std::vector<Tensor> w_hh, bool has_b_ih, bool has_b_hh,
+                             bool need_dx) {
+  x = x.contiguous();
+  dout = dout.contiguous();
+  const int64_t T = x.size(0), B = x.size(1), D = x.size(2);
+  const int64_t dirs = int64_t(w_ih.size()), H = w_hh[0].size(1), G = num_gates(cell) * H;
+  const bool lstm = cell == LSTM;
+  const int64_t Gs = cell == GRU ? 4 * H : G;  // stored gate-gradient width
+  std::vector<Tensor> dG(dirs), dh(dirs), dc(dirs), scratch(dirs), whh(dirs);
+  for (int64_t d = 0; d < dirs; ++d) {
+    dG[d] = at::empty({T, B, Gs}, x.options());
+    dh[d] = at::empty({2, B, H}, x.options());
+    dh[d][0].copy_(dhT[d]);
+    if (lstm) dc[d] = dcT[d].contiguous().clone();
+    scratch[d] = at::empty({B, 3 * H}, x.options());
+    whh[d] = w_hh[d].contiguous();
+  }
+  const bool overlap = overlap_directions(dirs, B, G, H);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_fused_backward", [&] {
+    using S = scalar_t;
+    for_directions(overlap, dirs, [&](int64_t d) {
+      Tensor hbuf = saved[4 * d], cbuf = saved[4 * d + 1], gates = saved[4 * d + 2];
+      Tensor ghn = saved[4 * d + 3];
+      Dir<S> dir{T, B, H, d == 1, true, lengths_ptr(lengths),
+                 gates.numel() ? gates.data_ptr<S>() : nullptr,
+                 ghn.numel() ? ghn.data_ptr<S>() : nullptr, hbuf.data_ptr<S>(),
+                 cbuf.numel() ? cbuf.data_ptr<S>() : nullptr, nullptr, dirs * H, nullptr};
+      Back<S> k{dG[d].data_ptr<S>(), dout.data_ptr<S>() + d * H, dirs * H,
+                dh[d][0].data_ptr<S>(), dh[d][1].data_ptr<S>(),
+                lstm ? dc[d].data_ptr<S>() : nullptr, scratch[d].data_ptr<S>()};
+      dispatch_cell<S>(cell, [&](auto c) {
+        run_backward<S, decltype(c)::value>(dir, k, whh[d].data_ptr<S>());
+      });
+    });
+  });
+  const Tensor x2d = x.view({T * B, D}), none = at::empty({0}, x.options());
+  Tensor dx = need_dx ? at::zeros({T * B, D}, x.options()) : none;
+  std::vector<Tensor> result{dx};
+  for (int64_t d = 0; d < dirs; ++d) {
+    // dh0 sits in slot T % 2 of the ping-pong pair after T swaps.
+    result.push_back(dh[d][T % 2].clone());
+    result.push_back(lstm ? dc[d] : none);
+    const Tensor g2d = dG[d].view({T * B, Gs});
+    const Tensor dgx = g2d.narrow(1, 0, G);  // [T*B, G] = dL/d(x W_ih^T + b_ih)
+    Tensor hprev = saved[4 * d].narrow(0, d == 1 ? 1 : 0, T).reshape({T * B, H});
+    if (need_dx) dx.addmm_(dgx, w_ih[d]);     // [TB,G] @ [G,D]
+    result.push_back(at::mm(dgx.t(), x2d));  // dW_ih [G, D]
+    Tensor dw_hh, db_hh;
+    if (cell == GRU) {  // the n block of dL/d(h U^T + b_h) is dan * r, stored at 3H
+      dw_hh = at::empty({G, H}, x.options());
+      mm_into(dw_hh.narrow(0, 0, 2 * H), g2d.narrow(1, 0, 2 * H).t(), hprev);
+      mm_into(dw_hh.narrow(0, 2 * H, H), g2d.narrow(1, 3 * H, H).t(), hprev);
+      if (has_b_hh)
+        db_hh = at::cat({g2d.narrow(1, 0, 2 * H).sum(0), g2d.narrow(1, 3 * H, H).sum(0)});
+    } else if (cell == GRU_RESET_BEFORE) {  // U_n multiplies r * h
+      dw_hh = at::empty({G, H}, x.options());
+      mm_into(dw_hh.narrow(0, 0, 2 * H), dgx.narrow(1, 0, 2 * H).t(), hprev);
+      const Tensor r = saved[4 * d + 2].view({T * B, G}).narrow(1, 0, H);
+      mm_into(dw_hh.narrow(0, 2 * H, H), dgx.narrow(1, 2 * H, H).t(), r * hprev);
+    } else {
+      dw_hh = at::mm(dgx.t(), hprev);
+    }
+    const Tensor db_ih = (has_b_ih || (has_b_hh && !db_hh.defined())) ? dgx.sum(0) : none;
+    if (has_b_hh && !db_hh.defined()) db_hh = db_ih.clone();
+    result.push_back(dw_hh);
+    result.push_back(has_b_ih ? db_ih : none);
+    result.push_back(has_b_hh ? db_hh : none);
+  }
+  result[0] = need_dx ? dx.view({T, B, D}) : none;
+  return result;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "fused RNN layer forward (see fused.py)");
+  m.def("backward", &backward, "fused RNN layer backward through time (see fused.py)");
+}

@@ -1,0 +1,309 @@
+"""The fused CPU kernels against the NumPy reference and the composite path: outputs,
+final states and every gradient, over the configuration registry, random shapes and
+degenerate ones, in training and in inference."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import rnnkit
+from helpers import TOLERANCE, assert_rel_close, relative_error, rnnkit_class
+from registry import ALL_CELLS, B, D, H, LayerConfig, T, layer_configs, sample_lengths
+from rnnkit import kernels, reference, runner
+from rnnkit.cells import CELLS
+from rnnkit.kernels import fused
+
+pytestmark = pytest.mark.skipif(fused.load() is None, reason="the fused extension did not build")
+
+
+# ---- one layer through run_layer: fused vs composite vs reference ---------------------
+
+
+def _layer_problem(cell_name, T, B, D, H, dirs, dtype, lengths, bias=True, seed=0):
+    """Leaf tensors for one layer: x, states per direction, weights per direction."""
+    g = torch.Generator().manual_seed(seed)
+    cell = CELLS[cell_name]
+    G = cell.num_gates * H
+
+    def leaf(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=g, dtype=dtype)).requires_grad_()
+
+    # Weights at torch.nn's init scale (~1/sqrt(H)), so gates are not all saturated: a
+    # saturated fp32 tanh has no accurate derivative in any implementation.
+    w = 1.0 / H**0.5
+    x = leaf(T, B, D)
+    states = [tuple(leaf(B, H) for _ in range(cell.num_states)) for _ in range(dirs)]
+    weights = [
+        (
+            leaf(G, D, scale=w),
+            leaf(G, H, scale=w),
+            leaf(G, scale=w) if bias else None,
+            leaf(G, scale=w) if bias else None,
+        )
+        for _ in range(dirs)
+    ]
+    lengths = None if lengths is None else torch.as_tensor(lengths, dtype=torch.int64)
+    return cell, x, lengths, states, weights
+
+
+def _run_with_grads(run_layer, cell, x, lengths, states, weights, seed=1):
+    """Outputs, finals and d(loss)/d(every leaf) of a random linear loss."""
+    out, finals = run_layer(cell, x, lengths, states, weights)
+    g = torch.Generator().manual_seed(seed)
+
+    def weights_like(t):  # drawn in fp64, so fp32 and fp64 runs see the same loss
+        return torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)
+
+    loss = (out * weights_like(out)).sum()
+    for final in finals:
+        for s in final:
+            loss = loss + (s * weights_like(s)).sum()
+    leaves = [x] + [s for st_ in states for s in st_]
+    leaves += [w for ws in weights for w in ws if w is not None]
+    grads = torch.autograd.grad(loss, leaves)
+    return [out, *(s for f in finals for s in f), *grads]
+
+
+def _float64_leaves(x, states, weights):
+    def up(t):
+        return None if t is None else t.detach().double().requires_grad_()
+
+    return (
+        up(x),
+        [tuple(up(s) for s in st_) for st_ in states],
+        [tuple(map(up, w)) for w in weights],
+    )
+
+
+def _assert_fused_matches_composite(cell, x, lengths, states, weights):
+    """fp64: fused against composite within 1e-10. fp32: both against the composite path in
+    fp64 on the same (upcast) inputs; the fused error must be within 1e-5 or, where the
+    problem itself is ill-conditioned in fp32, no worse than 4x the composite path's own.
+    Hypothesis finds such problems on tiny shapes: a saturated tanh (1 - y^2 from a rounded
+    y) or a cancelling H = 1 sum, where fp32 composite is off the fp64 truth by 1e-3..1e-5."""
+    actual = _run_with_grads(fused.run_layer, cell, x, lengths, states, weights)
+    if x.dtype == torch.float64:
+        expected = _run_with_grads(runner.run_layer, cell, x, lengths, states, weights)
+        for k, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_rel_close(a, e, TOLERANCE[torch.float64], f"{cell.name} tensor #{k}")
+        return
+    composite = _run_with_grads(runner.run_layer, cell, x, lengths, states, weights)
+    x64, states64, weights64 = _float64_leaves(x, states, weights)
+    truth = _run_with_grads(runner.run_layer, cell, x64, lengths, states64, weights64)
+    for k, (a, c, e) in enumerate(zip(actual, composite, truth, strict=True)):
+        bound = max(TOLERANCE[torch.float32], 4 * relative_error(c, e))
+        assert_rel_close(a, e, bound, f"{cell.name} tensor #{k} (out, finals, then grads)")
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("cell_name", ALL_CELLS)
+def test_fused_direction_matches_reference(cell_name, reverse):
+    """One direction against the hand-written NumPy BPTT (float64, full lengths)."""
+    cell, x, _, states, weights = _layer_problem(cell_name, 7, 3, 5, 4, 2, torch.float64, None)
+    d = 1 if reverse else 0
+    # A two-direction layer whose other direction gets no gradient isolates direction d.
+    out, finals = fused.run_layer(cell, x, None, states, weights)
+    g = torch.Generator().manual_seed(5)
+    dys = torch.randn(7, 3, 4, generator=g, dtype=torch.float64)
+    dfinal = [torch.randn(3, 4, generator=g, dtype=torch.float64) for _ in finals[d]]
+    loss = (out[..., d * 4 : (d + 1) * 4] * dys).sum()
+    loss = loss + sum((s * ds).sum() for s, ds in zip(finals[d], dfinal, strict=True))
+    w_ih, w_hh, b_ih, b_hh = weights[d]
+    leaves = [x, *states[d], w_ih, w_hh, b_ih, b_hh]
+    grads = torch.autograd.grad(loss, leaves)
+
+    forward, backward = reference.for_cell(cell)
+    flip = (lambda a: a[::-1].copy()) if reverse else (lambda a: a)
+    numpy = [t.detach().numpy() for t in (x, *states[d], w_ih, w_hh, b_ih, b_hh)]
+    xs, state0, params = numpy[0], tuple(numpy[1:-4]), reference.Params(*numpy[-4:])
+    ys, final, cache = forward(flip(xs), state0, params)
+    ref = backward(cache, flip(dys.numpy()), tuple(t.numpy() for t in dfinal))
+
+    tol = TOLERANCE[torch.float64]
+    assert_rel_close(out[..., d * 4 : (d + 1) * 4].detach(), flip(ys), tol, "output")
+    for s, r in zip(finals[d], final, strict=True):
+        assert_rel_close(s.detach(), r, tol, "final state")
+    expected = [flip(ref.x), *ref.state0, ref.w_ih, ref.w_hh, ref.b_ih, ref.b_hh]
+    names = ["x", *(f"state0[{k}]" for k in range(len(ref.state0))), "w_ih", "w_hh", "b_ih"]
+    for name, a, e in zip([*names, "b_hh"], grads, expected, strict=True):
+        assert_rel_close(a, np.asarray(e), tol, f"d {name}")
+
+
+# ---- the whole configuration registry, through the layers ------------------------------
+
+# Two layers cover one: the first layer of the stack sees x, the second its output, and the
+# gradient crosses both. Every other axis of the registry is kept.
+CONFIGS = layer_configs(num_layers=(2,))
+
+
+def _layer_run(module, config: LayerConfig, x, lengths, hx):
+    bf = config.batch_first
+    if config.lengths == "packed":
+        packed = pack_padded_sequence(x, lengths, batch_first=bf, enforce_sorted=False)
+        out, final = module(packed, hx)
+        out, _ = pad_packed_sequence(out, batch_first=bf, total_length=T)
+    elif config.lengths == "padded":
+        out, final = module(x, hx, lengths=lengths)
+    else:
+        out, final = module(x, hx)
+    finals = final if isinstance(final, tuple) else (final,)
+    g = torch.Generator().manual_seed(2)
+    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
+    for f in finals:
+        loss = loss + (f * torch.randn(f.shape, generator=g, dtype=f.dtype)).sum()
+    loss.backward()
+    return [out.detach(), *(f.detach() for f in finals)]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.id)
+def test_layer_fused_matches_composite(config: LayerConfig):
+    g = torch.Generator().manual_seed(1)
+    shape = (B, T, D) if config.batch_first else (T, B, D)
+    x0 = torch.randn(shape, generator=g, dtype=config.dtype)
+    lengths = sample_lengths(g) if config.lengths != "full" else None
+    n = config.num_layers * (2 if config.bidirectional else 1)
+    h0 = [torch.randn(n, B, H, generator=g, dtype=config.dtype) for _ in range(2)]
+    torch.manual_seed(0)
+    module = rnnkit_class(config.cell)(D, H, **config.layer_kwargs())
+    results = {}
+    for backend in ("composite", "fused"):
+        module.zero_grad()
+        x = x0.clone().requires_grad_()
+        hs = [h.clone().requires_grad_() for h in h0]
+        hx = None
+        if config.initial_state:
+            hx = tuple(hs) if config.cell == "lstm" else hs[0]
+        with rnnkit.use_backend(backend):
+            tensors = _layer_run(module, config, x, lengths, hx)
+        tensors.append(x.grad)
+        if hx is not None:
+            tensors += [h.grad for h in hs[: CELLS[config.cell].num_states]]
+        tensors += [p.grad.clone() for p in module.parameters()]
+        results[backend] = tensors
+    for k, (a, e) in enumerate(zip(results["fused"], results["composite"], strict=True)):
+        assert_rel_close(a, e, TOLERANCE[config.dtype], f"tensor #{k}")
+
+
+def test_fused_is_the_default_on_cpu():
+    x = torch.randn(2, 1, 3)
+    for dtype in (torch.float32, torch.float64):
+        assert kernels.select(CELLS["gru"], x.to(dtype)) is fused.run_layer
+    assert kernels.select(CELLS["gru"], x.half()) is runner.run_layer
+    with rnnkit.use_backend("composite"):
+        assert kernels.select(CELLS["gru"], x) is runner.run_layer
+
+
+# ---- random and degenerate shapes ------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cell_name=st.sampled_from(ALL_CELLS),
+    T=st.integers(1, 9),
+    B=st.integers(1, 5),
+    D=st.integers(1, 7),
+    H=st.integers(1, 9),
+    dirs=st.integers(1, 2),
+    bias=st.booleans(),
+    dtype=st.sampled_from([torch.float64, torch.float32]),
+    data=st.data(),
+)
+def test_random_shapes(cell_name, T, B, D, H, dirs, bias, dtype, data):
+    lengths = data.draw(st.none() | st.lists(st.integers(0, T), min_size=B, max_size=B))
+    problem = _layer_problem(cell_name, T, B, D, H, dirs, dtype, lengths, bias)
+    _assert_fused_matches_composite(*problem)
+
+
+@pytest.mark.parametrize("cell_name", ALL_CELLS)
+@pytest.mark.parametrize(
+    "shape, lengths",
+    [
+        ((1, 1, 1, 1), None),  # T = B = D = H = 1
+        ((1, 3, 2, 4), [1, 0, 1]),  # one step, a zero length in the middle
+        ((6, 4, 3, 1), [6, 0, 2, 0]),  # H = 1, zero lengths in the middle and at the end
+        ((5, 3, 2, 3), [0, 0, 0]),  # every sequence empty: states pass through
+        ((4, 1, 3, 5), [2]),  # B = 1, shorter than T
+    ],
+)
+def test_degenerate_shapes(cell_name, shape, lengths):
+    for dtype in (torch.float64, torch.float32):
+        problem = _layer_problem(cell_name, *shape, 2, dtype, lengths)
+        _assert_fused_matches_composite(*problem)
+
+
+def test_zero_length_sequence_keeps_its_state_and_emits_zeros():
+    cell, x, lengths, states, weights = _layer_problem(
+        "lstm", 4, 3, 2, 5, 2, torch.float64, [4, 0, 2]
+    )
+    out, finals = fused.run_layer(cell, x, lengths, states, weights)
+    assert out[:, 1].abs().max().item() == 0.0
+    assert out[2:, 2].abs().max().item() == 0.0
+    for final, initial in zip(finals, states, strict=True):
+        for s, s0 in zip(final, initial, strict=True):
+            assert torch.equal(s[1], s0[1])
+
+
+# ---- inference ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell_name", ALL_CELLS)
+def test_inference_matches_training_and_builds_no_graph(cell_name):
+    for dtype in (torch.float32, torch.float64):
+        problem = _layer_problem(cell_name, 6, 4, 3, 5, 2, dtype, [6, 2, 0, 5])
+        cell, x, lengths, states, weights = problem
+        out, finals = fused.run_layer(*problem)
+        with torch.no_grad():
+            out_ng, finals_ng = fused.run_layer(*problem)
+        assert out_ng.grad_fn is None and not out_ng.requires_grad
+        # Inference keeps two state slots instead of T+1; the arithmetic is the same.
+        assert torch.equal(out_ng, out.detach())
+        for f, f_ng in zip(finals, finals_ng, strict=True):
+            for s, s_ng in zip(f, f_ng, strict=True):
+                assert torch.equal(s_ng, s.detach())
+        with torch.no_grad(), rnnkit.use_backend("composite"):
+            out_c, _ = runner.run_layer(cell, x, lengths, states, weights)
+        assert_rel_close(out_ng, out_c, TOLERANCE[dtype], "inference output")
+
+
+def test_inputs_without_grad_in_grad_mode():
+    """Weights that need gradients but an input that does not: dx is skipped."""
+    cell, x, lengths, states, weights = _layer_problem("gru", 5, 2, 3, 4, 1, torch.float64, None)
+    x = x.detach()
+    out, _ = fused.run_layer(cell, x, lengths, states, weights)
+    (gw,) = torch.autograd.grad(out.sum(), [weights[0][0]])
+    with rnnkit.use_backend("composite"):
+        out_c, _ = runner.run_layer(cell, x, lengths, states, weights)
+    (gw_c,) = torch.autograd.grad(out_c.sum(), [weights[0][0]])
+    assert_rel_close(gw, gw_c, 1e-10, "d w_ih")
+
+
+# ---- build and fallback -----------------------------------------------------------------
+
+
+def test_compile_info_reports_the_load():
+    info = fused.compile_info()
+    assert "error" not in info
+    assert info["seconds"] >= 0 and isinstance(info["cached"], bool)
+    assert info["name"].startswith("rnnkit_fused_cpu_")
+
+
+def test_build_failure_falls_back_with_one_warning(monkeypatch, tmp_path):
+    monkeypatch.setattr(fused, "_module", None)
+    monkeypatch.setattr(fused, "_error", None)
+    monkeypatch.setattr(fused, "_SOURCE", tmp_path / "missing.cpp")
+    x = torch.randn(3, 2, 4)
+    with pytest.warns(RuntimeWarning, match="could not be compiled"):
+        assert kernels.select(CELLS["gru"], x) is runner.run_layer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert kernels.select(CELLS["lstm"], x) is runner.run_layer  # no second warning
+    assert "error" in fused.compile_info()
+    with rnnkit.use_backend("fused"), pytest.raises(RuntimeError, match="no fused kernel"):
+        kernels.select(CELLS["gru"], x)
