@@ -345,7 +345,7 @@ class Trainer:
                                    "loss": valid, "clip_count": self.clip_count})  # fmt: skip
                     rate = tokens / (time.perf_counter() - start_time)
                     bar.write(
-                        f"epoch {finished} step {self.step}: valid loss {valid:.4f} "
+                        f"epoch {finished} step {self.step}: valid loss {valid:.4f}"
                         f"{self._describe(valid)}, {rate:,.0f} {self._unit}/s, "
                         f"clipped {self.clip_count}/{self.step} steps"
                     )
