@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 import warnings
@@ -110,12 +111,21 @@ def load() -> ModuleType | None:
 
             name = _extension_name()
             build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+            # Build from a copy inside the build directory: torch rebuilds when a source's
+            # path changes, so compiling from the checkout would rebuild (and make two
+            # checkouts rebuild each other) although the name already pins the content.
+            source = build_dir / _SOURCE.name
+            if not source.is_file() or source.read_bytes() != _SOURCE.read_bytes():
+                tmp = source.with_name(f".{source.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(_SOURCE.read_bytes())
+                os.replace(tmp, source)
             cached = (build_dir / f"{name}.so").exists()
             if not cached:
                 _log.warning("rnnkit: compiling the fused CPU kernels (once per machine, ~1 min)")
             module = cpp_extension.load(
                 name=name,
-                sources=[str(_SOURCE)],
+                sources=[str(source)],
+                build_directory=str(build_dir),
                 extra_cflags=_FLAGS,
                 extra_ldflags=["-fopenmp"],
                 verbose=False,
