@@ -220,3 +220,29 @@ def unflatten_state(tensors: Mapping[str, Tensor], prefix: str = "carry") -> Any
               for k in tensors):  # fmt: skip
         parts.append(unflatten_state(tensors, f"{prefix}.{len(parts)}"))
     return tuple(parts) if parts else None
+
+
+def fresh_run_dir(out: str | Path) -> Path:
+    """``out``, or ``out-2``, ``out-3``, ... if it already holds a run: a new run never
+    writes over an earlier one."""
+    path, n = Path(out), 1
+    while (path / "metrics.jsonl").exists() or (path / "last").exists():
+        n += 1
+        path = Path(f"{out}-{n}")
+    return path
+
+
+def open_run(
+    path: str | Path, task: str, defaults: Any, which: str = "best"
+) -> tuple[Path, dict[str, Any], Any]:
+    """(checkpoint directory, its config.json data, the config sections filled in over
+    ``defaults``) of a ``task`` run or checkpoint; ``which`` prefers best or last."""
+    from rnnkit import config as cfg
+
+    prefer = ("best", "last") if which == "best" else ("last", "best")
+    checkpoint = resolve(path, prefer=prefer)
+    saved = read_json(checkpoint, CONFIG_FILE)
+    if saved.get("meta", {}).get("task") != task:
+        found = saved.get("meta", {}).get("task")
+        raise CheckpointError(f"{checkpoint} holds a {found!r} model, not a {task!r} one")
+    return checkpoint, saved, cfg.from_dict(defaults, saved, str(checkpoint / CONFIG_FILE))

@@ -125,14 +125,6 @@ class ClassifyRun:
     report: ClassificationReport
 
 
-def _fresh_out_dir(out: str) -> Path:
-    path, n = Path(out), 1
-    while (path / "metrics.jsonl").exists() or (path / "last").exists():
-        n += 1
-        path = Path(f"{out}-{n}")
-    return path
-
-
 def _split(data: ClassifyDataConfig) -> tuple[list[Example], list[Example]]:
     if data.train is None:
         raise ValueError("data.train is required: a labelled file (--data.train FILE)")
@@ -165,7 +157,7 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
         found = load_vectors(data_c.vectors, vocab, model.embedding.weight)
         log(f"pretrained vectors for {found:,} of {tokenizer.vocab_size:,} words")
     task = ClassifyTask(tokenizer, labels, train_examples, valid_examples, data_c, trainer_c.seed)
-    out_dir = _fresh_out_dir(trainer_c.out)
+    out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {"task": "classify", "rnnkit_version": rnnkit.__version__}
     extra = {ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
              TOKENIZER_FILE: tokenizer.to_dict(), LABELS_FILE: labels.to_dict()}  # fmt: skip
@@ -183,12 +175,7 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
 
 
 def load(path: str | Path, which: str = "best") -> tuple[Classifier, Tokenizer, LabelSet]:
-    prefer = ("best", "last") if which == "best" else ("last", "best")
-    checkpoint = ckpt.resolve(path, prefer=prefer)
-    data = ckpt.read_json(checkpoint, ckpt.CONFIG_FILE)
-    if data.get("meta", {}).get("task") != "classify":
-        raise ckpt.CheckpointError(f"{checkpoint} is not a classifier checkpoint")
-    sections = cfg.from_dict(defaults(), data, str(checkpoint / ckpt.CONFIG_FILE))
+    checkpoint, _, sections = ckpt.open_run(path, "classify", defaults(), which)
     tokenizer = tokenizer_from_dict(ckpt.read_json(checkpoint, TOKENIZER_FILE))
     labels = LabelSet.from_dict(ckpt.read_json(checkpoint, LABELS_FILE))
     model = Classifier(sections["model"], tokenizer.vocab_size, len(labels.names))

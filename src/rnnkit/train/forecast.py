@@ -147,14 +147,6 @@ class ForecastRun:
         return "\n".join(lines)
 
 
-def _fresh_out_dir(out: str) -> Path:
-    path, n = Path(out), 1
-    while (path / "metrics.jsonl").exists() or (path / "last").exists():
-        n += 1
-        path = Path(f"{out}-{n}")
-    return path
-
-
 def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = print) -> ForecastRun:
     sections = sections or defaults()
     model_c: ForecasterConfig = sections["model"]
@@ -172,7 +164,7 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     model = Forecaster(model_c, values.shape[1])
     task = ForecastTask(scaler.transform(work), model_c, train_end - shift, valid_end - shift,
                         data.batch_size, trainer_c.seed)  # fmt: skip
-    out_dir = _fresh_out_dir(trainer_c.out)
+    out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {"task": "forecast", "rnnkit_version": rnnkit.__version__,
             "columns": list(series.columns)}  # fmt: skip
     extra = {ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
@@ -225,12 +217,7 @@ def model_forecast(
 
 def load(path: str | Path, which: str = "best") -> tuple[Forecaster, Scaler, bool]:
     """(model, scaler, whether it models differences) from a run or checkpoint."""
-    prefer = ("best", "last") if which == "best" else ("last", "best")
-    checkpoint = ckpt.resolve(path, prefer=prefer)
-    saved = ckpt.read_json(checkpoint, ckpt.CONFIG_FILE)
-    if saved.get("meta", {}).get("task") != "forecast":
-        raise ckpt.CheckpointError(f"{checkpoint} is not a forecasting checkpoint")
-    sections = cfg.from_dict(defaults(), saved, str(checkpoint / ckpt.CONFIG_FILE))
+    checkpoint, saved, sections = ckpt.open_run(path, "forecast", defaults(), which)
     model = Forecaster(sections["model"], len(saved["meta"]["columns"]))
     ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
     scaler = Scaler.from_dict(ckpt.read_json(checkpoint, SCALER_FILE))

@@ -202,15 +202,6 @@ RESUMABLE = {
 }  # fmt: skip
 
 
-def _fresh_out_dir(out: str) -> Path:
-    """``out``, or ``out-2``, ``out-3``, ... if it already holds a run."""
-    path, n = Path(out), 1
-    while (path / "metrics.jsonl").exists() or (path / "last").exists():
-        n += 1
-        path = Path(f"{out}-{n}")
-    return path
-
-
 def resume_sections(
     checkpoint: str | Path, changes: Mapping[str, Mapping[str, Any]] | None = None
 ) -> cfg.Sections:
@@ -249,7 +240,7 @@ def train(
         tokenizer = tokenizer_from_dict(ckpt.read_json(checkpoint, TOKENIZER_FILE))
     else:
         sections = sections or defaults()
-        out_dir = _fresh_out_dir(sections["trainer"].out)
+        out_dir = ckpt.fresh_run_dir(sections["trainer"].out)
         tokenizer = None
     model_c: LMConfig = sections["model"].validate()
     data_c: DataConfig = sections["data"]

@@ -121,14 +121,6 @@ class MusicRun:
     parameters: int
 
 
-def _fresh_out_dir(out: str) -> Path:
-    path, n = Path(out), 1
-    while (path / "metrics.jsonl").exists() or (path / "last").exists():
-        n += 1
-        path = Path(f"{out}-{n}")
-    return path
-
-
 def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = print) -> MusicRun:
     """Train a music model; report train and validation NLL per step of the best one."""
     sections = sections or defaults()
@@ -145,7 +137,7 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     train_rolls = _rolls(splits[data_c.train_split], model_c)
     valid_rolls = _rolls(splits[data_c.valid_split], model_c)
     model = MusicModel(model_c)
-    out_dir = _fresh_out_dir(trainer_c.out)
+    out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {"task": "music", "rnnkit_version": rnnkit.__version__}
     extra = {ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta}}
     log(
@@ -160,12 +152,7 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
 
 
 def load(path: str | Path, which: str = "best") -> MusicModel:
-    prefer = ("best", "last") if which == "best" else ("last", "best")
-    checkpoint = ckpt.resolve(path, prefer=prefer)
-    saved = ckpt.read_json(checkpoint, ckpt.CONFIG_FILE)
-    if saved.get("meta", {}).get("task") != "music":
-        raise ckpt.CheckpointError(f"{checkpoint} is not a music checkpoint")
-    sections = cfg.from_dict(defaults(), saved, str(checkpoint / ckpt.CONFIG_FILE))
+    checkpoint, _, sections = ckpt.open_run(path, "music", defaults(), which)
     model = MusicModel(sections["model"])
     ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
     return model.eval()

@@ -230,14 +230,6 @@ class Seq2SeqRun:
         return "\n".join(lines)
 
 
-def _fresh_out_dir(out: str) -> Path:
-    path, n = Path(out), 1
-    while (path / "metrics.jsonl").exists() or (path / "last").exists():
-        n += 1
-        path = Path(f"{out}-{n}")
-    return path
-
-
 def read_data(data: Seq2SeqDataConfig) -> tuple[list[Pair], list[Pair], list[Pair]]:
     """(train, valid, test) pairs from the files or the dates generator."""
     if data.dates:
@@ -294,7 +286,7 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
         longest = max(len(t) for t in task.train_tgt)
         sections["decode"] = decode_c = dataclasses.replace(decode_c, max_length=longest + 10)
     model = Seq2Seq(model_c, source.vocab_size, target.vocab_size)
-    out_dir = _fresh_out_dir(trainer_c.out)
+    out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {"task": "seq2seq", "rnnkit_version": rnnkit.__version__}
     extra = {ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
              SOURCE_FILE: source.to_dict(), TARGET_FILE: target.to_dict()}  # fmt: skip
@@ -316,12 +308,7 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
 
 
 def load(path: str | Path, which: str = "best") -> Translator:
-    prefer = ("best", "last") if which == "best" else ("last", "best")
-    checkpoint = ckpt.resolve(path, prefer=prefer)
-    saved = ckpt.read_json(checkpoint, ckpt.CONFIG_FILE)
-    if saved.get("meta", {}).get("task") != "seq2seq":
-        raise ckpt.CheckpointError(f"{checkpoint} is not a seq2seq checkpoint")
-    sections = cfg.from_dict(defaults(), saved, str(checkpoint / ckpt.CONFIG_FILE))
+    checkpoint, _, sections = ckpt.open_run(path, "seq2seq", defaults(), which)
     source = tokenizer_from_dict(ckpt.read_json(checkpoint, SOURCE_FILE))
     target = tokenizer_from_dict(ckpt.read_json(checkpoint, TARGET_FILE))
     model = Seq2Seq(sections["model"], source.vocab_size, target.vocab_size)

@@ -186,14 +186,6 @@ class TagRun:
     scores: SpanScores
 
 
-def _fresh_out_dir(out: str) -> Path:
-    path, n = Path(out), 1
-    while (path / "metrics.jsonl").exists() or (path / "last").exists():
-        n += 1
-        path = Path(f"{out}-{n}")
-    return path
-
-
 def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = print) -> TagRun:
     """Train a tagger; score its best checkpoint (span F1) on the validation file."""
     sections = sections or defaults()
@@ -219,7 +211,7 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     constraints = allowed_transitions(tag_names, data.train_scheme)
     model = Tagger(model_c, words.vocab_size, chars.vocab_size, len(tag_names), constraints)
     task = TagTask(encoder, train_s, valid_s, trainer_c.seed)
-    out_dir = _fresh_out_dir(trainer_c.out)
+    out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {"task": "tag", "rnnkit_version": rnnkit.__version__}
     extra = {ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
              WORDS_FILE: words.to_dict(), CHARS_FILE: chars.to_dict(),
@@ -236,12 +228,7 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
 
 
 def load(path: str | Path, which: str = "best") -> tuple[Tagger, Encoder]:
-    prefer = ("best", "last") if which == "best" else ("last", "best")
-    checkpoint = ckpt.resolve(path, prefer=prefer)
-    saved = ckpt.read_json(checkpoint, ckpt.CONFIG_FILE)
-    if saved.get("meta", {}).get("task") != "tag":
-        raise ckpt.CheckpointError(f"{checkpoint} is not a tagger checkpoint")
-    sections = cfg.from_dict(defaults(), saved, str(checkpoint / ckpt.CONFIG_FILE))
+    checkpoint, _, sections = ckpt.open_run(path, "tag", defaults(), which)
     words = tokenizer_from_dict(ckpt.read_json(checkpoint, WORDS_FILE))
     chars = tokenizer_from_dict(ckpt.read_json(checkpoint, CHARS_FILE))
     tag_names = ckpt.read_json(checkpoint, TAGS_FILE)["tags"]
