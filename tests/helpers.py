@@ -52,3 +52,33 @@ def torch_class(cell: str):
         "gru": torch.nn.GRU,
         "lstm": torch.nn.LSTM,
     }[cell]
+
+
+def run_with_random_loss(module, config, x, lengths, hx, pack_padded: bool = False):
+    """Run a layer in ``config``'s length mode, backpropagate a random linear loss of its
+    outputs and final states, and return (output padded to T, final states).
+
+    ``pack_padded`` feeds a "padded" config as a PackedSequence (for torch.nn, which has
+    no ``lengths=``).
+    """
+    from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+    from registry import T
+
+    bf = config.batch_first
+    if config.lengths == "packed" or (config.lengths == "padded" and pack_padded):
+        packed = pack_padded_sequence(x, lengths, batch_first=bf, enforce_sorted=False)
+        out, final = module(packed, hx)
+        assert isinstance(out, PackedSequence)
+        out, _ = pad_packed_sequence(out, batch_first=bf, total_length=T)
+    elif config.lengths == "padded":
+        out, final = module(x, hx, lengths=lengths)
+    else:
+        out, final = module(x, hx)
+    finals = final if isinstance(final, tuple) else (final,)
+    g = torch.Generator().manual_seed(2)
+    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
+    for f in finals:
+        loss = loss + (f * torch.randn(f.shape, generator=g, dtype=f.dtype)).sum()
+    loss.backward()
+    return out, finals

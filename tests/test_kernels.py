@@ -11,10 +11,15 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
-from helpers import TOLERANCE, assert_rel_close, relative_error, rnnkit_class
+from helpers import (
+    TOLERANCE,
+    assert_rel_close,
+    relative_error,
+    rnnkit_class,
+    run_with_random_loss,
+)
 from registry import ALL_CELLS, B, D, H, LayerConfig, T, layer_configs, sample_lengths
 from rnnkit import kernels, reference, runner
 from rnnkit.cells import CELLS
@@ -143,25 +148,6 @@ def test_fused_direction_matches_reference(cell_name, reverse):
 CONFIGS = layer_configs(num_layers=(2,))
 
 
-def _layer_run(module, config: LayerConfig, x, lengths, hx):
-    bf = config.batch_first
-    if config.lengths == "packed":
-        packed = pack_padded_sequence(x, lengths, batch_first=bf, enforce_sorted=False)
-        out, final = module(packed, hx)
-        out, _ = pad_packed_sequence(out, batch_first=bf, total_length=T)
-    elif config.lengths == "padded":
-        out, final = module(x, hx, lengths=lengths)
-    else:
-        out, final = module(x, hx)
-    finals = final if isinstance(final, tuple) else (final,)
-    g = torch.Generator().manual_seed(2)
-    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
-    for f in finals:
-        loss = loss + (f * torch.randn(f.shape, generator=g, dtype=f.dtype)).sum()
-    loss.backward()
-    return [out.detach(), *(f.detach() for f in finals)]
-
-
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.id)
 def test_layer_fused_matches_composite(config: LayerConfig):
     g = torch.Generator().manual_seed(1)
@@ -181,7 +167,8 @@ def test_layer_fused_matches_composite(config: LayerConfig):
         if config.initial_state:
             hx = tuple(hs) if config.cell == "lstm" else hs[0]
         with rnnkit.use_backend(backend):
-            tensors = _layer_run(module, config, x, lengths, hx)
+            out, finals = run_with_random_loss(module, config, x, lengths, hx)
+            tensors = [out.detach(), *(f.detach() for f in finals)]
         tensors.append(x.grad)
         if hx is not None:
             tensors += [h.grad for h in hs[: CELLS[config.cell].num_states]]

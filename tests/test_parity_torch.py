@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from helpers import TOLERANCE, assert_rel_close, rnnkit_class, torch_class
+from helpers import TOLERANCE, assert_rel_close, rnnkit_class, run_with_random_loss, torch_class
 from registry import TORCH_CELLS, B, D, LayerConfig, T, layer_configs, sample_lengths
 
 CONFIGS = layer_configs(cells=TORCH_CELLS)
@@ -35,27 +34,6 @@ def _leaves(x, hx):
     return x, hx.clone().requires_grad_()
 
 
-def _run(module, config, x, lengths, hx, ours: bool):
-    """Forward and backward of a random scalar loss; outputs come back padded."""
-    bf = config.batch_first
-    if config.lengths == "packed" or (config.lengths == "padded" and not ours):
-        inp = pack_padded_sequence(x, lengths, batch_first=bf, enforce_sorted=False)
-        out, final = module(inp, hx)
-        assert isinstance(out, PackedSequence)
-        out, _ = pad_packed_sequence(out, batch_first=bf, total_length=T)
-    elif config.lengths == "padded":
-        out, final = module(x, hx, lengths=lengths)
-    else:
-        out, final = module(x, hx)
-    finals = final if isinstance(final, tuple) else (final,)
-    g = torch.Generator().manual_seed(2)
-    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
-    for f in finals:
-        loss = loss + (f * torch.randn(f.shape, generator=g, dtype=f.dtype)).sum()
-    loss.backward()
-    return out, finals
-
-
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.id)
 def test_layer_matches_torch_nn(config: LayerConfig):
     torch.manual_seed(0)
@@ -65,8 +43,10 @@ def test_layer_matches_torch_nn(config: LayerConfig):
     x, lengths, hx = _inputs(config)
     x_theirs, hx_theirs = _leaves(x, hx)
     x_ours, hx_ours = _leaves(x, hx)
-    out_theirs, finals_theirs = _run(theirs, config, x_theirs, lengths, hx_theirs, ours=False)
-    out_ours, finals_ours = _run(ours, config, x_ours, lengths, hx_ours, ours=True)
+    out_theirs, finals_theirs = run_with_random_loss(
+        theirs, config, x_theirs, lengths, hx_theirs, pack_padded=True
+    )
+    out_ours, finals_ours = run_with_random_loss(ours, config, x_ours, lengths, hx_ours)
 
     rtol = TOLERANCE[config.dtype]
     assert_rel_close(out_ours, out_theirs, rtol, "output")
