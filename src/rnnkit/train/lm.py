@@ -30,6 +30,7 @@ from rnnkit.data.tokenizers import SPECIALS, Tokenizer, tokenizer_from_dict
 from rnnkit.decoding import SampleConfig
 from rnnkit.models.lm import LanguageModel, LMConfig, bits_per_token, perplexity
 from rnnkit.train import checkpoint as ckpt
+from rnnkit.train.losses import cross_entropy
 from rnnkit.train.optim import OptimConfig
 from rnnkit.train.trainer import FitResult, StepResult, Trainer, TrainerConfig
 
@@ -169,7 +170,7 @@ class LMTask:
         inputs, targets = batch  # each [T, B]
         device = next(model.parameters()).device
         logits, carry = model(inputs.to(device), carry)  # [T, B, V]
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten())
+        loss = cross_entropy(logits.flatten(0, 1), targets.to(device).flatten())
         # A shorter window's mean loss weighs each token more; AWD-LSTM rescales the rate.
         scale = inputs.shape[0] / self.train.bptt if self.train.variable_bptt else 1.0
         return StepResult(loss, targets.numel(), carry, lr_scale=scale)

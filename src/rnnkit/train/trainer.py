@@ -317,7 +317,8 @@ class Trainer:
                     metrics.write({"kind": "train", "step": self.step, "epoch": self.epoch,
                                    "loss": loss, "grad_norm": norm, "clipped": clipped,
                                    "lr": self.optimizer.param_groups[0]["lr"],
-                                   "tokens_per_s": rate})  # fmt: skip
+                                   "tokens_per_s": rate,
+                                   "elapsed_s": time.perf_counter() - start_time})  # fmt: skip
                     bar.update(1)
                     if self.step % 10 == 0 or self.step == self.total_steps:
                         bar.set_postfix_str(
@@ -342,7 +343,8 @@ class Trainer:
                     self.epoch, self.position, self.carry = finished + 1, 0, None
                     valid = self.validate(observe=True)
                     metrics.write({"kind": "valid", "step": self.step, "epoch": finished,
-                                   "loss": valid, "clip_count": self.clip_count})  # fmt: skip
+                                   "loss": valid, "clip_count": self.clip_count,
+                                   "elapsed_s": time.perf_counter() - start_time})  # fmt: skip
                     rate = tokens / (time.perf_counter() - start_time)
                     bar.write(
                         f"epoch {finished} step {self.step}: valid loss {valid:.4f}"
@@ -358,7 +360,8 @@ class Trainer:
                 if self.position and stopped != "interrupted":
                     valid = self.validate(observe=False)
                     metrics.write({"kind": "valid", "step": self.step, "epoch": self.epoch,
-                                   "loss": valid, "partial_epoch": True})  # fmt: skip
+                                   "loss": valid, "partial_epoch": True,
+                                   "elapsed_s": time.perf_counter() - start_time})  # fmt: skip
                     bar.write(f"stopped ({stopped}) at step {self.step}: valid loss "
                               f"{valid:.4f}{self._describe(valid)}")  # fmt: skip
                 elif stopped == "interrupted":
