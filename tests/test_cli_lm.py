@@ -9,7 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import rnnkit.cli.lm  # noqa: F401  (registers the commands)
+import rnnkit.cli.diagnose  # registers the commands
+import rnnkit.cli.lm  # noqa: F401
 from rnnkit.cli import app
 from rnnkit.train import lm
 
@@ -146,3 +147,40 @@ def test_encoding_flag_reads_latin_1(tmp_path):
                     "--trainer.max_steps", "2", "--samples", "0",
                     "--trainer.out", tmp_path / "run")  # fmt: skip
     assert result.exit_code == 0, result.output
+
+
+def test_diagnose_a_language_model_on_a_text(trained, tmp_path):
+    root, _ = trained
+    out = tmp_path / "diag"
+    text = 'print("a") and print("b")'
+    result = invoke("diagnose", "--lm", root / "run", "--text", text, "--out", out)
+    assert result.exit_code == 0, result.output
+    numbers = json.loads((out / "numbers.json").read_text())
+    model, tokenizer, _ = lm.load(root / "run")
+    steps = len(tokenizer.encode(text)) - 1
+    assert numbers["tokens"] == steps
+    assert len(numbers["gradient_norms"]["layer 0"]) == steps
+    assert len(numbers["jacobian_norms"]) == steps
+    for name in ("gradient_flow.png", "jacobian.png", "heatmap.png"):
+        assert (out / name).stat().st_size > 0
+    # The default heat-map units are the ones whose state varies most over the text.
+    from rnnkit.diagnostics import unroll
+
+    ids = torch.tensor(tokenizer.encode(text)[:-1])[:, None]
+    with torch.no_grad():
+        h = torch.stack(unroll(model.rnn, model.embedding(ids)).hidden(0))[:, 0]
+    assert set(numbers["heatmap_units"]) == set(h.var(0).argsort(descending=True)[:8].tolist())
+
+
+def test_diagnose_a_language_model_needs_a_usable_text(trained, tmp_path):
+    root, _ = trained
+    missing = invoke("diagnose", "--lm", root / "run", "--out", tmp_path)
+    assert missing.exit_code == 2 and "--lm needs --text" in missing.output
+    short = invoke("diagnose", "--lm", root / "run", "--text", "a", "--out", tmp_path)
+    assert short.exit_code == 2 and "at least 2" in short.output
+    units = invoke("diagnose", "--lm", root / "run", "--text", "ab", "--units", "99",
+                   "--out", tmp_path)  # fmt: skip
+    assert units.exit_code == 2 and "out of range for hidden size 16" in units.output
+    nofile = invoke("diagnose", "--lm", root / "run", "--text", f"@{tmp_path}/none.txt",
+                    "--out", tmp_path)  # fmt: skip
+    assert nofile.exit_code == 2 and "cannot read the --text file" in nofile.output

@@ -22,17 +22,34 @@ def diagnose(
         "",
         help="model.safetensors from `rnnkit experiment` (its config replaces the model options).",
     ),
-    units: str = typer.Option("0,1,2,3,4,5,6,7", help="Units to show in the heat map."),
+    lm: str = typer.Option(
+        "",
+        help="A language-model run or checkpoint (`rnnkit train lm`): diagnose it on --text "
+        "instead of a task model.",
+    ),
+    text: str = typer.Option(
+        "", help="With --lm: the text to run (a string; @FILE reads a file, UTF-8)."
+    ),
+    units: str = typer.Option(
+        "0,1,2,3,4,5,6,7",
+        help="Units to show in the heat map (with --lm, default: the 8 that vary most).",
+    ),
     jacobian: bool = typer.Option(True, help="Also the exact ||dh_T/dh_t|| (H backwards)."),
     out: str = typer.Option("runs/diagnose", help="Where numbers.json and PNGs go."),
 ) -> None:
     """Write gradient_flow.png, jacobian.png, gates.png, heatmap.png and numbers.json.
 
     Without --model, a freshly initialised model: the gradient flow at initialisation.
+    With --lm RUN --text TEXT, a trained language model on that text.
     """
     import json
 
     from rich.console import Console
+
+    if lm:
+        numbers = _diagnose_lm(lm, text, units, jacobian, out)
+        _report(Console(), numbers, out)
+        return
 
     from rnnkit.diagnostics.report import diagnose_model
     from rnnkit.experiment import ExperimentConfig, build_model, load_run
@@ -53,11 +70,53 @@ def diagnose(
     numbers = diagnose_model(net, the_task, batch, out_dir, units=chosen, jacobian=jacobian,
                              title=f"{config.cell} on {config.task}({config.size})")  # fmt: skip
     (out_dir / "numbers.json").write_text(json.dumps(numbers, indent=1))
-    console = Console()
+    _report(Console(), numbers, out)
+
+
+def _diagnose_lm(run: str, text: str, units: str, jacobian: bool, out: str) -> dict:
+    import json
+
+    from rnnkit.cli.lm import _clean_errors
+    from rnnkit.diagnostics.report import diagnose_lm
+    from rnnkit.train import lm
+
+    with _clean_errors():
+        if not text:
+            raise ValueError("--lm needs --text TEXT (or --text @FILE): the text to run")
+        if text.startswith("@"):
+            path = Path(text[1:])
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise ValueError(f"cannot read the --text file {path}: {e}") from None
+        model, tokenizer, _ = lm.load(run)
+        chosen = None
+        if units != "0,1,2,3,4,5,6,7":
+            try:
+                chosen = [int(u) for u in units.split(",") if u.strip()]
+            except ValueError:
+                raise ValueError(f"--units must be integers, comma-separated: {units!r}") from None
+            bad = [u for u in chosen if not 0 <= u < model.rnn.hidden_size]
+            if bad:
+                raise ValueError(
+                    f"--units {bad} are out of range for hidden size {model.rnn.hidden_size}"
+                )
+        numbers = diagnose_lm(model, tokenizer, text, out, units=chosen, jacobian=jacobian)
+    Path(out, "numbers.json").write_text(json.dumps(numbers, indent=1))
+    return numbers
+
+
+def _report(console, numbers: dict, out: str) -> None:
     for key, ratio in numbers["first_over_last"].items():
         console.print(f"{key}: ||dL/dh_first|| / ||dL/dh_last|| = {ratio:.3g}")
     if "jacobian_norms" in numbers:
         console.print(f"||dh_T/dh_0||_2 = {numbers['jacobian_norms'][0]:.3g}")
     for gate, fraction in numbers.get("saturated", {}).items():
-        console.print(f"gate {gate}: {fraction:.1%} saturated (< 0.1 or > 0.9)")
+        if isinstance(fraction, dict):  # a language model: per layer
+            text = ", ".join(f"{g} {f:.1%}" for g, f in fraction.items())
+            console.print(f"{gate} gates saturated (< 0.1 or > 0.9): {text}")
+        else:
+            console.print(f"gate {gate}: {fraction:.1%} saturated (< 0.1 or > 0.9)")
+    if "heatmap_units" in numbers and "tokens" in numbers:
+        console.print(f"heat map: units {numbers['heatmap_units']} of the last layer")
     console.print(f"wrote {out}")
