@@ -271,6 +271,94 @@ def test_inputs_without_grad_in_grad_mode():
     assert_rel_close(gw, gw_c, 1e-10, "d w_ih")
 
 
+# ---- streaming: the single-step fast path --------------------------------------------
+
+
+@pytest.fixture
+def step_calls(monkeypatch):
+    """Counts the calls of the fused single-step function (the streaming fast path)."""
+    calls: list[int] = []
+
+    def counting(*args):
+        calls.append(1)
+        return fused.step(*args)
+
+    kernel = kernels.Kernel("fused_cpu", fused.supports, fused.run_layer, counting)
+    monkeypatch.setattr(kernels, "_kernels", [kernel])
+    return calls
+
+
+def _stream(layer, xs, hx, fast=True):
+    """Feed xs [T, B, D] one step at a time; fast=False takes the general path (lengths=
+    of all ones, which the fast path does not accept)."""
+    outs = []
+    with torch.no_grad():
+        for t in range(xs.shape[0]):
+            x = xs[t : t + 1].transpose(0, 1) if layer.batch_first else xs[t : t + 1]
+            lengths = None if fast else torch.ones(xs.shape[1], dtype=torch.int64)
+            out, hx = layer(x, hx, lengths=lengths)
+            outs.append(out)
+    return torch.cat(outs, 1 if layer.batch_first else 0), hx
+
+
+@pytest.mark.parametrize("cell_name", ALL_CELLS)
+@pytest.mark.parametrize("num_layers,bias,batch_first", [(1, True, False), (3, False, True)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_streaming_steps_match_the_whole_sequence(cell_name, num_layers, bias, batch_first,
+                                                  dtype, step_calls):  # fmt: skip
+    g = torch.Generator().manual_seed(num_layers)
+    options = {"num_layers": num_layers, "bias": bias, "batch_first": batch_first}
+    if cell_name == "rnn_relu":
+        options["nonlinearity"] = "relu"
+    layer = rnnkit_class(cell_name)(5, 7, dtype=dtype, **options).eval()
+    assert layer.cell.name == cell_name
+    xs = torch.randn(9, 3, 5, generator=g, dtype=dtype)
+    shape = (num_layers, 3, 7)
+    hx = torch.randn(*shape, generator=g, dtype=dtype)
+    hx = (hx, torch.randn(*shape, generator=g, dtype=dtype)) if cell_name == "lstm" else hx
+    fast_out, fast_h = _stream(layer, xs, hx)
+    assert len(step_calls) == 9 * num_layers
+    slow_out, _ = _stream(layer, xs, hx, fast=False)
+    assert len(step_calls) == 9 * num_layers  # lengths= takes the general path
+    with torch.no_grad():
+        whole_out, whole_h = layer(xs.transpose(0, 1) if batch_first else xs, hx)
+    tol = TOLERANCE[dtype]
+    assert_rel_close(fast_out, slow_out, tol, "streamed output vs the general path")
+    assert_rel_close(fast_out, whole_out, tol, "streamed output vs the whole sequence")
+    fast_h = fast_h if isinstance(fast_h, tuple) else (fast_h,)
+    whole_h = whole_h if isinstance(whole_h, tuple) else (whole_h,)
+    for fast, whole in zip(fast_h, whole_h, strict=True):
+        assert fast.shape == whole.shape
+        assert_rel_close(fast, whole, tol, "streamed final state")
+
+
+def test_streaming_output_and_state_do_not_share_memory(step_calls):
+    layer = rnnkit.GRU(4, 6).eval()
+    with torch.no_grad():
+        out, h = layer(torch.randn(1, 2, 4), torch.zeros(1, 2, 6))
+        before = h.clone()
+        out.add_(1.0)
+    assert step_calls and torch.equal(h, before)
+
+
+def test_streaming_falls_back_where_the_fast_path_does_not_apply(step_calls):
+    """Grad mode, bidirectional, no state, bad states: the general path (and its errors)."""
+    layer = rnnkit.LSTM(4, 6).eval()
+    x, h = torch.randn(1, 2, 4), (torch.zeros(1, 2, 6), torch.zeros(1, 2, 6))
+    out, _ = layer(x, h)  # grad mode: the autograd path
+    assert out.requires_grad and not step_calls
+    with torch.no_grad():
+        layer(x)  # no state given
+        rnnkit.LSTM(4, 6, bidirectional=True)(x, (torch.zeros(2, 2, 6),) * 2)
+        with pytest.raises(ValueError, match="h_0"):
+            layer(x, (torch.zeros(1, 3, 6), torch.zeros(1, 3, 6)))
+        with pytest.raises((ValueError, TypeError, RuntimeError)):
+            layer(x, (torch.zeros(1, 2, 6, dtype=torch.float64),) * 2)
+        assert not step_calls
+        layer(x, h)
+    assert step_calls
+
+
 # ---- build and fallback -----------------------------------------------------------------
 
 

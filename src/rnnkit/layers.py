@@ -107,6 +107,10 @@ class RNNBase(nn.Module):
         hx: h_0 [num_layers * num_directions, B, H] (a tuple (h_0, c_0) for the LSTM).
         Returns (output, h_n) or, for the LSTM, (output, (h_n, c_n)).
         """
+        if hx is not None and lengths is None and not torch.is_grad_enabled():
+            stepped = self._stream_step(input, hx)
+            if stepped is not None:
+                return stepped
         x, lengths, batched, packed = self._time_major_input(input, lengths)
         states = self._initial_states(hx, x.shape[1], x, batched)
         run_layer = kernels.select(self.cell, x)
@@ -127,6 +131,45 @@ class RNNBase(nn.Module):
         elif self.batch_first:
             x = x.transpose(0, 1)
         return x, (final[0] if self.cell.num_states == 1 else final)
+
+    def _stream_step(self, input, hx):
+        """The streaming fast path: one time step of a batched tensor with a given state,
+        no autograd, one direction, on a kernel with a single-step function (the fused
+        CPU one). Returns None, and the general path runs (and validates), whenever any of
+        that does not hold. Same results as the general path; far less per-call work."""
+        if type(input) is not Tensor or input.dim() != 3 or self.num_directions != 1:
+            return None
+        if input.shape[1 if self.batch_first else 0] != 1 or input.shape[2] != self.input_size:
+            return None
+        if self.training and self.dropout:
+            return None
+        two = self.cell.num_states == 2
+        parts = tuple(hx) if two and isinstance(hx, tuple | list) and len(hx) == 2 else (hx,)
+        if len(parts) != self.cell.num_states:
+            return None
+        x = input[:, 0] if self.batch_first else input[0]  # [B, D]
+        shape = (self.num_layers, x.shape[0], self.hidden_size)
+        for part in parts:
+            if type(part) is not Tensor or part.shape != shape or part.dtype != x.dtype:
+                return None
+            if part.device != x.device:
+                return None
+        params = self._parameters
+        first = params[self._weight_names[0][0][0]]
+        if first is None or first.dtype != x.dtype or first.device != x.device:
+            return None
+        step = kernels.select_step(self.cell, x)
+        if step is None:
+            return None
+        finals = []
+        for layer, (names,) in enumerate(self._weight_names):
+            w = [params[name] for name in names]
+            weights = (w[0], w[1], w[2], w[3]) if self.bias else (w[0], w[1], None, None)
+            x, state = step(self.cell, x, tuple(p[layer] for p in parts), weights)
+            finals.append(state)
+        final = tuple(torch.stack([f[k] for f in finals]) for k in range(len(parts)))
+        out = x.unsqueeze(1 if self.batch_first else 0)
+        return out, (final if two else final[0])
 
     def _time_major_input(self, input, lengths):
         """-> (x [T, B, D], lengths [B] or None, batched?, the input PackedSequence or None)."""

@@ -8,6 +8,7 @@ defaults is in `rnnkit train lm --help`.
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -150,9 +151,11 @@ def train_lm(
             typer.echo(f"\nsamples from {run.out_dir}/best "
                        f"(temperature {sample_c.temperature}):")  # fmt: skip
             _stream_samples(model, tokenizer, sample_c)
+        primed = run.sections["sample"].prime
+        prime = f" --prime {shlex.quote(primed)}" if primed else ""
         typer.echo(
             f"\nrun directory: {run.out_dir} (metrics.jsonl, loss.png, best/, last/)\n"
-            f"more samples:  rnnkit sample {run.out_dir} --prime 'def ' --temperature 0.7\n"
+            f"more samples:  rnnkit sample {run.out_dir}{prime} --temperature 0.7\n"
             f"continue:      rnnkit train lm --resume {run.out_dir} {_go_on(run)}"
         )
 

@@ -28,6 +28,9 @@ from rnnkit.cells import Cell, State
 
 BACKENDS = ("auto", "composite", "fused")
 RunLayer = Callable[[Cell, Tensor, "Tensor | None", list[State], list], tuple[Tensor, list[State]]]
+Step = Callable[[Cell, Tensor, State, tuple], tuple[Tensor, State]]
+"""One inference step of one layer-direction: (cell, x [B, D], state, (w_ih, w_hh, b_ih,
+b_hh)) -> (output [B, H], new state); no autograd."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class Kernel:
     name: str
     supports: Callable[[Cell, Tensor], bool]
     run_layer: RunLayer
+    step: Step | None = None
+    """optional: the streaming fast path (``RNNBase`` uses it for T = 1 without grad)."""
 
 
 _kernels: list[Kernel] = []
@@ -88,11 +93,22 @@ def select(cell: Cell, x: Tensor) -> RunLayer:
     return runner.run_layer
 
 
+def select_step(cell: Cell, x: Tensor) -> Step | None:
+    """The single-step function of the kernel ``select`` picks, or None (composite, or a
+    kernel without one)."""
+    if get_backend() == "composite":
+        return None
+    for kernel in _kernels:
+        if kernel.supports(cell, x):
+            return kernel.step
+    return None
+
+
 def _register_builtin() -> None:
     """The fused CPU kernels; cheap here: they compile on the first call they support."""
     from rnnkit.kernels import fused
 
-    register(Kernel("fused_cpu", fused.supports, fused.run_layer))
+    register(Kernel("fused_cpu", fused.supports, fused.run_layer, fused.step))
 
 
 _register_builtin()

@@ -561,6 +561,56 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
   return result;
 }
 
+// step(cell, x [B,D], h [B,H], c [B,H] or empty, w_ih, w_hh, b_ih, b_hh) -> [y [B,H],
+// h' [B,H], c' [B,H] (or empty)]: one inference step of one layer-direction, for streaming.
+// The same forward_step as a whole layer, with every buffer carved from one allocation and
+// the input projection a raw GEMM into it: at B = 1 the per-call cost is the weights' read.
+std::vector<Tensor> step(int64_t cell, Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh,
+                         Tensor b_ih, Tensor b_hh) {
+  x = x.contiguous();
+  h = h.contiguous();
+  c = c.contiguous();
+  w_ih = w_ih.contiguous();
+  w_hh = w_hh.contiguous();
+  b_ih = b_ih.contiguous();
+  const int64_t B = x.size(0), D = x.size(1), H = w_hh.size(1), G = num_gates(cell) * H;
+  const bool lstm = cell == LSTM;
+  // [gx: B*G | states: 2*B*H | cells: 2*B*H (LSTM) | y: B*H | ghn: B*H | scratch: 3*B*H]
+  const int64_t n_state = B * H;
+  Tensor buf = at::empty({B * G + (lstm ? 4 : 2) * n_state + 5 * n_state}, x.options());
+  const bool has_bhh = b_hh.numel() > 0;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_fused_step", [&] {
+    using S = scalar_t;
+    S* gx = buf.data_ptr<S>();
+    S* hbuf = gx + B * G;
+    S* cbuf = lstm ? hbuf + 2 * n_state : nullptr;
+    S* y = hbuf + (lstm ? 4 : 2) * n_state;
+    S* ghn = y + n_state;
+    S* scratch = ghn + n_state;
+    std::memcpy(hbuf, h.data_ptr<S>(), sizeof(S) * n_state);
+    if (lstm) std::memcpy(cbuf, c.data_ptr<S>(), sizeof(S) * n_state);
+    S beta = S(0);
+    if (b_ih.numel()) {
+      const S* b = b_ih.data_ptr<S>();
+      for (int64_t r = 0; r < B; ++r) std::memcpy(gx + r * G, b, sizeof(S) * G);
+      beta = S(1);
+    }
+    gemm<S>(false, true, B, G, D, x.data_ptr<S>(), D, w_ih.data_ptr<S>(), D, beta, gx, G);
+    Tensor zeros = has_bhh ? b_hh.contiguous() : at::zeros({G}, x.options());
+    Dir<S> dir{1, B, H, false, false, nullptr, gx, ghn, hbuf, cbuf, y, H, scratch};
+    dispatch_cell<S>(cell, [&](auto k) {
+      forward_step<S, decltype(k)::value>(dir, 0, w_hh.data_ptr<S>(), zeros.data_ptr<S>());
+    });
+  });
+  // Views into the one buffer, in the layouts the caller expects; y and h' do not overlap.
+  const int64_t y_at = B * G + (lstm ? 4 : 2) * n_state;
+  Tensor y = buf.narrow(0, y_at, n_state).view({B, H});
+  Tensor h_new = buf.narrow(0, B * G + n_state, n_state).view({B, H});
+  Tensor c_new = lstm ? buf.narrow(0, B * G + 3 * n_state, n_state).view({B, H})
+                      : at::empty({0}, x.options());
+  return {y, h_new, c_new};
+}
+
 // backward(cell, x, lengths, dout [T,B,dirs*H], dh_T, dc_T, saved (4 per direction, as
 // forward returned them), w_ih, w_hh, has_b_ih, has_b_hh, need_dx) -> [dx (or empty), then
 // per direction dh0, dc0 (or empty), dw_ih, dw_hh, db_ih (or empty), db_hh (or empty)].
@@ -644,5 +694,6 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "fused RNN layer forward (see fused.py)");
+  m.def("step", &step, "one fused inference step of one layer-direction (see fused.py)");
   m.def("backward", &backward, "fused RNN layer backward through time (see fused.py)");
 }

@@ -43,11 +43,17 @@ What bounds the issue's targets (measured on the 2-core development machine, fp3
     the ratio against it cannot exceed peak / torch.nn's rate (about 1.4-1.6x single-core).
     Forward+backward is 3x the forward's GEMM flops however it is arranged.
   * The LSTM is compared with oneDNN's fused LSTM, itself GEMM-bound: parity is the ceiling.
-  * Streaming one step at B = 1, H = 256 reads the whole of W_ih and W_hh (1.5 MB fp32 for
-    the GRU): a lone [1, 256] x [256, 768] GEMV took 28 us on this machine (memory bound),
-    and ``rnnkit.layers`` spends tens of microseconds in Python per call (validation,
-    stacking the final states) before the kernel starts; 20 us per call is out of reach
-    here without caching the weights in a packed, cache-resident form across calls.
+  * Streaming one step at B = 1, H = 256 reads the whole of W_ih and W_hh from L3 cache
+    (0.5 MB fp32 for the RNN, 1.5 MB for the GRU, 2 MB for the LSTM; L2 is 512 KB per
+    core): one [1, 512] x [512, G] product over both alone took 17-19 us (RNN), 45-55 us
+    (GRU) and 56-80 us (LSTM) on this machine, so 20 us per call is below what reading
+    the weights costs for the gated cells. The streaming path is ``step`` (one C++ call
+    per layer, every buffer carved from one allocation) behind ``RNNBase._stream_step``
+    (T = 1, a given state, no grad): about 20 us of C++ and 25-30 us of Python overhead
+    above that product.
+  * Packing the recurrent weights once per call (MKL's cblas_sgemm_pack/compute, to save
+    sgemm_ repacking W_hh at every step) was tried and measured: 0.84-0.91x at S1 (slower),
+    0.87-1.05x at S2 and S4, so it is not used.
 """
 
 from __future__ import annotations
@@ -246,3 +252,16 @@ def run_layer(
     out = res[0]
     finals = [tuple(res[1 + d * n_states : 1 + (d + 1) * n_states]) for d in range(dirs)]
     return out, finals
+
+
+def step(cell: Cell, x: Tensor, state: State, weights: tuple) -> tuple[Tensor, State]:
+    """One inference step of one layer-direction, for streaming: x [B, D], state ([B, H],)
+    or (h, c), weights (w_ih, w_hh, b_ih, b_hh) -> (output [B, H], new state). No autograd:
+    callers use it under ``torch.no_grad()`` only."""
+    ext = load()
+    assert ext is not None
+    w_ih, w_hh, b_ih, b_hh = weights
+    c = state[1] if cell.num_states == 2 else x.new_empty(0)
+    y, h, c_new = ext.step(CELL_CODES[cell.name], x, state[0], c, w_ih, w_hh,
+                           _bias(b_ih, x), _bias(b_hh, x))  # fmt: skip
+    return y, ((h, c_new) if cell.num_states == 2 else (h,))
