@@ -90,3 +90,17 @@ def test_gemm_flops_formula():
     forward, total = bench.gemm_flops(CELLS["lstm"], bench.SHAPES["S1"])
     assert forward == 2 * 100 * 32 * (4 * 256) * (128 + 256)
     assert total == 3 * forward
+
+
+def test_bench_bounds_smoke():
+    """`python -m rnnkit.bench_bounds` on a tiny shape: every time positive, the ratios
+    consistent with the times. Nothing about speed."""
+    from rnnkit.bench_bounds import main
+
+    bounds = main(["--cells", "gru,gru_reset_before", "--shapes", "4x2x3x5", "--repeats", "1",
+                   "--peak-size", "64", "--stream-calls", "2"])  # fmt: skip
+    assert [b.cell for b in bounds] == ["gru", "gru_reset_before"]
+    for b in bounds:
+        assert min(b.ours_ms, b.baseline_ms, b.floor_ms, b.floor_gflops, b.peak_gflops) > 0
+        assert b.ceiling == pytest.approx(b.baseline_ms / b.floor_ms)
+        assert b.speedup == pytest.approx(b.baseline_ms / b.ours_ms)

@@ -1,6 +1,6 @@
 """What bounds the fused kernels: each layer's GEMMs timed alone, against the layers.
 
-    python -m rnnkit.bench_bounds [--cells all] [--shapes S1,S2,S4] [--repeats 5]
+    python -m rnnkit.bench_bounds [--cells all] [--shapes S1,S2,S4] [--repeats 5] [--no-stream]
 
 A fused layer's forward + backward is a fixed set of matrix products plus O(T*B*G)
 element-wise gate math (G = gates * H). This runs exactly those products, at their
@@ -14,6 +14,10 @@ call), and nothing else:
               dgates^T [G, T*B] @ h [T*B, H]         dW_hh, one product
               dgates^T [G, T*B] @ x [T*B, D]         dW_ih, one product
               dgates [T*B, G] @ W_ih [G, D]          dx, one product
+
+The streaming table does the same for one step at B = 1 (``STREAM_SHAPE``): our layer
+call, torch.nn's, and one product [1, D + H] @ [D + H, G] over both weight matrices, the
+read of every weight that any step must do.
 
 Their time, the GEMM floor, is what any implementation built on these products needs at
 least, so ``baseline / floor`` is the largest speedup over the baseline such a kernel can
@@ -35,8 +39,10 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
+from rnnkit import kernels
 from rnnkit.bench import (
     SHAPES,
+    STREAM_SHAPE,
     Shape,
     _layers,
     _training,
@@ -131,6 +137,38 @@ def measure(cell: Cell, shape: Shape, dtype: torch.dtype, repeats: int, peak: fl
                  flops / floor_ms / 1e6, peak)  # fmt: skip
 
 
+def stream_floor(cell: Cell, calls: int, repeats: int) -> tuple[str, float, float, float]:
+    """(baseline label, ours, baseline, weights-read floor), microseconds per streaming step."""
+    D, H = STREAM_SHAPE.D, STREAM_SHAPE.H
+    ours, base, base_backend, label = _layers(cell, D, H, torch.float32)
+    ours.eval(), base.eval()
+    x = torch.randn(1, 1, D)
+    h0 = torch.zeros(1, 1, H)
+    hx = (h0, h0.clone()) if cell.num_states == 2 else h0
+    G = cell.num_gates * H
+    both = torch.randn(G, D + H)
+    xh, out = torch.randn(1, D + H), torch.empty(1, G)
+
+    def block(call: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                for _ in range(calls):
+                    call()
+
+        return run
+
+    def baseline() -> object:
+        if base_backend is None:
+            return base(x, hx)
+        with kernels.use_backend(base_backend):
+            return base(x, hx)
+
+    fns = [block(lambda: ours(x, hx)), block(baseline),
+           block(lambda: torch.mm(xh, both.t(), out=out))]  # fmt: skip
+    (a, b, c), _ = time_alternating(fns, repeats, warmup=2)
+    return label, 1e3 * a / calls, 1e3 * b / calls, 1e3 * c / calls
+
+
 def table(bounds: list[Bound]) -> Table:
     t = Table(title="fp32 forward + backward: the GEMM floor (products alone) per layer")
     for col in ("cell", "shape", "baseline", "ours ms", "baseline ms", "floor ms",
@@ -149,6 +187,13 @@ def main(argv: list[str] | None = None) -> list[Bound]:
     parser.add_argument("--shapes", default="S1,S2,S4", help=f"names ({', '.join(SHAPES)})")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--peak-size", type=int, default=2048)
+    parser.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the streaming step against its weights-read floor",
+    )
+    parser.add_argument("--stream-calls", type=int, default=500)
     args = parser.parse_args(argv)
     cells, shapes = parse_cells(args.cells), parse_shapes(args.shapes)
     for name in cells:
@@ -166,6 +211,17 @@ def main(argv: list[str] | None = None) -> list[Bound]:
         for name in cells
     ]
     console.print(table(bounds))
+    if args.stream:
+        t = Table(title=f"streaming step, B=1, D=H={STREAM_SHAPE.H}: µs per call (median of "
+                  f"{args.repeats} blocks of {args.stream_calls})")  # fmt: skip
+        for col in ("cell", "baseline", "ours", "baseline µs", "weights read (floor)",
+                    "ours - floor"):  # fmt: skip
+            t.add_column(col, justify="left" if col in ("cell", "baseline") else "right")
+        for name in cells:
+            label, ours, base, floor = stream_floor(CELLS[name], args.stream_calls, args.repeats)
+            t.add_row(name, label, f"{ours:.1f}", f"{base:.1f}", f"{floor:.1f}",
+                      f"{ours - floor:.1f}")  # fmt: skip
+        console.print(t)
     return bounds
 
 
