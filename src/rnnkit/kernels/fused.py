@@ -37,20 +37,20 @@ RNN, whose derivative comes from its output) and, for the reset-after GRU, ``U_n
 If the extension cannot be built (no compiler, no headers), ``supports`` answers False
 after one warning and every layer runs the composite path.
 
-What bounds the issue's targets (measured on the 2-core development machine, fp32):
-  * S2 and S4 are GEMM-bound: the fused path runs at about 85-90% of the single-core SGEMM
-    rate measured in the same process, and torch.nn's GRU/RNN is GEMM-bound there too, so
-    the ratio against it cannot exceed peak / torch.nn's rate (about 1.4-1.6x single-core).
-    Forward+backward is 3x the forward's GEMM flops however it is arranged.
-  * The LSTM is compared with oneDNN's fused LSTM, itself GEMM-bound: parity is the ceiling.
+What bounds the issue's targets (measured on the 2-core development machine, fp32;
+``python -m rnnkit.bench_bounds`` reproduces it, ``docs/benchmarks.md`` has the tables):
+  * S2 and S4 are GEMM-bound. Timing the layer's matrix products alone (the "floor")
+    bounds the speedup over torch.nn of any kernel built on MKL's GEMMs: 1.15x for the GRU
+    at S4, 1.2-1.4x for the RNN at S2, and 0.9-1.1x for the LSTM, whose baseline is
+    oneDNN's fused LSTM (faster than MKL's SGEMM at S4). Ours runs at 1.0-1.3x its floor.
   * Streaming one step at B = 1, H = 256 reads the whole of W_ih and W_hh from L3 cache
     (0.5 MB fp32 for the RNN, 1.5 MB for the GRU, 2 MB for the LSTM; L2 is 512 KB per
-    core): one [1, 512] x [512, G] product over both alone took 17-19 us (RNN), 45-55 us
-    (GRU) and 56-80 us (LSTM) on this machine, so 20 us per call is below what reading
+    core): one [1, 512] x [512, G] product over both alone took 16-25 us (RNN), 46-60 us
+    (GRU) and 77-79 us (LSTM) on this machine, so 20 us per call is below what reading
     the weights costs for the gated cells. The streaming path is ``step`` (one C++ call
     per layer, every buffer carved from one allocation) behind ``RNNBase._stream_step``
-    (T = 1, a given state, no grad): about 20 us of C++ and 25-30 us of Python overhead
-    above that product.
+    (T = 1, a given state, no grad): with one thread, about 20 us of C++ and 25-30 us
+    of Python above that product; more with two.
   * Packing the recurrent weights once per call (MKL's cblas_sgemm_pack/compute, to save
     sgemm_ repacking W_hh at every step) was tried and measured: 0.84-0.91x at S1 (slower),
     0.87-1.05x at S2 and S4, so it is not used.
