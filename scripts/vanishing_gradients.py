@@ -124,6 +124,18 @@ def main() -> None:
     parser.add_argument("--agreement-modifiers", type=int, default=10)
     parser.add_argument("--cells", default="rnn_tanh,gru,gru_reset_before,lstm")
     parser.add_argument("--hidden-size", type=int, default=32)
+    parser.add_argument(
+        "--max-sequences",
+        type=int,
+        default=200_000,
+        help="Training sequences per run at most (the time budget may stop it first).",
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=1600,
+        help="Training sequences between held-out evaluations.",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="docs/figures/vanishing_gradients")
     parser.add_argument("--runs", default="runs/vanishing_gradients")
@@ -139,9 +151,9 @@ def main() -> None:
     lengths = [int(t) for t in args.lengths.split(",")]
     short = [int(t) for t in args.short_lengths.split(",")]
     T0 = lengths[0]  # the adding-problem length of the after-training and clipping runs
-    base = ExperimentConfig(
-        hidden_size=args.hidden_size, max_seconds=args.seconds, eval_every=1600, seed=args.seed
-    )
+    base = ExperimentConfig(hidden_size=args.hidden_size, max_seconds=args.seconds,
+                            eval_every=args.eval_every, max_sequences=args.max_sequences,
+                            seed=args.seed)  # fmt: skip
     summary: dict = {"adding": {}, "copy": {}, "agreement": {}}
     if set(parts) != set(PARTS) and (out / "summary.json").exists():  # update a full run's
         summary = json.loads((out / "summary.json").read_text())
