@@ -15,25 +15,18 @@ its GEMM time bounds the tokens per second of any implementation on this machine
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
+from rnnkit.bench import time_alternating
 from rnnkit.models.lm import LanguageModel, LMConfig
 from rnnkit.train.losses import cross_entropy
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+    (ms,), _ = time_alternating([fn], repeats, warmup=3)
+    return ms
 
 
 def main() -> None:

@@ -141,7 +141,8 @@ def stream_floor(cell: Cell, calls: int, repeats: int) -> tuple[str, float, floa
     """(baseline label, ours, baseline, weights-read floor), microseconds per streaming step."""
     D, H = STREAM_SHAPE.D, STREAM_SHAPE.H
     ours, base, base_backend, label = _layers(cell, D, H, torch.float32)
-    ours.eval(), base.eval()
+    ours.eval()
+    base.eval()
     x = torch.randn(1, 1, D)
     h0 = torch.zeros(1, 1, H)
     hx = (h0, h0.clone()) if cell.num_states == 2 else h0

@@ -31,8 +31,9 @@ def diagnose(
         "", help="With --lm: the text to run (a string; @FILE reads a file, UTF-8)."
     ),
     units: str = typer.Option(
-        "0,1,2,3,4,5,6,7",
-        help="Units to show in the heat map (with --lm, default: the 8 that vary most).",
+        "",
+        help="Units to show in the heat map (default: 0-7 for a task model; with --lm, "
+        "the 8 whose state varies most over the text).",
     ),
     jacobian: bool = typer.Option(True, help="Also the exact ||dh_T/dh_t|| (H backwards)."),
     out: str = typer.Option("runs/diagnose", help="Where numbers.json and PNGs go."),
@@ -65,7 +66,7 @@ def diagnose(
         net = build_model(config, make_task(task, size))
     the_task = make_task(config.task, config.size)
     batch = the_task.sample_full(seed, batch_size)
-    chosen = [int(u) for u in units.split(",") if u.strip()]
+    chosen = [int(u) for u in units.split(",") if u.strip()] if units else list(range(8))
     out_dir = Path(out)
     numbers = diagnose_model(net, the_task, batch, out_dir, units=chosen, jacobian=jacobian,
                              title=f"{config.cell} on {config.task}({config.size})")  # fmt: skip
@@ -91,7 +92,7 @@ def _diagnose_lm(run: str, text: str, units: str, jacobian: bool, out: str) -> d
                 raise ValueError(f"cannot read the --text file {path}: {e}") from None
         model, tokenizer, _ = lm.load(run)
         chosen = None
-        if units != "0,1,2,3,4,5,6,7":
+        if units:
             try:
                 chosen = [int(u) for u in units.split(",") if u.strip()]
             except ValueError:
