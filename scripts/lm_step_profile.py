@@ -5,11 +5,14 @@
         --embedding 128 --batch 64 --bptt 100                          # Tiny Shakespeare
 
 Times (medians of --repeats, after warm-up) of a whole step of ``LanguageModel`` (the
-trainer's loss, SGD step and clipping included) and of its parts alone at the same
-shapes: the recurrent stack forward + backward, the output layer's three GEMMs (logits,
-their gradient w.r.t. the hidden states and w.r.t. the weight), the loss forward +
-backward. The output layer is 3 * 2 * H * V FLOPs per token however it is computed, so
-its GEMM time bounds the tokens per second of any implementation on this machine.
+trainer's ``model.loss``, SGD step and clipping included), of the same step written with
+torch.nn alone, and of the parts of ours alone at the same shapes: the recurrent stack
+forward + backward, the output layer's three GEMMs in the layout rnnkit runs them
+(z^T = W h^T + b, dL/dh = P^T W, dL/dW = P h with P = dL/dz^T [V, N]), and the output
+layer with its loss forward + backward as one (``projected_cross_entropy``) beside
+torch.nn's ``F.linear`` + ``F.cross_entropy``. The output layer is 3 * 2 * H * V FLOPs
+per token however it is computed, so its GEMM time bounds the tokens per second of any
+implementation on this machine.
 """
 
 from __future__ import annotations
@@ -21,12 +24,37 @@ import torch
 
 from rnnkit.bench import time_alternating
 from rnnkit.models.lm import LanguageModel, LMConfig
-from rnnkit.train.losses import cross_entropy
+from rnnkit.train.losses import projected_cross_entropy
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
     (ms,), _ = time_alternating([fn], repeats, warmup=3)
     return ms
+
+
+def torch_nn_step(a: argparse.Namespace, inputs: torch.Tensor, targets: torch.Tensor):
+    """The same step written with torch.nn alone (nn.LSTM/GRU/RNN, F.cross_entropy), or
+    None for a cell torch.nn lacks (gru_reset_before)."""
+    if a.cell == "gru_reset_before":
+        return None
+    kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}.get(a.cell, torch.nn.RNN)
+    extra = {"nonlinearity": a.cell.removeprefix("rnn_")} if kind is torch.nn.RNN else {}
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(a.vocab, a.embedding)
+    rnn = kind(a.embedding, a.hidden, a.layers, **extra)
+    dec = torch.nn.Linear(a.hidden, a.vocab)
+    params = [*emb.parameters(), *rnn.parameters(), *dec.parameters()]
+    optimizer = torch.optim.SGD(params, lr=0.1)
+
+    def step() -> None:
+        out, _ = rnn(emb(inputs))
+        loss = torch.nn.functional.cross_entropy(dec(out).flatten(0, 1), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.25)
+        optimizer.step()
+
+    return step
 
 
 def main() -> None:
@@ -50,40 +78,52 @@ def main() -> None:
     N, H, V = a.bptt * a.batch, a.hidden, a.vocab
 
     def whole_step() -> None:
-        logits, _ = model(inputs)
-        loss = cross_entropy(logits.flatten(0, 1), targets)
+        loss, _ = model.loss(inputs, targets.view(a.bptt, a.batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
         optimizer.step()
 
+    baseline_step = torch_nn_step(a, inputs, targets)
     x = model.embedding(inputs).detach().requires_grad_()  # type: ignore[misc]
 
     def recurrent() -> None:
         out, _ = model.rnn(x)
         out.backward(torch.ones_like(out))
 
-    h, w = torch.randn(N, H), model.decoder.weight.detach()
-    g, logits = torch.randn(N, V), torch.randn(N, V, requires_grad=True)
+    h, w, b = torch.randn(N, H), model.decoder.weight.detach(), model.decoder.bias.detach()
+    p = torch.randn(V, N)
+    hg, wg, bg = (t.clone().requires_grad_() for t in (h, w, b))
+    F = torch.nn.functional
     parts = {
         "whole training step": whole_step,
+        **({"torch.nn whole training step (same run)": baseline_step} if baseline_step else {}),
         f"recurrent stack fwd+bwd ({a.layers}x{H} {a.cell})": recurrent,
-        "output layer: logits = h W^T + b": lambda: torch.addmm(model.decoder.bias, h, w.t()),
-        "output layer: dL/dh = g W": lambda: g @ w,
-        "output layer: dL/dW = g^T h": lambda: g.t() @ h,
-        "loss fwd+bwd (one-pass cross-entropy)": lambda: cross_entropy(logits, targets).backward(),
-    }
+        "output layer: z^T = W h^T + b": lambda: torch.addmm(b[:, None], w, h.t()),
+        "output layer: dL/dh = P^T W": lambda: p.t() @ w,
+        "output layer: dL/dW = P h": lambda: p @ h,
+        "output layer + loss fwd+bwd (projected_cross_entropy)":
+            lambda: projected_cross_entropy(hg, wg, bg, targets).backward(),
+        "torch.nn: F.linear + F.cross_entropy fwd+bwd":
+            lambda: F.cross_entropy(F.linear(hg, wg, bg), targets).backward(),
+    }  # fmt: skip
     print(f"{a.layers}x{H} {a.cell}, V={V}, batch {a.batch} x bptt {a.bptt} = {N} tokens per "
           f"step, {torch.get_num_threads()} threads")  # fmt: skip
     times = {name: median_ms(fn, a.repeats) for name, fn in parts.items()}
+    # the two whole steps again, taking turns, for a ratio that one noisy minute cannot skew
+    if baseline_step:
+        (ours_ms, base_ms), _ = time_alternating([whole_step, baseline_step], a.repeats, 3)
     whole = times["whole training step"]
     for name, ms in times.items():
-        print(f"{name:48s} {ms:8.2f} ms  {100 * ms / whole:5.1f}%")
-    output_ms = sum(ms for name, ms in times.items() if name.startswith("output layer"))
+        print(f"{name:56s} {ms:8.2f} ms  {100 * ms / whole:5.1f}%")
+    output_ms = sum(ms for name, ms in times.items() if name.startswith("output layer:"))
     flops = 3 * 2 * N * H * V
     print(f"output layer GEMMs: {output_ms:.2f} ms = {flops / output_ms / 1e6:.1f} GFLOP/s; "
           f"alone they allow at most {N / output_ms * 1e3:,.0f} tokens/s")  # fmt: skip
     print(f"whole step: {N / whole * 1e3:,.0f} tokens/s")
+    if baseline_step:
+        print(f"alternating whole steps: rnnkit {N / ours_ms * 1e3:,.0f} tokens/s, torch.nn "
+              f"{N / base_ms * 1e3:,.0f} tokens/s: {base_ms / ours_ms:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

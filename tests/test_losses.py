@@ -1,10 +1,13 @@
-"""The one-pass cross-entropy against F.cross_entropy: value and gradient."""
+"""The one-pass cross-entropy (and the one with the output layer in it) against
+F.cross_entropy: value and gradient."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnkit.train.losses import cross_entropy
+from rnnkit.models.lm import LanguageModel, LMConfig
+from rnnkit.train import losses
+from rnnkit.train.losses import cross_entropy, projected_cross_entropy
 
 
 @pytest.mark.parametrize("n,v", [(1, 2), (7, 5), (40, 1000), (3, 65)])
@@ -58,3 +61,90 @@ def test_without_grad_falls_back_and_agrees():
 def test_bad_shapes_are_named():
     with pytest.raises(ValueError, match=r"logits \[N, V\] and target \[N\], got \(2, 3, 4\)"):
         cross_entropy(torch.zeros(2, 3, 4, requires_grad=True), torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("n,h,v", [(1, 1, 2), (7, 5, 11), (60, 32, 1000), (3, 8, 65)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("kernel", [True, False], ids=["compiled", "torch-ops"])
+def test_projected_matches_linear_then_torch(n, h, v, dtype, bias, reduction, kernel, monkeypatch):
+    """Both ways of the column softmax: the compiled extension's and torch's."""
+    if kernel and losses._columns_kernel(torch.zeros(1, dtype=dtype)) is None:
+        pytest.skip("the fused CPU extension did not build here")
+    if not kernel:
+        monkeypatch.setattr(losses, "_columns_kernel", lambda zt: None)
+    g = torch.Generator().manual_seed(n * h * v)
+    x = torch.randn(n, h, generator=g, dtype=dtype, requires_grad=True)
+    w = torch.randn(v, h, generator=g, dtype=dtype, requires_grad=True)
+    b = torch.randn(v, generator=g, dtype=dtype, requires_grad=True) if bias else None
+    target = torch.randint(0, v, (n,), generator=g)
+    inputs = [t for t in (x, w, b) if t is not None]
+    mine = projected_cross_entropy(x, w, b, target, reduction)
+    mine_grads = torch.autograd.grad(-0.7 * mine, inputs)
+    theirs = F.cross_entropy(F.linear(x, w, b), target, reduction=reduction)
+    their_grads = torch.autograd.grad(-0.7 * theirs, inputs)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(mine, theirs, rtol=tol, atol=tol)
+    for a, b_ in zip(mine_grads, their_grads, strict=True):
+        torch.testing.assert_close(a, b_, rtol=tol, atol=tol)
+    with torch.no_grad():  # the forward-only path
+        torch.testing.assert_close(projected_cross_entropy(x, w, b, target, reduction), theirs,
+                                   rtol=tol, atol=tol)  # fmt: skip
+
+
+def test_projected_skips_gradients_nobody_asked_for():
+    x, w = torch.randn(4, 3), torch.randn(6, 3, requires_grad=True)
+    loss = projected_cross_entropy(x, w, None, torch.tensor([0, 5, 2, 1]))
+    (dw,) = torch.autograd.grad(loss, [w])
+    torch.testing.assert_close(
+        dw, torch.autograd.grad(F.cross_entropy(x @ w.t(), torch.tensor([0, 5, 2, 1])), [w])[0]
+    )
+
+
+def test_projected_bad_arguments_are_named():
+    x, w = torch.zeros(4, 3), torch.zeros(6, 3)
+    with pytest.raises(
+        ValueError, match=r"h \[N, H\] and weight \[V, H\], got \(4, 3\) and \(6, 2\)"
+    ):
+        projected_cross_entropy(x, torch.zeros(6, 2), None, torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"target \[4\] and bias \[6\], got \(3,\) and None"):
+        projected_cross_entropy(x, w, None, torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum', got 'max'"):
+        projected_cross_entropy(x, w, None, torch.zeros(4, dtype=torch.long), "max")
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_language_model_loss_equals_its_logits_loss(tie):
+    torch.manual_seed(0)
+    config = LMConfig(cell="gru", hidden_size=16, embedding_size=16, tie_weights=tie)
+    model = LanguageModel(config, 23).double()
+    ids, targets = torch.randint(0, 23, (5, 3)), torch.randint(0, 23, (5, 3))
+    loss, state = model.loss(ids, targets)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    logits, state2 = model(ids)
+    reference = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    torch.testing.assert_close(loss, reference, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(state, state2)
+    for a, b in zip(grads, torch.autograd.grad(reference, list(model.parameters())), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_projected_extreme_logits_stay_finite():
+    """Logits near float32's exponent range: the log-sum-exp is taken about each column's
+    maximum, so nothing overflows."""
+    x = torch.tensor([[1.0], [-1.0]], requires_grad=True)
+    w = torch.tensor([[80.0], [-80.0], [0.0]], requires_grad=True)
+    b = torch.tensor([0.0, 5.0, 0.0], requires_grad=True)
+    target = torch.tensor([1, 2])
+    mine = projected_cross_entropy(x, w, b, target)
+    mine.backward()
+    theirs = F.cross_entropy(F.linear(x.detach(), w.detach(), b.detach()), target)
+    torch.testing.assert_close(mine, theirs)
+    assert all(bool(torch.isfinite(t.grad).all()) for t in (x, w, b))
+
+
+def test_projected_target_outside_the_vocabulary_is_refused():
+    x, w = torch.randn(2, 3, requires_grad=True), torch.randn(4, 3)
+    with pytest.raises((IndexError, RuntimeError), match=r"out of bounds|outside the vocabulary"):
+        projected_cross_entropy(x, w, None, torch.tensor([0, 4])).backward()

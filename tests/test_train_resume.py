@@ -214,3 +214,43 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint(tmp_path):
     assert result.stopped == "interrupted" and result.step == 3
     assert ckpt.read_json(tmp_path / "last", ckpt.STATE_JSON)["step"] == 3
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_task_with_a_score_keeps_the_best_by_score_not_by_loss(tmp_path, capsys):
+    """The loss falls every epoch, but the score peaks at epochs 2 and 3: "best" is epoch
+    3's weights (the tie goes to the lower loss), the log shows the score, and the state
+    remembers it for resume."""
+
+    class Scored(Regression):
+        score_name = "accuracy"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.scores = iter([50.0, 90.0, 90.0, 80.0])
+
+        def score(self, model) -> float:
+            return next(self.scores)
+
+    trainer = make_trainer(tmp_path, Scored(), epochs=4)
+    trainer.config.checkpoint_every = 0
+    weights_by_epoch = []
+    save = trainer.save
+
+    def remember(name: str = "last"):
+        if name == "last":
+            weights_by_epoch.append(trainer.model.weight.detach().clone())
+        return save(name)
+
+    trainer.save = remember  # type: ignore[method-assign]
+    result = trainer.fit()
+    valid = [r for r in read(tmp_path / "metrics.jsonl") if r["kind"] == "valid"]
+    assert [r["accuracy"] for r in valid] == [50.0, 90.0, 90.0, 80.0]
+    assert valid[3]["loss"] < valid[2]["loss"] < valid[1]["loss"]  # the loss would keep 4
+    assert result.best_score == 90.0 and result.best_valid_loss == valid[2]["loss"]
+    best = load_file(tmp_path / "best" / ckpt.MODEL_FILE)["weight"]
+    assert torch.equal(best, weights_by_epoch[2])
+    state = ckpt.read_json(tmp_path / "last", ckpt.STATE_JSON)
+    assert state["best_score"] == 90.0 and state["last_score"] == 80.0
+    out = capsys.readouterr().out
+    assert f"epoch 2 step 8: valid loss {valid[1]['loss']:.4f} (rmse " in out
+    assert ", accuracy 90.00, " in out

@@ -16,7 +16,9 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 namespace {
@@ -690,10 +692,105 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
   return result;
 }
 
+// ---------------------------------------------------------------------------------------
+// The language model's softmax down the columns of z^T [V, N] (logits computed transposed,
+// see rnnkit/train/losses.py): log-sum-exp per column, and the cross-entropy gradient in
+// place. Each loop runs along a contiguous row of N, so it vectorises with fast_exp.
+// ---------------------------------------------------------------------------------------
+
+void check_columns(const Tensor& zt, const char* what) {
+  TORCH_CHECK(zt.dim() == 2 && zt.is_contiguous() && zt.device().is_cpu(), what,
+              ": z^T must be a contiguous CPU matrix [V, N]");
+}
+
+// Columns [n0, n1) of z^T [V, N] (row stride N) -> lse[n0 - n1): a pass for the column
+// maxima, a pass for the sums of exp(z - max).
+template <typename S>
+void logsumexp_columns(const S* z, int64_t V, int64_t N, int64_t n0, int64_t n1, S* lse) {
+  const int64_t w = n1 - n0;
+  std::vector<S> m(w, -std::numeric_limits<S>::infinity()), sum(w, S(0));
+  S* mp = m.data();
+  S* sp = sum.data();
+  for (int64_t v = 0; v < V; ++v) {
+    const S* row = z + v * N + n0;
+#pragma omp simd
+    for (int64_t j = 0; j < w; ++j) mp[j] = row[j] > mp[j] ? row[j] : mp[j];
+  }
+  for (int64_t v = 0; v < V; ++v) {
+    const S* row = z + v * N + n0;
+#pragma omp simd
+    for (int64_t j = 0; j < w; ++j) sp[j] += fast_exp(row[j] - mp[j]);
+  }
+  for (int64_t j = 0; j < w; ++j) lse[n0 + j] = mp[j] + std::log(sp[j]);
+}
+
+// One row of z^T in place: p = exp(z - lse) * scale along the columns; returns its sum.
+template <typename S>
+S softmax_grad_row(S* row, const S* lse, int64_t N, S scale) {
+  S acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t n = 0; n < N; ++n) {
+    const S p = fast_exp(row[n] - lse[n]) * scale;
+    row[n] = p;
+    acc += p;
+  }
+  return acc;
+}
+
+// column_logsumexp(zt [V, N]) -> lse [N]; the threads split the columns.
+Tensor column_logsumexp(Tensor zt) {
+  check_columns(zt, "column_logsumexp");
+  const int64_t V = zt.size(0), N = zt.size(1);
+  Tensor lse = at::empty({N}, zt.options());
+  AT_DISPATCH_FLOATING_TYPES(zt.scalar_type(), "rnnkit_column_logsumexp", [&] {
+    const scalar_t* z = zt.data_ptr<scalar_t>();
+    scalar_t* out = lse.data_ptr<scalar_t>();
+    at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
+      logsumexp_columns(z, V, N, n0, n1, out);
+    });
+  });
+  return lse;
+}
+
+// column_softmax_grad_(zt [V, N], lse [N], target [N], scale) -> db [V]: zt becomes
+// dL/dz^T = (softmax down each column - onehot(target)) * scale in one pass, and db its
+// row sums; the threads split the rows.
+Tensor column_softmax_grad_(Tensor zt, Tensor lse, Tensor target, double scale) {
+  check_columns(zt, "column_softmax_grad_");
+  const int64_t V = zt.size(0), N = zt.size(1);
+  TORCH_CHECK(lse.is_contiguous() && lse.numel() == N && lse.scalar_type() == zt.scalar_type(),
+              "column_softmax_grad_: lse must be contiguous [N] of z's dtype");
+  TORCH_CHECK(target.is_contiguous() && target.numel() == N &&
+                  target.scalar_type() == at::kLong,
+              "column_softmax_grad_: target must be contiguous int64 [N]");
+  const int64_t* t = target.data_ptr<int64_t>();
+  for (int64_t n = 0; n < N; ++n)
+    TORCH_CHECK(t[n] >= 0 && t[n] < V, "target ", t[n], " at position ", n,
+                " is outside the vocabulary [0, ", V, ")");
+  Tensor db = at::empty({V}, zt.options());
+  AT_DISPATCH_FLOATING_TYPES(zt.scalar_type(), "rnnkit_column_softmax_grad", [&] {
+    scalar_t* z = zt.data_ptr<scalar_t>();
+    scalar_t* dbp = db.data_ptr<scalar_t>();
+    const scalar_t* l = lse.data_ptr<scalar_t>();
+    const auto sc = scalar_t(scale);
+    at::parallel_for(0, V, 16, [&](int64_t v0, int64_t v1) {
+      for (int64_t v = v0; v < v1; ++v) dbp[v] = softmax_grad_row(z + v * N, l, N, sc);
+    });
+    for (int64_t n = 0; n < N; ++n) {
+      z[t[n] * N + n] -= sc;
+      dbp[t[n]] -= sc;
+    }
+  });
+  return db;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "fused RNN layer forward (see fused.py)");
   m.def("step", &step, "one fused inference step of one layer-direction (see fused.py)");
   m.def("backward", &backward, "fused RNN layer backward through time (see fused.py)");
+  m.def("column_logsumexp", &column_logsumexp, "log-sum-exp down the columns of z^T [V, N]");
+  m.def("column_softmax_grad_", &column_softmax_grad_,
+        "in place: z^T [V, N] -> (softmax down the columns - onehot) * scale; returns row sums");
 }

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from rnnkit.cells import CELLS, set_forget_bias
 from rnnkit.config import option
 from rnnkit.layers import GRU, LSTM, RNN, RNNBase
+from rnnkit.train.losses import projected_cross_entropy
 
 CELL_NAMES = tuple(CELLS)
 """rnn_tanh, rnn_relu, gru (reset-after, as torch.nn/cuDNN), gru_reset_before (Cho 2014), lstm."""
@@ -128,12 +129,29 @@ class LanguageModel(nn.Module):
 
     def forward(self, ids: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         """ids [T, B] int64 -> (logits [T, B, V], final state to carry into the next window)."""
+        out, state = self.features(ids, state)
+        return self.decoder(out), state  # [T, B, V]
+
+    def features(self, ids: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """ids [T, B] -> (the decoder's input [T, B, H], dropout applied; final state)."""
         if self.embedding is None:
             x = F.one_hot(ids, self.vocab_size).to(self.decoder.weight.dtype)  # [T, B, V]
         else:
             x = self.embedding(ids)  # [T, B, D]
         out, state = self.rnn(self.drop(x), state)  # [T, B, H]
-        return self.decoder(self.drop(out)), state  # [T, B, V]
+        return self.drop(out), state
+
+    def loss(self, ids: Tensor, targets: Tensor, state: Any = None,
+             reduction: str = "mean") -> tuple[Tensor, Any]:  # fmt: skip
+        """Cross-entropy in nats of the next tokens targets [T, B] given ids [T, B],
+        reduced by "mean" or "sum" over the T * B tokens; and the final state. The same
+        as ``F.cross_entropy`` on ``forward``'s logits, through the output layer's faster
+        transposed product (``rnnkit.train.losses.projected_cross_entropy``)."""
+        out, state = self.features(ids, state)
+        d = self.decoder
+        loss = projected_cross_entropy(out.flatten(0, 1), d.weight, d.bias, targets.flatten(),
+                                       reduction)  # fmt: skip
+        return loss, state
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -114,6 +114,14 @@ class ClassifyTask:
     def evaluate(self, model: torch.nn.Module) -> float:
         return self.predict_valid(model)[0]
 
+    score_name = "accuracy"
+
+    def score(self, model: torch.nn.Module) -> float:
+        """Validation accuracy in percent: the trainer keeps the checkpoint with the best."""
+        predicted = self.predict_valid(model)[1]
+        right = sum(p == g for p, g in zip(predicted, self.valid_labels, strict=True))
+        return 100 * right / len(self.valid_labels)
+
     def describe(self, loss: float) -> dict[str, float]:
         return {}
 

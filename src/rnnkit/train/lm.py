@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 import rnnkit
@@ -30,7 +29,6 @@ from rnnkit.data.tokenizers import SPECIALS, Tokenizer, tokenizer_from_dict
 from rnnkit.decoding import SampleConfig
 from rnnkit.models.lm import LanguageModel, LMConfig, bits_per_token, perplexity
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train.losses import cross_entropy
 from rnnkit.train.optim import OptimConfig
 from rnnkit.train.trainer import FitResult, StepResult, Trainer, TrainerConfig
 
@@ -136,9 +134,8 @@ def evaluate(model: LanguageModel, batches: LMBatches) -> tuple[float, int]:
     device = next(model.parameters()).device
     total, count, state = 0.0, 0, None
     for inputs, targets in batches.windows(0):
-        logits, state = model(inputs.to(device), state)  # [T, B, V]
-        total += float(F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten(),
-                                       reduction="sum"))  # fmt: skip
+        loss, state = model.loss(inputs.to(device), targets.to(device), state, "sum")
+        total += float(loss)
         count += targets.numel()
     return total / count, count
 
@@ -169,8 +166,8 @@ class LMTask:
     def train_step(self, model: torch.nn.Module, batch: Any, carry: Any) -> StepResult:
         inputs, targets = batch  # each [T, B]
         device = next(model.parameters()).device
-        logits, carry = model(inputs.to(device), carry)  # [T, B, V]
-        loss = cross_entropy(logits.flatten(0, 1), targets.to(device).flatten())
+        assert isinstance(model, LanguageModel)
+        loss, carry = model.loss(inputs.to(device), targets.to(device), carry)
         # A shorter window's mean loss weighs each token more; AWD-LSTM rescales the rate.
         scale = inputs.shape[0] / self.train.bptt if self.train.variable_bptt else 1.0
         return StepResult(loss, targets.numel(), carry, lr_scale=scale)

@@ -145,8 +145,17 @@ class TagTask:
         assert isinstance(model, Tagger)
         return StepResult(model.loss(ids, chars, lengths, tags), int(lengths.sum()))
 
+    score_name = "F1"
+
+    def score(self, model: torch.nn.Module) -> float:
+        """Span F1 in percent on the validation sentences (conlleval's): the trainer keeps
+        the checkpoint with the best."""
+        assert isinstance(model, Tagger)
+        predicted = tag_sentences(model, self.encoder, [s.tokens for s in self.valid])
+        return 100 * span_scores([s.tags for s in self.valid], predicted).overall.f1
+
     def evaluate(self, model: torch.nn.Module) -> float:
-        """Mean loss per validation sentence (the trainer keeps the lowest)."""
+        """Mean loss per validation sentence."""
         assert isinstance(model, Tagger)
         device = next(model.parameters()).device
         total = 0.0

@@ -16,6 +16,11 @@ The task contract (``Task``)::
     task.evaluate(model) -> mean validation loss per counted item (nats)
     task.describe(loss) -> {"ppl": ...} or {"bpc": ...}: how to show a loss
 
+Optionally, a task that reports a metric (a tagger's span F1, a classifier's accuracy)
+has ``task.score_name`` and ``task.score(model) -> float``, higher is better: the trainer
+shows it beside the validation loss and keeps the best checkpoint by it, not by the
+loss, so the checkpoint a user gets is the one with the figure they are shown.
+
 Truncated BPTT (Williams & Peng 1990; Sutskever 2013, section 2.4): ``carry`` is the
 recurrent state the previous batch ended in. The trainer detaches it after each step,
 so gradients stop at the window boundary while the state flows on, and resets it to
@@ -31,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -82,6 +87,12 @@ class Task(Protocol):
     def describe(self, loss: float) -> dict[str, float]: ...
 
 
+class ScoredTask(Task, Protocol):
+    score_name: str
+
+    def score(self, model: nn.Module) -> float: ...
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient became NaN or infinite."""
 
@@ -96,6 +107,8 @@ class FitResult:
     best_valid_loss: float | None
     seconds: float
     tokens_per_s: float
+    best_score: float | None = None
+    """The task's score (``Task.score``) of the best checkpoint, for tasks that have one."""
 
 
 def detach(state: Any) -> Any:
@@ -179,6 +192,8 @@ class Trainer:
         self.clip_count = 0
         self.best_valid: float | None = None
         self.last_valid: float | None = None
+        self.best_score: float | None = None  # tasks with a score: the best is chosen by it
+        self.last_score: float | None = None
 
     # --- checkpoints --------------------------------------------------------------
 
@@ -198,6 +213,8 @@ class Trainer:
             "clip_count": self.clip_count,
             "best_valid": self.best_valid,
             "last_valid": self.last_valid,
+            "best_score": self.best_score,
+            "last_score": self.last_score,
             "schedule": self.schedule.state_dict(),
             "optimizer": opt_json,
         }
@@ -224,6 +241,7 @@ class Trainer:
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.clip_count = state["clip_count"]
         self.best_valid, self.last_valid = state["best_valid"], state["last_valid"]
+        self.best_score, self.last_score = state.get("best_score"), state.get("last_score")
         self.schedule.load_state_dict(state["schedule"])
         MetricsLog.truncate(self.out_dir / "metrics.jsonl", self.step)
 
@@ -257,25 +275,53 @@ class Trainer:
         self.clip_count += clipped
         return loss, result.count, norm, clipped
 
+    @property
+    def _score_name(self) -> str | None:
+        """The task's metric name, or None for a task judged by its loss alone."""
+        return getattr(self.task, "score_name", None)
+
     def validate(self, observe: bool) -> float:
-        """Validation loss; ``observe`` feeds it to the schedule (only at epoch ends, so a
-        run stopped mid-epoch and resumed sees the same schedule)."""
+        """Validation loss (and the task's score, if it has one); ``observe`` feeds the
+        loss to the schedule (only at epoch ends, so a run stopped mid-epoch and resumed
+        sees the same schedule). Saves "best" when the score (ties: the loss), or else the loss,
+        improved."""
         self.model.eval()
         with torch.no_grad():
             loss = float(self.task.evaluate(self.model))
+            score = None
+            if self._score_name is not None:
+                score = float(cast(ScoredTask, self.task).score(self.model))
         self.model.train()
         if observe:
             self.schedule.observe(loss)
-        self.last_valid = loss
-        if self.best_valid is None or loss < self.best_valid:
-            self.best_valid = loss
+        self.last_valid, self.last_score = loss, score
+        if score is not None:  # ties (a tagger at 100 F1 on easy data) go to the lower loss
+            best = (self.best_score, -(self.best_valid or 0.0))
+            better = self.best_score is None or (score, -loss) > best
+        else:
+            better = self.best_valid is None or loss < self.best_valid
+        if better:
+            self.best_valid, self.best_score = loss, score
             self.save("best")
         return loss
+
+    def _valid_text(self, loss: float) -> str:
+        """'valid loss 1.2345 (ppl ...)' and ', F1 87.02' for a task with a score."""
+        text = f"valid loss {loss:.4f}{self._describe(loss)}"
+        if self.last_score is not None:
+            text += f", {self._score_name} {self.last_score:.2f}"
+        return text
 
     def _describe(self, loss: float) -> str:
         """' (ppl 123.4)' or '' when the task has no other way to show a loss."""
         text = " ".join(f"{k} {v:.3f}" for k, v in self.task.describe(loss).items())
         return f" ({text})" if text else ""
+
+    def _score_record(self) -> dict[str, float]:
+        """{"F1": 87.02} for the metrics log, {} for a task without a score."""
+        if self.last_score is None or self._score_name is None:
+            return {}
+        return {self._score_name: self.last_score}
 
     @property
     def _unit(self) -> str:
@@ -343,13 +389,13 @@ class Trainer:
                     self.epoch, self.position, self.carry = finished + 1, 0, None
                     valid = self.validate(observe=True)
                     metrics.write({"kind": "valid", "step": self.step, "epoch": finished,
-                                   "loss": valid, "clip_count": self.clip_count,
+                                   "loss": valid, **self._score_record(),
+                                   "clip_count": self.clip_count,
                                    "elapsed_s": time.perf_counter() - start_time})  # fmt: skip
                     rate = tokens / (time.perf_counter() - start_time)
                     bar.write(
-                        f"epoch {finished} step {self.step}: valid loss {valid:.4f}"
-                        f"{self._describe(valid)}, {rate:,.0f} {self._unit}/s, "
-                        f"clipped {self.clip_count}/{self.step} steps"
+                        f"epoch {finished} step {self.step}: {self._valid_text(valid)}, "
+                        f"{rate:,.0f} {self._unit}/s, clipped {self.clip_count}/{self.step} steps"
                     )
                     self.save("last")
                     metrics.flush()
@@ -360,10 +406,10 @@ class Trainer:
                 if self.position and stopped != "interrupted":
                     valid = self.validate(observe=False)
                     metrics.write({"kind": "valid", "step": self.step, "epoch": self.epoch,
-                                   "loss": valid, "partial_epoch": True,
+                                   "loss": valid, **self._score_record(), "partial_epoch": True,
                                    "elapsed_s": time.perf_counter() - start_time})  # fmt: skip
-                    bar.write(f"stopped ({stopped}) at step {self.step}: valid loss "
-                              f"{valid:.4f}{self._describe(valid)}")  # fmt: skip
+                    bar.write(f"stopped ({stopped}) at step {self.step}: "
+                              f"{self._valid_text(valid)}")  # fmt: skip
                 elif stopped == "interrupted":
                     bar.write(f"interrupted at step {self.step}; checkpoint in "
                               f"{self.out_dir / 'last'}")  # fmt: skip
@@ -375,4 +421,4 @@ class Trainer:
             plot(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
         seconds = time.perf_counter() - start_time
         return FitResult(self.step, self.epoch, stopped, self.last_valid, self.best_valid,
-                         seconds, tokens / max(seconds, 1e-9))  # fmt: skip
+                         seconds, tokens / max(seconds, 1e-9), self.best_score)  # fmt: skip
