@@ -130,7 +130,7 @@ def projected_cross_entropy(h: Tensor, weight: Tensor, bias: Tensor | None, targ
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return _ProjectedCrossEntropy.apply(h, weight, bias, target, mean)
     zt = _logits_t(h, weight, bias)
-    losses = torch.logsumexp(zt, dim=0) - zt.gather(0, target[None, :])[0]
+    losses = _column_logsumexp(zt) - zt.gather(0, target[None, :])[0]
     return losses.mean() if mean else losses.sum()
 
 
