@@ -55,3 +55,46 @@ def test_bad_inputs(tmp_path):
     assert result.exit_code == 2 and "data.train is required" in result.output
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "missing"), "hello"])
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def _task(word_dropout: float):
+    import torch
+
+    from rnnkit.data.labelled import Example, LabelSet
+    from rnnkit.data.tokenizers import train_tokenizer
+    from rnnkit.train.classify import ClassifyDataConfig, ClassifyTask
+
+    examples = [Example(text, label) for label, text in SENTENCES * 10]
+    tokenizer = train_tokenizer("word", [e.text + "\n" for e in examples])
+    labels = LabelSet.from_labels(e.label for e in examples)
+    data = ClassifyDataConfig(batch_size=8, word_dropout=word_dropout)
+    torch.manual_seed(0)
+    return ClassifyTask(tokenizer, labels, examples, examples, data, seed=3), tokenizer
+
+
+def test_word_dropout_rate_padding_and_resume():
+    plain, tokenizer = _task(0.0)
+    dropped = _task(0.3)[0]
+    unk = tokenizer.unk_id
+    pairs = list(zip(plain.batches(2, 0), dropped.batches(2, 0), strict=True))
+    words = replaced = 0
+    for (ids, lengths, labels), (ids2, lengths2, labels2) in pairs:
+        assert (lengths == lengths2).all() and (labels == labels2).all()
+        real = ids != 0
+        assert (ids2[~real] == 0).all()  # padding stays padding
+        changed = ids2 != ids
+        assert (ids2[changed] == unk).all()  # only ever <unk>
+        words, replaced = words + int(real.sum()), replaced + int(changed.sum())
+    assert 0.2 < replaced / words < 0.4
+    # resuming at batch 5 gives the very batches an uninterrupted epoch gives from there
+    again = list(_task(0.3)[0].batches(2, 5))
+    assert len(again) == len(pairs) - 5
+    for resumed, pair in zip(again, pairs[5:], strict=True):
+        assert (resumed[0] == pair[1][0]).all()
+
+
+def test_word_dropout_out_of_range_is_named():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"data.word_dropout must be in \[0, 1\), got 1.0"):
+        _task(1.0)

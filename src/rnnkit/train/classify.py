@@ -26,7 +26,7 @@ from rnnkit import config as cfg
 from rnnkit.config import option
 from rnnkit.data.labelled import Example, LabelSet, read_labelled
 from rnnkit.data.padded import batches, pad
-from rnnkit.data.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
+from rnnkit.data.tokenizers import PAD_ID, Tokenizer, tokenizer_from_dict, train_tokenizer
 from rnnkit.data.vectors import load_vectors
 from rnnkit.models.classifier import Classifier, ClassifierConfig
 from rnnkit.train import checkpoint as ckpt
@@ -52,6 +52,9 @@ class ClassifyDataConfig:
     min_count: int = option(1, "words seen fewer times become <unk>", min=1)
     vocab_size: int | None = option(None, "cap on the vocabulary, specials included")
     batch_size: int = option(32, "sentences per batch", min=1)
+    word_dropout: float = option(
+        0.0, "probability of replacing each training word by <unk> (Iyyer et al. 2015, sec. 3)"
+    )
     vectors: str | None = option(None, "word2vec/GloVe text file to initialise embeddings")
 
 
@@ -84,14 +87,24 @@ class ClassifyTask:
         self.train_ids, self.train_labels = encode(train)
         self.valid_ids, self.valid_labels = encode(valid)
         self.batch_size, self.seed = data.batch_size, seed
+        if not 0 <= data.word_dropout < 1:
+            raise ValueError(f"data.word_dropout must be in [0, 1), got {data.word_dropout}")
+        self.word_dropout, self.unk_id = data.word_dropout, tokenizer.unk_id
 
     def batches_per_epoch(self, epoch: int) -> int:
         return math.ceil(len(self.train_ids) / self.batch_size)
 
     def batches(self, epoch: int, start: int) -> Iterator[Any]:
-        for rows in batches(len(self.train_ids), self.batch_size, self.seed, epoch, start):
-            ids, lengths = pad([self.train_ids[r] for r in rows])
-            yield ids, lengths, torch.tensor([self.train_labels[r] for r in rows])
+        # The epoch's word-dropout draws depend on (seed, epoch) only, so resuming at any
+        # batch gives the same batches as a run that never stopped.
+        generator = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        for i, rows in enumerate(batches(len(self.train_ids), self.batch_size, self.seed, epoch)):
+            ids, lengths = pad([self.train_ids[r] for r in rows])  # [B, T]
+            if self.word_dropout:
+                drop = torch.rand(ids.shape, generator=generator) < self.word_dropout
+                ids = ids.masked_fill(drop & (ids != PAD_ID), self.unk_id)
+            if i >= start:
+                yield ids, lengths, torch.tensor([self.train_labels[r] for r in rows])
 
     def train_step(self, model: torch.nn.Module, batch: Any, carry: Any) -> StepResult:
         ids, lengths, labels = batch
