@@ -162,3 +162,28 @@ def test_crf_input_checks():
         crf.log_partition(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="at least one token"):
         crf.log_partition(torch.zeros(1, 2, 3), torch.tensor([[False, False]]))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_char_features_skip_padding_words_and_agree(cell):
+    """Only real words run through the char BiRNN; their features equal running every
+    B * T slot (padding words included) as one batch, and padding words get zeros."""
+    from rnnkit.models.tagger import Tagger, TaggerConfig
+
+    torch.manual_seed(0)
+    config = TaggerConfig(cell=cell, hidden_size=6, embedding_size=5, char_embedding_size=4,
+                          char_hidden_size=3)  # fmt: skip
+    model = Tagger(config, vocab_size=20, char_vocab_size=12, num_tags=5).double()
+    word_lengths = torch.tensor([[3, 1, 5], [2, 0, 0]])  # sentence 2 has 1 word
+    chars = torch.zeros(2, 3, 6, dtype=torch.long)
+    for b, t in itertools.product(range(2), range(3)):
+        n = int(word_lengths[b, t])
+        chars[b, t, :n] = torch.randint(1, 12, (n,))
+    features = model._char_features(chars)  # [B, T, 2 * Hc]
+    flat = chars.reshape(6, 6)
+    _, final = model.char_rnn(model.char_embedding(flat), lengths=(flat != 0).sum(1))
+    h_n = final[0] if cell == "lstm" else final  # [2, B * T, Hc]
+    every_slot = torch.cat([h_n[0], h_n[1]], dim=1).reshape(2, 3, -1)
+    real = word_lengths > 0
+    torch.testing.assert_close(features[real], every_slot[real], rtol=1e-12, atol=1e-12)
+    assert (features[~real] == 0).all()

@@ -72,10 +72,18 @@ class Tagger(nn.Module):
         """chars [B, T, W] -> [B, T, 2 * char_hidden]: final states of the char BiRNN."""
         B, T, W = chars.shape
         flat = chars.reshape(B * T, W)  # [B*T, W]
-        lengths = (flat != 0).sum(1)  # padding words have length 0 and keep a zero state
-        _, final = self.char_rnn(self.char_embedding(flat), lengths=lengths)
-        h_n = final[0] if isinstance(final, tuple) else final  # [2, B*T, Hc]
-        return torch.cat([h_n[0], h_n[1]], dim=1).reshape(B, T, -1)
+        lengths = (flat != 0).sum(1)
+        # Only the real words go through the char BiRNN: in a batch of sentences of mixed
+        # lengths, half the B*T slots can be padding words, which keep a zero feature.
+        real = lengths > 0
+        if not bool(real.any()):
+            return self.char_embedding.weight.new_zeros(B, T, 2 * self.config.char_hidden_size)
+        words = flat[real][:, : max(int(lengths.max()), 1)]  # [R, W'], W' the longest word
+        _, final = self.char_rnn(self.char_embedding(words), lengths=lengths[real])
+        h_n = final[0] if isinstance(final, tuple) else final  # [2, R, Hc]
+        out = h_n.new_zeros(B * T, 2 * h_n.shape[2])
+        out[real] = torch.cat([h_n[0], h_n[1]], dim=1)
+        return out.reshape(B, T, -1)
 
     def emissions(self, words: Tensor, chars: Tensor | None, lengths: Tensor) -> Tensor:
         """-> tag scores [B, T, K]."""
