@@ -107,3 +107,19 @@ def test_load_vectors(tmp_path):
     bad.write_text("the 0.5 -1 2\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"bad\.txt:1: 3 values, expected 2"):
         load_vectors(bad, {"the": 0}, torch.zeros(1, 2))
+
+
+def test_softmax_tagger_loss_is_per_sentence_like_the_crf():
+    """Token losses summed over each sentence, averaged over sentences (not over tokens),
+    as the CRF's negative log-likelihood is."""
+    torch.manual_seed(0)
+    config = TaggerConfig(hidden_size=8, embedding_size=6, char_embedding_size=0,
+                          output="softmax", dropout=0.0)  # fmt: skip
+    model = Tagger(config, 15, 12, 3)
+    words, lengths = torch.randint(1, 15, (3, 4)), torch.tensor([4, 2, 3])
+    tags = torch.randint(0, 3, (3, 4))
+    scores = model.emissions(words, None, lengths)
+    per_sentence = [torch.nn.functional.cross_entropy(scores[b, :n], tags[b, :n], reduction="sum")
+                    for b, n in enumerate(lengths.tolist())]  # fmt: skip
+    expected = torch.stack(per_sentence).mean()
+    torch.testing.assert_close(model.loss(words, None, lengths, tags), expected)

@@ -96,12 +96,15 @@ class Tagger(nn.Module):
         return self.emit(self.dropout(states))
 
     def loss(self, words: Tensor, chars: Tensor | None, lengths: Tensor, tags: Tensor) -> Tensor:
-        """Mean negative log-likelihood per sentence (CRF) or per token (softmax)."""
+        """Mean negative log-likelihood per sentence, for either output layer: the softmax's
+        token losses are summed over each sentence as the CRF's are (Lample et al. 2016,
+        Ma & Hovy 2016), so one learning rate suits both and an ablation compares like
+        with like."""
         scores = self.emissions(words, chars, lengths)
         mask = torch.arange(words.shape[1], device=words.device)[None] < lengths[:, None]
         if self.crf is not None:
             return self.crf.neg_log_likelihood(scores, tags, mask).mean()
-        return F.cross_entropy(scores[mask], tags[mask])
+        return F.cross_entropy(scores[mask], tags[mask], reduction="sum") / words.shape[0]
 
     @torch.no_grad()
     def decode(self, words: Tensor, chars: Tensor | None, lengths: Tensor) -> list[list[int]]:
