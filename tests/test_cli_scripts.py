@@ -40,3 +40,16 @@ def test_tinyshakespeare_script(shared_data, tmp_path):
 def test_scripts_name_missing_data(tmp_path):
     result = run_script("ptb.sh", tmp_path, tmp_path / "x")
     assert result.returncode == 2 and "ptb.train.txt not found" in result.stderr
+
+
+def test_sst2_script(shared_data, tmp_path):
+    env = os.environ | {"RNNKIT_DATA": str(shared_data), "RNNKIT": f"{sys.executable} -m rnnkit",
+                        "PYTHONPATH": str(ROOT / "src")}  # fmt: skip
+    args = ["--model.hidden_size", "8", "--model.embedding_size", "8", "--trainer.max_steps",
+            "2", "--trainer.progress", "false", "--trainer.threads", "1", "--trainer.out",
+            str(tmp_path / "sst2")]  # fmt: skip
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "sst2.sh"), *args], env=env,
+                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "on 6,920 sentences (872 validation), 2 labels" in result.stdout
+    assert "stopped (max_steps) at step 2" in result.stdout and ", accuracy " in result.stdout
