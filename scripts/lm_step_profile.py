@@ -99,6 +99,7 @@ def main() -> None:
         "whole training step": whole_step,
         **({"torch.nn whole training step (same run)": baseline_step} if baseline_step else {}),
         f"recurrent stack fwd+bwd ({a.layers}x{H} {a.cell})": recurrent,
+        "(F.linear's layout: h W^T + b, [N, V])": lambda: torch.addmm(b, h, w.t()),
         "output layer: z^T = W h^T + b": lambda: torch.addmm(b[:, None], w, h.t()),
         "output layer: dL/dh = P^T W": lambda: p.t() @ w,
         "output layer: dL/dW = P h": lambda: p @ h,
