@@ -1,24 +1,19 @@
-"""Cross-entropy over a large vocabulary with a one-pass backward.
+"""The language model's output layer and cross-entropy as one autograd function.
 
-``F.cross_entropy`` backpropagates in two passes over the [N, V] logits: the NLL
-backward fills a zero tensor and scatters into it, then ``log_softmax``'s backward reads
-that and the saved log-probabilities to write the gradient. Here the forward keeps the
-probabilities (the log-probabilities' buffer, exponentiated in place) and the backward
-turns them into the gradient in place:
+``projected_cross_entropy`` computes logits = h W^T + b transposed, z^T = W h^T + b
+[V, N]: MKL's SGEMM writes a tall [V, N] result much faster than the wide [N, V] one that
+``F.linear`` asks for (9.2 ms against 15.9 ms at N = 400, H = 200, V = 10,002 on the dev
+machine; ``scripts/lm_step_profile.py``). The softmax then runs down the columns, and
+the backward turns the saved logits into the gradient in place and reads that one
+buffer for both products:
 
-    dL/dlogits[n] = (softmax(logits[n]) - onehot(target[n])) * dL / N
+    P = dL/dz^T = (softmax down each column - onehot(target)) * dL / N      [V, N]
+    dL/dh = P^T W      dL/dW = P h      dL/db = P 1
 
-At the word language model's shape (N = 400, V = 10,000) forward plus backward take
-8.0 ms against F.cross_entropy's 15.2 ms on the 2-core dev machine, about a tenth of
-a Penn Treebank training step (docs/results.md).
-
-``projected_cross_entropy`` also takes in the output layer, logits = h W^T + b, and
-computes them transposed, z^T = W h^T + b [V, N]: MKL's SGEMM writes a tall [V, N]
-result much faster than a wide [N, V] one (11 ms against 20 ms at N = 400, H = 200,
-V = 10,000 on the dev machine; `scripts/lm_step_profile.py`). The softmax then runs
-down the columns and the backward's two products read the same buffer:
-
-    dL/dh = P^T W      dL/dW = P h      dL/db = P 1      P = dL/dz^T [V, N]
+The column log-sum-exp and P (with its row sums) are two loops in the compiled
+extension (``column_logsumexp``, ``column_softmax_grad_`` in ``kernels/_fused_cpu.cpp``);
+elsewhere torch ops do the same. Because P overwrites the logits, the backward runs
+once: a second backward through the same graph gets autograd's version-check error.
 """
 
 from __future__ import annotations
@@ -26,26 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-
-
-class _MeanCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
-        logp = torch.log_softmax(logits, dim=1)  # [N, V]
-        loss = -logp.gather(1, target[:, None]).mean()
-        ctx.save_for_backward(logp.exp_(), target)  # probabilities, in the same buffer
-        return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        probs, target = ctx.saved_tensors
-        minus_one = torch.full((target.shape[0], 1), -1.0, dtype=probs.dtype, device=probs.device)
-        out = probs.scatter_add_(1, target[:, None], minus_one)  # in place: runs once
-        return out.mul_(grad / probs.shape[0]), None
 
 
 class _ProjectedCrossEntropy(torch.autograd.Function):
@@ -132,16 +109,3 @@ def projected_cross_entropy(h: Tensor, weight: Tensor, bias: Tensor | None, targ
     zt = _logits_t(h, weight, bias)
     losses = _column_logsumexp(zt) - zt.gather(0, target[None, :])[0]
     return losses.mean() if mean else losses.sum()
-
-
-def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
-    """Mean cross-entropy in nats of logits [N, V] against class ids target [N];
-    the same value and gradient as ``F.cross_entropy(logits, target)``."""
-    if logits.dim() != 2 or target.shape != logits.shape[:1]:
-        raise ValueError(
-            f"cross_entropy needs logits [N, V] and target [N], got {tuple(logits.shape)} "
-            f"and {tuple(target.shape)}"
-        )
-    if not (logits.requires_grad and torch.is_grad_enabled()):
-        return F.cross_entropy(logits, target)
-    return _MeanCrossEntropy.apply(logits, target)
