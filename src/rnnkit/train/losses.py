@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+from torch.autograd.graph import increment_version
 
 
 class _ProjectedCrossEntropy(torch.autograd.Function):
@@ -70,7 +71,9 @@ def _column_softmax_grad_(
     sums (dL/db)."""
     ext = _columns_kernel(zt)
     if ext is not None and scale.numel() == 1:
-        return zt, ext.column_softmax_grad_(zt, lse, target, float(scale))
+        db = ext.column_softmax_grad_(zt, lse, target, float(scale))
+        increment_version(zt)  # written through a raw pointer: tell autograd's version check
+        return zt, db
     p = zt.sub_(lse).exp_()
     minus_one = torch.full((1, target.shape[0]), -1.0, dtype=p.dtype, device=p.device)
     p.scatter_add_(0, target[None, :], minus_one).mul_(scale)
