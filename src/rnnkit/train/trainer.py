@@ -283,8 +283,8 @@ class Trainer:
     def validate(self, observe: bool) -> float:
         """Validation loss (and the task's score, if it has one); ``observe`` feeds the
         loss to the schedule (only at epoch ends, so a run stopped mid-epoch and resumed
-        sees the same schedule). Saves "best" when the score (ties: the loss), or else the loss,
-        improved."""
+        sees the same schedule). Saves "best" when the score improved (on a tie, when the
+        loss did), or for a task without a score, when the loss did."""
         self.model.eval()
         with torch.no_grad():
             loss = float(self.task.evaluate(self.model))
@@ -296,8 +296,13 @@ class Trainer:
             self.schedule.observe(loss)
         self.last_valid, self.last_score = loss, score
         if score is not None:  # ties (a tagger at 100 F1 on easy data) go to the lower loss
-            best = (self.best_score, -(self.best_valid or 0.0))
-            better = self.best_score is None or (score, -loss) > best
+            better = (
+                self.best_score is None
+                or score > self.best_score
+                or (
+                    score == self.best_score and (self.best_valid is None or loss < self.best_valid)
+                )
+            )
         else:
             better = self.best_valid is None or loss < self.best_valid
         if better:
