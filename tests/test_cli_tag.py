@@ -42,6 +42,7 @@ def test_train_tag_and_predict(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "FB1: 100.00" in result.output
+    assert ", F1 100.00, " in result.output  # the per-epoch F1 agrees with the final report
     assert (out / "valid.conll").read_text().splitlines()[0] == "Peter I-PER I-PER"
 
     result = CliRunner().invoke(app, ["predict", str(out), "Peter visited London .", "--json"])

@@ -228,8 +228,8 @@ def test_a_task_with_a_score_keeps_the_best_by_score_not_by_loss(tmp_path, capsy
             super().__init__()
             self.scores = iter([50.0, 90.0, 90.0, 80.0])
 
-        def score(self, model) -> float:
-            return next(self.scores)
+        def evaluate(self, model) -> tuple[float, float]:
+            return super().evaluate(model), next(self.scores)
 
     trainer = make_trainer(tmp_path, Scored(), epochs=4)
     trainer.config.checkpoint_every = 0

@@ -78,7 +78,7 @@ class Tagger(nn.Module):
         real = lengths > 0
         if not bool(real.any()):
             return self.char_embedding.weight.new_zeros(B, T, 2 * self.config.char_hidden_size)
-        words = flat[real][:, : max(int(lengths.max()), 1)]  # [R, W'], W' the longest word
+        words = flat[real][:, : int(lengths.max())]  # [R, W'], W' the longest word
         _, final = self.char_rnn(self.char_embedding(words), lengths=lengths[real])
         h_n = final[0] if isinstance(final, tuple) else final  # [2, R, Hc]
         out = h_n.new_zeros(B * T, 2 * h_n.shape[2])
@@ -100,18 +100,24 @@ class Tagger(nn.Module):
         token losses are summed over each sentence as the CRF's are (Lample et al. 2016,
         Ma & Hovy 2016), so one learning rate suits both and an ablation compares like
         with like."""
-        scores = self.emissions(words, chars, lengths)
-        mask = torch.arange(words.shape[1], device=words.device)[None] < lengths[:, None]
-        if self.crf is not None:
-            return self.crf.neg_log_likelihood(scores, tags, mask).mean()
-        return F.cross_entropy(scores[mask], tags[mask], reduction="sum") / words.shape[0]
+        return self.loss_of(self.emissions(words, chars, lengths), lengths, tags)
 
     @torch.no_grad()
     def decode(self, words: Tensor, chars: Tensor | None, lengths: Tensor) -> list[list[int]]:
         """The best tag ids of each sentence, unpadded."""
-        scores = self.emissions(words, chars, lengths)
-        mask = torch.arange(words.shape[1], device=words.device)[None] < lengths[:, None]
+        return self.decode_of(self.emissions(words, chars, lengths), lengths)
+
+    def loss_of(self, scores: Tensor, lengths: Tensor, tags: Tensor) -> Tensor:
+        """``loss`` from tag scores [B, T, K] already computed by ``emissions``."""
+        mask = torch.arange(scores.shape[1], device=scores.device)[None] < lengths[:, None]
         if self.crf is not None:
+            return self.crf.neg_log_likelihood(scores, tags, mask).mean()
+        return F.cross_entropy(scores[mask], tags[mask], reduction="sum") / scores.shape[0]
+
+    def decode_of(self, scores: Tensor, lengths: Tensor) -> list[list[int]]:
+        """``decode`` from tag scores [B, T, K] already computed by ``emissions``."""
+        if self.crf is not None:
+            mask = torch.arange(scores.shape[1], device=scores.device)[None] < lengths[:, None]
             return self.crf.decode(scores, mask)
         best = scores.argmax(2)
         return [best[b, :n].tolist() for b, n in enumerate(lengths.tolist())]

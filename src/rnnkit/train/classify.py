@@ -124,16 +124,13 @@ class ClassifyTask:
             predicted += logits.argmax(1).tolist()
         return total / len(self.valid_ids), predicted
 
-    def evaluate(self, model: torch.nn.Module) -> float:
-        return self.predict_valid(model)[0]
-
     score_name = "accuracy"
 
-    def score(self, model: torch.nn.Module) -> float:
-        """Validation accuracy in percent: the trainer keeps the checkpoint with the best."""
-        predicted = self.predict_valid(model)[1]
+    def evaluate(self, model: torch.nn.Module) -> tuple[float, float]:
+        """(mean validation cross-entropy, accuracy in percent) from one pass."""
+        loss, predicted = self.predict_valid(model)
         right = sum(p == g for p, g in zip(predicted, self.valid_labels, strict=True))
-        return 100 * right / len(self.valid_labels)
+        return loss, 100 * right / len(self.valid_labels)
 
     def describe(self, loss: float) -> dict[str, float]:
         return {}

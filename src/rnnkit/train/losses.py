@@ -70,7 +70,7 @@ def _column_softmax_grad_(
     """In place: z^T -> (softmax down each column - onehot(target)) * scale; and its row
     sums (dL/db)."""
     ext = _columns_kernel(zt)
-    if ext is not None and scale.numel() == 1:
+    if ext is not None:  # scale is the 0-dim gradient of a scalar loss
         db = ext.column_softmax_grad_(zt, lse, target, float(scale))
         increment_version(zt)  # written through a raw pointer: tell autograd's version check
         return zt, db

@@ -147,28 +147,25 @@ class TagTask:
 
     score_name = "F1"
 
-    def score(self, model: torch.nn.Module) -> float:
-        """Span F1 in percent on the validation sentences (conlleval's): the trainer keeps
-        the checkpoint with the best."""
-        assert isinstance(model, Tagger)
-        predicted = tag_sentences(model, self.encoder, [s.tokens for s in self.valid])
-        return 100 * span_scores([s.tags for s in self.valid], predicted).overall.f1
-
-    def evaluate(self, model: torch.nn.Module) -> float:
-        """Mean loss per validation sentence."""
+    def evaluate(self, model: torch.nn.Module) -> tuple[float, float]:
+        """(mean loss per validation sentence, span F1 in percent, conlleval's), from one
+        pass of the network: the loss and the decoding share each batch's tag scores."""
         assert isinstance(model, Tagger)
         device = next(model.parameters()).device
-        total = 0.0
+        e = self.encoder
+        total, predicted = 0.0, []
         for rows in batches(len(self.valid), 64, 0, 0):
             sentences = [self.valid[r] for r in rows]
-            ids, chars, lengths = self.encoder.batch([s.tokens for s in sentences])
-            gold = [[self.encoder.tag_index.get(t, 0) for t in convert(s.tags,
-                     self.encoder.data.train_scheme)] for s in sentences]  # fmt: skip
+            ids, chars, lengths = (x.to(device) for x in e.batch([s.tokens for s in sentences]))
+            gold = [[e.tag_index.get(t, 0) for t in convert(s.tags, e.data.train_scheme)]
+                    for s in sentences]  # fmt: skip
             tags, _ = pad(gold)
-            loss = model.loss(ids.to(device), chars.to(device), lengths.to(device),
-                              tags.to(device))  # fmt: skip
-            total += float(loss) * len(rows)
-        return total / len(self.valid)
+            scores = model.emissions(ids, chars, lengths)  # [B, T, K]
+            total += float(model.loss_of(scores, lengths, tags.to(device))) * len(rows)
+            predicted += [convert([e.tags[i] for i in p], e.data.scheme)
+                          for p in model.decode_of(scores, lengths)]  # fmt: skip
+        f1 = span_scores([s.tags for s in self.valid], predicted).overall.f1
+        return total / len(self.valid), 100 * f1
 
     def describe(self, loss: float) -> dict[str, float]:
         return {}

@@ -13,13 +13,15 @@ The task contract (``Task``)::
                                   (epochs count from 1; the same (epoch, start) must give
                                   the same batches, which is what makes resume exact)
     task.train_step(model, batch, carry) -> StepResult(loss, count, carry)
-    task.evaluate(model) -> mean validation loss per counted item (nats)
+    task.evaluate(model) -> mean validation loss per counted item (nats), or
+                            (loss, score) for a task with ``score_name`` (below)
     task.describe(loss) -> {"ppl": ...} or {"bpc": ...}: how to show a loss
 
 Optionally, a task that reports a metric (a tagger's span F1, a classifier's accuracy)
-has ``task.score_name`` and ``task.score(model) -> float``, higher is better: the trainer
-shows it beside the validation loss and keeps the best checkpoint by it, not by the
-loss, so the checkpoint a user gets is the one with the figure they are shown.
+names it in ``task.score_name`` and returns it beside the loss from ``evaluate``, higher
+is better: the trainer shows it beside the validation loss and keeps the best checkpoint
+by it, not by the loss, so the checkpoint a user gets is the one with the figure they
+are shown.
 
 Truncated BPTT (Williams & Peng 1990; Sutskever 2013, section 2.4): ``carry`` is the
 recurrent state the previous batch ended in. The trainer detaches it after each step,
@@ -36,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -83,14 +85,8 @@ class Task(Protocol):
     def batches_per_epoch(self, epoch: int) -> int: ...
     def batches(self, epoch: int, start: int) -> Iterator[Any]: ...
     def train_step(self, model: nn.Module, batch: Any, carry: Any) -> StepResult: ...
-    def evaluate(self, model: nn.Module) -> float: ...
+    def evaluate(self, model: nn.Module) -> float | tuple[float, float]: ...
     def describe(self, loss: float) -> dict[str, float]: ...
-
-
-class ScoredTask(Task, Protocol):
-    score_name: str
-
-    def score(self, model: nn.Module) -> float: ...
 
 
 class TrainingDiverged(RuntimeError):
@@ -276,9 +272,9 @@ class Trainer:
         return loss, result.count, norm, clipped
 
     @property
-    def _score_name(self) -> str | None:
-        """The task's metric name, or None for a task judged by its loss alone."""
-        return getattr(self.task, "score_name", None)
+    def _score_name(self) -> str:
+        """The name of the score a task's ``evaluate`` returns beside its loss."""
+        return str(getattr(self.task, "score_name", "score"))
 
     def validate(self, observe: bool) -> float:
         """Validation loss (and the task's score, if it has one); ``observe`` feeds the
@@ -287,11 +283,13 @@ class Trainer:
         loss did), or for a task without a score, when the loss did."""
         self.model.eval()
         with torch.no_grad():
-            loss = float(self.task.evaluate(self.model))
-            score = None
-            if self._score_name is not None:
-                score = float(cast(ScoredTask, self.task).score(self.model))
+            result = self.task.evaluate(self.model)
         self.model.train()
+        loss, score = (
+            (float(result[0]), float(result[1]))
+            if isinstance(result, tuple)
+            else (float(result), None)
+        )
         if observe:
             self.schedule.observe(loss)
         self.last_valid, self.last_score = loss, score
@@ -324,7 +322,7 @@ class Trainer:
 
     def _score_record(self) -> dict[str, float]:
         """{"F1": 87.02} for the metrics log, {} for a task without a score."""
-        if self.last_score is None or self._score_name is None:
+        if self.last_score is None:
             return {}
         return {self._score_name: self.last_score}
 
