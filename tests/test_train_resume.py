@@ -45,8 +45,9 @@ def train_losses(run_dir: Path) -> dict[int, float]:
     [
         (7, ("--model.cell", "lstm", "--model.dropout", "0.3")),  # mid-epoch: carry and RNG
         (14, ("--model.cell", "gru", "--data.variable_bptt", "true")),
+        (9, ("--model.cell", "lstm", "--trainer.average", "0.9")),  # the average resumes too
     ],
-    ids=["lstm-dropout-mid-epoch", "gru-variable-bptt"],
+    ids=["lstm-dropout-mid-epoch", "gru-variable-bptt", "weight-average"],
 )
 def test_resume_equals_uninterrupted(tmp_path, stop, extra):
     full = lm.train(tiny(tmp_path, "--trainer.out", str(tmp_path / "full"), *extra), log=str)
@@ -254,3 +255,40 @@ def test_a_task_with_a_score_keeps_the_best_by_score_not_by_loss(tmp_path, capsy
     out = capsys.readouterr().out
     assert f"epoch 2 step 8: valid loss {valid[1]['loss']:.4f} (rmse " in out
     assert ", accuracy 90.00, " in out
+
+
+def test_weight_average_is_the_ema_of_the_training_weights(tmp_path):
+    """With --trainer.average d, validation and the saved model use the exponential moving
+    average of the weights after each step (the first step's weights to start), and the
+    checkpoint's state keeps the training weights themselves for --resume."""
+    decay = 0.8
+    trainer = make_trainer(tmp_path, Regression(), epochs=2, average=decay)
+    after_each_step: list[torch.Tensor] = []
+    step = trainer.train_step
+
+    def record(batch):
+        out = step(batch)
+        after_each_step.append(trainer.model.weight.detach().clone())
+        return out
+
+    trainer.train_step = record  # type: ignore[method-assign]
+    result = trainer.fit()
+    expected = after_each_step[0]
+    for w in after_each_step[1:]:
+        expected = decay * expected + (1 - decay) * w
+    saved = load_file(tmp_path / "last" / ckpt.MODEL_FILE)["weight"]
+    torch.testing.assert_close(saved, expected)
+    assert not torch.allclose(saved, after_each_step[-1])
+    state = load_file(tmp_path / "last" / ckpt.STATE_TENSORS)
+    assert torch.equal(state["training_weights.weight"], after_each_step[-1])
+    assert int(state["averaged_steps"]) == len(after_each_step) == 8
+    averaged = nn.Linear(3, 1)
+    averaged.load_state_dict(load_file(tmp_path / "last" / ckpt.MODEL_FILE))
+    with torch.no_grad():
+        assert result.valid_loss == pytest.approx(Regression().evaluate(averaged))
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1])
+def test_weight_average_decay_out_of_range_is_named(tmp_path, bad):
+    with pytest.raises(ValueError, match=rf"trainer.average must be in \[0, 1\), got {bad}"):
+        make_trainer(tmp_path, Regression(), average=bad)

@@ -42,11 +42,15 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from rnnkit.config import option
 from rnnkit.train import checkpoint as ckpt
 from rnnkit.train.metrics import MetricsLog, plot
 from rnnkit.train.optim import OptimConfig, Schedule, clip_gradients, make_optimizer, set_lr
+
+# Keys in the checkpoint's state tensors of a run that averages its weights.
+_TRAINING_WEIGHTS, _AVERAGED_STEPS = "training_weights.", "averaged_steps"
 
 
 @dataclass
@@ -66,6 +70,11 @@ class TrainerConfig:
     progress: bool = option(True, "show a progress bar")
     threads: int = option(0, "CPU threads for torch (0: torch's default)", min=0)
     device: str = option("cpu", "cpu, cuda, or auto (cuda when available)")
+    average: float = option(
+        0.0,
+        "keep an exponential moving average of the weights with this decay per step "
+        "(e.g. 0.999; 0: off); validation, checkpoints and predictions use the average",
+    )
 
 
 @dataclass
@@ -176,6 +185,16 @@ class Trainer:
         self.extra = dict(extra or {})
         self.log = log
         self.optimizer = make_optimizer(optim, model.parameters())
+        if not 0 <= config.average < 1:
+            raise ValueError(f"trainer.average must be in [0, 1), got {config.average}")
+        # Polyak averaging (Polyak & Juditsky 1992), as an exponential moving average:
+        # the average is what is validated, saved as the model and used for predictions;
+        # the training weights live on in the checkpoint's state for --resume.
+        self.average = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.average))
+            if config.average
+            else None
+        )
         total = sum(task.batches_per_epoch(e) for e in range(1, config.epochs + 1))
         if total < 1:
             raise ValueError("the task has no training batches")
@@ -191,6 +210,11 @@ class Trainer:
         self.best_score: float | None = None  # tasks with a score: the best is chosen by it
         self.last_score: float | None = None
 
+    @property
+    def evaluated_model(self) -> nn.Module:
+        """The weights that are validated and saved: the average when averaging."""
+        return self.average.module if self.average is not None else self.model
+
     # --- checkpoints --------------------------------------------------------------
 
     def state_files(self) -> dict[str, Any]:
@@ -202,6 +226,9 @@ class Trainer:
                 )
         opt_tensors, opt_json = ckpt.optimizer_to_files(self.optimizer)
         tensors = opt_tensors | ckpt.rng_tensors() | ckpt.flatten_state(self.carry)
+        if self.average is not None:
+            tensors |= {_TRAINING_WEIGHTS + k: v for k, v in ckpt.model_tensors(self.model).items()}
+            tensors[_AVERAGED_STEPS] = self.average.n_averaged
         state = {
             "step": self.step,
             "epoch": self.epoch,
@@ -215,7 +242,7 @@ class Trainer:
             "optimizer": opt_json,
         }
         return {
-            ckpt.MODEL_FILE: ckpt.model_tensors(self.model),
+            ckpt.MODEL_FILE: ckpt.model_tensors(self.evaluated_model),
             ckpt.STATE_TENSORS: tensors,
             ckpt.STATE_JSON: state,
             **self.extra,
@@ -228,8 +255,17 @@ class Trainer:
         """Continue exactly where ``checkpoint`` stopped: weights, optimiser, schedule,
         RNG, position in the epoch and the carried recurrent state."""
         path = ckpt.resolve(checkpoint, prefer=("last", "best"))
-        ckpt.load_model_tensors(self.model, ckpt.read_tensors(path, ckpt.MODEL_FILE))
+        saved = ckpt.read_tensors(path, ckpt.MODEL_FILE)
         tensors = ckpt.read_tensors(path, ckpt.STATE_TENSORS)
+        training = {k[len(_TRAINING_WEIGHTS) :]: v for k, v in tensors.items()
+                    if k.startswith(_TRAINING_WEIGHTS)}  # fmt: skip
+        # A run that averaged saved the average as the model and its training weights in
+        # the state; one that did not, the training weights as the model. Turning
+        # averaging on at resume starts the average from the saved weights.
+        ckpt.load_model_tensors(self.model, training or saved)
+        if self.average is not None:
+            ckpt.load_model_tensors(self.average.module, saved)
+            self.average.n_averaged.fill_(int(tensors[_AVERAGED_STEPS]) if training else 0)
         state = ckpt.read_json(path, ckpt.STATE_JSON)
         ckpt.optimizer_from_files(self.optimizer, tensors, state["optimizer"])
         ckpt.restore_rng(tensors)
@@ -265,6 +301,8 @@ class Trainer:
             raise self._diverged("the gradient norm", norm)
         set_lr(self.optimizer, self.schedule.lr(self.epoch, self.step) * result.lr_scale)
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update_parameters(self.model)
         self.carry = detach(result.carry)
         self.step += 1
         self.position += 1
@@ -281,10 +319,11 @@ class Trainer:
         loss to the schedule (only at epoch ends, so a run stopped mid-epoch and resumed
         sees the same schedule). Saves "best" when the score improved (on a tie, when the
         loss did), or for a task without a score, when the loss did."""
-        self.model.eval()
+        model = self.evaluated_model
+        model.eval()
         with torch.no_grad():
-            result = self.task.evaluate(self.model)
-        self.model.train()
+            result = self.task.evaluate(model)
+        model.train()
         loss, score = (
             (float(result[0]), float(result[1]))
             if isinstance(result, tuple)
