@@ -292,3 +292,15 @@ def test_weight_average_is_the_ema_of_the_training_weights(tmp_path):
 def test_weight_average_decay_out_of_range_is_named(tmp_path, bad):
     with pytest.raises(ValueError, match=rf"trainer.average must be in \[0, 1\), got {bad}"):
         make_trainer(tmp_path, Regression(), average=bad)
+
+
+def test_lm_run_returns_the_weight_average(tmp_path):
+    run = lm.train(tiny(tmp_path, "--trainer.out", str(tmp_path / "r"),
+                        "--trainer.average", "0.9"), log=str)  # fmt: skip
+    saved = load_file(run.out_dir / "last" / ckpt.MODEL_FILE)
+    training = load_file(run.out_dir / "last" / ckpt.STATE_TENSORS)
+    returned = ckpt.model_tensors(run.model)
+    assert sorted(returned) == sorted(saved)
+    for name, value in saved.items():
+        assert torch.equal(returned[name], value), name
+    assert not torch.equal(saved["embedding.weight"], training["training_weights.embedding.weight"])

@@ -264,7 +264,9 @@ def train(
             f"{tokenizer.kind} tokens, vocabulary {tokenizer.vocab_size}; run in {out_dir}"
         )
     result = trainer.fit()
-    return LMRun(out_dir, model, tokenizer, sections, result,
+    final = trainer.evaluated_model  # the weight average, when the run keeps one
+    assert isinstance(final, LanguageModel)
+    return LMRun(out_dir, final, tokenizer, sections, result,
                  train_ids.numel(), valid_ids.numel())  # fmt: skip
 
 
