@@ -2,9 +2,9 @@
 seq2seq and music models later).
 
 A task supplies batches and a loss; the trainer owns everything else: the optimiser and
-its schedule, truncated BPTT state carry, gradient clipping, the NaN guard, validation,
-checkpoints (last and best), exact resume, the metrics log, the progress bar and the
-loss plot.
+its schedule, truncated BPTT state carry, gradient clipping, the NaN guard, weight
+averaging, validation, checkpoints (last and best), exact resume, the metrics log, the
+progress bar and the loss plot.
 
 The task contract (``Task``)::
 
