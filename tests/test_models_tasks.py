@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rnnkit.data.padded import length_mask, pad
 from rnnkit.data.text import DataError
 from rnnkit.data.vectors import load_vectors
 from rnnkit.models.classifier import POOLINGS, Classifier, ClassifierConfig
@@ -15,6 +16,13 @@ from rnnkit.tagging import allowed_transitions
 
 def _padded(ids: torch.Tensor, extra: int) -> torch.Tensor:
     return torch.cat([ids, torch.zeros(ids.shape[0], extra, dtype=ids.dtype)], dim=1)
+
+
+def test_length_mask_marks_the_unpadded_steps():
+    ids, lengths = pad([[5, 6, 7], [8], [9, 9]])
+    assert length_mask(lengths, ids.shape[1]).tolist() == [
+        [True, True, True], [True, False, False], [True, True, False]]  # fmt: skip
+    assert torch.equal(length_mask(lengths, ids.shape[1]), ids != 0)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)

@@ -17,6 +17,11 @@ def pad(sequences: Sequence[Sequence[int]], value: int = 0) -> tuple[Tensor, Ten
     return ids, lengths
 
 
+def length_mask(lengths: Tensor, T: int) -> Tensor:
+    """lengths [B] -> [B, T] bool, True at the steps within each sequence."""
+    return torch.arange(T, device=lengths.device)[None] < lengths[:, None]
+
+
 def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """Example indices per batch, shuffled reproducibly from (seed, epoch); epoch 0 keeps
     the data's order (evaluation)."""

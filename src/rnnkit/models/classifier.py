@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.config import option
+from rnnkit.data.padded import length_mask
 from rnnkit.models.encoder import CELL_NAMES, recurrent_layer
 
 POOLINGS = ("final", "mean", "max", "attention")
@@ -56,7 +57,7 @@ class Classifier(nn.Module):
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """ids [B, T], lengths [B] (each >= 1) -> logits [B, C]."""
         states, final = self.rnn(self.dropout(self.embedding(ids)), lengths=lengths)  # [B, T, W]
-        mask = torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]  # [B, T]
+        mask = length_mask(lengths, ids.shape[1])  # [B, T]
         pooling = self.config.pooling
         if pooling == "final":
             h_n = final[0] if isinstance(final, tuple) else final  # [L*dirs, B, H]

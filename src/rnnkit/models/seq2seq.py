@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from rnnkit.cell_modules import CellBase, GRUCell, LSTMCell, RNNCell
 from rnnkit.config import option
+from rnnkit.data.padded import length_mask
 from rnnkit.data.tokenizers import BOS_ID
 from rnnkit.models.encoder import CELL_NAMES, recurrent_layer
 
@@ -177,7 +178,7 @@ class Seq2Seq(nn.Module):
         states, final = self.encoder(self.dropout(self.source_embedding(source)), lengths=lengths)
         finals = final if isinstance(final, tuple) else (final,)  # each [L_enc*dirs, B, H]
         dirs = 2 if c.bidirectional else 1
-        mask = torch.arange(source.shape[1], device=source.device)[None] < lengths[:, None]
+        mask = length_mask(lengths, source.shape[1])  # [B, S]
         memory = Memory(states, self.attention.key(states), mask)  # states [B, S, M]
         layers = []
         for layer in range(c.decoder_layers):

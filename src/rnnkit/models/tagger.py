@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.config import option
+from rnnkit.data.padded import length_mask
 from rnnkit.models.encoder import CELL_NAMES, recurrent_layer
 from rnnkit.tagging.crf import CRF
 
@@ -109,7 +110,7 @@ class Tagger(nn.Module):
 
     def loss_of(self, scores: Tensor, lengths: Tensor, tags: Tensor) -> Tensor:
         """``loss`` from tag scores [B, T, K] already computed by ``emissions``."""
-        mask = torch.arange(scores.shape[1], device=scores.device)[None] < lengths[:, None]
+        mask = length_mask(lengths, scores.shape[1])  # [B, T]
         if self.crf is not None:
             return self.crf.neg_log_likelihood(scores, tags, mask).mean()
         return F.cross_entropy(scores[mask], tags[mask], reduction="sum") / scores.shape[0]
@@ -117,7 +118,6 @@ class Tagger(nn.Module):
     def decode_of(self, scores: Tensor, lengths: Tensor) -> list[list[int]]:
         """``decode`` from tag scores [B, T, K] already computed by ``emissions``."""
         if self.crf is not None:
-            mask = torch.arange(scores.shape[1], device=scores.device)[None] < lengths[:, None]
-            return self.crf.decode(scores, mask)
+            return self.crf.decode(scores, length_mask(lengths, scores.shape[1]))
         best = scores.argmax(2)
         return [best[b, :n].tolist() for b, n in enumerate(lengths.tolist())]
