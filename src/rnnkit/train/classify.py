@@ -32,6 +32,7 @@ from rnnkit.models.classifier import Classifier, ClassifierConfig
 from rnnkit.train import checkpoint as ckpt
 from rnnkit.train.classification_metrics import ClassificationReport, classification_report
 from rnnkit.train.optim import OptimConfig
+from rnnkit.train.pretrained import init_from_language_model
 from rnnkit.train.trainer import FitResult, StepResult, Trainer, TrainerConfig
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -56,6 +57,12 @@ class ClassifyDataConfig:
         0.0, "probability of replacing each training word by <unk> (Iyyer et al. 2015, sec. 3)"
     )
     vectors: str | None = option(None, "word2vec/GloVe text file to initialise embeddings")
+    pretrained_lm: str | None = option(
+        None, "word language model (an `rnnkit train lm` run) to start from (Dai & Le 2015)"
+    )
+    pretrained_lm_reverse: str | None = option(
+        None, "word language model trained on reversed text, to start the backward direction"
+    )
 
 
 def defaults() -> cfg.Sections:
@@ -174,6 +181,14 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
         vocab = {tokenizer.token_text(i): i for i in range(tokenizer.vocab_size)}
         found = load_vectors(data_c.vectors, vocab, model.embedding.weight)
         log(f"pretrained vectors for {found:,} of {tokenizer.vocab_size:,} words")
+    for path, reverse in ((data_c.pretrained_lm, False), (data_c.pretrained_lm_reverse, True)):
+        if path is not None:
+            # The embeddings come from the forward model when both are given: the
+            # backward one's are a second, different, view of the same words.
+            embedding = None if reverse and data_c.pretrained_lm else model.embedding
+            transfer = init_from_language_model(embedding, model.rnn, tokenizer, path,
+                                                reverse=reverse)  # fmt: skip
+            log(transfer.describe(path, "backward" if reverse else "forward"))
     task = ClassifyTask(tokenizer, labels, train_examples, valid_examples, data_c, trainer_c.seed)
     out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {"task": "classify", "rnnkit_version": rnnkit.__version__}
