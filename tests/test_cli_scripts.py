@@ -53,3 +53,32 @@ def test_sst2_script(shared_data, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "on 6,920 sentences (872 validation), 2 labels" in result.stdout
     assert "stopped (max_steps) at step 2" in result.stdout and ", accuracy " in result.stdout
+
+
+def test_sst2_pretrained_script(shared_data, tmp_path):
+    # The whole pipeline at toy size: the corpora, both language models, the classifier.
+    lm_dir = tmp_path / "lm"
+    env = os.environ | {"RNNKIT_DATA": str(shared_data), "RNNKIT": f"{sys.executable} -m rnnkit",
+                        "PYTHONPATH": str(ROOT / "src"), "SST2_LM_DIR": str(lm_dir),
+                        "SST2_LM_ARGS": "--model.hidden_size 8 --model.embedding_size 8 "
+                        "--trainer.max_steps 2 --data.eval_batch_size 512 --samples 0"}  # fmt: skip
+    args = ["--model.hidden_size", "8", "--model.embedding_size", "8", "--trainer.max_steps",
+            "2", "--trainer.progress", "false", "--trainer.threads", "1", "--trainer.out",
+            str(tmp_path / "sst2")]  # fmt: skip
+    command = ["bash", str(ROOT / "scripts" / "sst2_pretrained.sh"), *args]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
+                            check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "1,070,064 training" in result.stdout  # the forward and the backward corpus
+    assert result.stdout.count("1,070,064 training") == 2
+    forward = (lm_dir / "corpus.txt").read_text().split()
+    backward = (lm_dir / "corpus.reversed.txt").read_text().split()
+    assert backward == forward[::-1]
+    assert "forward direction of layer(s) 0; embeddings of " in result.stdout
+    assert "backward direction of layer(s) 0" in result.stdout
+    assert "stopped (max_steps) at step 2" in result.stdout and ", accuracy " in result.stdout
+
+    again = subprocess.run([*command[:-1], str(tmp_path / "sst2-again")], env=env,
+                           capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert f"reusing the language model in {lm_dir}/fwd" in again.stdout
