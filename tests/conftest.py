@@ -16,6 +16,15 @@ def _deterministic():
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models on a shared machine: a second thread only adds synchronisation."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"needs the shared data sets at {SHARED_DATA} (absent on this machine)")

@@ -19,12 +19,7 @@ TINY = ["--model.hidden_size", "16", "--model.num_layers", "1", "--model.embeddi
         "--data.batch_size", "8", "--data.bptt", "16", "--trainer.progress", "false"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def invoke(*args: str):

@@ -20,12 +20,7 @@ from rnnkit.train.pretrained import init_from_language_model
 TEXT = "the film is good .\nthe film is dull .\na good story\na dull story\n" * 20
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_lm(tmp_path: Path, name: str, *extra: str) -> Path:

@@ -18,13 +18,7 @@ from rnnkit.train.metrics import read
 TEXT = lm.default_corpus()[:1400]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models on a shared machine: a second thread only adds synchronisation.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(tmp_path: Path, *extra: str) -> dict:

@@ -85,13 +85,12 @@ def init_from_language_model(
             for name in names:
                 target[name + suffix].copy_(source[name])
             layers.append(layer)
-        words = None
-        if embedding is not None:
-            words = 0
-            lm_ids = {lm_tokenizer.token_text(i): i for i in range(lm_tokenizer.vocab_size)}
-            for i in range(tokenizer.vocab_size):
-                j = lm_ids.get(tokenizer.token_text(i))
-                if i != PAD_ID and j is not None:
-                    embedding.weight[i] = model.embedding.weight[j]
-                    words += 1
-    return Transfer(layers, words, tokenizer.vocab_size)
+        if embedding is None:
+            return Transfer(layers, None, tokenizer.vocab_size)
+        lm_ids = {lm_tokenizer.token_text(i): i for i in range(lm_tokenizer.vocab_size)}
+        pairs = [(i, lm_ids[text]) for i in range(tokenizer.vocab_size)
+                 if i != PAD_ID and (text := tokenizer.token_text(i)) in lm_ids]  # fmt: skip
+        if pairs:
+            rows, lm_rows = torch.tensor(pairs).T  # [2, N]: task rows, language-model rows
+            embedding.weight[rows] = model.embedding.weight[lm_rows]
+    return Transfer(layers, len(pairs), tokenizer.vocab_size)
