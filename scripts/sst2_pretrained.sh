@@ -15,7 +15,8 @@
 #   scripts/sst2_pretrained.sh [more --section.field VALUE overrides for the classifier]
 #
 # The language models are trained once, into runs/sst2-lm/{fwd,bwd} (or SST2_LM_DIR); a
-# later call reuses them (delete fwd or bwd there to train one afresh). SST2_LM_ARGS adds
+# later call resumes them: an interrupted one finishes, a finished one is reused as it is
+# (delete fwd or bwd there to train one afresh). SST2_LM_ARGS adds
 # overrides to both language models. Data: ../shared/data (override with RNNKIT_DATA);
 # the classifier goes to runs/sst2-pretrained.
 set -euo pipefail
@@ -44,8 +45,10 @@ backwards "$LM/corpus.txt" > "$LM/corpus.reversed.txt"
 backwards "$DATA/ptb/ptb.valid.txt" > "$LM/ptb.valid.reversed.txt"
 
 language_model() {  # name, training text, validation text
-    if [[ -d "$LM/$1/best" ]]; then
-        echo "reusing the language model in $LM/$1"
+    if [[ -d "$LM/$1/last" ]]; then
+        # A finished run resumes to nothing; an interrupted one finishes where it stopped.
+        echo "resuming the language model in $LM/$1"
+        "${RNNKIT_CMD[@]}" train lm --resume "$LM/$1" --trainer.progress false
         return
     fi
     "${RNNKIT_CMD[@]}" train lm --data.text "$2" --data.valid_text "$3" \

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
-from rnnkit.cli import classify as _  # noqa: F401  (registers the commands)
+from rnnkit.cli import classify as _classify  # noqa: F401  (registers the commands)
 from rnnkit.cli import predict as _predict  # noqa: F401
+from rnnkit.train import classify
 
 SENTENCES = [
     ("pos", "a great and funny film"),
@@ -98,3 +100,35 @@ def test_word_dropout_out_of_range_is_named():
 
     with pytest.raises(ValueError, match=r"data.word_dropout must be in \[0, 1\), got 1.0"):
         _task(1.0)
+
+
+@pytest.mark.parametrize(("kind", "vocab_size"), [("char", None), ("bpe", 300)])
+def test_subword_tokenizers_train_save_and_predict(tmp_path, kind, vocab_size):
+    data = tmp_path / "train.txt"
+    data.write_text("".join(f"{label} {text}\n" for label, text in SENTENCES), encoding="utf-8")
+    out = tmp_path / "run"
+    sections = classify.configure(
+        data={"train": str(data), "valid": str(data), "tokenizer": kind, "vocab_size": vocab_size,
+              "batch_size": 4},
+        model={"hidden_size": 12, "embedding_size": 8, "dropout": 0.0},
+        trainer={"epochs": 12, "progress": False, "out": str(out)}, optim={"lr": 0.03},
+    )  # fmt: skip
+    run = classify.train(sections, log=lambda _: None)
+    assert run.report.accuracy == 1.0
+    _, tokenizer, _ = classify.load(out)
+    assert tokenizer.kind == kind
+    # An unseen word still becomes known pieces, not one <unk>.
+    assert tokenizer.unk_id not in tokenizer.encode("funnier")
+    [prediction] = classify.predict(out, ["great , funny"])
+    assert prediction["label"] == "pos"
+
+
+def test_vectors_need_word_tokens(tmp_path):
+    data = tmp_path / "train.txt"
+    data.write_text("".join(f"{label} {text}\n" for label, text in SENTENCES), encoding="utf-8")
+    vectors = tmp_path / "v.txt"
+    vectors.write_text("great 0.1 0.2\n", encoding="utf-8")
+    sections = classify.configure(data={"train": str(data), "tokenizer": "bpe",
+                                        "vectors": str(vectors)})  # fmt: skip
+    with pytest.raises(ValueError, match=r"need data\.tokenizer 'word', got 'bpe'"):
+        classify.train(sections, log=lambda _: None)

@@ -78,7 +78,15 @@ def test_sst2_pretrained_script(shared_data, tmp_path):
     assert "backward direction of layer(s) 0" in result.stdout
     assert "stopped (max_steps) at step 2" in result.stdout and ", accuracy " in result.stdout
 
+    # A second call resumes the finished language models, which trains nothing more.
+    def train_lines() -> list[list[str]]:
+        return [[line for line in (lm_dir / d / "metrics.jsonl").read_text().splitlines()
+                 if '"kind": "train"' in line] for d in ("fwd", "bwd")]  # fmt: skip
+
+    steps = train_lines()
+    assert all(len(lines) == 2 for lines in steps)
     again = subprocess.run([*command[:-1], str(tmp_path / "sst2-again")], env=env,
                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     assert again.returncode == 0, again.stderr
-    assert f"reusing the language model in {lm_dir}/fwd" in again.stdout
+    assert f"resuming the language model in {lm_dir}/fwd" in again.stdout
+    assert train_lines() == steps

@@ -4,7 +4,8 @@
     run = classify.train(classify.configure(data={"train": "train.txt", "valid": "dev.txt"}))
     labels_and_probs = classify.predict(run.out_dir, ["a gripping , funny film ."])
 
-Words are whitespace-separated tokens (the SST files are pre-tokenized); the loss is the
+Tokens are whitespace-separated words (the SST files are pre-tokenized), or characters or
+BPE subwords learned from the training text (``data.tokenizer``); the loss is the
 mean cross-entropy per sentence. After training, the best checkpoint is scored on the
 validation file: accuracy, per-class and macro F1, and a confusion matrix (text + PNG).
 """
@@ -26,6 +27,7 @@ from rnnkit import config as cfg
 from rnnkit.config import option
 from rnnkit.data.labelled import Example, LabelSet, read_labelled
 from rnnkit.data.padded import batches, pad
+from rnnkit.data.tokenizers import KINDS as TOKENIZER_KINDS
 from rnnkit.data.tokenizers import PAD_ID, Tokenizer, tokenizer_from_dict, train_tokenizer
 from rnnkit.data.vectors import load_vectors
 from rnnkit.models.classifier import Classifier, ClassifierConfig
@@ -50,6 +52,7 @@ class ClassifyDataConfig:
     label_column: str = option("label", "CSV/TSV/JSONL label column")
     encoding: str = option("utf-8", "text encoding of the files")
     lowercase: bool = option(False, "lowercase the text")
+    tokenizer: str = option("word", "token unit", choices=TOKENIZER_KINDS)
     min_count: int = option(1, "words seen fewer times become <unk>", min=1)
     vocab_size: int | None = option(None, "cap on the vocabulary, specials included")
     batch_size: int = option(32, "sentences per batch", min=1)
@@ -173,7 +176,11 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     torch.manual_seed(trainer_c.seed)
     train_examples, valid_examples = _split(data_c)
     texts = [_text(e.text, data_c.lowercase) + "\n" for e in train_examples]
-    tokenizer = train_tokenizer("word", texts, vocab_size=data_c.vocab_size,
+    if data_c.tokenizer != "word" and (data_c.vectors or data_c.pretrained_lm
+                                       or data_c.pretrained_lm_reverse):  # fmt: skip
+        raise ValueError(f"pretrained vectors and language models match words, so they need "
+                         f"data.tokenizer 'word', got {data_c.tokenizer!r}")  # fmt: skip
+    tokenizer = train_tokenizer(data_c.tokenizer, texts, vocab_size=data_c.vocab_size,
                                 min_count=data_c.min_count)  # fmt: skip
     labels = LabelSet.from_labels(e.label for e in train_examples)
     model = Classifier(model_c, tokenizer.vocab_size, len(labels.names))
