@@ -22,9 +22,13 @@ SENTENCES = [
 ] * 2
 
 
+def _write_sentences(path):
+    path.write_text("".join(f"{label} {text}\n" for label, text in SENTENCES), encoding="utf-8")
+    return path
+
+
 def test_train_and_predict(tmp_path):
-    data = tmp_path / "train.txt"
-    data.write_text("".join(f"{label} {text}\n" for label, text in SENTENCES), encoding="utf-8")
+    data = _write_sentences(tmp_path / "train.txt")
     out = tmp_path / "run"
     args = ["train", "classify", "--train", str(data), "--valid", str(data),
             "--trainer.epochs", "12", "--trainer.progress", "false", "--trainer.out", str(out),
@@ -103,9 +107,8 @@ def test_word_dropout_out_of_range_is_named():
 
 
 @pytest.mark.parametrize(("kind", "vocab_size"), [("char", None), ("bpe", 300)])
-def test_subword_tokenizers_train_save_and_predict(tmp_path, kind, vocab_size):
-    data = tmp_path / "train.txt"
-    data.write_text("".join(f"{label} {text}\n" for label, text in SENTENCES), encoding="utf-8")
+def test_char_and_bpe_tokenizers_train_save_and_predict(tmp_path, kind, vocab_size):
+    data = _write_sentences(tmp_path / "train.txt")
     out = tmp_path / "run"
     sections = classify.configure(
         data={"train": str(data), "valid": str(data), "tokenizer": kind, "vocab_size": vocab_size,
@@ -124,8 +127,7 @@ def test_subword_tokenizers_train_save_and_predict(tmp_path, kind, vocab_size):
 
 
 def test_vectors_need_word_tokens(tmp_path):
-    data = tmp_path / "train.txt"
-    data.write_text("".join(f"{label} {text}\n" for label, text in SENTENCES), encoding="utf-8")
+    data = _write_sentences(tmp_path / "train.txt")
     vectors = tmp_path / "v.txt"
     vectors.write_text("great 0.1 0.2\n", encoding="utf-8")
     sections = classify.configure(data={"train": str(data), "tokenizer": "bpe",

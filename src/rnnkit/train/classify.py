@@ -53,7 +53,7 @@ class ClassifyDataConfig:
     encoding: str = option("utf-8", "text encoding of the files")
     lowercase: bool = option(False, "lowercase the text")
     tokenizer: str = option("word", "token unit", choices=TOKENIZER_KINDS)
-    min_count: int = option(1, "words seen fewer times become <unk>", min=1)
+    min_count: int = option(1, "tokens seen fewer times become <unk>", min=1)
     vocab_size: int | None = option(None, "cap on the vocabulary, specials included")
     batch_size: int = option(32, "sentences per batch", min=1)
     word_dropout: float = option(
