@@ -18,16 +18,17 @@ def _kwargs(cell: str) -> dict:
 
 @pytest.mark.parametrize("cell", TORCH_CELLS)
 def test_state_dict_loads_both_ways(cell: str):
-    theirs = torch_class(cell)(4, 5, 2, bidirectional=True, **_kwargs(cell))
-    ours = rnnkit_class(cell)(4, 5, 2, bidirectional=True, **_kwargs(cell))
+    kwargs = {"bidirectional": True, "dtype": torch.float64, **_kwargs(cell)}
+    theirs = torch_class(cell)(4, 5, 2, **kwargs)
+    ours = rnnkit_class(cell)(4, 5, 2, **kwargs)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     ours.load_state_dict(theirs.state_dict())
-    x = torch.randn(6, 3, 4)
-    assert_rel_close(ours(x)[0].detach(), theirs(x)[0].detach(), 1e-5)
+    x = torch.randn(6, 3, 4, dtype=torch.float64)
+    assert_rel_close(ours(x)[0].detach(), theirs(x)[0].detach(), 1e-12)
     torch.manual_seed(1)
     ours.reset_parameters()
     theirs.load_state_dict(ours.state_dict())
-    assert_rel_close(ours(x)[0].detach(), theirs(x)[0].detach(), 1e-5)
+    assert_rel_close(ours(x)[0].detach(), theirs(x)[0].detach(), 1e-12)
 
 
 @pytest.mark.parametrize("cell", ALL_CELLS)
@@ -74,13 +75,14 @@ def test_reset_before_gru_cell_is_one_layer_step():
 
 @pytest.mark.parametrize("cell", TORCH_CELLS)
 def test_unbatched_input_matches_torch(cell: str):
-    theirs = torch_class(cell)(3, 4, 2, bidirectional=True, **_kwargs(cell))
-    ours = rnnkit_class(cell)(3, 4, 2, bidirectional=True, **_kwargs(cell))
+    kwargs = {"bidirectional": True, "dtype": torch.float64, **_kwargs(cell)}
+    theirs = torch_class(cell)(3, 4, 2, **kwargs)
+    ours = rnnkit_class(cell)(3, 4, 2, **kwargs)
     ours.load_state_dict(theirs.state_dict())
-    x = torch.randn(5, 3)
+    x = torch.randn(5, 3, dtype=torch.float64)
     (a, fa), (b, fb) = ours(x), theirs(x)
     assert a.shape == b.shape == (5, 8)
-    assert_rel_close(a.detach(), b.detach(), 1e-5)
+    assert_rel_close(a.detach(), b.detach(), 1e-12)
     for u, v in zip(*(f if isinstance(f, tuple) else (f,) for f in (fa, fb)), strict=True):
         assert u.shape == v.shape == (4, 4)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import TOLERANCE, assert_rel_close, rnnkit_class
+from helpers import TOLERANCE, assert_fp32_close, assert_rel_close, fp32_layer_truth, rnnkit_class
 from registry import B, D, H, LayerConfig, T, layer_configs, make_layer, sample_lengths
 from rnnkit import reference
 
@@ -58,27 +58,39 @@ def reference_stack(layer, x: np.ndarray, state0: list[tuple], dys: np.ndarray, 
 FULL = layer_configs(lengths=("full",))
 
 
+def _run_layer(layer, config: LayerConfig, x64, h64, dys, dh) -> list[torch.Tensor]:
+    """Output, final states, d initial states (if given), d input and d every parameter of
+    a linear loss (weights dys, dh), on leaves in the layer's dtype."""
+    dtype = next(layer.parameters()).dtype
+    x = x64.to(dtype, copy=True).requires_grad_()
+    hx = [h.to(dtype, copy=True).requires_grad_() for h in h64]
+    given = (tuple(hx) if len(hx) == 2 else hx[0]) if config.initial_state else None
+    out, final = layer(x.transpose(0, 1) if config.batch_first else x, given)
+    out = out.transpose(0, 1) if config.batch_first else out
+    finals = final if isinstance(final, tuple) else (final,)
+    loss = (out * dys.to(dtype)).sum()
+    loss = loss + sum((f * d.to(dtype)).sum() for f, d in zip(finals, dh, strict=True))
+    leaves = [*(hx if config.initial_state else []), x, *layer.parameters()]
+    grads = torch.autograd.grad(loss, leaves)
+    return [out.detach(), *(f.detach() for f in finals), *grads]
+
+
 @pytest.mark.parametrize("config", FULL, ids=lambda c: c.id)
 def test_layer_matches_reference(config: LayerConfig):
     layer = make_layer(rnnkit_class, config)
     n, S = config.num_layers * layer.num_directions, layer.cell.num_states
     g = torch.Generator().manual_seed(3)
-    x64 = torch.randn(T, B, D, generator=g, dtype=torch.float64)
-    h64 = [torch.randn(n, B, H, generator=g, dtype=torch.float64) for _ in range(S)]
-    dys = torch.randn(T, B, layer.num_directions * H, generator=g, dtype=torch.float64)
-    dh = [torch.randn(n, B, H, generator=g, dtype=torch.float64) for _ in range(S)]
+
+    def draw(*shape):  # in float64, rounded to the config's dtype: both sides see one value
+        return torch.randn(*shape, generator=g, dtype=torch.float64).to(config.dtype).double()
+
+    x64 = draw(T, B, D)
+    h64 = [draw(n, B, H) for _ in range(S)]
+    dys = draw(T, B, layer.num_directions * H)
+    dh = [draw(n, B, H) for _ in range(S)]
     if not config.initial_state:
         h64 = [torch.zeros_like(h) for h in h64]
-
-    x = x64.to(config.dtype, copy=True).requires_grad_()
-    hx = [h.to(config.dtype, copy=True).requires_grad_() for h in h64]
-    given = (tuple(hx) if S == 2 else hx[0]) if config.initial_state else None
-    out, final = layer(x.transpose(0, 1) if config.batch_first else x, given)
-    out = out.transpose(0, 1) if config.batch_first else out
-    finals = final if isinstance(final, tuple) else (final,)
-    loss = (out * dys.to(config.dtype)).sum()
-    loss = loss + sum((f * d.to(config.dtype)).sum() for f, d in zip(finals, dh, strict=True))
-    loss.backward()
+    actual = _run_layer(layer, config, x64, h64, dys, dh)
 
     ref_out, ref_finals, ref_grads, ref_dx, ref_dstate0 = reference_stack(
         layer,
@@ -87,17 +99,24 @@ def test_layer_matches_reference(config: LayerConfig):
         dys.numpy(),
         [tuple(d[k].numpy() for d in dh) for k in range(n)],
     )
-    rtol = TOLERANCE[config.dtype]
-    assert_rel_close(out.detach(), ref_out, rtol, "output")
-    for s in range(S):
-        stacked = np.stack([f[s] for f in ref_finals])
-        assert_rel_close(finals[s].detach(), stacked, rtol, f"final state {s}")
-        if config.initial_state:
-            dstate = np.stack([d[s] for d in ref_dstate0])
-            assert_rel_close(hx[s].grad, dstate, rtol, f"d initial state {s}")
-    assert_rel_close(x.grad, ref_dx, rtol, "d input")
-    for name, p in layer.named_parameters():
-        assert_rel_close(p.grad, ref_grads[name], rtol, f"d {name}")
+    names = ["output", *(f"final state {s}" for s in range(S))]
+    expected = [ref_out, *(np.stack([f[s] for f in ref_finals]) for s in range(S))]
+    if config.initial_state:
+        names += [f"d initial state {s}" for s in range(S)]
+        expected += [np.stack([d[s] for d in ref_dstate0]) for s in range(S)]
+    names.append("d input")
+    expected.append(ref_dx)
+    for name, _ in layer.named_parameters():
+        names.append(f"d {name}")
+        expected.append(ref_grads[name])
+
+    if config.dtype == torch.float64:
+        for name, a, e in zip(names, actual, expected, strict=True):
+            assert_rel_close(a, e, TOLERANCE[torch.float64], name)
+        return
+    _, bounds = fp32_layer_truth(layer, lambda m: _run_layer(m, config, x64, h64, dys, dh))
+    for name, a, e, bound in zip(names, actual, expected, bounds, strict=True):
+        assert_fp32_close(a, torch.from_numpy(np.asarray(e)), bound, name)
 
 
 VARIABLE = layer_configs(lengths=("padded", "packed"), num_layers=(1, 2), dtypes=(torch.float64,))

@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import TOLERANCE, assert_rel_close, rnnkit_class, run_with_random_loss, torch_class
+from helpers import (
+    TOLERANCE,
+    assert_fp32_pair_close,
+    assert_rel_close,
+    fp32_layer_truth,
+    outputs_and_grads,
+    rnnkit_class,
+    torch_class,
+)
 from registry import TORCH_CELLS, B, D, LayerConfig, T, layer_configs, sample_lengths
 
 CONFIGS = layer_configs(cells=TORCH_CELLS)
@@ -25,40 +33,34 @@ def _inputs(config: LayerConfig):
     return x, lengths, hx
 
 
-def _leaves(x, hx):
-    x = x.clone().requires_grad_()
-    if hx is None:
-        return x, None
+def _run(module, config: LayerConfig, x, lengths, hx, pack_padded=False):
+    dtype = next(module.parameters()).dtype
+    x = x.to(dtype, copy=True).requires_grad_()
     if isinstance(hx, tuple):
-        return x, tuple(s.clone().requires_grad_() for s in hx)
-    return x, hx.clone().requires_grad_()
+        hx = tuple(s.to(dtype, copy=True).requires_grad_() for s in hx)
+    elif hx is not None:
+        hx = hx.to(dtype, copy=True).requires_grad_()
+    return outputs_and_grads(module, config, x, lengths, hx, pack_padded)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.id)
 def test_layer_matches_torch_nn(config: LayerConfig):
+    """Outputs, final states, d input, d initial states and d every parameter (in torch.nn's
+    parameter order, which ours shares)."""
     torch.manual_seed(0)
     theirs = torch_class(config.cell)(D, 6, **config.layer_kwargs())
     ours = rnnkit_class(config.cell)(D, 6, **config.layer_kwargs())
     ours.load_state_dict(theirs.state_dict())
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
     x, lengths, hx = _inputs(config)
-    x_theirs, hx_theirs = _leaves(x, hx)
-    x_ours, hx_ours = _leaves(x, hx)
-    out_theirs, finals_theirs = run_with_random_loss(
-        theirs, config, x_theirs, lengths, hx_theirs, pack_padded=True
-    )
-    out_ours, finals_ours = run_with_random_loss(ours, config, x_ours, lengths, hx_ours)
-
-    rtol = TOLERANCE[config.dtype]
-    assert_rel_close(out_ours, out_theirs, rtol, "output")
-    for mine, ref in zip(finals_ours, finals_theirs, strict=True):
-        assert_rel_close(mine, ref, rtol, "final state")
-    assert_rel_close(x_ours.grad, x_theirs.grad, rtol, "d input")
-    if hx is not None:
-        pairs = zip(
-            *(s if isinstance(s, tuple) else (s,) for s in (hx_ours, hx_theirs)), strict=True
-        )
-        for mine, ref in pairs:
-            assert_rel_close(mine.grad, ref.grad, rtol, "d initial state")
-    theirs_params = dict(theirs.named_parameters())
-    for name, p in ours.named_parameters():
-        assert_rel_close(p.grad, theirs_params[name].grad, rtol, f"d {name}")
+    mine = _run(ours, config, x, lengths, hx)
+    reference = _run(theirs, config, x, lengths, hx, pack_padded=True)
+    if config.dtype == torch.float64:
+        for k, (a, e) in enumerate(zip(mine, reference, strict=True)):
+            assert_rel_close(a, e, TOLERANCE[torch.float64], f"tensor #{k}")
+        return
+    # Both are fp32 computations of one problem: each within the error model's bound of
+    # the exact result, so within twice that of each other.
+    _, bounds = fp32_layer_truth(ours, lambda m: _run(m, config, x, lengths, hx))
+    for k, (a, e, bound) in enumerate(zip(mine, reference, bounds, strict=True)):
+        assert_fp32_pair_close(a, e, bound, f"tensor #{k} (out, finals, then grads)")

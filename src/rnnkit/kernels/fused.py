@@ -92,14 +92,16 @@ _info: dict[str, Any] = {}
 
 
 def _extension_name() -> str:
-    """Unique per source, flags and CPU: ``-march=native`` code must not cross machines."""
+    """Unique per source, flags, CPU and torch: ``-march=native`` code must not cross
+    machines, and a module built against one torch's headers must not load in another."""
     cpu = ""
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next((line for line in f if line.startswith("flags")), "")
     except OSError:
         pass
-    key = hashlib.sha1((_SOURCE.read_text() + " ".join(_FLAGS) + cpu).encode()).hexdigest()
+    key = _SOURCE.read_text() + " ".join(_FLAGS) + cpu + torch.__version__
+    key = hashlib.sha1(key.encode()).hexdigest()
     return f"rnnkit_fused_cpu_{key[:12]}"
 
 
