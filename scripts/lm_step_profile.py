@@ -22,9 +22,9 @@ from collections.abc import Callable
 
 import torch
 
-from rnnkit.bench import time_alternating
-from rnnkit.models.lm import LanguageModel, LMConfig
-from rnnkit.train.losses import projected_cross_entropy
+from rnnkit.tasks.lm.loss import projected_cross_entropy
+from rnnkit.tasks.lm.model import LanguageModel, LMConfig
+from rnnkit.tools.bench import time_alternating
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:

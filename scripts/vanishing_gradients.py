@@ -23,7 +23,9 @@ import torch
 
 from rnnkit.diagnostics import gate_trace, gradient_flow, jacobian_norms
 from rnnkit.diagnostics.plots import plot_curves, plot_gate_distributions, plot_unit_heatmap
-from rnnkit.experiment import (
+from rnnkit.synthetic import make_task, memoryless_baseline
+from rnnkit.synthetic.agreement import VERB_FORMS
+from rnnkit.synthetic.experiment import (
     ExperimentConfig,
     ExperimentResult,
     SequenceModel,
@@ -31,8 +33,6 @@ from rnnkit.experiment import (
     run_experiment,
     save_run,
 )
-from rnnkit.tasks import make_task, memoryless_baseline
-from rnnkit.tasks.agreement import VERB_FORMS
 
 
 def log(message: str) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rnnkit.cells import CELLS
+from rnnkit.nn.cells import CELLS
 
 TORCH_CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")  # the forms torch.nn has
 ALL_CELLS = tuple(CELLS)

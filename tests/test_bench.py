@@ -14,10 +14,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from rnnkit import bench, kernels
-from rnnkit.cells import CELLS
 from rnnkit.cli import app
 from rnnkit.cli import bench as _register_bench  # noqa: F401  (adds the command to app)
+from rnnkit.nn import kernels
+from rnnkit.nn.cells import CELLS
+from rnnkit.tools import bench
 
 
 def _run(*args: str) -> str:
@@ -93,9 +94,9 @@ def test_gemm_flops_formula():
 
 
 def test_bench_bounds_smoke():
-    """`python -m rnnkit.bench_bounds` on a tiny shape: every time positive, the ratios
+    """`python -m rnnkit.tools.bench_bounds` on a tiny shape: every time positive, the ratios
     consistent with the times. Nothing about speed."""
-    from rnnkit.bench_bounds import main
+    from rnnkit.tools.bench_bounds import main
 
     bounds = main(["--cells", "gru,gru_reset_before", "--shapes", "4x2x3x5", "--repeats", "1",
                    "--peak-size", "64", "--stream-calls", "2"])  # fmt: skip

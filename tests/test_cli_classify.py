@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from rnnkit.cli import app
 from rnnkit.cli import classify as _classify  # noqa: F401  (registers the commands)
 from rnnkit.cli import predict as _predict  # noqa: F401
-from rnnkit.train import classify
+from rnnkit.tasks.classify import api as classify
 
 SENTENCES = [
     ("pos", "a great and funny film"),
@@ -66,9 +66,9 @@ def test_bad_inputs(tmp_path):
 def _task(word_dropout: float):
     import torch
 
-    from rnnkit.data.labelled import Example, LabelSet
     from rnnkit.data.tokenizers import train_tokenizer
-    from rnnkit.train.classify import ClassifyDataConfig, ClassifyTask
+    from rnnkit.tasks.classify.api import ClassifyDataConfig, ClassifyTask
+    from rnnkit.tasks.classify.labelled import Example, LabelSet
 
     examples = [Example(text, label) for label, text in SENTENCES * 10]
     tokenizer = train_tokenizer("word", [e.text + "\n" for e in examples])

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import rnnkit.cli.diagnose  # registers the commands
 import rnnkit.cli.lm  # noqa: F401
 from rnnkit.cli import app
-from rnnkit.train import lm
+from rnnkit.tasks.lm import api as lm
 
 TEXT = lm.default_corpus()[:2500]
 TINY = ["--model.hidden_size", "16", "--model.num_layers", "1", "--model.embedding_size", "8",
@@ -126,7 +126,7 @@ def test_bad_override_and_missing_checkpoint(tmp_path):
 
 
 def test_python_api_loads_and_samples(trained):
-    from rnnkit.decoding import SampleConfig, sample
+    from rnnkit.decoding.sampling import SampleConfig, sample
 
     root, _ = trained
     model, tokenizer, config = lm.load(root / "run")

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from rnnkit.cli import app
 from rnnkit.cli import seq2seq as _cli  # noqa: F401  (registers the commands)
-from rnnkit.train import seq2seq
+from rnnkit.tasks.seq2seq import api as seq2seq
 
 TINY = ["--trainer.progress", "false", "--trainer.threads", "1", "--model.hidden_size", "16",
         "--model.embedding_size", "8", "--model.attention_size", "8",

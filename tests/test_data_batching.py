@@ -8,7 +8,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from rnnkit.data import LMBatches, split_train_valid
+from rnnkit.tasks.lm.batching import LMBatches, split_train_valid
 
 N, B, BPTT = 1003, 7, 10
 L = N // B  # 143 tokens per stream; the last N - B * L = 2 tokens are dropped

@@ -7,8 +7,9 @@ from collections import defaultdict
 
 import pytest
 
-from rnnkit.data import DataError, dates
-from rnnkit.data.parallel import Pair, read_aligned, read_parallel, read_tsv
+from rnnkit.data import DataError
+from rnnkit.tasks.seq2seq import dates
+from rnnkit.tasks.seq2seq.parallel import Pair, read_aligned, read_parallel, read_tsv
 
 
 def write(path, text: str):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rnnkit.data.conll import format_conll, read_conll
-from rnnkit.data.labelled import LabelSet, read_labelled
 from rnnkit.data.text import DataError
+from rnnkit.tasks.classify.labelled import LabelSet, read_labelled
+from rnnkit.tasks.tag.conll import format_conll, read_conll
 
 
 def _write(tmp_path, name: str, text: str):

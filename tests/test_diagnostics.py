@@ -19,7 +19,7 @@ from rnnkit.diagnostics import (
     unit_heatmap,
     unroll,
 )
-from rnnkit.experiment import make_layer as make_task_layer
+from rnnkit.synthetic.experiment import make_layer as make_task_layer
 
 FULL = layer_configs(num_layers=(1, 2), lengths=("full",), dtypes=(torch.float64,))
 
@@ -215,7 +215,7 @@ def test_unroll_rejects_lengths_style_inputs():
 
 @pytest.mark.parametrize(("cell", "what"), [("gru", "h"), ("lstm", "f"), ("rnn_tanh", "h")])
 def test_unit_heatmap_over_a_text(tmp_path, cell, what):
-    from rnnkit.tasks.agreement import INDEX, VOCAB
+    from rnnkit.synthetic.agreement import INDEX, VOCAB
 
     words = "the cats that the dog likes near the king".split()
     tokens = [INDEX[w] for w in words]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from error_model import SAFETY, UNIT_ROUNDOFF, RoundingNoise, fp32_truth_and_bounds
-from rnnkit.kernels import fused
+from rnnkit.nn.kernels import fused
 
 
 def test_a_cancelling_sum_gets_a_bound_of_its_terms_not_its_result():
@@ -55,7 +55,7 @@ _RUN_WITH_SOURCE = """
 import sys
 from pathlib import Path
 import pytest
-from rnnkit.kernels import fused
+from rnnkit.nn.kernels import fused
 fused._SOURCE = Path(sys.argv[1])
 sys.exit(pytest.main(["-p", "no:cacheprovider", "-x", "-q", sys.argv[2], "-k", sys.argv[3]]))
 """

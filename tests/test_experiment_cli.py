@@ -10,8 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from rnnkit.cli import app, diagnose, experiment  # noqa: F401  (registers the commands)
-from rnnkit.experiment import ExperimentConfig, build_model, run_experiment
-from rnnkit.tasks import AgreementTask, make_task
+from rnnkit.synthetic import AgreementTask, make_task
+from rnnkit.synthetic.experiment import ExperimentConfig, build_model, run_experiment
 
 runner = CliRunner()
 

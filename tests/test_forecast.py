@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from rnnkit.cli import app
 from rnnkit.cli import classify as _  # noqa: F401  (registers train forecast)
 from rnnkit.cli import predict as _predict  # noqa: F401
-from rnnkit.data.series import Scaler, read_csv, split_points, windows
 from rnnkit.data.text import DataError
-from rnnkit.models.forecaster import Forecaster, ForecasterConfig
-from rnnkit.train import forecast
+from rnnkit.tasks.forecast import api as forecast
+from rnnkit.tasks.forecast.model import Forecaster, ForecasterConfig
+from rnnkit.tasks.forecast.series import Scaler, read_csv, split_points, windows
 
 
 def _csv(tmp_path, n=120, name="s.csv"):

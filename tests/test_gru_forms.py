@@ -12,8 +12,8 @@ import torch
 
 import rnnkit
 from helpers import assert_rel_close
-from rnnkit import reference
-from rnnkit.cells import GRU_RESET_BEFORE
+from rnnkit.nn import reference
+from rnnkit.nn.cells import GRU_RESET_BEFORE
 
 # One unit, one input feature, two steps; gate order (r, z, n).
 W_IH = [0.5, -0.3, 0.8]
@@ -29,7 +29,7 @@ def _sigmoid(a: float) -> float:
 
 
 def _by_hand(reset_after: bool) -> list[float]:
-    """h_1, h_2 from the equations in rnnkit.cells.gru, one scalar at a time."""
+    """h_1, h_2 from the equations in rnnkit.nn.cells.gru, one scalar at a time."""
     h, hs = H0, []
     for x in XS:
         r = _sigmoid(W_IH[0] * x + B_IH[0] + W_HH[0] * h + B_HH[0])

@@ -24,9 +24,9 @@ from helpers import (
     rnnkit_class,
 )
 from registry import ALL_CELLS, B, D, H, LayerConfig, T, layer_configs, sample_lengths
-from rnnkit import kernels, reference, runner
-from rnnkit.cells import CELLS
-from rnnkit.kernels import fused
+from rnnkit.nn import kernels, reference, runner
+from rnnkit.nn.cells import CELLS
+from rnnkit.nn.kernels import fused
 
 pytestmark = pytest.mark.skipif(fused.load() is None, reason="the fused extension did not build")
 

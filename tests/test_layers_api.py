@@ -9,7 +9,7 @@ import torch
 import rnnkit
 from helpers import assert_rel_close, rnnkit_class, torch_class
 from registry import ALL_CELLS, TORCH_CELLS
-from rnnkit import kernels
+from rnnkit.nn import kernels
 
 
 def _kwargs(cell: str) -> dict:

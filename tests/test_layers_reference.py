@@ -10,7 +10,7 @@ import torch
 
 from helpers import TOLERANCE, assert_fp32_close, assert_rel_close, fp32_layer_truth, rnnkit_class
 from registry import B, D, H, LayerConfig, T, layer_configs, make_layer, sample_lengths
-from rnnkit import reference
+from rnnkit.nn import reference
 
 
 def reference_stack(layer, x: np.ndarray, state0: list[tuple], dys: np.ndarray, dfinal: list):

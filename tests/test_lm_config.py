@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from rnnkit import config as cfg
-from rnnkit.train import lm
+from rnnkit.common import config as cfg
+from rnnkit.tasks.lm import api as lm
 
 
 def test_overrides_file_and_cli_in_order(tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from rnnkit.tasks.lm.model import LanguageModel, LMConfig
 
-from rnnkit.models import LanguageModel, LMConfig
-from rnnkit.models.lm import CELL_NAMES
+from rnnkit.tasks.lm.model import CELL_NAMES
 
 V = 11
 

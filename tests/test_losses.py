@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnkit.models.lm import LanguageModel, LMConfig
-from rnnkit.train import losses
-from rnnkit.train.losses import projected_cross_entropy
+from rnnkit.tasks.lm import loss as losses
+from rnnkit.tasks.lm.loss import projected_cross_entropy
+from rnnkit.tasks.lm.model import LanguageModel, LMConfig
 
 
 def test_projected_gradient_matches_finite_differences():

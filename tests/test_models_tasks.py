@@ -8,10 +8,10 @@ import torch
 
 from rnnkit.data.padded import length_mask, pad
 from rnnkit.data.text import DataError
-from rnnkit.data.vectors import load_vectors
-from rnnkit.models.classifier import POOLINGS, Classifier, ClassifierConfig
-from rnnkit.models.tagger import Tagger, TaggerConfig
-from rnnkit.tagging import allowed_transitions
+from rnnkit.tasks.classify.model import POOLINGS, Classifier, ClassifierConfig
+from rnnkit.tasks.classify.vectors import load_vectors
+from rnnkit.tasks.tag import allowed_transitions
+from rnnkit.tasks.tag.model import Tagger, TaggerConfig
 
 
 def _padded(ids: torch.Tensor, extra: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Starting a task model from a trained word language model (rnnkit.train.pretrained):
+"""Starting a task model from a trained word language model (rnnkit.tasks.classify.pretrained):
 which tensors come over, which stay, the errors for models that do not fit, and the
 classifier's `--data.pretrained_lm` end to end."""
 
@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from rnnkit.cli import app
 from rnnkit.cli import classify as _cli  # noqa: F401  (registers the commands)
 from rnnkit.data.tokenizers import PAD_ID, WordTokenizer
-from rnnkit.models.encoder import recurrent_layer
-from rnnkit.train import classify, lm
-from rnnkit.train.pretrained import init_from_language_model
+from rnnkit.nn.factory import recurrent_layer
+from rnnkit.tasks.classify import api as classify
+from rnnkit.tasks.classify.pretrained import init_from_language_model
+from rnnkit.tasks.lm import api as lm
 
 TEXT = "the film is good .\nthe film is dull .\na good story\na dull story\n" * 20
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnnkit import reference
-from rnnkit.cells import CELLS
+from rnnkit.nn import reference
+from rnnkit.nn.cells import CELLS
 
 T, B, D, H = 4, 2, 3, 5
 EPS = 1e-6

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from rnnkit.cells import CELLS
 from rnnkit.cli import app
 from rnnkit.cli import selfcheck as _  # noqa: F401  (registers the command)
-from rnnkit.selfcheck import TOLERANCE, compare_cell
+from rnnkit.nn.cells import CELLS
+from rnnkit.tools.selfcheck import TOLERANCE, compare_cell
 
 
 def test_every_cell_agrees_with_the_reference():

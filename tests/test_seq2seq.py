@@ -9,15 +9,15 @@ import math
 import pytest
 import torch
 
-from rnnkit.cells import CELLS
-from rnnkit.decoding_beam import (
+from rnnkit.decoding.beam import (
     NEVER_EMITTED,
     _log_probs,
     beam_search,
     greedy,
     length_penalty,
 )
-from rnnkit.models.seq2seq import ATTENTIONS, Seq2Seq, Seq2SeqConfig
+from rnnkit.nn.cells import CELLS
+from rnnkit.tasks.seq2seq.model import ATTENTIONS, Seq2Seq, Seq2SeqConfig
 
 SOURCE_VOCAB, TARGET_VOCAB = 9, 6  # 4 specials + 5 / + 2 symbols
 EOS = 3

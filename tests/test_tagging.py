@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from rnnkit.tagging import (
+from rnnkit.tasks.tag import (
     CRF,
     TagError,
     allowed_transitions,
@@ -168,7 +168,7 @@ def test_crf_input_checks():
 def test_char_features_skip_padding_words_and_agree(cell):
     """Only real words run through the char BiRNN; their features equal running every
     B * T slot (padding words included) as one batch, and padding words get zeros."""
-    from rnnkit.models.tagger import Tagger, TaggerConfig
+    from rnnkit.tasks.tag.model import Tagger, TaggerConfig
 
     torch.manual_seed(0)
     config = TaggerConfig(cell=cell, hidden_size=6, embedding_size=5, char_embedding_size=4,

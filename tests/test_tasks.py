@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnnkit.tasks import (
+from rnnkit.synthetic import (
     AddingTask,
     AgreementTask,
     CopyTask,
@@ -19,8 +19,8 @@ from rnnkit.tasks import (
     copy_sequences,
     memoryless_baseline,
 )
-from rnnkit.tasks.agreement import INDEX, NOUNS, VERBS, decode
-from rnnkit.tasks.copy import BLANK, DELIMITER
+from rnnkit.synthetic.agreement import INDEX, NOUNS, VERBS, decode
+from rnnkit.synthetic.copy import BLANK, DELIMITER
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from rnnkit.train import OptimConfig, StepResult, Trainer, TrainerConfig, TrainingDiverged, lm
+from rnnkit.tasks.lm import api as lm
+from rnnkit.train import OptimConfig, StepResult, Trainer, TrainerConfig, TrainingDiverged
 from rnnkit.train import checkpoint as ckpt
 from rnnkit.train.metrics import read
 

@@ -3,11 +3,14 @@
 import rnnkit
 gru = rnnkit.GRU(input_size=32, hidden_size=64, num_layers=2, reset_after=False)
 output, h_n = gru(x)                  # same contract as torch.nn.GRU
+
+The layers live in ``rnnkit.nn`` and are imported on first use, so that importing the
+package (the CLI's ``--help``) does not load torch.
 """
 
-from rnnkit.cell_modules import GRUCell, LSTMCell, RNNCell
-from rnnkit.kernels import get_backend, set_backend, use_backend
-from rnnkit.layers import GRU, LSTM, RNN, RNNBase
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -23,3 +26,25 @@ __all__ = [
     "set_backend",
     "use_backend",
 ]
+
+if TYPE_CHECKING:
+    from rnnkit.nn import (
+        GRU,
+        LSTM,
+        RNN,
+        GRUCell,
+        LSTMCell,
+        RNNBase,
+        RNNCell,
+        get_backend,
+        set_backend,
+        use_backend,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        import rnnkit.nn
+
+        return getattr(rnnkit.nn, name)
+    raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")

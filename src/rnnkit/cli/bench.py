@@ -1,4 +1,4 @@
-"""`rnnkit bench`: time rnnkit's layers against torch.nn (see ``rnnkit.bench``)."""
+"""`rnnkit bench`: time rnnkit's layers against torch.nn (see ``rnnkit.tools.bench``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from rnnkit import bench as harness
-from rnnkit import kernels
 from rnnkit.cli import app
+from rnnkit.nn import kernels
+from rnnkit.tools import bench as harness
 
 _DEFAULT = harness.BenchConfig()
 

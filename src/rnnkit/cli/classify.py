@@ -23,9 +23,9 @@ def train_classify(
 
     Files: `label<space>text` lines (SST), CSV/TSV with a header, or JSONL. Overrides:
     --model.cell gru --model.pooling attention --data.vectors glove.txt --trainer.epochs 5
-    (every field: see rnnkit.train.classify and rnnkit.models.classifier).
+    (every field: see rnnkit.tasks.classify.api and rnnkit.tasks.classify.model).
     """
-    from rnnkit.train import classify
+    from rnnkit.tasks.classify import api as classify
 
     with _clean_errors():
         args = list(ctx.args)
@@ -49,9 +49,9 @@ def train_tag(
     """Train a sequence tagger (characters + words -> BiRNN -> CRF or softmax).
 
     Overrides: --model.output softmax --model.char_embedding_size 0 --data.scheme IOB2
-    --trainer.epochs 5 (every field: see rnnkit.train.tag and rnnkit.models.tagger).
+    --trainer.epochs 5 (every field: see rnnkit.tasks.tag.api and rnnkit.tasks.tag.model).
     """
-    from rnnkit.train import tag
+    from rnnkit.tasks.tag import api as tag
 
     with _clean_errors():
         args = list(ctx.args)
@@ -75,7 +75,7 @@ def train_music(
 
     Overrides: --model.cell lstm --model.hidden_size 36 --trainer.epochs 50.
     """
-    from rnnkit.train import music
+    from rnnkit.tasks.music import api as music
 
     with _clean_errors():
         args = list(ctx.args) + (["--data.path", str(data)] if data is not None else [])
@@ -100,7 +100,7 @@ def train_forecast(
     --data.time_column date --data.columns a,b --data.season 12 --model.horizon 6
     --model.strategy recursive --model.gaussian true.
     """
-    from rnnkit.train import forecast
+    from rnnkit.tasks.forecast import api as forecast
 
     with _clean_errors():
         args = list(ctx.args) + (["--data.csv", str(csv)] if csv is not None else [])

@@ -53,8 +53,8 @@ def diagnose(
         return
 
     from rnnkit.diagnostics.report import diagnose_model
-    from rnnkit.experiment import ExperimentConfig, build_model, load_run
-    from rnnkit.tasks import make_task
+    from rnnkit.synthetic import make_task
+    from rnnkit.synthetic.experiment import ExperimentConfig, build_model, load_run
 
     if model:
         net, config = load_run(model)
@@ -79,7 +79,7 @@ def _diagnose_lm(run: str, text: str, units: str, jacobian: bool, out: str) -> d
 
     from rnnkit.cli.lm import _clean_errors
     from rnnkit.diagnostics.report import diagnose_lm
-    from rnnkit.train import lm
+    from rnnkit.tasks.lm import api as lm
 
     with _clean_errors():
         if not text:

@@ -36,7 +36,7 @@ def experiment(
     """
     from rich.console import Console
 
-    from rnnkit.experiment import ExperimentConfig, run_experiment, save_run
+    from rnnkit.synthetic.experiment import ExperimentConfig, run_experiment, save_run
 
     config = ExperimentConfig(
         task=task, size=size, cell=cell, hidden_size=hidden_size, num_layers=num_layers,

@@ -31,9 +31,9 @@ def generate_music(
     tempo: float = typer.Option(90.0, "--tempo", help="Beats per minute in the MIDI file."),
 ) -> None:
     """Sample chorales; write piece-N.mid and piece-N.png for each."""
-    from rnnkit.data.music import chorale_of, write_midi
     from rnnkit.data.text import read_text
-    from rnnkit.train import music
+    from rnnkit.tasks.music import api as music
+    from rnnkit.tasks.music.data import chorale_of, write_midi
 
     with _clean_errors():
         prime = json.loads(read_text(primer)) if primer is not None else None

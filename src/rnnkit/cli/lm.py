@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from rnnkit.cli import app
-from rnnkit.decoding import SampleConfig
+from rnnkit.decoding.sampling import SampleConfig
 
 train_app = typer.Typer(
     help="Train a model (one subcommand per task).", no_args_is_help=True,
@@ -31,7 +31,7 @@ app.add_typer(train_app, name="train")
 @contextmanager
 def _clean_errors() -> Iterator[None]:
     """Bad input ends the command with its message and exit status 2, not a traceback."""
-    from rnnkit.config import ConfigError
+    from rnnkit.common.config import ConfigError
     from rnnkit.data import DataError
     from rnnkit.train.checkpoint import CheckpointError
     from rnnkit.train.trainer import TrainingDiverged
@@ -47,7 +47,7 @@ def _clean_errors() -> Iterator[None]:
 
 
 def _describe(tokenizer, loss: float | None) -> str:  # type: ignore[no-untyped-def]
-    from rnnkit.train import lm
+    from rnnkit.tasks.lm import api as lm
 
     if loss is None:
         return ""
@@ -62,7 +62,7 @@ def _go_on(run) -> str:  # type: ignore[no-untyped-def]
 
 
 def _epilog() -> str:
-    from rnnkit.train import lm
+    from rnnkit.tasks.lm import api as lm
 
     return (
         "Config overrides (--section.field VALUE or --section.field=VALUE; "
@@ -74,7 +74,7 @@ def _stream_samples(model, tokenizer, config) -> None:  # type: ignore[no-untype
     """Print one continuation as it is generated; several in a batch, each when done."""
     import torch
 
-    from rnnkit.decoding import encode_prime, generate
+    from rnnkit.decoding.sampling import encode_prime, generate
 
     encode_prime(tokenizer, config.prime)  # an unknown character fails before any output
     if config.num_samples == 1:
@@ -119,8 +119,8 @@ def train_lm(
     With no arguments: a character-level 2x256 GRU on the Python reference documentation
     (pydoc_data.topics, on every machine), about 2 minutes on 2 cores.
     """
-    from rnnkit import config as cfg
-    from rnnkit.train import lm
+    from rnnkit.common import config as cfg
+    from rnnkit.tasks.lm import api as lm
 
     with _clean_errors():
         args = list(ctx.args)
@@ -190,8 +190,8 @@ def sample_command(
     stop_at_eos: bool = typer.Option(_S.stop_at_eos, help="End a continuation at <eos>."),
 ) -> None:
     """Sample text from a trained language model, streamed token by token."""
-    from rnnkit import config as cfg
-    from rnnkit.train import lm
+    from rnnkit.common import config as cfg
+    from rnnkit.tasks.lm import api as lm
 
     with _clean_errors():
         values = {"prime": prime, "max_tokens": max_tokens, "num_samples": num_samples,
@@ -219,7 +219,7 @@ def eval_command(
     """Score a text file: loss in nats per token, perplexity, bits per character."""
     import json
 
-    from rnnkit.train import lm
+    from rnnkit.tasks.lm import api as lm
 
     with _clean_errors():
         model, tokenizer, sections = lm.load(checkpoint)

@@ -25,8 +25,9 @@ def predict_command(
     (token tag), or JSON spans with --json. A tagger's sentences are split on whitespace.
     """
     from rnnkit.data.text import read_text
+    from rnnkit.tasks.classify import api as classify
+    from rnnkit.tasks.tag import api as tag
     from rnnkit.train import checkpoint as ckpt
-    from rnnkit.train import classify, tag
 
     with _clean_errors():
         if text is not None:
@@ -62,9 +63,9 @@ def forecast_command(
     """
     import json
 
-    from rnnkit.data.series import read_csv
+    from rnnkit.tasks.forecast import api as forecast
+    from rnnkit.tasks.forecast.series import read_csv
     from rnnkit.train import checkpoint as ckpt
-    from rnnkit.train import forecast
 
     with _clean_errors():
         meta = ckpt.read_json(ckpt.resolve(checkpoint), ckpt.CONFIG_FILE).get("meta", {})

@@ -16,6 +16,6 @@ def selfcheck(
     The composite path, any fused kernel, and torch.nn where it has the cell, forward
     and backward, on one random problem per cell.
     """
-    from rnnkit.selfcheck import run
+    from rnnkit.tools.selfcheck import run
 
     raise typer.Exit(0 if run(seed) else 1)

@@ -30,9 +30,9 @@ def train_seq2seq(
     aligned files) and --data.valid FILE, or --data.dates N for the generated dates task
     (N training pairs, 1,000 validation, 10,000 held-out test). Overrides:
     --model.attention luong --model.cell lstm --model.sampling 0.25 --data.tokenizer word
-    --decode.beam 5 --trainer.max_minutes 10 (every field: see rnnkit.train.seq2seq).
+    --decode.beam 5 --trainer.max_minutes 10 (every field: see rnnkit.tasks.seq2seq.api).
     """
-    from rnnkit.train import seq2seq
+    from rnnkit.tasks.seq2seq import api as seq2seq
 
     with _clean_errors():
         args = list(ctx.args)
@@ -62,7 +62,7 @@ def translate_command(
     """Translate texts with a trained encoder-decoder: one output line per non-blank input
     line (--json: source, translation, log-probability score, finished)."""
     from rnnkit.data.text import read_text
-    from rnnkit.train import seq2seq
+    from rnnkit.tasks.seq2seq import api as seq2seq
 
     with _clean_errors():
         if beam is not None and beam < 1:
@@ -85,7 +85,7 @@ def translate_command(
 
 def _patch_epilog() -> None:
     # The overrides table comes from the config dataclasses, so it never goes stale.
-    from rnnkit.train import seq2seq
+    from rnnkit.tasks.seq2seq import api as seq2seq
 
     for command in train_app.registered_commands:
         if command.name == "seq2seq":

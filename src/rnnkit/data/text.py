@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from rnnkit._checks import positive_int
+from rnnkit.common.checks import positive_int
 
 if TYPE_CHECKING:
     from rnnkit.data.tokenizers import Tokenizer

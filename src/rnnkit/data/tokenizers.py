@@ -31,7 +31,7 @@ from typing import Any, ClassVar, NoReturn
 
 import numpy as np
 
-from rnnkit._checks import positive_int
+from rnnkit.common.checks import positive_int
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3

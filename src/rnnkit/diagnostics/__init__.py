@@ -3,7 +3,7 @@ Jacobian-product norms, gate saturation and unit heat maps.
 
 Everything takes an rnnkit layer stack and an input batch (model-agnostic); the plots
 write PNGs. See ``docs/vanishing_gradients.md`` for what they show on the long-range
-tasks of ``rnnkit.tasks``.
+tasks of ``rnnkit.synthetic``.
 """
 
 from rnnkit.diagnostics.gates import (

@@ -2,7 +2,7 @@
 
 Gates are recomputed from a step-by-step run (``unroll``): at step t, from the layer's
 input projection gx_t and the state before the step, with the formulas of
-``rnnkit.cells.gru`` and ``rnnkit.cells.lstm`` (both GRU forms compute r and z the same
+``rnnkit.nn.cells.gru`` and ``rnnkit.nn.cells.lstm`` (both GRU forms compute r and z the same
 way). A gate value is *saturated* when it lies below ``LOW = 0.1`` or above
 ``HIGH = 0.9``: there the sigmoid's slope s(1 - s) is below 0.09, about a third of its
 0.25 peak, so the gate passes little gradient to its pre-activation and acts as a
@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.cells import Cell, State
 from rnnkit.diagnostics.unroll import unroll
-from rnnkit.layers import RNNBase
+from rnnkit.nn.cells import Cell, State
+from rnnkit.nn.layers import RNNBase
 
 LOW, HIGH = 0.1, 0.9
 GATE_NAMES: dict[str, tuple[str, ...]] = {

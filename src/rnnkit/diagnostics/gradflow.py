@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.diagnostics.unroll import unroll
-from rnnkit.layers import RNNBase
+from rnnkit.nn.layers import RNNBase
 
 LossFn = Callable[[Tensor, "Tensor | tuple[Tensor, ...]"], Tensor]
 """loss_fn(output, h_n) -> scalar, called exactly as on ``layer(x, hx)``'s return."""

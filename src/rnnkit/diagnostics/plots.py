@@ -13,7 +13,7 @@ from torch import Tensor
 
 from rnnkit.diagnostics.gates import HIGH, LOW, GateTrace, gate_trace
 from rnnkit.diagnostics.unroll import unroll
-from rnnkit.layers import RNNBase
+from rnnkit.nn.layers import RNNBase
 
 
 def _save(fig: Figure, path: str | Path) -> Path:

@@ -2,7 +2,7 @@
 ``rnnkit diagnose`` and ``scripts/vanishing_gradients.py`` write.
 
 Kept apart from the model-agnostic functions in this package: it knows the task models
-of ``rnnkit.experiment`` (a layer stack and a head) and the tasks' label functions.
+of ``rnnkit.synthetic.experiment`` (a layer stack and a head) and the tasks' label functions.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from rnnkit.diagnostics.gates import GATE_NAMES, gate_trace
 from rnnkit.diagnostics.gradflow import gradient_flow, jacobian_norms
 from rnnkit.diagnostics.plots import plot_curves, plot_gate_distributions, plot_unit_heatmap
 from rnnkit.diagnostics.unroll import unroll
-from rnnkit.experiment import SequenceModel
-from rnnkit.models.lm import LanguageModel
-from rnnkit.tasks import Batch, Task
+from rnnkit.synthetic import Batch, Task
+from rnnkit.synthetic.experiment import SequenceModel
+from rnnkit.tasks.lm.model import LanguageModel
 
 
 def diagnose_model(

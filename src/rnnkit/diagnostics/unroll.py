@@ -4,7 +4,7 @@ rnnkit layers run a whole sequence inside ``run_layer`` (a fused kernel or the r
 loop), so the per-step states h_t are not tensors a caller can ask a gradient of.
 ``unroll`` replays the stack with the layer's own parameters, calling
 ``layer.cell.step`` once per time step and layer-direction exactly as
-``rnnkit.runner.run_direction`` does, and keeps each state. Its output equals the
+``rnnkit.nn.runner.run_direction`` does, and keeps each state. Its output equals the
 layer's (tested), so dL/dh_t taken here is dL/dh_t of the layer.
 
 Full-length batches only (no ``lengths=``/packed input): masking would make a state's
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.cells import State
-from rnnkit.layers import RNNBase
+from rnnkit.nn.cells import State
+from rnnkit.nn.layers import RNNBase
 
 
 @dataclass

@@ -1,38 +1,6 @@
-"""Synthetic long-range tasks: the adding problem (Hochreiter & Schmidhuber 1997), the
-copy task (Arjovsky et al. 2016) and long-distance subject-verb agreement.
+"""One folder per task: its config, model, data adapter, metrics and API (``configure``,
+``train``, ``load``, ``evaluate``/``predict``) side by side.
 
-Generators are plain functions of a ``numpy.random.Generator`` (or an int seed), so a
-seed fixes every sequence; each ``Task`` wraps one into tensors with its loss, metrics
-and "solved" criterion for ``rnnkit.experiment``.
+from rnnkit.tasks import lm
+run = lm.train(lm.configure(text="my.txt", trainer={"epochs": 5}))
 """
-
-from rnnkit.tasks.adding import AddingTask, adding_sequences
-from rnnkit.tasks.agreement import AgreementTask, accuracy_by_distance, agreement_sequences
-from rnnkit.tasks.base import Batch, Task
-from rnnkit.tasks.copy import CopyTask, copy_sequences, memoryless_baseline
-
-TASKS = {"adding": AddingTask, "copy": CopyTask, "agreement": AgreementTask}
-
-
-def make_task(name: str, size: int) -> Task:
-    """The task ``name`` at ``size``: T for adding and copy, the maximum number of
-    modifiers between subject and verb for agreement."""
-    if name not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
-    return TASKS[name](size)
-
-
-__all__ = [
-    "TASKS",
-    "AddingTask",
-    "AgreementTask",
-    "Batch",
-    "CopyTask",
-    "Task",
-    "accuracy_by_distance",
-    "adding_sequences",
-    "agreement_sequences",
-    "copy_sequences",
-    "make_task",
-    "memoryless_baseline",
-]

@@ -237,7 +237,7 @@ def open_run(
 ) -> tuple[Path, dict[str, Any], Any]:
     """(checkpoint directory, its config.json data, the config sections filled in over
     ``defaults``) of a ``task`` run or checkpoint; ``which`` prefers best or last."""
-    from rnnkit import config as cfg
+    from rnnkit.common import config as cfg
 
     prefer = ("best", "last") if which == "best" else ("last", "best")
     checkpoint = resolve(path, prefer=prefer)

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from rnnkit.config import option
+from rnnkit.common.config import option
 from rnnkit.train import checkpoint as ckpt
 from rnnkit.train.metrics import MetricsLog, plot
 from rnnkit.train.optim import OptimConfig, Schedule, clip_gradients, make_optimizer, set_lr

@@ -1,0 +1,223 @@
+"""Typed configs: one dataclass per component, overridable from a file and the command line.
+
+Each component owns its config (``LMConfig`` in ``rnnkit.tasks.lm.model``, ``OptimConfig`` and
+``TrainerConfig`` in ``rnnkit.train``, ``SampleConfig`` in ``rnnkit.decoding.sampling``), with a
+default for every field and its help text and allowed values in the field's metadata::
+
+    hidden_size: int = field(default=256, metadata={"help": "units per layer"})
+
+A run's config is a set of named sections (``{"model": LMConfig(), ...}``). It resolves
+in three layers, each overriding the one before: the defaults, a JSON or TOML file
+(``{"model": {"hidden_size": 512}}``), and ``--section.field value`` arguments
+(``--model.hidden_size 512``, or ``--model.hidden_size=512``). Unknown sections or
+fields, values of the wrong type and values outside a field's choices fail with a
+message that names them. The resolved config is saved in every checkpoint
+(``to_dict``) and read back with ``from_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+Sections = dict[str, Any]
+"""Section name -> config dataclass instance, e.g. {"model": LMConfig(), ...}."""
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+_NONE = ("none", "null")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the config's fields and types."""
+
+
+def _fields(config: Any) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(config)}
+
+
+def _field_type(config: Any, name: str) -> tuple[type, bool]:
+    """(the field's base type, whether None is allowed), from its annotation."""
+    hint = typing.get_type_hints(type(config))[name]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1:
+            raise TypeError(f"config field {name!r} has an unsupported type {hint}")
+        return rest[0], len(rest) < len(args)
+    return hint, False
+
+
+def coerce(config: Any, name: str, value: Any, where: str) -> Any:
+    """``value`` (a string from the command line, or a JSON/TOML value) as the field's type.
+
+    ``where`` names the value in messages (``--model.hidden_size``, ``config.toml``).
+    """
+    base, optional = _field_type(config, name)
+    f = _fields(config)[name]
+    expected = base.__name__ + (" or none" if optional else "")
+    if value is None or (isinstance(value, str) and value.lower() in _NONE and base is not str):
+        if optional:
+            return None
+        raise ConfigError(f"{where} cannot be none; expected {expected}")
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                out: Any = value
+            elif isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+                out = value.lower() in _TRUE
+            else:
+                raise ValueError
+        elif base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            out = int(value)
+        elif base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
+            if not math.isfinite(out):
+                raise ValueError
+        elif base is str:
+            if not isinstance(value, str):
+                raise ValueError
+            out = value
+        else:
+            raise TypeError(f"config field {name!r} has an unsupported type {base}")
+    except ValueError:
+        raise ConfigError(f"{where} must be {expected}, got {value!r}") from None
+    choices = f.metadata.get("choices")
+    if choices is not None and out not in choices:
+        raise ConfigError(f"{where} must be one of {', '.join(map(str, choices))}; got {out!r}")
+    low = f.metadata.get("min")
+    if low is not None and out < low:
+        raise ConfigError(f"{where} must be >= {low}, got {out!r}")
+    return out
+
+
+def update(config: Any, values: Mapping[str, Any], where: str) -> Any:
+    """A copy of ``config`` with ``values`` (field -> value) set, each checked and coerced."""
+    known = _fields(config)
+    changes = {}
+    for name, value in values.items():
+        if name not in known:
+            raise ConfigError(f"{where} has no field {name!r}; the fields are: {', '.join(known)}")
+        changes[name] = coerce(config, name, value, f"{where}.{name}")
+    return dataclasses.replace(config, **changes)
+
+
+def merge(sections: Sections, data: Mapping[str, Any], where: str) -> Sections:
+    """Apply a nested mapping {section: {field: value}} (a parsed config file)."""
+    out = dict(sections)
+    for section, values in data.items():
+        if section not in sections:
+            raise ConfigError(
+                f"{where}: unknown section {section!r}; the sections are: {', '.join(sections)}"
+            )
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where}: section {section!r} must be a table of fields")
+        out[section] = update(out[section], values, f"{where}: {section}")
+    return out
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """A config file as a nested dict: ``.json`` or ``.toml``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        import tomllib  # Python 3.11+
+    except ImportError:  # pragma: no cover
+        tomllib = None  # type: ignore[assignment]
+    try:
+        if path.suffix == ".toml":
+            if tomllib is None:
+                raise ConfigError(f"{str(path)!r}: TOML needs Python 3.11+; use a .json file")
+            return tomllib.loads(path.read_text(encoding="utf-8"))
+        if path.suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ConfigError(f"config file {str(path)!r} must hold a JSON object")
+            return data
+    except (json.JSONDecodeError, ValueError) as error:  # TOMLDecodeError is a ValueError
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"config file {str(path)!r} is not valid: {error}") from None
+    raise ConfigError(f"config file {str(path)!r} must end in .json or .toml")
+
+
+def parse_overrides(args: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``["--model.hidden_size", "512", "--optim.lr=0.1"]`` -> {"model": {...}, "optim": ...}.
+
+    A boolean field may be given as a bare flag (``--model.tie_weights``) when the next
+    argument is another option or absent.
+    """
+    out: dict[str, dict[str, str]] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or "." not in arg:
+            raise ConfigError(
+                f"unexpected argument {arg!r}; config overrides look like --section.field VALUE"
+            )
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value = args[i + 1]
+                i += 1
+            else:
+                value = "true"
+        section, _, name = key.partition(".")
+        out.setdefault(section, {})[name.replace("-", "_")] = value
+        i += 1
+    return out
+
+
+def resolve(
+    defaults: Sections, file: str | Path | None = None, overrides: Sequence[str] = ()
+) -> Sections:
+    """Defaults, then the config file, then ``--section.field value`` overrides."""
+    sections = dict(defaults)
+    if file is not None:
+        data = read_file(file)
+        data.pop("meta", None)  # provenance in a checkpoint's config.json, not a setting
+        sections = merge(sections, data, str(file))
+    return merge(sections, parse_overrides(overrides), "--")
+
+
+def to_dict(sections: Sections) -> dict[str, dict[str, Any]]:
+    return {name: dataclasses.asdict(config) for name, config in sections.items()}
+
+
+def from_dict(defaults: Sections, data: Mapping[str, Any], where: str = "config") -> Sections:
+    """Sections from a saved ``to_dict``; fields absent there keep their defaults."""
+    return merge(defaults, {k: v for k, v in data.items() if k in defaults}, where)
+
+
+def help_table(sections: Sections) -> str:
+    """Every field as ``--section.field DEFAULT  (type) help``, one per line."""
+    lines = []
+    for section, config in sections.items():
+        lines.append(f"{section} ({type(config).__name__}):")
+        for name, f in _fields(config).items():
+            base, optional = _field_type(config, name)
+            choices = f.metadata.get("choices")
+            kind = "|".join(map(str, choices)) if choices else base.__name__
+            kind += "|none" if optional else ""
+            default = getattr(config, name)
+            shown = "none" if default is None else repr(default) if default == "" else default
+            lines.append(
+                f"  --{section}.{name} {shown}  ({kind}) {f.metadata.get('help', '')}".rstrip()
+            )
+    return "\n".join(lines)
+
+
+def option(default: Any, help: str, **metadata: Any) -> Any:
+    """A dataclass field with its help text (and ``choices``/``min``) in the metadata."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})

@@ -1,0 +1,107 @@
+"""Single-step cell modules: drop-ins for ``torch.nn.RNNCell/GRUCell/LSTMCell``.
+
+They apply one ``rnnkit.nn.cells`` step; use them to write your own time loop (for
+example a decoder that feeds back its own output).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.common import checks as _checks
+from rnnkit.nn.cells import LSTM, Cell, gru_cell, rnn_cell, set_forget_bias
+
+
+class CellBase(nn.Module):
+    """One step of a ``Cell``: ``weight_ih`` [G, D], ``weight_hh`` [G, H], biases [G]."""
+
+    def __init__(self, cell: Cell, input_size: int, hidden_size: int, bias: bool = True,
+                 device=None, dtype=None) -> None:  # fmt: skip
+        super().__init__()
+        self.cell = cell
+        self.input_size = _checks.positive_int("input_size", input_size)
+        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        self.bias = bool(bias)
+        factory = {"device": device, "dtype": dtype}
+        G = cell.num_gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(G, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(G, hidden_size, **factory))
+        self.bias_ih = nn.Parameter(torch.empty(G, **factory)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(G, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, cell={self.cell.name}, bias={self.bias}"
+
+    def forward(self, input: Tensor, hx=None):
+        """input [B, D] or [D]; hx [B, H] (a tuple (h, c) for the LSTM) -> the new state."""
+        x = _checks.floating("input", _checks.tensor("input", input))
+        if x.dim() not in (1, 2) or x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"input must be [B, {self.input_size}] or [{self.input_size}], "
+                f"got shape {tuple(x.shape)}"
+            )
+        batched = x.dim() == 2
+        x = x if batched else x.unsqueeze(0)
+        shape = (x.shape[0], self.hidden_size)
+        if hx is None:
+            state = (x.new_zeros(shape),) * self.cell.num_states
+        else:
+            parts = (hx,) if self.cell.num_states == 1 else tuple(hx)
+            if len(parts) != self.cell.num_states:
+                raise TypeError("the LSTM cell's hx must be a tuple (h, c)")
+            names = ("h", "c")
+            state = tuple(
+                _checks.state_like(name, s if batched else _unsqueeze(s), shape, x)
+                for name, s in zip(names, parts, strict=False)
+            )
+        new = self.cell.step(F.linear(x, self.weight_ih, self.bias_ih), state,
+                             self.weight_hh, self.bias_hh)  # fmt: skip
+        if not batched:
+            new = tuple(s.squeeze(0) for s in new)
+        return new[0] if self.cell.num_states == 1 else new
+
+
+def _unsqueeze(s: object) -> object:
+    return s.unsqueeze(0) if isinstance(s, Tensor) else s
+
+
+class RNNCell(CellBase):
+    """One Elman RNN step; a drop-in for ``torch.nn.RNNCell``."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", device=None, dtype=None) -> None:  # fmt: skip
+        self.nonlinearity = nonlinearity
+        super().__init__(rnn_cell(nonlinearity), input_size, hidden_size, bias, device, dtype)
+
+
+class GRUCell(CellBase):
+    """One GRU step; a drop-in for ``torch.nn.GRUCell`` (``reset_after=False``: Cho 2014)."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None, *, reset_after: bool = True) -> None:  # fmt: skip
+        self.reset_after = bool(reset_after)
+        super().__init__(gru_cell(self.reset_after), input_size, hidden_size, bias, device, dtype)
+
+
+class LSTMCell(CellBase):
+    """One LSTM step; a drop-in for ``torch.nn.LSTMCell``."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None, *, unit_forget_bias: bool = False) -> None:  # fmt: skip
+        self.unit_forget_bias = bool(unit_forget_bias)
+        super().__init__(LSTM, input_size, hidden_size, bias, device, dtype)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.unit_forget_bias and self.bias_ih is not None and self.bias_hh is not None:
+            set_forget_bias(self.bias_ih, self.bias_hh)

@@ -1,0 +1,42 @@
+"""The long short-term memory cell (Hochreiter & Schmidhuber 1997, with the forget
+gate of Gers et al. 2000), in the form and gate order (i, f, g, o) of ``torch.nn.LSTM``.
+
+    i  = sigmoid(W_i x + b_ii + U_i h + b_hi)      input gate
+    f  = sigmoid(W_f x + b_if + U_f h + b_hf)      forget gate
+    g  = tanh(W_g x + b_ig + U_g h + b_hg)         candidate
+    o  = sigmoid(W_o x + b_io + U_o h + b_ho)      output gate
+    c' = f * c + i * g
+    h' = o * tanh(c')
+
+``weight_ih`` = [W_i; W_f; W_g; W_o] [4H, D], ``weight_hh`` [4H, H], biases [4H] each.
+Jozefowicz et al. 2015 (section 3) found a forget-gate bias of 1 helps; layers expose it
+as ``unit_forget_bias``. The hand-written backward is ``rnnkit.nn.reference.lstm``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rnnkit.nn.cells.base import Cell, State
+
+
+def _lstm_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
+    h, c = state
+    gates = gx + F.linear(h, w_hh, b_hh)  # [B, 4H]
+    i, f, g, o = gates.chunk(4, dim=1)  # each [B, H]
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h_new = torch.sigmoid(o) * torch.tanh(c_new)
+    return (h_new, c_new)
+
+
+LSTM = Cell("lstm", 4, 2, _lstm_step, (), "LSTM")
+
+
+@torch.no_grad()
+def set_forget_bias(bias_ih: Tensor, bias_hh: Tensor, value: float = 1.0) -> None:
+    """Make the forget gate's total bias ``value``: b_if = value, b_hf = 0."""
+    H = bias_ih.shape[0] // 4
+    bias_ih[H : 2 * H] = value
+    bias_hh[H : 2 * H] = 0.0

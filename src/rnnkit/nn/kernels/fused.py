@@ -1,0 +1,269 @@
+"""Fused CPU kernels: one compiled forward and one compiled backward through time per layer.
+
+Design note (issue 3)
+---------------------
+Why a C++ extension and not Numba. The recurrent GEMM of each step is the bulk of the work,
+and it must run in the BLAS PyTorch already ships (MKL here) without paying a dispatcher or
+interpreter round trip per step: at B = 1 a step is a few microseconds of arithmetic. A C++
+source compiled at first use with ``torch.utils.cpp_extension.load`` calls MKL's
+``sgemm_``/``dgemm_`` (exported by libtorch_cpu) straight from its time loop, works on torch
+tensors without copies, and its element-wise gate loops are ``#pragma omp simd`` loops over
+a branch-free exp (so sigmoid and tanh vectorise to AVX2/FMA instead of calling scalar
+libm). Numba would need its own BLAS binding (scipy's ``cython_blas``, another dependency
+and another BLAS than torch's), its ``prange`` threads fight torch's OpenMP pool, and
+``@njit`` compile time is paid in every new process unless ``cache=True`` pickles work.
+The compiled module is cached in the torch extensions directory (keyed by the source and
+flags) so only the first process on a machine pays the compile; ``compile_info()`` reports
+that cost and whether the module came from the cache, for ``rnnkit bench``.
+
+What the kernel does (``_fused_cpu.cpp``), for one layer and all of its directions:
+  * the input projection of all T steps (with ``b_ih``) as one GEMM before the loop;
+  * one gate-wide recurrent GEMM per step (two dependent ones for the reset-before GRU),
+    accumulated in place into that step's projection (the reset-after GRU keeps U h apart:
+    its n block is multiplied by r);
+  * fused element-wise gate math (adding ``b_hh``), which overwrites the projection with
+    the gate activations backward needs (training) or nothing (inference: two state slots);
+  * backward: the reverse loop does only the per-step ``dh @ U`` GEMM and the element-wise
+    gate gradients; the weight and input gradients are a few large GEMMs over all T*B rows
+    after the loop;
+  * a bidirectional layer runs its two directions on two threads when one step's GEMM is
+    too small to occupy the cores by itself.
+
+Saved for backward (per direction): the states entering and leaving every step
+``[T+1, B, H]`` (and the LSTM's cells), the gate activations ``[T, B, G]`` (none for the
+RNN, whose derivative comes from its output) and, for the reset-after GRU, ``U_n h + b_hn``
+``[T, B, H]``. Nothing else: gx is overwritten in place.
+
+If the extension cannot be built (no compiler, no headers), ``supports`` answers False
+after one warning and every layer runs the composite path.
+
+What bounds the issue's targets (measured on the 2-core development machine, fp32;
+``python -m rnnkit.tools.bench_bounds`` reproduces it, ``docs/benchmarks.md`` has the tables):
+  * S2 and S4 are GEMM-bound. Timing the layer's matrix products alone (the "floor")
+    bounds the speedup over torch.nn of any kernel built on MKL's GEMMs: 1.15x for the GRU
+    at S4, 1.2-1.4x for the RNN at S2, and 0.9-1.1x for the LSTM, whose baseline is
+    oneDNN's fused LSTM (faster than MKL's SGEMM at S4). Ours runs at 1.0-1.3x its floor.
+  * Streaming one step at B = 1, H = 256 reads the whole of W_ih and W_hh from L3 cache
+    (0.5 MB fp32 for the RNN, 1.5 MB for the GRU, 2 MB for the LSTM; L2 is 512 KB per
+    core): one [1, 512] x [512, G] product over both alone took 16-25 us (RNN), 46-60 us
+    (GRU) and 77-79 us (LSTM) on this machine, so 20 us per call is below what reading
+    the weights costs for the gated cells. The streaming path is ``step`` (one C++ call
+    per layer, every buffer carved from one allocation) behind ``RNNBase._stream_step``
+    (T = 1, a given state, no grad): with one thread, about 20 us of C++ and 25-30 us
+    of Python above that product; more with two.
+  * Packing the recurrent weights once per call (MKL's cblas_sgemm_pack/compute, to save
+    sgemm_ repacking W_hh at every step) was tried and measured: 0.84-0.91x at S1 (slower),
+    0.87-1.05x at S2 and S4, so it is not used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rnnkit.nn.cells import Cell, State
+
+CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "gru": 2, "gru_reset_before": 3, "lstm": 4}
+_SOURCE = Path(__file__).with_name("_fused_cpu.cpp")
+_FLAGS = [
+    "-O3",
+    "-march=native",
+    "-fopenmp",
+    "-fno-math-errno",
+    "-fno-trapping-math",  # lets the clamps in fast_exp if-convert, so the gate loops vectorise
+    "-ffp-contract=fast",
+]
+
+_log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_module: ModuleType | None = None
+_error: str | None = None
+_info: dict[str, Any] = {}
+
+
+def _extension_name() -> str:
+    """Unique per source, flags, CPU and torch: ``-march=native`` code must not cross
+    machines, and a module built against one torch's headers must not load in another."""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        pass
+    key = _SOURCE.read_text() + " ".join(_FLAGS) + cpu + torch.__version__
+    key = hashlib.sha1(key.encode()).hexdigest()
+    return f"rnnkit_fused_cpu_{key[:12]}"
+
+
+def load() -> ModuleType | None:
+    """The compiled module (built on first use, then from the cache), or None if it fails."""
+    global _module, _error
+    if _module is not None or _error is not None:
+        return _module
+    with _lock:
+        if _module is not None or _error is not None:
+            return _module
+        start = time.perf_counter()
+        try:
+            from torch.utils import cpp_extension
+
+            name = _extension_name()
+            build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+            # Build from a copy inside the build directory: torch rebuilds when a source's
+            # path changes, so compiling from the checkout would rebuild (and make two
+            # checkouts rebuild each other) although the name already pins the content.
+            source = build_dir / _SOURCE.name
+            if not source.is_file() or source.read_bytes() != _SOURCE.read_bytes():
+                tmp = source.with_name(f".{source.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(_SOURCE.read_bytes())
+                os.replace(tmp, source)
+            cached = (build_dir / f"{name}.so").exists()
+            if not cached:
+                _log.warning("rnnkit: compiling the fused CPU kernels (once per machine, ~1 min)")
+            module = cpp_extension.load(
+                name=name,
+                sources=[str(source)],
+                build_directory=str(build_dir),
+                extra_cflags=_FLAGS,
+                extra_ldflags=["-fopenmp"],
+                verbose=False,
+            )
+        except Exception as exc:  # any build failure means "fall back", never a crash
+            _error = f"{type(exc).__name__}: {exc}".strip()
+            warnings.warn(
+                "rnnkit: the fused CPU kernels could not be compiled, so every layer uses "
+                f"the composite path (slower). Reason: {_error.splitlines()[0][:300]}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+        _info.update(seconds=time.perf_counter() - start, cached=cached, name=name)
+        _info["build_dir"] = str(build_dir)
+        _module = module
+        return module
+
+
+def compile_info() -> dict[str, Any]:
+    """How the extension was obtained in this process: ``seconds`` (load time), ``cached``
+    (True if the compiled module was already on disk), ``name``, ``build_dir``; or
+    ``error``. Loads it if that has not happened yet."""
+    load()
+    return dict(_info) if _error is None else {"error": _error}
+
+
+def supports(cell: Cell, x: Tensor) -> bool:
+    """CPU fp32/fp64 inputs of the five cells, where the extension builds."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return False
+    if cell.name not in CELL_CODES:
+        return False
+    return load() is not None
+
+
+def _bias(b: Tensor | None, like: Tensor) -> Tensor:
+    return like.new_empty(0) if b is None else b
+
+
+class _FusedLayer(torch.autograd.Function):
+    """One layer, all directions. Inputs: cell code, x, lengths (or an empty tensor),
+    number of directions, then per direction the states (1 or 2) and w_ih, w_hh, b_ih,
+    b_hh (None where absent). Outputs: the layer output, then per direction its states."""
+
+    @staticmethod
+    def forward(ctx, code: int, x: Tensor, lengths: Tensor, dirs: int, *flat: Tensor | None):
+        ext = load()
+        assert ext is not None
+        n_states = 2 if code == CELL_CODES["lstm"] else 1
+        per = n_states + 4
+        groups = [flat[d * per : (d + 1) * per] for d in range(dirs)]
+        h0 = [g[0] for g in groups]
+        c0 = [g[1] for g in groups] if n_states == 2 else []
+        w_ih = [g[n_states] for g in groups]
+        w_hh = [g[n_states + 1] for g in groups]
+        b_ih = [_bias(g[n_states + 2], x) for g in groups]
+        b_hh = [_bias(g[n_states + 3], x) for g in groups]
+        res = ext.forward(code, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, True)
+        n_out = 1 + dirs * n_states
+        ctx.code, ctx.dirs, ctx.n_states = code, dirs, n_states
+        ctx.has_b = (groups[0][n_states + 2] is not None, groups[0][n_states + 3] is not None)
+        ctx.save_for_backward(x, lengths, *w_ih, *w_hh, *res[n_out:])
+        return tuple(res[:n_out])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout: Tensor, *dfinal: Tensor):
+        ext = load()
+        assert ext is not None
+        dirs, n_states = ctx.dirs, ctx.n_states
+        x, lengths, *rest = ctx.saved_tensors
+        w_ih, w_hh, saved = rest[:dirs], rest[dirs : 2 * dirs], rest[2 * dirs :]
+        dh = [dfinal[d * n_states] for d in range(dirs)]
+        dc = [dfinal[d * n_states + 1] for d in range(dirs)] if n_states == 2 else []
+        need_dx = ctx.needs_input_grad[1]
+        has_b_ih, has_b_hh = ctx.has_b
+        res = ext.backward(
+            ctx.code, x, lengths, dout, dh, dc, list(saved), w_ih, w_hh, has_b_ih, has_b_hh,
+            need_dx,
+        )  # fmt: skip
+        grads: list[Tensor | None] = [None, res[0] if need_dx else None, None, None]
+        for d in range(dirs):
+            dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = res[1 + 6 * d : 7 + 6 * d]
+            grads += [dh0, dc0][:n_states]
+            grads += [dw_ih, dw_hh, db_ih if has_b_ih else None, db_hh if has_b_hh else None]
+        return tuple(grads)
+
+
+def run_layer(
+    cell: Cell,
+    x: Tensor,
+    lengths: Tensor | None,
+    states: list[State],
+    weights: list,
+) -> tuple[Tensor, list[State]]:
+    """``rnnkit.nn.runner.run_layer``'s contract, fused: x [T, B, D] -> (out [T, B, dirs*H],
+    final states per direction). Differentiable w.r.t. x, states and weights."""
+    code = CELL_CODES[cell.name]
+    dirs = len(weights)
+    n_states = cell.num_states
+    lengths_arg = x.new_empty(0, dtype=torch.int64) if lengths is None else lengths.contiguous()
+    flat: list[Tensor | None] = []
+    for state, w in zip(states, weights, strict=True):
+        flat += [*state, *w]
+    tensors = [t for t in (x, *flat) if t is not None]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        res = _FusedLayer.apply(code, x, lengths_arg, dirs, *flat)
+    else:  # inference: no autograd node, nothing saved
+        ext = load()
+        assert ext is not None
+        res = ext.forward(
+            code, x, lengths_arg,
+            [s[0] for s in states], [s[1] for s in states] if n_states == 2 else [],
+            [w[0] for w in weights], [w[1] for w in weights],
+            [_bias(w[2], x) for w in weights], [_bias(w[3], x) for w in weights], False,
+        )  # fmt: skip
+    out = res[0]
+    finals = [tuple(res[1 + d * n_states : 1 + (d + 1) * n_states]) for d in range(dirs)]
+    return out, finals
+
+
+def step(cell: Cell, x: Tensor, state: State, weights: tuple) -> tuple[Tensor, State]:
+    """One inference step of one layer-direction, for streaming: x [B, D], state ([B, H],)
+    or (h, c), weights (w_ih, w_hh, b_ih, b_hh) -> (output [B, H], new state). No autograd:
+    callers use it under ``torch.no_grad()`` only."""
+    ext = load()
+    assert ext is not None
+    w_ih, w_hh, b_ih, b_hh = weights
+    c = state[1] if cell.num_states == 2 else x.new_empty(0)
+    y, h, c_new = ext.step(CELL_CODES[cell.name], x, state[0], c, w_ih, w_hh,
+                           _bias(b_ih, x), _bias(b_hh, x))  # fmt: skip
+    return y, ((h, c_new) if cell.num_states == 2 else (h,))

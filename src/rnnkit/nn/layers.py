@@ -1,0 +1,323 @@
+"""Multi-layer, bidirectional recurrent layers: drop-ins for ``torch.nn.RNN/GRU/LSTM``.
+
+Same constructor arguments, parameter names and shapes (``weight_ih_l{k}{_reverse}``,
+``weight_hh_l...``, ``bias_ih_l...``, ``bias_hh_l...``), ``forward(input, hx)`` contract
+and return values; a ``torch.nn`` state_dict loads as is. Additions: the reset-before
+GRU (``reset_after=False``), ``unit_forget_bias`` for the LSTM, and ``lengths=`` for
+padded variable-length batches. Nothing here is specific to one cell: a layer is a
+``rnnkit.nn.cells.Cell`` plus the time-loop runner picked by ``rnnkit.nn.kernels``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from rnnkit.common import checks as _checks
+from rnnkit.nn import kernels
+from rnnkit.nn.cells import LSTM as LSTM_CELL
+from rnnkit.nn.cells import Cell, State, gru_cell, rnn_cell, set_forget_bias
+
+
+class RNNBase(nn.Module):
+    """A stack of ``num_layers`` recurrent layers of one ``Cell``, each 1 or 2 directions."""
+
+    def __init__(
+        self,
+        cell: Cell,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.cell = cell
+        self.input_size = _checks.positive_int("input_size", input_size)
+        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        self.num_layers = _checks.positive_int("num_layers", num_layers)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.dropout = _checks.dropout_probability(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if bidirectional else 1
+        G = cell.num_gates * hidden_size
+        self._weight_names: list[list[tuple[str, ...]]] = []
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size * self.num_directions
+            names_per_direction = []
+            for direction in range(self.num_directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                shapes: dict[str, tuple[int, ...]] = {
+                    "weight_ih": (G, layer_input),
+                    "weight_hh": (G, hidden_size),
+                }
+                if bias:
+                    shapes |= {"bias_ih": (G,), "bias_hh": (G,)}
+                for kind, shape in shapes.items():
+                    self.register_parameter(
+                        kind + suffix, nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+                    )
+                names_per_direction.append(tuple(kind + suffix for kind in shapes))
+            self._weight_names.append(names_per_direction)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias, as ``torch.nn``."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def flatten_parameters(self) -> None:
+        """No-op, for code written against ``torch.nn`` (no cuDNN weight buffer here)."""
+
+    @property
+    def all_weights(self) -> list[list[Tensor]]:
+        return [
+            [getattr(self, n) for n in names] for layer in self._weight_names for names in layer
+        ]
+
+    def _direction_weights(self, layer: int, direction: int) -> tuple[Tensor | None, ...]:
+        w = [getattr(self, name) for name in self._weight_names[layer][direction]]
+        return (w[0], w[1], w[2], w[3]) if self.bias else (w[0], w[1], None, None)
+
+    def extra_repr(self) -> str:
+        text = f"{self.input_size}, {self.hidden_size}, cell={self.cell.name}"
+        if self.num_layers != 1:
+            text += f", num_layers={self.num_layers}"
+        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0)):
+            if getattr(self, name) != default:
+                text += f", {name}={getattr(self, name)}"
+        return text + (", bidirectional=True" if self.bidirectional else "")
+
+    def forward(self, input, hx=None, *, lengths=None):
+        """Run the stack over ``input``; see ``torch.nn.RNN`` for the contract.
+
+        input: [T, B, D] ([B, T, D] if batch_first), [T, D] unbatched, or a
+        ``PackedSequence``. lengths: per-sequence lengths of a padded input, in [0, T];
+        outputs past a sequence's length are zero and its final state is taken at its
+        own last step (a zero-length sequence returns its initial state).
+        hx: h_0 [num_layers * num_directions, B, H] (a tuple (h_0, c_0) for the LSTM).
+        Returns (output, h_n) or, for the LSTM, (output, (h_n, c_n)).
+        """
+        if hx is not None and lengths is None and not torch.is_grad_enabled():
+            stepped = self._stream_step(input, hx)
+            if stepped is not None:
+                return stepped
+        x, lengths, batched, packed = self._time_major_input(input, lengths)
+        states = self._initial_states(hx, x.shape[1], x, batched)
+        run_layer = kernels.select(self.cell, x)
+        finals: list[State] = []
+        for layer in range(self.num_layers):
+            dirs = range(self.num_directions)
+            layer_states = [states[layer * self.num_directions + d] for d in dirs]
+            weights = [self._direction_weights(layer, d) for d in dirs]
+            x, layer_finals = run_layer(self.cell, x, lengths, layer_states, weights)
+            finals.extend(layer_finals)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        final = tuple(torch.stack([f[k] for f in finals]) for k in range(self.cell.num_states))
+        if not batched:
+            x, final = x.squeeze(1), tuple(s.squeeze(1) for s in final)
+        elif packed is not None:
+            x = _repack(x, lengths, packed)
+        elif self.batch_first:
+            x = x.transpose(0, 1)
+        return x, (final[0] if self.cell.num_states == 1 else final)
+
+    def _stream_step(self, input, hx):
+        """The streaming fast path: one time step of a batched tensor with a given state,
+        no autograd, one direction, on a kernel with a single-step function (the fused
+        CPU one). Returns None, and the general path runs (and validates), whenever any of
+        that does not hold. Same results as the general path; far less per-call work."""
+        if type(input) is not Tensor or input.dim() != 3 or self.num_directions != 1:
+            return None
+        if input.shape[1 if self.batch_first else 0] != 1 or input.shape[2] != self.input_size:
+            return None
+        if self.training and self.dropout:
+            return None
+        two = self.cell.num_states == 2
+        parts = tuple(hx) if two and isinstance(hx, tuple | list) and len(hx) == 2 else (hx,)
+        if len(parts) != self.cell.num_states:
+            return None
+        x = input[:, 0] if self.batch_first else input[0]  # [B, D]
+        shape = (self.num_layers, x.shape[0], self.hidden_size)
+        for part in parts:
+            if type(part) is not Tensor or part.shape != shape or part.dtype != x.dtype:
+                return None
+            if part.device != x.device:
+                return None
+        params = self._parameters
+        first = params[self._weight_names[0][0][0]]
+        if first is None or first.dtype != x.dtype or first.device != x.device:
+            return None
+        step = kernels.select_step(self.cell, x)
+        if step is None:
+            return None
+        finals = []
+        for layer, (names,) in enumerate(self._weight_names):
+            w = [params[name] for name in names]
+            weights = (w[0], w[1], w[2], w[3]) if self.bias else (w[0], w[1], None, None)
+            x, state = step(self.cell, x, tuple(p[layer] for p in parts), weights)
+            finals.append(state)
+        final = tuple(torch.stack([f[k] for f in finals]) for k in range(len(parts)))
+        out = x.unsqueeze(1 if self.batch_first else 0)
+        return out, (final if two else final[0])
+
+    def _time_major_input(self, input, lengths):
+        """-> (x [T, B, D], lengths [B] or None, batched?, the input PackedSequence or None)."""
+        packed = None
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError("pass lengths= only with a padded tensor, not a PackedSequence")
+            packed = input
+            x, lengths = pad_packed_sequence(input)  # [T, B, D], original batch order
+        else:
+            x = _checks.tensor("input", input)
+            if x.dim() not in (2, 3):
+                raise ValueError(
+                    f"input must be 3-D ({'[B, T, D]' if self.batch_first else '[T, B, D]'}) "
+                    f"or 2-D unbatched [T, D], got shape {tuple(x.shape)}"
+                )
+            if x.dim() == 2:
+                if lengths is not None:
+                    raise ValueError("lengths= needs a batched (3-D) input")
+                x = x.unsqueeze(1)
+            elif self.batch_first:
+                x = x.transpose(0, 1)
+        _checks.floating("input", x)
+        if x.shape[2] != self.input_size:
+            raise ValueError(
+                f"input has {x.shape[2]} features but the layer expects "
+                f"input_size={self.input_size}"
+            )
+        if x.shape[0] == 0:
+            raise ValueError("input has no time steps (T = 0)")
+        if lengths is not None:
+            lengths = _checks.lengths_for(lengths, x.shape[0], x.shape[1], x.device)
+        batched = packed is not None or input.dim() == 3
+        return x, lengths, batched, packed
+
+    def _initial_states(self, hx, B: int, x: Tensor, batched: bool) -> list[State]:
+        """One state tuple (each [B, H]) per layer-direction, from hx or zeros."""
+        n, H = self.num_layers * self.num_directions, self.hidden_size
+        if hx is None:
+            zeros = x.new_zeros(n, B, H)
+            return [(zeros[k],) * self.cell.num_states for k in range(n)]
+        names = ("h_0", "c_0")[: self.cell.num_states]
+        if self.cell.num_states == 1:
+            parts = (hx,)
+        elif isinstance(hx, tuple | list) and len(hx) == 2:
+            parts = tuple(hx)
+        else:
+            raise TypeError("the LSTM's hx must be a tuple (h_0, c_0)")
+        shape = (n, B, H) if batched else (n, H)
+        states = [
+            _checks.state_like(name, s, shape, x) for name, s in zip(names, parts, strict=True)
+        ]
+        if not batched:
+            states = [s.unsqueeze(1) for s in states]
+        return [tuple(s[k] for s in states) for k in range(n)]
+
+
+def _repack(out: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
+    """Pack out [T, B, F] (original batch order) with the same layout as ``like``."""
+    if like.sorted_indices is not None:
+        out = out.index_select(1, like.sorted_indices)  # into the packed (sorted) order
+        lengths = lengths.index_select(0, like.sorted_indices.to(lengths.device))
+    data = pack_padded_sequence(out, lengths.cpu(), enforce_sorted=True).data
+    return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+class RNN(RNNBase):
+    """Elman RNN layers (``rnnkit.nn.cells.rnn``); a drop-in for ``torch.nn.RNN``."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+    ) -> None:
+        self.nonlinearity = nonlinearity
+        super().__init__(
+            rnn_cell(nonlinearity), input_size, hidden_size, num_layers, bias,
+            batch_first, dropout, bidirectional, device, dtype,
+        )  # fmt: skip
+
+
+class GRU(RNNBase):
+    """GRU layers (``rnnkit.nn.cells.gru``); a drop-in for ``torch.nn.GRU``.
+
+    ``reset_after=False`` selects the original reset-before form of Cho et al. 2014.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        reset_after: bool = True,
+    ) -> None:
+        self.reset_after = bool(reset_after)
+        super().__init__(
+            gru_cell(self.reset_after), input_size, hidden_size, num_layers, bias,
+            batch_first, dropout, bidirectional, device, dtype,
+        )  # fmt: skip
+
+
+class LSTM(RNNBase):
+    """LSTM layers (``rnnkit.nn.cells.lstm``); a drop-in for ``torch.nn.LSTM`` (no proj_size).
+
+    ``unit_forget_bias=True`` initialises every forget-gate bias to 1.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        unit_forget_bias: bool = False,
+    ) -> None:
+        if proj_size != 0:
+            raise ValueError(f"proj_size is not supported (got {proj_size}); use 0")
+        self.unit_forget_bias = bool(unit_forget_bias)
+        super().__init__(
+            LSTM_CELL, input_size, hidden_size, num_layers, bias,
+            batch_first, dropout, bidirectional, device, dtype,
+        )  # fmt: skip
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.unit_forget_bias and self.bias:
+            for weights in self.all_weights:
+                set_forget_bias(weights[2], weights[3])

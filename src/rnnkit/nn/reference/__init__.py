@@ -1,0 +1,33 @@
+"""The NumPy reference: forward over a whole sequence and hand-written BPTT, per cell.
+
+This is the textbook and the oracle every other implementation is tested against.
+``forward(x, state0, params, **options) -> (ys, final_state, cache)`` and
+``backward(cache, dys, dfinal_state) -> Grads`` for one layer and one direction.
+``for_cell(cell)`` returns the pair for a ``rnnkit.nn.cells.Cell`` with its options bound.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+
+from rnnkit.nn.cells import Cell
+from rnnkit.nn.reference import gru, lstm, rnn
+from rnnkit.nn.reference._common import Grads, Params
+
+_MODULES: dict[str, ModuleType] = {
+    "rnn_tanh": rnn,
+    "rnn_relu": rnn,
+    "gru": gru,
+    "gru_reset_before": gru,
+    "lstm": lstm,
+}
+
+
+def for_cell(cell: Cell):
+    """(forward, backward) of the reference for ``cell``, its form options bound."""
+    module = _MODULES[cell.name]
+    return functools.partial(module.forward, **dict(cell.options)), module.backward
+
+
+__all__ = ["Grads", "Params", "for_cell", "gru", "lstm", "rnn"]

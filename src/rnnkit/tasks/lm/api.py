@@ -1,0 +1,304 @@
+"""Language modelling as a trainer task, and the few-line Python API around it.
+
+    from rnnkit.tasks.lm import api as lm
+    run = lm.train(lm.configure(text="input.txt", model={"hidden_size": 512}))
+    model, tokenizer, sections = lm.load(run.out_dir)
+
+The task reads the text (``data.text``; none: the Python reference documentation that
+ships with every Python, ``pydoc_data.topics``), learns a tokenizer, splits off a
+validation tail (or reads ``data.valid_text``), and cuts both into B parallel streams of
+``bptt``-step windows (``rnnkit.data.LMBatches``). The loss is the mean cross-entropy
+per target token in nats; the trainer carries the recurrent state across windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import rnnkit
+from rnnkit.common import config as cfg
+from rnnkit.common.config import option
+from rnnkit.data import encode_file, iter_text, train_tokenizer
+from rnnkit.data.tokenizers import SPECIALS, Tokenizer, tokenizer_from_dict
+from rnnkit.decoding.sampling import SampleConfig
+from rnnkit.tasks.lm.batching import LMBatches, split_train_valid
+from rnnkit.tasks.lm.model import LanguageModel, LMConfig, bits_per_token, perplexity
+from rnnkit.train import checkpoint as ckpt
+from rnnkit.train.optim import OptimConfig
+from rnnkit.train.trainer import FitResult, StepResult, Trainer, TrainerConfig
+
+TOKENIZER_FILE = "tokenizer.json"
+DEFAULT_CORPUS = "pydoc_data.topics"
+
+
+@dataclass
+class DataConfig:
+    """The text, its tokenizer, and how it is cut into batches."""
+
+    text: str | None = option(None, f"training text file (none: Python's {DEFAULT_CORPUS})")
+    valid_text: str | None = option(None, "validation text file (none: the tail of text)")
+    valid_fraction: float = option(0.05, "fraction of text held out when no valid_text")
+    encoding: str = option("utf-8", "text encoding of the files")
+    tokenizer: str = option("char", "token unit", choices=("char", "word", "bpe"))
+    vocab_size: int | None = option(None, "cap on the vocabulary, specials included")
+    min_count: int = option(1, "drop tokens seen fewer times (char, word)", min=1)
+    batch_size: int = option(32, "parallel streams B", min=1)
+    bptt: int = option(64, "steps per truncated-BPTT window T", min=1)
+    variable_bptt: bool = option(
+        False, "draw window lengths as AWD-LSTM (Merity 2017); lr scales by T / bptt"
+    )
+    eval_batch_size: int = option(16, "parallel streams for validation and eval", min=1)
+
+
+def defaults() -> cfg.Sections:
+    """The sections of a language-model run, at their defaults (the README's main job)."""
+    # The main job: with no arguments `rnnkit train lm` must finish, samples included,
+    # within 3 minutes on 2 cores. A 2x256 GRU learned the most per second in trials on
+    # 2 cores (docs/results.md); the time cap guards slower machines and
+    # --trainer.max_minutes none lifts it.
+    return {"model": LMConfig(cell="gru"), "data": DataConfig(), "optim": OptimConfig(),
+            "trainer": TrainerConfig(max_minutes=2.5), "sample": SampleConfig()}  # fmt: skip
+
+
+def configure(
+    file: str | Path | None = None, overrides: tuple[str, ...] = (), **sections: Any
+) -> cfg.Sections:
+    """Defaults, then a config file, then ``--section.field value`` overrides, then
+    keyword sections (``model={"hidden_size": 512}``); ``text=PATH`` sets data.text."""
+    resolved = cfg.resolve(defaults(), file, overrides)
+    if "text" in sections:
+        sections.setdefault("data", {})["text"] = sections.pop("text")
+    return cfg.merge(resolved, sections, "configure()")
+
+
+def default_corpus() -> str:
+    """Python's reference documentation (``pydoc_data.topics``), one topic after another
+    in sorted order: about 465k characters of English prose and code on every machine."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[key].strip("\n") for key in sorted(topics)) + "\n"
+
+
+def _check_vocabulary(tokenizer: Tokenizer, source: str) -> None:
+    real = tokenizer.vocab_size - len(SPECIALS)
+    if real < 2:
+        only = tokenizer.decode([len(SPECIALS)]) if real == 1 else ""
+        raise ValueError(
+            f"{source} has a vocabulary of {real} token ({only!r}); a language model "
+            "needs at least 2 distinct tokens to predict"
+        )
+
+
+def load_corpus(
+    data: DataConfig, tokenizer: Tokenizer | None = None
+) -> tuple[Tokenizer, Tensor, Tensor]:
+    """(tokenizer, train ids [N], valid ids [M]); a new tokenizer unless one is given."""
+    source = data.text or DEFAULT_CORPUS
+    if data.text is None:
+        text = default_corpus()
+        tokenizer = tokenizer or train_tokenizer(
+            data.tokenizer, [text], vocab_size=data.vocab_size, min_count=data.min_count
+        )
+        ids = torch.tensor(tokenizer.encode(text), dtype=torch.int64)
+    else:
+        if tokenizer is None:
+            texts = iter_text(data.text, data.encoding)
+            tokenizer = train_tokenizer(
+                data.tokenizer, texts, vocab_size=data.vocab_size, min_count=data.min_count
+            )
+        ids = encode_file(tokenizer, data.text, data.encoding)
+    _check_vocabulary(tokenizer, source)
+    if data.valid_text is not None:
+        return tokenizer, ids, encode_file(tokenizer, data.valid_text, data.encoding)
+    train, valid = split_train_valid(ids, data.valid_fraction)
+    return tokenizer, train, valid
+
+
+def _streams(ids: Tensor, batch_size: int, bptt: int, what: str, **kw: Any) -> LMBatches:
+    """LMBatches with at most as many streams as the text can fill (2+ tokens each)."""
+    fitting = min(batch_size, ids.shape[0] // 2)
+    if fitting < 1:
+        raise ValueError(f"the {what} text has {ids.shape[0]} token(s); it needs at least 2")
+    return LMBatches(ids, fitting, bptt, **kw)
+
+
+@torch.no_grad()
+def evaluate(model: LanguageModel, batches: LMBatches) -> tuple[float, int]:
+    """(mean cross-entropy per target token in nats, target tokens) over every window,
+    carrying the state across windows as in training."""
+    device = next(model.parameters()).device
+    total, count, state = 0.0, 0, None
+    for inputs, targets in batches.windows(0):
+        loss, state = model.loss(inputs.to(device), targets.to(device), state, "sum")
+        total += float(loss)
+        count += targets.numel()
+    return total / count, count
+
+
+def describe(tokenizer: Tokenizer, loss: float) -> dict[str, float]:
+    """Bits per character for character models, perplexity otherwise."""
+    if tokenizer.kind == "char":
+        return {"bpc": bits_per_token(loss)}
+    return {"ppl": perplexity(loss)}
+
+
+class LMTask:
+    """The trainer task: windows of B streams, cross-entropy on the next token."""
+
+    def __init__(self, tokenizer: Tokenizer, train: Tensor, valid: Tensor, data: DataConfig,
+                 seed: int) -> None:  # fmt: skip
+        self.tokenizer = tokenizer
+        self.train = _streams(train, data.batch_size, data.bptt, "training",
+                              variable_bptt=data.variable_bptt, seed=seed)  # fmt: skip
+        self.valid = _streams(valid, data.eval_batch_size, data.bptt, "validation")
+
+    def batches_per_epoch(self, epoch: int) -> int:
+        return self.train.num_windows(epoch)
+
+    def batches(self, epoch: int, start: int) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.train.windows(epoch, start)
+
+    def train_step(self, model: torch.nn.Module, batch: Any, carry: Any) -> StepResult:
+        inputs, targets = batch  # each [T, B]
+        device = next(model.parameters()).device
+        assert isinstance(model, LanguageModel)
+        loss, carry = model.loss(inputs.to(device), targets.to(device), carry)
+        # A shorter window's mean loss weighs each token more; AWD-LSTM rescales the rate.
+        scale = inputs.shape[0] / self.train.bptt if self.train.variable_bptt else 1.0
+        return StepResult(loss, targets.numel(), carry, lr_scale=scale)
+
+    def evaluate(self, model: torch.nn.Module) -> float:
+        assert isinstance(model, LanguageModel)
+        return evaluate(model, self.valid)[0]
+
+    def describe(self, loss: float) -> dict[str, float]:
+        return describe(self.tokenizer, loss)
+
+
+@dataclass
+class LMRun:
+    out_dir: Path
+    model: LanguageModel
+    tokenizer: Tokenizer
+    sections: cfg.Sections
+    result: FitResult
+    train_tokens: int
+    valid_tokens: int
+
+
+# Fields that may differ from the checkpoint's when resuming: they change how long the
+# run goes and how it reports, never the trajectory of the steps it shares.
+RESUMABLE = {
+    "trainer": {"epochs", "max_steps", "max_minutes", "progress", "checkpoint_every",
+                "threads", "device"},
+    "sample": None,  # every field
+}  # fmt: skip
+
+
+def resume_sections(
+    checkpoint: str | Path, changes: Mapping[str, Mapping[str, Any]] | None = None
+) -> cfg.Sections:
+    """The checkpoint's sections with ``changes`` ({section: {field: value}}) applied;
+    only the ``RESUMABLE`` fields may change."""
+    path = ckpt.resolve(checkpoint, prefer=("last", "best"))
+    saved = cfg.from_dict(defaults(), ckpt.read_json(path, ckpt.CONFIG_FILE), str(path))
+    for section, values in (changes or {}).items():
+        allowed = RESUMABLE.get(section, set())
+        for name in values:
+            if allowed is not None and name not in allowed:
+                raise cfg.ConfigError(
+                    f"--{section}.{name} cannot change when resuming (the checkpoint has "
+                    f"{getattr(saved.get(section), name, '?')!r}); only "
+                    + ", ".join(f"trainer.{n}" for n in sorted(RESUMABLE["trainer"] or ()))
+                    + " and sample.* may"
+                )
+    return cfg.merge(saved, changes or {}, "resume")
+
+
+def train(
+    sections: cfg.Sections | None = None,
+    resume: str | Path | None = None,
+    changes: Mapping[str, Mapping[str, Any]] | None = None,
+    log: Callable[[str], None] = print,
+) -> LMRun:
+    """Train a language model with ``sections`` (default: ``defaults()``), or continue
+    the run at ``resume`` (a run or checkpoint directory) exactly, with ``changes``
+    ({section: {field: value}}, only ``RESUMABLE`` fields) to its saved config."""
+    if resume is not None:
+        if sections is not None:
+            raise ValueError("pass changes=, not sections=, when resuming")
+        sections = resume_sections(resume, changes)
+        checkpoint = ckpt.resolve(resume, prefer=("last", "best"))
+        out_dir = checkpoint.parent
+        tokenizer = tokenizer_from_dict(ckpt.read_json(checkpoint, TOKENIZER_FILE))
+    else:
+        sections = sections or defaults()
+        out_dir = ckpt.fresh_run_dir(sections["trainer"].out)
+        tokenizer = None
+    model_c: LMConfig = sections["model"].validate()
+    data_c: DataConfig = sections["data"]
+    trainer_c: TrainerConfig = sections["trainer"]
+    torch.manual_seed(trainer_c.seed)
+    tokenizer, train_ids, valid_ids = load_corpus(data_c, tokenizer)
+    model = LanguageModel(model_c, tokenizer.vocab_size)
+    task = LMTask(tokenizer, train_ids, valid_ids, data_c, trainer_c.seed)
+    meta = {"task": "lm", "rnnkit_version": rnnkit.__version__, "vocab_size": tokenizer.vocab_size}
+    extra = {
+        ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
+        TOKENIZER_FILE: tokenizer.to_dict(),
+    }
+    trainer = Trainer(model, task, trainer_c, sections["optim"], out_dir, extra, log)
+    if resume is not None:
+        trainer.resume(checkpoint)
+        log(f"resuming {out_dir} at step {trainer.step} (epoch {trainer.epoch})")
+    else:
+        log(
+            f"training a {model_c.num_layers}x{model_c.hidden_size} {model_c.cell} "
+            f"({model.num_parameters():,} parameters) on {data_c.text or DEFAULT_CORPUS}: "
+            f"{train_ids.numel():,} training and {valid_ids.numel():,} validation "
+            f"{tokenizer.kind} tokens, vocabulary {tokenizer.vocab_size}; run in {out_dir}"
+        )
+    result = trainer.fit()
+    final = trainer.evaluated_model  # the weight average, when the run keeps one
+    assert isinstance(final, LanguageModel)
+    return LMRun(out_dir, final, tokenizer, sections, result,
+                 train_ids.numel(), valid_ids.numel())  # fmt: skip
+
+
+def load(
+    path: str | Path, which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[LanguageModel, Tokenizer, cfg.Sections]:
+    """A trained model from a run directory (its ``best`` checkpoint, or ``which``) or a
+    checkpoint directory, in eval mode; with its tokenizer and config sections."""
+    prefer = ("best", "last") if which == "best" else ("last", "best")
+    checkpoint = ckpt.resolve(path, prefer=prefer)
+    data = ckpt.read_json(checkpoint, ckpt.CONFIG_FILE)
+    if data.get("meta", {}).get("task") != "lm":
+        raise ckpt.CheckpointError(f"{checkpoint} is not a language-model checkpoint")
+    sections = cfg.from_dict(defaults(), data, str(checkpoint / ckpt.CONFIG_FILE))
+    tokenizer = tokenizer_from_dict(ckpt.read_json(checkpoint, TOKENIZER_FILE))
+    model = LanguageModel(sections["model"], tokenizer.vocab_size)
+    ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
+    return model.to(device).eval(), tokenizer, sections
+
+
+def evaluate_file(
+    model: LanguageModel, tokenizer: Tokenizer, path: str | Path, encoding: str = "utf-8",
+    batch_size: int = 16, bptt: int = 64,
+) -> dict[str, float]:  # fmt: skip
+    """Loss (nats per token), perplexity, bits per token and the share of <unk> on a file."""
+    ids = encode_file(tokenizer, path, encoding)
+    loss, count = evaluate(model, _streams(ids, batch_size, bptt, "evaluation"))
+    unk = float((ids == tokenizer.unk_id).float().mean())
+    return {"loss": loss, "perplexity": perplexity(loss), "bits_per_token": bits_per_token(loss),
+            "tokens": float(count), "unk_fraction": unk}  # fmt: skip
+
+
+def options_help() -> str:
+    return cfg.help_table(defaults())

@@ -1,0 +1,167 @@
+"""A recurrent language model: p(x_t | x_<t) from a deep unidirectional RNN.
+
+    e_t = E[x_t]              learned embedding [V, D]  (or one_hot(x_t), D = V: the
+                              classic char-RNN input, Karpathy 2015)
+    h_t = RNN(dropout(e_t), h_{t-1})     num_layers of one cell kind, dropout between layers
+    logits_t = W dropout(h_t) + b        projection to the vocabulary [V, H]
+
+Causal by construction: a language model reads left to right only, so the RNN is never
+bidirectional. Dropout sits on the non-recurrent connections only (Zaremba et al. 2014,
+section 3). Weight tying shares E and W (Press & Wolf 2017; Inan et al. 2017), which
+needs D = H.
+
+Shapes: ids [T, B] (time-major, as the batches and the layers), logits [T, B, V],
+state as the layer's (h [L, B, H], or (h, c) for the LSTM).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.common.config import option
+from rnnkit.nn.cells import CELLS, set_forget_bias
+from rnnkit.nn.layers import GRU, LSTM, RNN, RNNBase
+from rnnkit.tasks.lm.loss import projected_cross_entropy
+
+CELL_NAMES = tuple(CELLS)
+"""rnn_tanh, rnn_relu, gru (reset-after, as torch.nn/cuDNN), gru_reset_before (Cho 2014), lstm."""
+
+
+@dataclass
+class LMConfig:
+    """The language model's shape and initialisation (the vocabulary comes from the tokenizer)."""
+
+    cell: str = option("lstm", "recurrent cell kind", choices=CELL_NAMES)
+    num_layers: int = option(2, "stacked recurrent layers", min=1)
+    hidden_size: int = option(256, "hidden units per layer", min=1)
+    input: str = option("embedding", "input encoding", choices=("embedding", "onehot"))
+    embedding_size: int = option(128, "embedding width (ignored for onehot input)", min=1)
+    dropout: float = option(0.0, "dropout on the input, between layers and before the output")
+    tie_weights: bool = option(False, "share the embedding and output matrices (needs D = H)")
+    init: str = option(
+        "default",
+        "uniform: every weight U(-init_scale, init_scale) (Zaremba 2014); orthogonal: "
+        "orthogonal recurrent blocks, Xavier input blocks, zero biases; default: torch.nn's",
+        choices=("default", "uniform", "orthogonal"),
+    )
+    init_scale: float = option(0.1, "bound of the uniform init")
+    unit_forget_bias: bool = option(True, "LSTM forget-gate bias 1 (Jozefowicz 2015, sec. 3)")
+
+    def validate(self) -> LMConfig:
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.tie_weights and self.input == "onehot":
+            raise ValueError("model.tie_weights needs model.input=embedding, not onehot")
+        if self.tie_weights and self.embedding_size != self.hidden_size:
+            raise ValueError(
+                "model.tie_weights needs model.embedding_size == model.hidden_size, got "
+                f"{self.embedding_size} and {self.hidden_size}"
+            )
+        if self.init_scale <= 0:
+            raise ValueError(f"model.init_scale must be > 0, got {self.init_scale}")
+        return self
+
+
+def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float,
+             unit_forget_bias: bool = True) -> RNNBase:  # fmt: skip
+    """An rnnkit layer stack for a cell name from ``rnnkit.nn.cells.CELLS``."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {', '.join(CELL_NAMES)}, got {cell!r}")
+    args = (input_size, hidden_size, num_layers)
+    if cell == "lstm":
+        return LSTM(*args, dropout=dropout, unit_forget_bias=unit_forget_bias)
+    if cell in ("gru", "gru_reset_before"):
+        return GRU(*args, dropout=dropout, reset_after=cell == "gru")
+    return RNN(*args, nonlinearity=cell.removeprefix("rnn_"), dropout=dropout)
+
+
+class LanguageModel(nn.Module):
+    """Embedding (or one-hot) -> rnnkit RNN stack -> dropout -> linear to the vocabulary."""
+
+    def __init__(self, config: LMConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.config = config.validate()
+        if vocab_size < 2:
+            raise ValueError(
+                f"the vocabulary has {vocab_size} token(s); a language model needs at least 2"
+            )
+        self.vocab_size = vocab_size
+        D = vocab_size if config.input == "onehot" else config.embedding_size
+        self.embedding = nn.Embedding(vocab_size, D) if config.input == "embedding" else None
+        self.rnn = make_rnn(config.cell, D, config.hidden_size, config.num_layers,
+                            config.dropout, config.unit_forget_bias)  # fmt: skip
+        self.drop = nn.Dropout(config.dropout)
+        self.decoder = nn.Linear(config.hidden_size, vocab_size)
+        self.reset_parameters()
+        if config.tie_weights:
+            assert self.embedding is not None
+            self.decoder.weight = self.embedding.weight
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        c = self.config
+        if c.init == "uniform":
+            for p in self.parameters():
+                nn.init.uniform_(p, -c.init_scale, c.init_scale)
+        elif c.init == "orthogonal":
+            H = c.hidden_size
+            for name, p in self.rnn.named_parameters():
+                for block in p.split(H, dim=0):  # one gate's rows at a time
+                    if name.startswith("weight_hh"):
+                        nn.init.orthogonal_(block)
+                    elif name.startswith("weight_ih"):
+                        nn.init.xavier_uniform_(block)
+                    else:
+                        block.zero_()
+            if self.embedding is not None:
+                nn.init.uniform_(self.embedding.weight, -c.init_scale, c.init_scale)
+            nn.init.uniform_(self.decoder.weight, -c.init_scale, c.init_scale)
+            self.decoder.bias.zero_()
+        if c.cell == "lstm" and c.unit_forget_bias:
+            for weights in self.rnn.all_weights:
+                set_forget_bias(weights[2], weights[3])
+
+    def forward(self, ids: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """ids [T, B] int64 -> (logits [T, B, V], final state to carry into the next window)."""
+        out, state = self.features(ids, state)
+        return self.decoder(out), state  # [T, B, V]
+
+    def features(self, ids: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """ids [T, B] -> (the decoder's input [T, B, H], dropout applied; final state)."""
+        if self.embedding is None:
+            x = F.one_hot(ids, self.vocab_size).to(self.decoder.weight.dtype)  # [T, B, V]
+        else:
+            x = self.embedding(ids)  # [T, B, D]
+        out, state = self.rnn(self.drop(x), state)  # [T, B, H]
+        return self.drop(out), state
+
+    def loss(self, ids: Tensor, targets: Tensor, state: Any = None,
+             reduction: str = "mean") -> tuple[Tensor, Any]:  # fmt: skip
+        """Cross-entropy in nats of the next tokens targets [T, B] given ids [T, B],
+        reduced by "mean" or "sum" over the T * B tokens; and the final state. The same
+        as ``F.cross_entropy`` on ``forward``'s logits, through the output layer's faster
+        transposed product (``rnnkit.tasks.lm.loss.projected_cross_entropy``)."""
+        out, state = self.features(ids, state)
+        d = self.decoder
+        loss = projected_cross_entropy(out.flatten(0, 1), d.weight, d.bias, targets.flatten(),
+                                       reduction)  # fmt: skip
+        return loss, state
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def perplexity(loss: float) -> float:
+    """exp(mean negative log-likelihood per token in nats); inf past exp's range."""
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+def bits_per_token(loss: float) -> float:
+    """Nats per token -> bits per token (bits per character for character models)."""
+    return loss / math.log(2)

@@ -1,0 +1,264 @@
+"""Sequence tagging (named entities) as a trainer task, and its Python API.
+
+    from rnnkit.tasks.tag import api as tag
+    run = tag.train(tag.configure(data={"train": "eng.train", "valid": "eng.testa"}))
+    spans = tag.predict(run.out_dir, [["Peter", "Blackburn", "visited", "Paris"]])
+
+Following Lample et al. 2016 (section 4): words are looked up lowercased with digits
+replaced by 0 while the character BiRNN sees the original word; words seen once in
+training are replaced by <unk> with probability ``singleton_unk`` so that the <unk>
+embedding is trained; tags are converted to ``data.train_scheme`` (BIOES by default)
+for training and back to the file's scheme for output. The best checkpoint is scored
+by conlleval's span F1 on the validation file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import rnnkit
+from rnnkit.common import config as cfg
+from rnnkit.common.config import option
+from rnnkit.data.padded import batches, pad
+from rnnkit.data.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
+from rnnkit.tasks.tag.conll import Sentence, format_conll, read_conll
+from rnnkit.tasks.tag.metrics import SpanScores, span_scores
+from rnnkit.tasks.tag.model import Tagger, TaggerConfig
+from rnnkit.tasks.tag.schemes import SCHEMES, allowed_transitions, convert, spans
+from rnnkit.train import checkpoint as ckpt
+from rnnkit.train.optim import OptimConfig
+from rnnkit.train.trainer import FitResult, StepResult, Trainer, TrainerConfig
+
+WORDS_FILE, CHARS_FILE, TAGS_FILE = "words.json", "chars.json", "tags.json"
+_DIGITS = re.compile(r"\d")
+
+
+@dataclass
+class TagDataConfig:
+    """The CoNLL files, their columns and tag scheme, and batching."""
+
+    train: str | None = option(None, "training file in CoNLL columns")
+    valid: str | None = option(None, "validation file (none: the last 10% of train)")
+    token_column: int = option(0, "column of the tokens")
+    tag_column: int = option(-1, "column of the tags (-1: the last)")
+    scheme: str = option("IOB1", "the files' tag scheme", choices=SCHEMES)
+    train_scheme: str = option("BIOES", "the scheme the model learns", choices=SCHEMES)
+    lowercase: bool = option(True, "look words up lowercased (characters keep case)")
+    zero_digits: bool = option(True, "replace every digit by 0 for the word lookup")
+    singleton_unk: float = option(0.5, "probability of replacing a training singleton by <unk>")
+    batch_size: int = option(10, "sentences per batch", min=1)
+    max_word_length: int = option(30, "characters per word seen by the character BiRNN", min=1)
+    encoding: str = option("utf-8", "text encoding of the files")
+
+
+def defaults() -> cfg.Sections:
+    return {"model": TaggerConfig(), "data": TagDataConfig(),
+            "optim": OptimConfig(optimizer="sgd", lr=0.015, momentum=0.9),
+            "trainer": TrainerConfig(out="runs/tag", epochs=10, clip_norm=5.0)}  # fmt: skip
+
+
+def configure(
+    file: str | Path | None = None, overrides: tuple[str, ...] = (), **sections: Any
+) -> cfg.Sections:
+    return cfg.merge(cfg.resolve(defaults(), file, overrides), sections, "configure()")
+
+
+def _word_key(word: str, data: TagDataConfig) -> str:
+    word = word.lower() if data.lowercase else word
+    return _DIGITS.sub("0", word) if data.zero_digits else word
+
+
+class Encoder:
+    """Sentences -> padded id tensors, with the vocabularies of a trained tagger."""
+
+    def __init__(self, words: Tokenizer, chars: Tokenizer, tags: list[str], data: TagDataConfig):
+        self.words, self.chars, self.tags, self.data = words, chars, tags, data
+        self.tag_index = {t: i for i, t in enumerate(tags)}
+
+    def word_ids(self, tokens: Sequence[str]) -> list[int]:
+        return [self.words.encode(_word_key(w, self.data))[0] for w in tokens]
+
+    def batch(self, sentences: Sequence[Sequence[str]], word_ids: list[list[int]] | None = None):
+        """-> (words [B, T], chars [B, T, W], lengths [B])."""
+        ids, lengths = pad(word_ids or [self.word_ids(s) for s in sentences])
+        W = min(self.data.max_word_length, max(len(w) for s in sentences for w in s))
+        chars = torch.zeros(*ids.shape, W, dtype=torch.int64)
+        for b, sentence in enumerate(sentences):
+            for t, word in enumerate(sentence):
+                codes = self.chars.encode(word[:W])
+                chars[b, t, : len(codes)] = torch.tensor(codes)
+        return ids, chars, lengths
+
+
+class TagTask:
+    unit = "tok"  # what StepResult.count counts
+
+    def __init__(self, encoder: Encoder, train: list[Sentence], valid: list[Sentence],
+                 seed: int) -> None:  # fmt: skip
+        e = encoder
+        self.encoder, self.seed = e, seed
+        self.train = train
+        self.valid = valid
+        self.train_words = [e.word_ids(s.tokens) for s in train]
+        self.train_tags = [[e.tag_index[t] for t in convert(s.tags, e.data.train_scheme)]
+                           for s in train]  # fmt: skip
+        counts = Counter(w for ids in self.train_words for w in ids)
+        self.singletons = {w for w, n in counts.items() if n == 1}
+
+    def batches_per_epoch(self, epoch: int) -> int:
+        return math.ceil(len(self.train) / self.encoder.data.batch_size)
+
+    def batches(self, epoch: int, start: int) -> Iterator[Any]:
+        size, p = self.encoder.data.batch_size, self.encoder.data.singleton_unk
+        generator = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        order = list(batches(len(self.train), size, self.seed, epoch))
+        draws = [
+            torch.rand(sum(len(self.train_words[r]) for r in rows), generator=generator)
+            for rows in order
+        ]  # fmt: skip  (drawn for every batch: resume-exact)
+        for rows, draw in zip(order[start:], draws[start:], strict=True):
+            words, k = [], 0
+            for r in rows:
+                ids = list(self.train_words[r])
+                for t, w in enumerate(ids):
+                    if w in self.singletons and draw[k] < p:
+                        ids[t] = self.encoder.words.unk_id
+                    k += 1
+                words.append(ids)
+            tokens = [self.train[r].tokens for r in rows]
+            ids, chars, lengths = self.encoder.batch(tokens, words)
+            tags, _ = pad([self.train_tags[r] for r in rows])
+            yield ids, chars, lengths, tags
+
+    def train_step(self, model: torch.nn.Module, batch: Any, carry: Any) -> StepResult:
+        device = next(model.parameters()).device
+        ids, chars, lengths, tags = (x.to(device) for x in batch)
+        assert isinstance(model, Tagger)
+        return StepResult(model.loss(ids, chars, lengths, tags), int(lengths.sum()))
+
+    score_name = "F1"
+
+    def evaluate(self, model: torch.nn.Module) -> tuple[float, float]:
+        """(mean loss per validation sentence, span F1 in percent, conlleval's), from one
+        pass of the network: the loss and the decoding share each batch's tag scores."""
+        assert isinstance(model, Tagger)
+        device = next(model.parameters()).device
+        e = self.encoder
+        total, predicted = 0.0, []
+        for rows in batches(len(self.valid), 64, 0, 0):
+            sentences = [self.valid[r] for r in rows]
+            ids, chars, lengths = (x.to(device) for x in e.batch([s.tokens for s in sentences]))
+            gold = [[e.tag_index.get(t, 0) for t in convert(s.tags, e.data.train_scheme)]
+                    for s in sentences]  # fmt: skip
+            tags, _ = pad(gold)
+            scores = model.emissions(ids, chars, lengths)  # [B, T, K]
+            total += float(model.loss_of(scores, lengths, tags.to(device))) * len(rows)
+            predicted += [convert([e.tags[i] for i in p], e.data.scheme)
+                          for p in model.decode_of(scores, lengths)]  # fmt: skip
+        f1 = span_scores([s.tags for s in self.valid], predicted).overall.f1
+        return total / len(self.valid), 100 * f1
+
+    def describe(self, loss: float) -> dict[str, float]:
+        return {}
+
+
+@torch.no_grad()
+def tag_sentences(model: Tagger, encoder: Encoder, sentences: Sequence[Sequence[str]],
+                  batch_size: int = 64) -> list[list[str]]:  # fmt: skip
+    """Predicted tags in the files' scheme for each tokenized sentence."""
+    device = next(model.parameters()).device
+    out: list[list[str]] = []
+    for start in range(0, len(sentences), batch_size):
+        chunk = sentences[start : start + batch_size]
+        ids, chars, lengths = encoder.batch(chunk)
+        paths = model.decode(ids.to(device), chars.to(device), lengths.to(device))
+        out += [convert([encoder.tags[i] for i in p], encoder.data.scheme) for p in paths]
+    return out
+
+
+@dataclass
+class TagRun:
+    out_dir: Path
+    result: FitResult
+    scores: SpanScores
+
+
+def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = print) -> TagRun:
+    """Train a tagger; score its best checkpoint (span F1) on the validation file."""
+    sections = sections or defaults()
+    model_c: TaggerConfig = sections["model"]
+    data: TagDataConfig = sections["data"]
+    trainer_c: TrainerConfig = sections["trainer"]
+    if data.train is None:
+        raise ValueError("data.train is required: a CoNLL file (--data.train FILE)")
+    torch.manual_seed(trainer_c.seed)
+    read: dict[str, Any] = {"token_column": data.token_column, "tag_column": data.tag_column,
+            "scheme": data.scheme, "encoding": data.encoding}  # fmt: skip
+    train_s = read_conll(data.train, **read)
+    if data.valid is not None:
+        valid_s = read_conll(data.valid, **read)
+    else:
+        cut = max(1, len(train_s) // 10)
+        train_s, valid_s = train_s[:-cut], train_s[-cut:]
+    words = train_tokenizer("word", [" ".join(_word_key(w, data) for w in s.tokens) + "\n"
+                                     for s in train_s])  # fmt: skip
+    chars = train_tokenizer("char", [" ".join(s.tokens) for s in train_s])
+    tag_names = sorted({t for s in train_s for t in convert(s.tags, data.train_scheme)} | {"O"})
+    encoder = Encoder(words, chars, tag_names, data)
+    constraints = allowed_transitions(tag_names, data.train_scheme)
+    model = Tagger(model_c, words.vocab_size, chars.vocab_size, len(tag_names), constraints)
+    task = TagTask(encoder, train_s, valid_s, trainer_c.seed)
+    out_dir = ckpt.fresh_run_dir(trainer_c.out)
+    meta = {"task": "tag", "rnnkit_version": rnnkit.__version__}
+    extra = {ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
+             WORDS_FILE: words.to_dict(), CHARS_FILE: chars.to_dict(),
+             TAGS_FILE: {"tags": tag_names}}  # fmt: skip
+    log(f"training a {model_c.cell} tagger ({model_c.output}) on {len(train_s):,} sentences "
+        f"({len(valid_s):,} validation), {len(tag_names)} tags; run in {out_dir}")  # fmt: skip
+    result = Trainer(model, task, trainer_c, sections["optim"], out_dir, extra, log).fit()
+    best, best_encoder = load(out_dir)
+    predicted = tag_sentences(best, best_encoder, [s.tokens for s in valid_s])
+    scores = span_scores([s.tags for s in valid_s], predicted)
+    (out_dir / "report.txt").write_text(scores.report() + "\n", encoding="utf-8")
+    (out_dir / "valid.conll").write_text(format_conll(valid_s, predicted), encoding="utf-8")
+    return TagRun(out_dir, result, scores)
+
+
+def load(path: str | Path, which: str = "best") -> tuple[Tagger, Encoder]:
+    checkpoint, _, sections = ckpt.open_run(path, "tag", defaults(), which)
+    words = tokenizer_from_dict(ckpt.read_json(checkpoint, WORDS_FILE))
+    chars = tokenizer_from_dict(ckpt.read_json(checkpoint, CHARS_FILE))
+    tag_names = ckpt.read_json(checkpoint, TAGS_FILE)["tags"]
+    data: TagDataConfig = sections["data"]
+    constraints = allowed_transitions(tag_names, data.train_scheme)
+    model = Tagger(sections["model"], words.vocab_size, chars.vocab_size, len(tag_names),
+                   constraints)  # fmt: skip
+    ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
+    return model.eval(), Encoder(words, chars, tag_names, data)
+
+
+def predict(path: str | Path, sentences: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+    """For each tokenized sentence: {"tokens", "tags", "spans": [{type, start, end, text}]}."""
+    model, encoder = load(path)
+    tags = tag_sentences(model, encoder, sentences)
+    return [{"tokens": list(s), "tags": t,
+             "spans": [{"type": k, "start": a, "end": b, "text": " ".join(s[a:b])}
+                       for k, a, b in spans(t)]}
+            for s, t in zip(sentences, tags, strict=True)]  # fmt: skip
+
+
+def format_tagged(predictions: list[dict[str, Any]], as_json: bool) -> str:
+    """CoNLL columns (token tag, blank line between sentences) or JSON lines of spans."""
+    if as_json:
+        return "\n".join(json.dumps(p) for p in predictions)
+    return "\n\n".join("\n".join(f"{w} {t}" for w, t in zip(p["tokens"], p["tags"], strict=True))
+                       for p in predictions)  # fmt: skip

@@ -1,0 +1,675 @@
+"""``rnnkit bench``: rnnkit's layers against torch.nn on this machine, in one run.
+
+Also runnable as ``python -m rnnkit.tools.bench``; ``docs/benchmarks.md`` shows how to read
+the output. The harness times whatever the layers dispatch to (``rnnkit.nn.kernels.select``
+under the chosen backend), so one command measures the composite path today and the
+fused kernels once they are registered; every row says which ``run_layer`` it ran.
+
+Per cell and shape (T time, B batch, D input, H hidden; one layer, one direction,
+time-major input [T, B, D]):
+
+fwd      one layer call under ``torch.no_grad()``, modules in eval mode (inference).
+train    forward, then backward of the output against a fixed random gradient. The input
+         requires grad, so the backward computes dx as well as the weight gradients.
+GFLOP/s  GEMM FLOPs (``gemm_flops``) over the median time.
+speedup  baseline time / our time (above 1: we are faster). Baseline: torch.nn's same
+         cell with the same weights; for the reset-before GRU, which torch.nn lacks,
+         rnnkit's composite path.
+% peak   train GFLOP/s over the GEMM peak: the median rate of a square ``torch.mm``
+         [N, N] @ [N, N] in the same dtype and thread count, measured early in the run.
+memory   peak resident memory one call adds (``MEMORY_METHOD``), in a fresh subprocess
+         per implementation, after a tiny warm-up call (so one-time costs such as thread
+         pools or kernel compilation are left out).
+stream   one call at T=1, B=1, D=H=256 with the state carried over from the previous
+         call, microseconds per call, inference.
+
+Times are medians of ``repeats`` timed calls after ``warmup`` untimed ones. Ours and the
+baseline alternate call by call, so the noise of a shared machine falls on both alike.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import Tensor, nn
+
+from rnnkit.nn import kernels, runner
+from rnnkit.nn.cells import CELLS, Cell
+from rnnkit.nn.layers import RNNBase
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    T: int
+    B: int
+    D: int
+    H: int
+
+
+SHAPES = {
+    s.name: s
+    for s in (
+        Shape("S1", 100, 32, 128, 256),
+        Shape("S2", 100, 64, 256, 512),
+        Shape("S3", 200, 1, 64, 128),
+        Shape("S4", 50, 128, 512, 1024),
+    )
+}
+QUICK_SHAPE = Shape("tiny", 8, 2, 16, 32)
+STREAM_SHAPE = Shape("stream", 1, 1, 256, 256)
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_TORCH_LAYERS: dict[str, Callable[..., nn.Module]] = {
+    "RNN_TANH": lambda D, H, dtype: nn.RNN(D, H, nonlinearity="tanh", dtype=dtype),
+    "RNN_RELU": lambda D, H, dtype: nn.RNN(D, H, nonlinearity="relu", dtype=dtype),
+    "GRU": lambda D, H, dtype: nn.GRU(D, H, dtype=dtype),
+    "LSTM": lambda D, H, dtype: nn.LSTM(D, H, dtype=dtype),
+}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure; the CLI overrides these defaults, ``quick()`` is the CI smoke run."""
+
+    cells: tuple[str, ...] = tuple(CELLS)
+    shapes: tuple[Shape, ...] = tuple(SHAPES.values())
+    repeats: int = 5
+    warmup: int = 1
+    dtype: str = "float32"
+    backend: str = "auto"
+    threads: int | None = None
+    """torch intra-op threads; None keeps torch's current setting."""
+    memory: bool = True
+    stream_calls: int = 200
+    """calls per timed block of the streaming test (a block's mean is one sample)."""
+    peak_size: int = 2048
+    """N of the N x N x N GEMM that measures the peak."""
+
+    def __post_init__(self) -> None:
+        for name in self.cells:
+            if name not in CELLS:
+                raise ValueError(f"unknown cell {name!r}; expected some of {', '.join(CELLS)}")
+        if not self.cells or not self.shapes:
+            raise ValueError("need at least one cell and one shape")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        if self.backend not in kernels.BACKENDS:
+            raise ValueError(f"backend must be one of {kernels.BACKENDS}, got {self.backend!r}")
+        for name in ("repeats", "stream_calls", "peak_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be at least 0, got {self.warmup}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+
+    @classmethod
+    def quick(cls, **overrides: object) -> BenchConfig:
+        """One tiny shape, 2 repeats: checks that the harness runs, says nothing on speed."""
+        base = cls(shapes=(QUICK_SHAPE,), repeats=2, warmup=1, stream_calls=5, peak_size=256)
+        return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def parse_cells(text: str) -> tuple[str, ...]:
+    """'all' or comma-separated cell names."""
+    if text.strip() == "all":
+        return tuple(CELLS)
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def parse_shapes(text: str) -> tuple[Shape, ...]:
+    """'all', comma-separated names (S1..S4), 'T,B,D,H' for one custom shape, or TxBxDxH."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if text.strip() == "all":
+        return tuple(SHAPES.values())
+    if len(parts) == 4 and all(p.isdigit() for p in parts):
+        parts = ["x".join(parts)]
+    shapes = []
+    for part in parts:
+        if part in SHAPES:
+            shapes.append(SHAPES[part])
+            continue
+        dims = part.split("x")
+        if len(dims) != 4 or not all(d.isdigit() and int(d) > 0 for d in dims):
+            raise ValueError(
+                f"shape {part!r} is neither one of {', '.join(SHAPES)} nor 'T,B,D,H' / "
+                "TxBxDxH with positive integers"
+            )
+        T, B, D, H = (int(d) for d in dims)
+        shapes.append(Shape(part, T, B, D, H))
+    return tuple(shapes)
+
+
+def gemm_flops(cell: Cell, shape: Shape) -> tuple[int, int]:
+    """(forward, forward + backward) GEMM FLOPs of one layer-direction, G = gates * H.
+
+    Forward: the input projection [T*B, D] @ [D, G] and T recurrent products
+    [B, H] @ [H, G]: 2*T*B*G*(D + H). Backward: each of those GEMMs has two of the same
+    size, one for the gradient of its input (dx, dh) and one for its weight (dW_ih,
+    dW_hh): 2x the forward, so forward + backward is 3x. Element-wise gate math (O(T*B*G))
+    is not counted; the reset-before GRU's two dependent recurrent GEMMs have the same
+    total as one.
+    """
+    G = cell.num_gates * shape.H
+    forward = 2 * shape.T * shape.B * G * (shape.D + shape.H)
+    return forward, 3 * forward
+
+
+@dataclass
+class Row:
+    """One cell at one shape: ours and the baseline, measured in the same run."""
+
+    cell: str
+    shape: str
+    T: int
+    B: int
+    D: int
+    H: int
+    dtype: str
+    threads: int
+    backend: str
+    """the backend requested; ``ran_*`` is the ``run_layer`` it picked."""
+    ran_fwd: str
+    ran_train: str | None
+    baseline: str
+    fwd_ms: float
+    base_fwd_ms: float
+    fwd_speedup: float
+    fwd_gflops: float
+    first_fwd_ms: float
+    train_ms: float | None = None
+    base_train_ms: float | None = None
+    train_speedup: float | None = None
+    train_gflops: float | None = None
+    base_train_gflops: float | None = None
+    train_peak_fraction: float | None = None
+    first_train_ms: float | None = None
+    mem_fwd_mib: float | None = None
+    mem_train_mib: float | None = None
+    base_mem_fwd_mib: float | None = None
+    base_mem_train_mib: float | None = None
+    repeats: int = 0
+
+
+@dataclass
+class BenchResult:
+    config: dict
+    machine: dict
+    gemm_peak_gflops: float
+    memory_method: str
+    rows: list[Row]
+    gemm_peak_gflops_at_end: float | None = None
+    compile_report: object = None
+    complete: bool = False
+
+
+# -- timing ----------------------------------------------------------------------------
+
+
+def _timed_ms(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+def time_alternating(
+    fns: Sequence[Callable[[], object]], repeats: int, warmup: int
+) -> tuple[list[float], list[float]]:
+    """-> (median ms of each fn, ms of its first call); the fns take turns every round."""
+    first = [_timed_ms(fn) for fn in fns]
+    for _ in range(warmup - 1):
+        for fn in fns:
+            fn()
+    samples: list[list[float]] = [[] for _ in fns] if warmup else [[ms] for ms in first]
+    for _ in range(repeats - (0 if warmup else 1)):
+        for fn, s in zip(fns, samples, strict=True):
+            s.append(_timed_ms(fn))
+    return [statistics.median(s) for s in samples], first
+
+
+def gemm_peak_gflops(n: int, dtype: torch.dtype, repeats: int) -> float:
+    """Median GFLOP/s of [n, n] @ [n, n] with torch.mm: the peak a fused RNN can approach."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    out = torch.empty(n, n, dtype=dtype)
+    (ms,), _ = time_alternating([lambda: torch.mm(a, b, out=out)], max(repeats, 5), 2)
+    return 2 * n**3 / ms / 1e6
+
+
+# -- the implementations ---------------------------------------------------------------
+
+
+def _layers(cell: Cell, D: int, H: int, dtype: torch.dtype):
+    """-> (ours, baseline module, baseline backend or None for torch.nn, baseline label)."""
+    torch.manual_seed(0)
+    ours = RNNBase(cell, D, H, dtype=dtype)
+    if cell.torch_mode is None:
+        return ours, ours, "composite", "rnnkit composite"
+    theirs = _TORCH_LAYERS[cell.torch_mode](D, H, dtype)
+    theirs.load_state_dict(ours.state_dict())
+    return ours, theirs, None, f"torch.nn.{type(theirs).__name__}"
+
+
+def _call(module: nn.Module, backend: str | None, x: Tensor, hx=None):
+    if backend is None:
+        return module(x, hx)
+    with kernels.use_backend(backend):
+        return module(x, hx)
+
+
+def _inference(module: nn.Module, backend: str | None, x: Tensor) -> Callable[[], object]:
+    def run() -> None:
+        module.eval()
+        with torch.no_grad():
+            _call(module, backend, x)
+
+    return run
+
+
+def _training(
+    module: nn.Module, backend: str | None, x: Tensor, dout: Tensor
+) -> Callable[[], object]:
+    def run() -> None:
+        module.train()
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        out, _ = _call(module, backend, x)
+        out.backward(dout)
+
+    return run
+
+
+def _streaming(
+    module: nn.Module, backend: str | None, x: Tensor, calls: int
+) -> Callable[[], object]:
+    state = None
+
+    def run() -> None:
+        nonlocal state
+        module.eval()
+        with torch.no_grad():
+            for _ in range(calls):
+                _, state = _call(module, backend, x, state)
+
+    return run
+
+
+def dispatched(cell: Cell, x: Tensor, backend: str) -> str:
+    """The name of the ``run_layer`` that a layer call on ``x`` picks under ``backend``.
+
+    Call it in the grad mode of the call it describes: a kernel may support inference only.
+    """
+    with kernels.use_backend(backend):
+        run_layer = kernels.select(cell, x)
+    if run_layer is runner.run_layer:
+        return "composite"
+    for kernel in kernels._kernels:
+        if kernel.run_layer is run_layer:
+            return kernel.name
+    return getattr(run_layer, "__qualname__", repr(run_layer))
+
+
+# -- peak memory, one fresh process per implementation ----------------------------------
+
+MEMORY_METHOD = (
+    "peak RSS a call adds: the kernel's high-water mark (VmHWM) after the call minus the RSS "
+    "before it, the mark reset to the current RSS just before (/proc/self/clear_refs, "
+    "Linux); in a fresh subprocess per implementation and case, after a T=2, B=1 warm-up"
+)
+_PROBE = "import sys; from rnnkit.tools.bench import memory_probe; memory_probe(sys.argv[1])"
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _peak_rss_added_mib(call: Callable[[], object]) -> float | None:
+    """Peak RSS above the RSS before ``call``; None where the mark cannot be reset.
+
+    ``ru_maxrss`` alone does not do: the import of torch peaks above what a small case
+    adds later, so the case would read 0. Writing 5 to clear_refs resets the mark.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _status_mib("VmRSS")
+    except OSError:
+        return None
+    call()
+    return _status_mib("VmHWM") - before
+
+
+def memory_probe(spec_json: str) -> None:
+    """In a subprocess: print {"fwd": MiB, "train": MiB} of peak RSS one call adds."""
+    spec = json.loads(spec_json)
+    torch.set_num_threads(spec["threads"])
+    dtype = DTYPES[spec["dtype"]]
+    ours, base, base_backend, _ = _layers(CELLS[spec["cell"]], spec["D"], spec["H"], dtype)
+    module, backend = (ours, spec["backend"]) if spec["impl"] == "ours" else (base, base_backend)
+    x = torch.randn(spec["T"], spec["B"], spec["D"], dtype=dtype, requires_grad=True)
+    dout = torch.randn(spec["T"], spec["B"], spec["H"], dtype=dtype)
+    tiny = x[:2, :1].detach().requires_grad_()
+    _inference(module, backend, tiny.detach())()
+    _training(module, backend, tiny, dout[:2, :1])()
+    fwd = _peak_rss_added_mib(_inference(module, backend, x.detach()))
+    train = _peak_rss_added_mib(_training(module, backend, x, dout))
+    print(json.dumps({"fwd": fwd, "train": train}))
+
+
+def _measure_memory(cell: Cell, shape: Shape, cfg: BenchConfig, threads: int, impl: str):
+    spec = dataclasses.asdict(shape) | {
+        "cell": cell.name,
+        "dtype": cfg.dtype,
+        "backend": cfg.backend,
+        "threads": threads,
+        "impl": impl,
+    }
+    package_root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONPATH": path},
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"memory probe for {cell.name} {shape.name} ({impl}) failed:\n{proc.stderr[-2000:]}"
+        )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- the cases -------------------------------------------------------------------------
+
+
+def bench_case(cell: Cell, shape: Shape, cfg: BenchConfig, threads: int, peak: float) -> Row:
+    """Ours against the baseline at one shape, inference and training."""
+    dtype = DTYPES[cfg.dtype]
+    ours, base, base_backend, label = _layers(cell, shape.D, shape.H, dtype)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(shape.T, shape.B, shape.D, generator=g, dtype=dtype, requires_grad=True)
+    dout = torch.randn(shape.T, shape.B, shape.H, generator=g, dtype=dtype)
+    x_inf = x.detach()
+    with torch.no_grad():
+        ran_fwd = dispatched(cell, x_inf, cfg.backend)
+    ran_train = dispatched(cell, x, cfg.backend)
+    fwd_flops, train_flops = gemm_flops(cell, shape)
+
+    fwd = [_inference(ours, cfg.backend, x_inf), _inference(base, base_backend, x_inf)]
+    (fwd_ms, base_fwd_ms), (first_fwd, _) = time_alternating(fwd, cfg.repeats, cfg.warmup)
+    train = [_training(ours, cfg.backend, x, dout), _training(base, base_backend, x, dout)]
+    (train_ms, base_train_ms), (first_train, _) = time_alternating(train, cfg.repeats, cfg.warmup)
+    row = Row(
+        cell.name, shape.name, shape.T, shape.B, shape.D, shape.H, cfg.dtype, threads,
+        cfg.backend, ran_fwd, ran_train, label,
+        fwd_ms=fwd_ms,
+        base_fwd_ms=base_fwd_ms,
+        fwd_speedup=base_fwd_ms / fwd_ms,
+        fwd_gflops=fwd_flops / fwd_ms / 1e6,
+        first_fwd_ms=first_fwd,
+        train_ms=train_ms,
+        base_train_ms=base_train_ms,
+        train_speedup=base_train_ms / train_ms,
+        train_gflops=train_flops / train_ms / 1e6,
+        base_train_gflops=train_flops / base_train_ms / 1e6,
+        train_peak_fraction=train_flops / train_ms / 1e6 / peak,
+        first_train_ms=first_train,
+        repeats=cfg.repeats,
+    )  # fmt: skip
+    if cfg.memory:
+        mine = _measure_memory(cell, shape, cfg, threads, "ours")
+        theirs = _measure_memory(cell, shape, cfg, threads, "base")
+        row.mem_fwd_mib, row.mem_train_mib = mine["fwd"], mine["train"]
+        row.base_mem_fwd_mib, row.base_mem_train_mib = theirs["fwd"], theirs["train"]
+    return row
+
+
+def bench_stream(cell: Cell, cfg: BenchConfig, threads: int) -> Row:
+    """One step at a time with carried state, B=1: the latency of online inference."""
+    dtype, shape = DTYPES[cfg.dtype], STREAM_SHAPE
+    ours, base, base_backend, label = _layers(cell, shape.D, shape.H, dtype)
+    x = torch.randn(1, 1, shape.D, dtype=dtype)
+    with torch.no_grad():
+        ran = dispatched(cell, x, cfg.backend)
+    fns = [
+        _streaming(ours, cfg.backend, x, cfg.stream_calls),
+        _streaming(base, base_backend, x, cfg.stream_calls),
+    ]
+    (ms, base_ms), (first, _) = time_alternating(fns, cfg.repeats, cfg.warmup)
+    per_call, base_per_call = ms / cfg.stream_calls, base_ms / cfg.stream_calls
+    fwd_flops, _ = gemm_flops(cell, shape)
+    return Row(
+        cell.name, shape.name, shape.T, shape.B, shape.D, shape.H, cfg.dtype, threads,
+        cfg.backend, ran, None, label,
+        fwd_ms=per_call,
+        base_fwd_ms=base_per_call,
+        fwd_speedup=base_per_call / per_call,
+        fwd_gflops=fwd_flops / per_call / 1e6,
+        first_fwd_ms=first / cfg.stream_calls,
+        repeats=cfg.repeats,
+    )  # fmt: skip
+
+
+_REPORT_NAMES = ("compile_report", "compile_info")
+
+
+def compile_report(rows: Sequence[Row]) -> object:
+    """The fused kernels' first-use compile cost, if they report one; None if not.
+
+    Looked up defensively, since the kernels evolve apart from this harness: a function
+    named in ``_REPORT_NAMES`` on ``rnnkit.nn.kernels`` or on the module of a registered
+    kernel's ``run_layer``. Asked only when some row ran a fused kernel: a report may
+    trigger the compilation it reports on.
+    """
+    if all(r.ran_fwd == "composite" and r.ran_train in ("composite", None) for r in rows):
+        return None
+    modules = [kernels, *(sys.modules.get(k.run_layer.__module__) for k in kernels._kernels)]
+    for module in modules:
+        for name in _REPORT_NAMES:
+            report = getattr(module, name, None)
+            if callable(report):
+                try:
+                    value = report()
+                except Exception as error:  # a broken report must not cost a finished run
+                    return f"{name}() failed: {error!r}"
+                return json.loads(json.dumps(value, default=str))
+    return None
+
+
+def machine_info(threads: int) -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "threads": threads,
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+def run(
+    cfg: BenchConfig,
+    console: Console | None = None,
+    checkpoint: Callable[[BenchResult], object] | None = None,
+) -> BenchResult:
+    """Measure every cell and shape of ``cfg``, printing a table per cell as it completes.
+
+    ``checkpoint`` gets the partial result (``complete`` False) after each cell, so that
+    a long run that is cut short still leaves its finished cells on disk.
+    """
+    for name in cfg.cells:  # fail now, not after minutes of measuring
+        try:
+            dispatched(CELLS[name], torch.zeros(1, 1, 1, dtype=DTYPES[cfg.dtype]), cfg.backend)
+        except RuntimeError as error:
+            raise ValueError(str(error)) from error
+    previous_threads = torch.get_num_threads()
+    threads = cfg.threads or previous_threads
+    torch.set_num_threads(threads)
+    try:
+        machine = machine_info(threads)
+        peak = gemm_peak_gflops(cfg.peak_size, DTYPES[cfg.dtype], cfg.repeats)
+        if console:
+            console.print(
+                f"{machine['cpu']}, torch {machine['torch']}, {threads} threads, {cfg.dtype}; "
+                f"GEMM peak {peak:.1f} GFLOP/s (torch.mm {cfg.peak_size}^3, median); "
+                f"backend {cfg.backend!r}; load average {machine['load_average_at_start']}"
+            )
+        result = BenchResult(
+            config=dataclasses.asdict(cfg),
+            machine=machine,
+            gemm_peak_gflops=peak,
+            memory_method=MEMORY_METHOD if cfg.memory else "not measured (--no-memory)",
+            rows=[],
+        )
+        stream = [bench_stream(CELLS[name], cfg, threads) for name in cfg.cells]
+        result.rows.extend(stream)
+        if console:
+            console.print(_stream_table(stream, cfg.stream_calls))
+        for name in cfg.cells:
+            cell_rows = [bench_case(CELLS[name], s, cfg, threads, peak) for s in cfg.shapes]
+            result.rows.extend(cell_rows)
+            if console:
+                console.print(_cell_table(cell_rows, peak))
+            if checkpoint:
+                checkpoint(result)
+        # The same GEMM again: how far the machine's speed drifted during the run.
+        result.gemm_peak_gflops_at_end = gemm_peak_gflops(
+            cfg.peak_size, DTYPES[cfg.dtype], cfg.repeats
+        )
+        if hasattr(os, "getloadavg"):
+            machine["load_average_at_end"] = os.getloadavg()
+        result.compile_report = compile_report(result.rows)
+        result.complete = True
+        if console:
+            report = result.compile_report
+            shown = "n/a (no fused kernel ran, or none reports it)" if report is None else report
+            console.print(
+                f"GEMM peak at the end: {result.gemm_peak_gflops_at_end:.1f} GFLOP/s; "
+                f"fused kernels' first-use compile cost: {shown}"
+            )
+        if checkpoint:
+            checkpoint(result)
+        return result
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+# -- output ----------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _cell_table(rows: list[Row], peak: float) -> Table:
+    first = rows[0]
+    table = Table(
+        title=f"{first.cell} vs {first.baseline} ({first.dtype}, {first.threads} threads, "
+        f"median of {first.repeats}); x = {first.baseline} time / ours; "
+        f"% peak of {peak:.1f} GFLOP/s; MiB = peak RSS added by train, ours/base"
+    )
+    for column in ("shape", "T,B,D,H", "ran"):
+        table.add_column(column)
+    for column in ("fwd ms", "fwd x", "train ms", "train x", "GFLOP/s", "% peak", "MiB"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        ran = r.ran_fwd if r.ran_fwd == r.ran_train else f"{r.ran_fwd}/{r.ran_train}"
+        percent = None if r.train_peak_fraction is None else 100 * r.train_peak_fraction
+        table.add_row(
+            r.shape, f"{r.T},{r.B},{r.D},{r.H}", ran,
+            _fmt(r.fwd_ms, ".2f"), _fmt(r.fwd_speedup, ".2f"),
+            _fmt(r.train_ms, ".2f"), _fmt(r.train_speedup, ".2f"),
+            _fmt(r.train_gflops, ".1f"), _fmt(percent, ".0f"),
+            "n/a" if r.mem_train_mib is None else
+            f"{r.mem_train_mib:.0f}/{_fmt(r.base_mem_train_mib, '.0f')}",
+        )  # fmt: skip
+    return table
+
+
+def _stream_table(rows: list[Row], calls: int) -> Table:
+    first = rows[0]
+    table = Table(
+        title=f"streaming: one step, B=1, D=H={first.H}, state carried "
+        f"({first.dtype}, {first.threads} threads, median of {first.repeats} blocks of "
+        f"{calls} calls); x = base time / ours"
+    )
+    for column in ("cell", "ran", "baseline"):
+        table.add_column(column)
+    for column in ("ours µs/call", "base µs/call", "x"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(
+            r.cell, r.ran_fwd, r.baseline, f"{r.fwd_ms * 1e3:.1f}", f"{r.base_fwd_ms * 1e3:.1f}",
+            f"{r.fwd_speedup:.2f}",
+        )  # fmt: skip
+    return table
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path``, then rename: readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_outputs(result: BenchResult, out: Path) -> tuple[Path, Path]:
+    """``out`` with .csv (one line per row) and .json (rows, machine, config); -> paths."""
+    base = out.with_suffix("") if out.suffix in (".csv", ".json") else out
+    csv_path, json_path = (base.with_name(base.name + ext) for ext in (".csv", ".json"))
+    rows = [dataclasses.asdict(r) for r in result.rows]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in dataclasses.fields(Row)])
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomic(csv_path, buffer.getvalue())
+    _write_atomic(json_path, json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+    return csv_path, json_path
+
+
+def main() -> None:
+    """``python -m rnnkit.tools.bench``: the same options as ``rnnkit bench``."""
+    import typer
+
+    from rnnkit.cli.bench import bench
+
+    typer.run(bench)
+
+
+if __name__ == "__main__":
+    main()
