@@ -69,8 +69,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=20)
     a = p.parse_args()
     torch.manual_seed(0)
-    config = LMConfig(cell=a.cell, num_layers=a.layers, hidden_size=a.hidden,
-                      embedding_size=a.embedding)  # fmt: skip
+    config = LMConfig(
+        cell=a.cell, num_layers=a.layers, hidden_size=a.hidden, embedding_size=a.embedding
+    )
     model = LanguageModel(config, a.vocab)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     ids = torch.randint(0, a.vocab, (a.bptt + 1, a.batch))
@@ -103,13 +104,17 @@ def main() -> None:
         "output layer: z^T = W h^T + b": lambda: torch.addmm(b[:, None], w, h.t()),
         "output layer: dL/dh = P^T W": lambda: p.t() @ w,
         "output layer: dL/dW = P h": lambda: p @ h,
-        "output layer + loss fwd+bwd (projected_cross_entropy)":
-            lambda: projected_cross_entropy(hg, wg, bg, targets).backward(),
-        "torch.nn: F.linear + F.cross_entropy fwd+bwd":
-            lambda: F.cross_entropy(F.linear(hg, wg, bg), targets).backward(),
-    }  # fmt: skip
-    print(f"{a.layers}x{H} {a.cell}, V={V}, batch {a.batch} x bptt {a.bptt} = {N} tokens per "
-          f"step, {torch.get_num_threads()} threads")  # fmt: skip
+        "output layer + loss fwd+bwd (projected_cross_entropy)": lambda: projected_cross_entropy(
+            hg, wg, bg, targets
+        ).backward(),
+        "torch.nn: F.linear + F.cross_entropy fwd+bwd": lambda: F.cross_entropy(
+            F.linear(hg, wg, bg), targets
+        ).backward(),
+    }
+    print(
+        f"{a.layers}x{H} {a.cell}, V={V}, batch {a.batch} x bptt {a.bptt} = {N} tokens per "
+        f"step, {torch.get_num_threads()} threads"
+    )
     times = {name: median_ms(fn, a.repeats) for name, fn in parts.items()}
     # the two whole steps again, taking turns, for a ratio that one noisy minute cannot skew
     if baseline_step:
@@ -119,12 +124,16 @@ def main() -> None:
         print(f"{name:56s} {ms:8.2f} ms  {100 * ms / whole:5.1f}%")
     output_ms = sum(ms for name, ms in times.items() if name.startswith("output layer:"))
     flops = 3 * 2 * N * H * V
-    print(f"output layer GEMMs: {output_ms:.2f} ms = {flops / output_ms / 1e6:.1f} GFLOP/s; "
-          f"alone they allow at most {N / output_ms * 1e3:,.0f} tokens/s")  # fmt: skip
+    print(
+        f"output layer GEMMs: {output_ms:.2f} ms = {flops / output_ms / 1e6:.1f} GFLOP/s; "
+        f"alone they allow at most {N / output_ms * 1e3:,.0f} tokens/s"
+    )
     print(f"whole step: {N / whole * 1e3:,.0f} tokens/s")
     if baseline_step:
-        print(f"alternating whole steps: rnnkit {N / ours_ms * 1e3:,.0f} tokens/s, torch.nn "
-              f"{N / base_ms * 1e3:,.0f} tokens/s: {base_ms / ours_ms:.2f}x")  # fmt: skip
+        print(
+            f"alternating whole steps: rnnkit {N / ours_ms * 1e3:,.0f} tokens/s, torch.nn "
+            f"{N / base_ms * 1e3:,.0f} tokens/s: {base_ms / ours_ms:.2f}x"
+        )
 
 
 if __name__ == "__main__":

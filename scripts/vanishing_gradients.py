@@ -67,15 +67,25 @@ def flow_figures(
     """Gradient-flow and Jacobian figures of ``models`` on one adding batch of length T."""
     grads, jacs = flows(models, "adding", T, seed)
     when = "at initialisation" if tag == "init" else "after training"
-    plot_curves(grads, out / f"gradflow_{tag}_adding{T}.png", ylabel="mean ||dL/dh_t||",
-                title=f"Gradient flow {when}, adding problem T = {T}")  # fmt: skip
-    plot_curves(jacs, out / f"jacobian_{tag}_adding{T}.png", ylabel="mean ||dh_T/dh_t||_2",
-                title=f"Jacobian products {when}, adding T = {T}")  # fmt: skip
+    plot_curves(
+        grads,
+        out / f"gradflow_{tag}_adding{T}.png",
+        ylabel="mean ||dL/dh_t||",
+        title=f"Gradient flow {when}, adding problem T = {T}",
+    )
+    plot_curves(
+        jacs,
+        out / f"jacobian_{tag}_adding{T}.png",
+        ylabel="mean ||dh_T/dh_t||_2",
+        title=f"Jacobian products {when}, adding T = {T}",
+    )
     summary[f"{tag}_T{T}"] = {
-        c: {"grad_first_over_last": float(grads[c][0] / grads[c][-1]),
-            "jacobian_first": float(jacs[c][0])}
+        c: {
+            "grad_first_over_last": float(grads[c][0] / grads[c][-1]),
+            "jacobian_first": float(jacs[c][0]),
+        }
         for c in models
-    }  # fmt: skip
+    }
     log(f"{tag} gradient flow T={T}: {summary[f'{tag}_T{T}']}")
 
 
@@ -105,9 +115,15 @@ def adding_runs(
                 "final": result.final(),
                 "best_accuracy": max(e["accuracy"] for e in result.evals),
             }
-        plot_curves(curves, out / f"adding{T}_accuracy.png", xs=xs, log=False,
-                    xlabel="training sequences", ylabel="held-out fraction with |error| < 0.04",
-                    title=f"Adding problem (Hochreiter & Schmidhuber 1997), T = {T}")  # fmt: skip
+        plot_curves(
+            curves,
+            out / f"adding{T}_accuracy.png",
+            xs=xs,
+            log=False,
+            xlabel="training sequences",
+            ylabel="held-out fraction with |error| < 0.04",
+            title=f"Adding problem (Hochreiter & Schmidhuber 1997), T = {T}",
+        )
     return trained
 
 
@@ -151,9 +167,13 @@ def main() -> None:
     lengths = [int(t) for t in args.lengths.split(",")]
     short = [int(t) for t in args.short_lengths.split(",")]
     T0 = lengths[0]  # the adding-problem length of the after-training and clipping runs
-    base = ExperimentConfig(hidden_size=args.hidden_size, max_seconds=args.seconds,
-                            eval_every=args.eval_every, max_sequences=args.max_sequences,
-                            seed=args.seed)  # fmt: skip
+    base = ExperimentConfig(
+        hidden_size=args.hidden_size,
+        max_seconds=args.seconds,
+        eval_every=args.eval_every,
+        max_sequences=args.max_sequences,
+        seed=args.seed,
+    )
     summary: dict = {"adding": {}, "copy": {}, "agreement": {}}
     if set(parts) != set(PARTS) and (out / "summary.json").exists():  # update a full run's
         summary = json.loads((out / "summary.json").read_text())

@@ -98,8 +98,20 @@ def test_bench_bounds_smoke():
     consistent with the times. Nothing about speed."""
     from rnnkit.tools.bench_bounds import main
 
-    bounds = main(["--cells", "gru,gru_reset_before", "--shapes", "4x2x3x5", "--repeats", "1",
-                   "--peak-size", "64", "--stream-calls", "2"])  # fmt: skip
+    bounds = main(
+        [
+            "--cells",
+            "gru,gru_reset_before",
+            "--shapes",
+            "4x2x3x5",
+            "--repeats",
+            "1",
+            "--peak-size",
+            "64",
+            "--stream-calls",
+            "2",
+        ]
+    )
     assert [b.cell for b in bounds] == ["gru", "gru_reset_before"]
     for b in bounds:
         assert min(b.ours_ms, b.baseline_ms, b.floor_ms, b.floor_gflops, b.peak_gflops) > 0

@@ -30,10 +30,30 @@ def _write_sentences(path):
 def test_train_and_predict(tmp_path):
     data = _write_sentences(tmp_path / "train.txt")
     out = tmp_path / "run"
-    args = ["train", "classify", "--train", str(data), "--valid", str(data),
-            "--trainer.epochs", "12", "--trainer.progress", "false", "--trainer.out", str(out),
-            "--model.hidden_size", "12", "--model.embedding_size", "8", "--model.dropout", "0",
-            "--data.batch_size", "4", "--optim.lr", "0.03"]  # fmt: skip
+    args = [
+        "train",
+        "classify",
+        "--train",
+        str(data),
+        "--valid",
+        str(data),
+        "--trainer.epochs",
+        "12",
+        "--trainer.progress",
+        "false",
+        "--trainer.out",
+        str(out),
+        "--model.hidden_size",
+        "12",
+        "--model.embedding_size",
+        "8",
+        "--model.dropout",
+        "0",
+        "--data.batch_size",
+        "4",
+        "--optim.lr",
+        "0.03",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "accuracy 100.00%" in result.output
@@ -111,11 +131,17 @@ def test_char_and_bpe_tokenizers_train_save_and_predict(tmp_path, kind, vocab_si
     data = _write_sentences(tmp_path / "train.txt")
     out = tmp_path / "run"
     sections = classify.configure(
-        data={"train": str(data), "valid": str(data), "tokenizer": kind, "vocab_size": vocab_size,
-              "batch_size": 4},
+        data={
+            "train": str(data),
+            "valid": str(data),
+            "tokenizer": kind,
+            "vocab_size": vocab_size,
+            "batch_size": 4,
+        },
         model={"hidden_size": 12, "embedding_size": 8, "dropout": 0.0},
-        trainer={"epochs": 12, "progress": False, "out": str(out)}, optim={"lr": 0.03},
-    )  # fmt: skip
+        trainer={"epochs": 12, "progress": False, "out": str(out)},
+        optim={"lr": 0.03},
+    )
     run = classify.train(sections, log=lambda _: None)
     assert run.report.accuracy == 1.0
     _, tokenizer, _ = classify.load(out)
@@ -130,7 +156,8 @@ def test_vectors_need_word_tokens(tmp_path):
     data = _write_sentences(tmp_path / "train.txt")
     vectors = tmp_path / "v.txt"
     vectors.write_text("great 0.1 0.2\n", encoding="utf-8")
-    sections = classify.configure(data={"train": str(data), "tokenizer": "bpe",
-                                        "vectors": str(vectors)})  # fmt: skip
+    sections = classify.configure(
+        data={"train": str(data), "tokenizer": "bpe", "vectors": str(vectors)}
+    )
     with pytest.raises(ValueError, match=r"need data\.tokenizer 'word', got 'bpe'"):
         classify.train(sections, log=lambda _: None)

@@ -15,8 +15,20 @@ from rnnkit.cli import app
 from rnnkit.tasks.lm import api as lm
 
 TEXT = lm.default_corpus()[:2500]
-TINY = ["--model.hidden_size", "16", "--model.num_layers", "1", "--model.embedding_size", "8",
-        "--data.batch_size", "8", "--data.bptt", "16", "--trainer.progress", "false"]  # fmt: skip
+TINY = [
+    "--model.hidden_size",
+    "16",
+    "--model.num_layers",
+    "1",
+    "--model.embedding_size",
+    "8",
+    "--data.batch_size",
+    "8",
+    "--data.bptt",
+    "16",
+    "--trainer.progress",
+    "false",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,9 +45,21 @@ def trained(tmp_path_factory):
     text.write_text(TEXT, encoding="utf-8")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    result = invoke("train", "lm", "--text", text, *TINY, "--trainer.epochs", "1",
-                    "--trainer.out", root / "run", "--samples", "2",
-                    "--sample.max_tokens", "40")  # fmt: skip
+    result = invoke(
+        "train",
+        "lm",
+        "--text",
+        text,
+        *TINY,
+        "--trainer.epochs",
+        "1",
+        "--trainer.out",
+        root / "run",
+        "--samples",
+        "2",
+        "--sample.max_tokens",
+        "40",
+    )
     torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     return root, result.output
@@ -73,8 +97,9 @@ def test_eval_reports_bits_per_character(trained):
 
 def test_resume_continues_the_run(trained):
     root, _ = trained
-    result = invoke("train", "lm", "--resume", root / "run", "--trainer.epochs", "2",
-                    "--samples", "0")  # fmt: skip
+    result = invoke(
+        "train", "lm", "--resume", root / "run", "--trainer.epochs", "2", "--samples", "0"
+    )
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output and "epoch 2 step" in result.output
 
@@ -138,9 +163,21 @@ def test_python_api_loads_and_samples(trained):
 def test_encoding_flag_reads_latin_1(tmp_path):
     path = tmp_path / "latin.txt"
     path.write_bytes("café au lait, crème brûlée.\n".encode("latin-1") * 20)
-    result = invoke("train", "lm", "--text", path, "--encoding", "latin-1", *TINY,
-                    "--trainer.max_steps", "2", "--samples", "0",
-                    "--trainer.out", tmp_path / "run")  # fmt: skip
+    result = invoke(
+        "train",
+        "lm",
+        "--text",
+        path,
+        "--encoding",
+        "latin-1",
+        *TINY,
+        "--trainer.max_steps",
+        "2",
+        "--samples",
+        "0",
+        "--trainer.out",
+        tmp_path / "run",
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -173,9 +210,11 @@ def test_diagnose_a_language_model_needs_a_usable_text(trained, tmp_path):
     assert missing.exit_code == 2 and "--lm needs --text" in missing.output
     short = invoke("diagnose", "--lm", root / "run", "--text", "a", "--out", tmp_path)
     assert short.exit_code == 2 and "at least 2" in short.output
-    units = invoke("diagnose", "--lm", root / "run", "--text", "ab", "--units", "99",
-                   "--out", tmp_path)  # fmt: skip
+    units = invoke(
+        "diagnose", "--lm", root / "run", "--text", "ab", "--units", "99", "--out", tmp_path
+    )
     assert units.exit_code == 2 and "out of range for hidden size 16" in units.output
-    nofile = invoke("diagnose", "--lm", root / "run", "--text", f"@{tmp_path}/none.txt",
-                    "--out", tmp_path)  # fmt: skip
+    nofile = invoke(
+        "diagnose", "--lm", root / "run", "--text", f"@{tmp_path}/none.txt", "--out", tmp_path
+    )
     assert nofile.exit_code == 2 and "cannot read the --text file" in nofile.output

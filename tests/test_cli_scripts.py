@@ -8,18 +8,40 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model.hidden_size", "8", "--model.embedding_size", "8", "--model.num_layers", "1",
-        "--trainer.max_steps", "2", "--trainer.progress", "false", "--samples", "1",
-        "--sample.max_tokens", "5", "--trainer.threads", "1"]  # fmt: skip
+TINY = [
+    "--model.hidden_size",
+    "8",
+    "--model.embedding_size",
+    "8",
+    "--model.num_layers",
+    "1",
+    "--trainer.max_steps",
+    "2",
+    "--trainer.progress",
+    "false",
+    "--samples",
+    "1",
+    "--sample.max_tokens",
+    "5",
+    "--trainer.threads",
+    "1",
+]
 
 
 def run_script(script: str, data: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"RNNKIT_DATA": str(data), "RNNKIT": f"{sys.executable} -m rnnkit",
-                        "PYTHONPATH": str(ROOT / "src")}  # fmt: skip
+    env = os.environ | {
+        "RNNKIT_DATA": str(data),
+        "RNNKIT": f"{sys.executable} -m rnnkit",
+        "PYTHONPATH": str(ROOT / "src"),
+    }
     return subprocess.run(
         ["bash", str(ROOT / "scripts" / script), *args, *TINY, "--trainer.out", str(out)],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_ptb_script(shared_data, tmp_path):
@@ -30,8 +52,9 @@ def test_ptb_script(shared_data, tmp_path):
 
 
 def test_tinyshakespeare_script(shared_data, tmp_path):
-    result = run_script("tinyshakespeare.sh", shared_data, tmp_path / "ts", "1",
-                        "--data.valid_fraction", "0.01")  # fmt: skip
+    result = run_script(
+        "tinyshakespeare.sh", shared_data, tmp_path / "ts", "1", "--data.valid_fraction", "0.01"
+    )
     assert result.returncode == 0, result.stderr
     assert "1,104,240 training" in result.stdout and "vocabulary 69" in result.stdout
     assert "bpc" in result.stdout and "--trainer.max_steps none" in result.stdout
@@ -43,13 +66,33 @@ def test_scripts_name_missing_data(tmp_path):
 
 
 def test_sst2_script(shared_data, tmp_path):
-    env = os.environ | {"RNNKIT_DATA": str(shared_data), "RNNKIT": f"{sys.executable} -m rnnkit",
-                        "PYTHONPATH": str(ROOT / "src")}  # fmt: skip
-    args = ["--model.hidden_size", "8", "--model.embedding_size", "8", "--trainer.max_steps",
-            "2", "--trainer.progress", "false", "--trainer.threads", "1", "--trainer.out",
-            str(tmp_path / "sst2")]  # fmt: skip
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "sst2.sh"), *args], env=env,
-                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    env = os.environ | {
+        "RNNKIT_DATA": str(shared_data),
+        "RNNKIT": f"{sys.executable} -m rnnkit",
+        "PYTHONPATH": str(ROOT / "src"),
+    }
+    args = [
+        "--model.hidden_size",
+        "8",
+        "--model.embedding_size",
+        "8",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.progress",
+        "false",
+        "--trainer.threads",
+        "1",
+        "--trainer.out",
+        str(tmp_path / "sst2"),
+    ]
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "sst2.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "on 6,920 sentences (872 validation), 2 labels" in result.stdout
     assert "stopped (max_steps) at step 2" in result.stdout and ", accuracy " in result.stdout
@@ -58,16 +101,32 @@ def test_sst2_script(shared_data, tmp_path):
 def test_sst2_pretrained_script(shared_data, tmp_path):
     # The whole pipeline at toy size: the corpora, both language models, the classifier.
     lm_dir = tmp_path / "lm"
-    env = os.environ | {"RNNKIT_DATA": str(shared_data), "RNNKIT": f"{sys.executable} -m rnnkit",
-                        "PYTHONPATH": str(ROOT / "src"), "SST2_LM_DIR": str(lm_dir),
-                        "SST2_LM_ARGS": "--model.hidden_size 8 --model.embedding_size 8 "
-                        "--trainer.max_steps 2 --data.eval_batch_size 512 --samples 0"}  # fmt: skip
-    args = ["--model.hidden_size", "8", "--model.embedding_size", "8", "--trainer.max_steps",
-            "2", "--trainer.progress", "false", "--trainer.threads", "1", "--trainer.out",
-            str(tmp_path / "sst2")]  # fmt: skip
+    env = os.environ | {
+        "RNNKIT_DATA": str(shared_data),
+        "RNNKIT": f"{sys.executable} -m rnnkit",
+        "PYTHONPATH": str(ROOT / "src"),
+        "SST2_LM_DIR": str(lm_dir),
+        "SST2_LM_ARGS": "--model.hidden_size 8 --model.embedding_size 8 "
+        "--trainer.max_steps 2 --data.eval_batch_size 512 --samples 0",
+    }
+    args = [
+        "--model.hidden_size",
+        "8",
+        "--model.embedding_size",
+        "8",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.progress",
+        "false",
+        "--trainer.threads",
+        "1",
+        "--trainer.out",
+        str(tmp_path / "sst2"),
+    ]
     command = ["bash", str(ROOT / "scripts" / "sst2_pretrained.sh"), *args]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
-                            check=False)  # fmt: skip
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert "1,070,064 training" in result.stdout  # the forward and the backward corpus
     assert result.stdout.count("1,070,064 training") == 2
@@ -80,13 +139,25 @@ def test_sst2_pretrained_script(shared_data, tmp_path):
 
     # A second call resumes the finished language models, which trains nothing more.
     def train_lines() -> list[list[str]]:
-        return [[line for line in (lm_dir / d / "metrics.jsonl").read_text().splitlines()
-                 if '"kind": "train"' in line] for d in ("fwd", "bwd")]  # fmt: skip
+        return [
+            [
+                line
+                for line in (lm_dir / d / "metrics.jsonl").read_text().splitlines()
+                if '"kind": "train"' in line
+            ]
+            for d in ("fwd", "bwd")
+        ]
 
     steps = train_lines()
     assert all(len(lines) == 2 for lines in steps)
-    again = subprocess.run([*command[:-1], str(tmp_path / "sst2-again")], env=env,
-                           capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    again = subprocess.run(
+        [*command[:-1], str(tmp_path / "sst2-again")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert again.returncode == 0, again.stderr
     assert f"resuming the language model in {lm_dir}/fwd" in again.stdout
     assert train_lines() == steps

@@ -12,9 +12,20 @@ from rnnkit.cli import app
 from rnnkit.cli import seq2seq as _cli  # noqa: F401  (registers the commands)
 from rnnkit.tasks.seq2seq import api as seq2seq
 
-TINY = ["--trainer.progress", "false", "--trainer.threads", "1", "--model.hidden_size", "16",
-        "--model.embedding_size", "8", "--model.attention_size", "8",
-        "--model.dropout", "0"]  # fmt: skip
+TINY = [
+    "--trainer.progress",
+    "false",
+    "--trainer.threads",
+    "1",
+    "--model.hidden_size",
+    "16",
+    "--model.embedding_size",
+    "8",
+    "--model.attention_size",
+    "8",
+    "--model.dropout",
+    "0",
+]
 
 
 def test_train_and_translate_a_reversal_task(tmp_path):
@@ -23,9 +34,25 @@ def test_train_and_translate_a_reversal_task(tmp_path):
     data = tmp_path / "reverse.tsv"
     data.write_text("".join(f"{w}\t{w[::-1]}\n" for w in sorted(words)), encoding="utf-8")
     out = tmp_path / "run"
-    args = ["train", "seq2seq", "--train", str(data), "--valid", str(data), *TINY,
-            "--trainer.epochs", "12", "--trainer.out", str(out), "--data.batch_size", "8",
-            "--optim.lr", "0.02", "--model.attention", "luong"]  # fmt: skip
+    args = [
+        "train",
+        "seq2seq",
+        "--train",
+        str(data),
+        "--valid",
+        str(data),
+        *TINY,
+        "--trainer.epochs",
+        "12",
+        "--trainer.out",
+        str(out),
+        "--data.batch_size",
+        "8",
+        "--optim.lr",
+        "0.02",
+        "--model.attention",
+        "luong",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -39,8 +66,9 @@ def test_train_and_translate_a_reversal_task(tmp_path):
     assert translated["source"] == "abc" and translated["score"] <= 0
 
     png = tmp_path / "att.png"
-    result = CliRunner().invoke(app, ["translate", str(out), "--attention", str(png)],
-                                input="ab\n\nbca\n")  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["translate", str(out), "--attention", str(png)], input="ab\n\nbca\n"
+    )
     expected = [r["translation"] for r in seq2seq.translate(out, ["ab", "bca"], beam=1)]
     assert result.exit_code == 0 and result.output.split() == expected, result.output
     assert png.is_file()
@@ -48,9 +76,21 @@ def test_train_and_translate_a_reversal_task(tmp_path):
 
 def test_train_on_generated_dates(tmp_path):
     out = tmp_path / "dates"
-    args = ["train", "seq2seq", "--data.dates", "64", "--data.dates_valid", "8",
-            "--data.dates_test", "16", "--trainer.epochs", "1", "--trainer.out", str(out),
-            *TINY]  # fmt: skip
+    args = [
+        "train",
+        "seq2seq",
+        "--data.dates",
+        "64",
+        "--data.dates_valid",
+        "8",
+        "--data.dates_test",
+        "16",
+        "--trainer.epochs",
+        "1",
+        "--trainer.out",
+        str(out),
+        *TINY,
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -71,12 +111,25 @@ def test_bad_inputs(tmp_path):
 
 @pytest.mark.parametrize("kind", ["word", "bpe"])
 def test_word_and_bpe_vocabularies(tmp_path, kind):
-    pairs = [("le chat noir", "the black cat"), ("un chien", "a dog"), ("le chien", "the dog"),
-             ("un chat noir", "a black cat")] * 3  # fmt: skip
+    pairs = [
+        ("le chat noir", "the black cat"),
+        ("un chien", "a dog"),
+        ("le chien", "the dog"),
+        ("un chat noir", "a black cat"),
+    ] * 3
     data = tmp_path / "fr-en.tsv"
     data.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
-    args = ("--data.tokenizer", kind, "--data.train", str(data), *TINY, "--trainer.epochs", "1",
-            "--trainer.out", str(tmp_path / kind))  # fmt: skip
+    args = (
+        "--data.tokenizer",
+        kind,
+        "--data.train",
+        str(data),
+        *TINY,
+        "--trainer.epochs",
+        "1",
+        "--trainer.out",
+        str(tmp_path / kind),
+    )
     sections = seq2seq.configure(overrides=args)
     run = seq2seq.train(sections, log=lambda _: None)
     translator = seq2seq.load(run.out_dir)

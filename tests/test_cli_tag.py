@@ -36,9 +36,26 @@ def test_train_tag_and_predict(tmp_path):
     data = tmp_path / "eng.train"
     data.write_text(CONLL, encoding="utf-8")
     out = tmp_path / "run"
-    args = ["train", "tag", "--train", str(data), "--valid", str(data), "--trainer.epochs", "30",
-            "--trainer.progress", "false", "--trainer.out", str(out), "--model.hidden_size", "16",
-            "--data.batch_size", "2", "--optim.lr", "0.05"]  # fmt: skip
+    args = [
+        "train",
+        "tag",
+        "--train",
+        str(data),
+        "--valid",
+        str(data),
+        "--trainer.epochs",
+        "30",
+        "--trainer.progress",
+        "false",
+        "--trainer.out",
+        str(out),
+        "--model.hidden_size",
+        "16",
+        "--data.batch_size",
+        "2",
+        "--optim.lr",
+        "0.05",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "FB1: 100.00" in result.output

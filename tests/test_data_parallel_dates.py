@@ -71,9 +71,23 @@ def test_dates_splits_are_disjoint_and_the_task_is_a_function():
 
 
 # Forms Python's strptime (C locale) reads back; %y is re-pivoted to 1950..2049 below.
-STRPTIME = ("%Y-%m-%d", "%Y/%m/%d", "%Y%m%d", "%d.%m.%Y", "%d.%m.%y", "%d-%m-%Y", "%m/%d/%Y",
-            "%B %d, %Y", "%b %d, %Y", "%d %B %Y", "%d %b %Y", "%A, %B %d, %Y", "%a %d %b %Y",
-            "%A %d %B %Y", "%d. %B %Y")  # fmt: skip
+STRPTIME = (
+    "%Y-%m-%d",
+    "%Y/%m/%d",
+    "%Y%m%d",
+    "%d.%m.%Y",
+    "%d.%m.%y",
+    "%d-%m-%Y",
+    "%m/%d/%Y",
+    "%B %d, %Y",
+    "%b %d, %Y",
+    "%d %B %Y",
+    "%d %b %Y",
+    "%A, %B %d, %Y",
+    "%a %d %b %Y",
+    "%A %d %B %Y",
+    "%d. %B %Y",
+)
 
 
 def test_dates_iso_targets_parse_back_to_the_written_date():
@@ -82,8 +96,9 @@ def test_dates_iso_targets_parse_back_to_the_written_date():
     for source, target in pairs:
         date = datetime.date.fromisoformat(target)
         assert target == date.strftime("%Y-%m-%d") and dates.FIRST <= date <= dates.LAST
-        assert str(date.day) in source and (str(date.year) in source or
-                                            f"{date.year % 100:02d}" in source)  # fmt: skip
+        assert str(date.day) in source and (
+            str(date.year) in source or f"{date.year % 100:02d}" in source
+        )
         for form in STRPTIME:
             try:
                 read = datetime.datetime.strptime(source, form).date()

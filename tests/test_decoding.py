@@ -6,11 +6,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rnnkit.tasks.lm.model import LanguageModel, LMConfig
 
 from rnnkit.data import train_tokenizer
 from rnnkit.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from rnnkit.decoding.sampling import SampleConfig, encode_prime, filter_logits, generate, sample
+from rnnkit.tasks.lm.model import LanguageModel, LMConfig
 
 TOK = train_tokenizer("char", ["hello world, the quick brown fox.\n"])
 

@@ -221,8 +221,9 @@ def test_unit_heatmap_over_a_text(tmp_path, cell, what):
     tokens = [INDEX[w] for w in words]
     layer = make_task_layer(cell, len(VOCAB), 5)
     x = torch.nn.functional.one_hot(torch.tensor(tokens), len(VOCAB)).float()  # [T, V]
-    path = unit_heatmap(layer, x, tokens, VOCAB.__getitem__, [0, 4], tmp_path / "map.png",
-                        what=what)  # fmt: skip
+    path = unit_heatmap(
+        layer, x, tokens, VOCAB.__getitem__, [0, 4], tmp_path / "map.png", what=what
+    )
     assert path.stat().st_size > 0
     with pytest.raises(ValueError, match="tokens for an input of"):
         unit_heatmap(layer, x, tokens[:-1], VOCAB.__getitem__, [0], tmp_path / "bad.png")

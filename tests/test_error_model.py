@@ -74,10 +74,20 @@ def test_a_gate_off_by_one_part_in_ten_thousand_fails_the_fp32_comparisons(tmp_p
     env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path / "build"))  # keep the cache clean
     tests = Path(__file__).with_name("test_kernels.py")
     result = subprocess.run(
-        [sys.executable, "-c", _RUN_WITH_SOURCE, str(mutant), str(tests),
-         "fused_matches_composite and float32 and gru and not reset_before"],
-        capture_output=True, text=True, env=env, cwd=Path(__file__).parent, timeout=900,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            _RUN_WITH_SOURCE,
+            str(mutant),
+            str(tests),
+            "fused_matches_composite and float32 and gru and not reset_before",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parent,
+        timeout=900,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 1, f"the mutant passed the fp32 comparisons:\n{output[-3000:]}"
     assert "the most a correct fp32 computation may err here" in output, output[-3000:]

@@ -18,11 +18,32 @@ runner = CliRunner()
 
 def test_experiment_cli_writes_result_and_pngs(tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, [
-        "experiment", "--task", "copy", "--size", "3", "--cell", "lstm", "--hidden-size", "4",
-        "--batch-size", "4", "--max-sequences", "16", "--eval-every", "8", "--eval-size", "8",
-        "--clip", "0.5", "--out", str(out),
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "experiment",
+            "--task",
+            "copy",
+            "--size",
+            "3",
+            "--cell",
+            "lstm",
+            "--hidden-size",
+            "4",
+            "--batch-size",
+            "4",
+            "--max-sequences",
+            "16",
+            "--eval-every",
+            "8",
+            "--eval-size",
+            "8",
+            "--clip",
+            "0.5",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     for name in ("result.json", "curve.png", "grad_norms.png", "model.safetensors"):
         assert (out / name).stat().st_size > 0, name
@@ -56,11 +77,26 @@ def test_experiment_cli_writes_result_and_pngs(tmp_path):
 
 @pytest.mark.parametrize("task", ["adding", "agreement"])
 def test_diagnose_cli_on_a_fresh_model(tmp_path, task):
-    result = runner.invoke(app, [
-        "diagnose", "--task", task, "--size", "10" if task == "adding" else "2",
-        "--cell", "rnn_tanh", "--hidden-size", "3", "--batch-size", "2", "--num-layers", "2",
-        "--out", str(tmp_path),
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "diagnose",
+            "--task",
+            task,
+            "--size",
+            "10" if task == "adding" else "2",
+            "--cell",
+            "rnn_tanh",
+            "--hidden-size",
+            "3",
+            "--batch-size",
+            "2",
+            "--num-layers",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "gradient_flow.png").exists() and (tmp_path / "heatmap.png").exists()
     assert not (tmp_path / "gates.png").exists()  # a tanh RNN has no gates
@@ -68,9 +104,18 @@ def test_diagnose_cli_on_a_fresh_model(tmp_path, task):
 
 
 def test_clipping_bounds_the_update_and_counts():
-    config = ExperimentConfig(task="adding", size=10, cell="rnn_tanh", hidden_size=4,
-                              batch_size=4, max_sequences=12, eval_every=100, eval_size=4,
-                              clip=1e-3, recurrent_gain=3.0)  # fmt: skip
+    config = ExperimentConfig(
+        task="adding",
+        size=10,
+        cell="rnn_tanh",
+        hidden_size=4,
+        batch_size=4,
+        max_sequences=12,
+        eval_every=100,
+        eval_size=4,
+        clip=1e-3,
+        recurrent_gain=3.0,
+    )
     result, _ = run_experiment(config)
     assert result.clipped_steps == len(result.grad_norms) == 3
     assert all(n > 1e-3 for n in result.grad_norms)
@@ -84,8 +129,9 @@ def test_recurrent_gain_makes_each_gate_block_orthogonal():
 
 
 def test_runs_stop_when_solved_or_out_of_time(monkeypatch):
-    config = ExperimentConfig(task="agreement", size=1, cell="gru", hidden_size=3,
-                              eval_size=4, max_seconds=0.0)  # fmt: skip
+    config = ExperimentConfig(
+        task="agreement", size=1, cell="gru", hidden_size=3, eval_size=4, max_seconds=0.0
+    )
     result, _ = run_experiment(config)
     assert result.stopped == "max_seconds" and result.sequences == 0
     assert len(result.evals) == 1 and result.solved_at is None

@@ -57,19 +57,45 @@ def test_scaler_sees_only_the_training_part(tmp_path, monkeypatch):
     monkeypatch.setattr(Scaler, "fit", classmethod(spy))
     series = read_csv(_csv(tmp_path), "time")
     train_end = split_points(120, 0.1, 0.1)[0]
-    sections = forecast.configure(overrides=(
-        "--data.csv", str(_csv(tmp_path)), "--data.time_column", "time", "--trainer.epochs", "1",
-        "--trainer.progress", "false", "--trainer.out", str(tmp_path / "r1"),
-        "--model.hidden_size", "4", "--data.season", "12"))  # fmt: skip
+    sections = forecast.configure(
+        overrides=(
+            "--data.csv",
+            str(_csv(tmp_path)),
+            "--data.time_column",
+            "time",
+            "--trainer.epochs",
+            "1",
+            "--trainer.progress",
+            "false",
+            "--trainer.out",
+            str(tmp_path / "r1"),
+            "--model.hidden_size",
+            "4",
+            "--data.season",
+            "12",
+        )
+    )
     forecast.train(sections, log=lambda s: None)
     changed = tmp_path / "changed.csv"
     text = _csv(tmp_path).read_text().splitlines()
     tail = [f"{i},{1e6},{-1e6}" for i in range(train_end, 120)]
     changed.write_text("\n".join(text[: train_end + 1] + tail) + "\n", encoding="utf-8")
-    sections = forecast.configure(overrides=(
-        "--data.csv", str(changed), "--trainer.epochs", "1", "--trainer.progress", "false",
-        "--trainer.out", str(tmp_path / "r2"), "--model.hidden_size", "4",
-        "--data.season", "12"))  # fmt: skip
+    sections = forecast.configure(
+        overrides=(
+            "--data.csv",
+            str(changed),
+            "--trainer.epochs",
+            "1",
+            "--trainer.progress",
+            "false",
+            "--trainer.out",
+            str(tmp_path / "r2"),
+            "--model.hidden_size",
+            "4",
+            "--data.season",
+            "12",
+        )
+    )
     forecast.train(sections, log=lambda s: None)
     assert np.array_equal(fitted[0].mean, fitted[1].mean)
     assert np.array_equal(fitted[0].std, fitted[1].std)
@@ -91,8 +117,9 @@ def test_windows_and_baselines():
 @pytest.mark.parametrize("strategy", ["direct", "recursive"])
 @pytest.mark.parametrize("gaussian", [False, True])
 def test_forecaster_shapes(strategy: str, gaussian: bool):
-    config = ForecasterConfig(hidden_size=6, window=5, horizon=4, strategy=strategy,
-                              gaussian=gaussian)  # fmt: skip
+    config = ForecasterConfig(
+        hidden_size=6, window=5, horizon=4, strategy=strategy, gaussian=gaussian
+    )
     model = Forecaster(config, 2)
     x, y = torch.randn(3, 5, 2), torch.randn(3, 4, 2)
     assert torch.isfinite(model.loss(x, y))
@@ -119,12 +146,33 @@ def test_differencing_integrates_back():
 def test_cli_train_and_forecast(tmp_path, difference: str):
     path = _csv(tmp_path)
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, [
-        "train", "forecast", "--csv", str(path), "--trainer.epochs", "2", "--trainer.out",
-        str(out), "--trainer.progress", "false", "--model.hidden_size", "8", "--model.window",
-        "12", "--model.horizon", "3", "--model.gaussian", "true", "--data.season", "12",
-        "--data.difference", difference,
-    ])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "forecast",
+            "--csv",
+            str(path),
+            "--trainer.epochs",
+            "2",
+            "--trainer.out",
+            str(out),
+            "--trainer.progress",
+            "false",
+            "--model.hidden_size",
+            "8",
+            "--model.window",
+            "12",
+            "--model.horizon",
+            "3",
+            "--model.gaussian",
+            "true",
+            "--data.season",
+            "12",
+            "--data.difference",
+            difference,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "seasonal naive (m=12)" in result.output and (out / "forecast.png").is_file()
     scores = json.loads((out / "scores.json").read_text())

@@ -63,8 +63,9 @@ def test_tiny_example_by_hand(reset_after: bool):
     assert h_n.item() == pytest.approx(expected[-1], rel=1e-14, abs=0)
 
     forward, _ = reference.for_cell(gru.cell)
-    params = reference.Params(*(np.array(v, float)[:, None] for v in (W_IH, W_HH)),
-                              np.array(B_IH), np.array(B_HH))  # fmt: skip
+    params = reference.Params(
+        *(np.array(v, float)[:, None] for v in (W_IH, W_HH)), np.array(B_IH), np.array(B_HH)
+    )
     ys, _, _ = forward(np.array(XS)[:, None, None], (np.full((1, 1), H0),), params)
     assert ys.flatten().tolist() == pytest.approx(expected, rel=1e-14, abs=0)
 
@@ -90,8 +91,7 @@ def test_reset_before_reference_matches_composite(seed: int):
 
     forward, backward = reference.for_cell(GRU_RESET_BEFORE)
     w = [p.detach().numpy() for p in gru.parameters()]
-    ys, (hT,), cache = forward(x.detach().numpy(), (h0[0].detach().numpy(),),
-                               reference.Params(*w))  # fmt: skip
+    ys, (hT,), cache = forward(x.detach().numpy(), (h0[0].detach().numpy(),), reference.Params(*w))
     g = backward(cache, dys.numpy(), (dh.numpy(),))
     assert_rel_close(out.detach(), ys, 1e-12, "output")
     assert_rel_close(h_n[0].detach(), hT, 1e-12, "h_n")

@@ -313,8 +313,9 @@ def _stream(layer, xs, hx, fast=True):
 @pytest.mark.parametrize("cell_name", ALL_CELLS)
 @pytest.mark.parametrize("num_layers,bias,batch_first", [(1, True, False), (3, False, True)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_streaming_steps_match_the_whole_sequence(cell_name, num_layers, bias, batch_first,
-                                                  dtype, step_calls):  # fmt: skip
+def test_streaming_steps_match_the_whole_sequence(
+    cell_name, num_layers, bias, batch_first, dtype, step_calls
+):
     g = torch.Generator().manual_seed(num_layers)
     options = {"num_layers": num_layers, "bias": bias, "batch_first": batch_first}
     if cell_name == "rnn_relu":

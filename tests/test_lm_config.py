@@ -13,8 +13,17 @@ from rnnkit.tasks.lm import api as lm
 def test_overrides_file_and_cli_in_order(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('[model]\nhidden_size = 64\ncell = "gru"\n[optim]\nlr = 0.5\n')
-    sections = lm.configure(path, ("--model.hidden_size", "32", "--trainer.max_steps=5",
-                                   "--model.tie_weights", "--data.vocab_size", "none"))  # fmt: skip
+    sections = lm.configure(
+        path,
+        (
+            "--model.hidden_size",
+            "32",
+            "--trainer.max_steps=5",
+            "--model.tie_weights",
+            "--data.vocab_size",
+            "none",
+        ),
+    )
     assert sections["model"].hidden_size == 32  # the command line beats the file
     assert sections["model"].cell == "gru" and sections["optim"].lr == 0.5
     assert sections["trainer"].max_steps == 5 and sections["model"].tie_weights is True

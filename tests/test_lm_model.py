@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from rnnkit.tasks.lm.model import LanguageModel, LMConfig
 
-from rnnkit.tasks.lm.model import CELL_NAMES
+from rnnkit.tasks.lm.model import CELL_NAMES, LanguageModel, LMConfig
 
 V = 11
 
@@ -14,8 +13,9 @@ V = 11
 @pytest.mark.parametrize("cell", CELL_NAMES)
 @pytest.mark.parametrize("input", ["embedding", "onehot"])
 def test_shapes_and_state_carry_for_every_cell(cell, input):
-    model = LanguageModel(LMConfig(cell=cell, input=input, hidden_size=6, num_layers=2,
-                                   embedding_size=5), V)  # fmt: skip
+    model = LanguageModel(
+        LMConfig(cell=cell, input=input, hidden_size=6, num_layers=2, embedding_size=5), V
+    )
     ids = torch.randint(0, V, (7, 3))  # [T, B]
     logits, state = model(ids)
     assert logits.shape == (7, 3, V)

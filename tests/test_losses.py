@@ -71,8 +71,9 @@ def test_projected_matches_linear_then_torch(n, h, v, dtype, bias, reduction, ke
     for a, b_ in zip(mine_grads, their_grads, strict=True):
         torch.testing.assert_close(a, b_, rtol=tol, atol=tol)
     with torch.no_grad():  # the forward-only path
-        torch.testing.assert_close(projected_cross_entropy(x, w, b, target, reduction), theirs,
-                                   rtol=tol, atol=tol)  # fmt: skip
+        torch.testing.assert_close(
+            projected_cross_entropy(x, w, b, target, reduction), theirs, rtol=tol, atol=tol
+        )
 
 
 def test_projected_skips_gradients_nobody_asked_for():

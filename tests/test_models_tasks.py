@@ -21,7 +21,10 @@ def _padded(ids: torch.Tensor, extra: int) -> torch.Tensor:
 def test_length_mask_marks_the_unpadded_steps():
     ids, lengths = pad([[5, 6, 7], [8], [9, 9]])
     assert length_mask(lengths, ids.shape[1]).tolist() == [
-        [True, True, True], [True, False, False], [True, True, False]]  # fmt: skip
+        [True, True, True],
+        [True, False, False],
+        [True, True, False],
+    ]
     assert torch.equal(length_mask(lengths, ids.shape[1]), ids != 0)
 
 
@@ -29,8 +32,9 @@ def test_length_mask_marks_the_unpadded_steps():
 @pytest.mark.parametrize("cell", ["lstm", "gru_reset_before"])
 def test_classifier_ignores_padding(pooling: str, cell: str):
     torch.manual_seed(0)
-    config = ClassifierConfig(cell=cell, hidden_size=8, embedding_size=6, pooling=pooling,
-                              num_layers=2)  # fmt: skip
+    config = ClassifierConfig(
+        cell=cell, hidden_size=8, embedding_size=6, pooling=pooling, num_layers=2
+    )
     model = Classifier(config, vocab_size=20, num_labels=3).eval()
     ids = torch.randint(1, 20, (4, 5))
     lengths = torch.tensor([5, 3, 1, 4])
@@ -64,8 +68,14 @@ def test_classifier_learns_a_toy_rule():
 def test_tagger_padding_and_training(output: str, chars: bool):
     torch.manual_seed(0)
     names = ["O", "B-PER", "I-PER"]
-    config = TaggerConfig(hidden_size=8, embedding_size=6, char_embedding_size=4 if chars else 0,
-                          char_hidden_size=3, output=output, dropout=0.0)  # fmt: skip
+    config = TaggerConfig(
+        hidden_size=8,
+        embedding_size=6,
+        char_embedding_size=4 if chars else 0,
+        char_hidden_size=3,
+        output=output,
+        dropout=0.0,
+    )
     model = Tagger(config, 15, 12, len(names), allowed_transitions(names, "IOB2"))
     words = torch.randint(1, 15, (3, 4))
     char_ids = torch.randint(1, 12, (3, 4, 5))
@@ -80,9 +90,10 @@ def test_tagger_padding_and_training(output: str, chars: bool):
     c = char_ids if chars else None
     scores = model.emissions(words, c, lengths)
     padded_scores = model.emissions(
-        _padded(words, 2), torch.cat([char_ids, torch.zeros(3, 2, 5, dtype=torch.long)], 1)
-        if chars else None, lengths,
-    )  # fmt: skip
+        _padded(words, 2),
+        torch.cat([char_ids, torch.zeros(3, 2, 5, dtype=torch.long)], 1) if chars else None,
+        lengths,
+    )
     torch.testing.assert_close(padded_scores[:, :4], scores)
     paths = model.decode(words, c, lengths)
     assert [len(p) for p in paths] == [4, 2, 3]
@@ -121,13 +132,16 @@ def test_softmax_tagger_loss_is_per_sentence_like_the_crf():
     """Token losses summed over each sentence, averaged over sentences (not over tokens),
     as the CRF's negative log-likelihood is."""
     torch.manual_seed(0)
-    config = TaggerConfig(hidden_size=8, embedding_size=6, char_embedding_size=0,
-                          output="softmax", dropout=0.0)  # fmt: skip
+    config = TaggerConfig(
+        hidden_size=8, embedding_size=6, char_embedding_size=0, output="softmax", dropout=0.0
+    )
     model = Tagger(config, 15, 12, 3)
     words, lengths = torch.randint(1, 15, (3, 4)), torch.tensor([4, 2, 3])
     tags = torch.randint(0, 3, (3, 4))
     scores = model.emissions(words, None, lengths)
-    per_sentence = [torch.nn.functional.cross_entropy(scores[b, :n], tags[b, :n], reduction="sum")
-                    for b, n in enumerate(lengths.tolist())]  # fmt: skip
+    per_sentence = [
+        torch.nn.functional.cross_entropy(scores[b, :n], tags[b, :n], reduction="sum")
+        for b, n in enumerate(lengths.tolist())
+    ]
     expected = torch.stack(per_sentence).mean()
     torch.testing.assert_close(model.loss(words, None, lengths, tags), expected)

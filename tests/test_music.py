@@ -77,15 +77,33 @@ def test_cli_train_and_generate(tmp_path):
     chorales = [[[60 + (t * k) % 12, 67] for t in range(8)] for k in range(1, 7)]
     data.write_text(json.dumps({"train": chorales[:4], "valid": chorales[4:]}), encoding="utf-8")
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, [
-        "train", "music", "--data", str(data), "--trainer.epochs", "2", "--trainer.out", str(out),
-        "--trainer.progress", "false", "--model.hidden_size", "8", "--model.low", "55",
-        "--model.high", "80",
-    ])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "music",
+            "--data",
+            str(data),
+            "--trainer.epochs",
+            "2",
+            "--trainer.out",
+            str(out),
+            "--trainer.progress",
+            "false",
+            "--model.hidden_size",
+            "8",
+            "--model.low",
+            "55",
+            "--model.high",
+            "80",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "valid NLL" in result.output
-    result = CliRunner().invoke(app, ["generate", "music", str(out), "--out", str(tmp_path / "g"),
-                                      "--steps", "6", "-n", "2"])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        ["generate", "music", str(out), "--out", str(tmp_path / "g"), "--steps", "6", "-n", "2"],
+    )
     assert result.exit_code == 0, result.output
     for n in (1, 2):
         assert len(read_midi(tmp_path / "g" / f"piece-{n}.mid")) <= 6

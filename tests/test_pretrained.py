@@ -27,11 +27,33 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def train_lm(tmp_path: Path, name: str, *extra: str) -> Path:
     text = tmp_path / "text.txt"
     text.write_text(TEXT, encoding="utf-8")
-    sections = lm.configure(overrides=(
-        "--data.text", str(text), "--data.tokenizer", "word", "--model.cell", "gru",
-        "--model.hidden_size", "6", "--model.embedding_size", "4", "--model.num_layers", "2",
-        "--data.batch_size", "2", "--data.bptt", "5", "--trainer.max_steps", "3",
-        "--trainer.progress", "false", "--trainer.out", str(tmp_path / name), *extra))  # fmt: skip
+    sections = lm.configure(
+        overrides=(
+            "--data.text",
+            str(text),
+            "--data.tokenizer",
+            "word",
+            "--model.cell",
+            "gru",
+            "--model.hidden_size",
+            "6",
+            "--model.embedding_size",
+            "4",
+            "--model.num_layers",
+            "2",
+            "--data.batch_size",
+            "2",
+            "--data.bptt",
+            "5",
+            "--trainer.max_steps",
+            "3",
+            "--trainer.progress",
+            "false",
+            "--trainer.out",
+            str(tmp_path / name),
+            *extra,
+        )
+    )
     return lm.train(sections, log=str).out_dir
 
 
@@ -78,27 +100,49 @@ def test_a_one_direction_stack_takes_every_layer_it_can(tmp_path):
     assert torch.equal(rnn.weight_ih_l1, source.rnn.weight_ih_l1)
 
 
-@pytest.mark.parametrize(("layer", "reverse", "message"), [
-    (("lstm", 4, 6), False, "has cell 'gru'; the model's is 'lstm'"),
-    (("gru", 4, 7), False, "has hidden size 6; the model's is 7"),
-    (("gru", 5, 6), False, "has embeddings of width 4; the model reads 5"),
-    (("gru", 4, 6), True, "is for the backward direction, but the layer has one direction"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("layer", "reverse", "message"),
+    [
+        (("lstm", 4, 6), False, "has cell 'gru'; the model's is 'lstm'"),
+        (("gru", 4, 7), False, "has hidden size 6; the model's is 7"),
+        (("gru", 5, 6), False, "has embeddings of width 4; the model reads 5"),
+        (("gru", 4, 6), True, "is for the backward direction, but the layer has one direction"),
+    ],
+)
 def test_models_that_do_not_fit_are_refused(tmp_path, layer, reverse, message):
     path = train_lm(tmp_path, "fwd")
     with pytest.raises(ValueError, match=message):
-        init_from_language_model(None, recurrent_layer(*layer), task_tokenizer(), path,
-                                 reverse=reverse)  # fmt: skip
+        init_from_language_model(
+            None, recurrent_layer(*layer), task_tokenizer(), path, reverse=reverse
+        )
 
 
 def test_a_character_language_model_is_refused(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(TEXT, encoding="utf-8")
-    run = lm.train(lm.configure(overrides=(
-        "--data.text", str(text), "--model.hidden_size", "6", "--model.embedding_size", "4",
-        "--data.batch_size", "2", "--data.bptt", "5", "--trainer.max_steps", "1",
-        "--trainer.progress", "false", "--trainer.out", str(tmp_path / "chars"),
-    )), log=str)  # fmt: skip
+    run = lm.train(
+        lm.configure(
+            overrides=(
+                "--data.text",
+                str(text),
+                "--model.hidden_size",
+                "6",
+                "--model.embedding_size",
+                "4",
+                "--data.batch_size",
+                "2",
+                "--data.bptt",
+                "5",
+                "--trainer.max_steps",
+                "1",
+                "--trainer.progress",
+                "false",
+                "--trainer.out",
+                str(tmp_path / "chars"),
+            )
+        ),
+        log=str,
+    )
     with pytest.raises(ValueError, match="has a char tokenizer; a word one is needed"):
         init_from_language_model(None, recurrent_layer("lstm", 4, 6), task_tokenizer(), run.out_dir)
 
@@ -108,11 +152,30 @@ def test_classifier_starts_from_a_language_model(tmp_path):
     data = tmp_path / "train.txt"
     data.write_text("pos a good film\nneg a dull film\n" * 4, encoding="utf-8")
     out = tmp_path / "run"
-    args = ["train", "classify", "--train", str(data), "--valid", str(data),
-            "--model.cell", "gru", "--model.hidden_size", "6", "--model.embedding_size", "4",
-            "--data.pretrained_lm", str(forward), "--data.pretrained_lm_reverse", str(backward),
-            "--trainer.max_steps", "1", "--trainer.progress", "false",
-            "--trainer.out", str(out)]  # fmt: skip
+    args = [
+        "train",
+        "classify",
+        "--train",
+        str(data),
+        "--valid",
+        str(data),
+        "--model.cell",
+        "gru",
+        "--model.hidden_size",
+        "6",
+        "--model.embedding_size",
+        "4",
+        "--data.pretrained_lm",
+        str(forward),
+        "--data.pretrained_lm_reverse",
+        str(backward),
+        "--trainer.max_steps",
+        "1",
+        "--trainer.progress",
+        "false",
+        "--trainer.out",
+        str(out),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     # a, dull, film, good and three specials; <pad> stays zero

@@ -23,12 +23,20 @@ SOURCE_VOCAB, TARGET_VOCAB = 9, 6  # 4 specials + 5 / + 2 symbols
 EOS = 3
 
 
-def tiny_model(cell: str = "gru", attention: str = "bahdanau", layers: int = 1,
-               sharpen: float = 4.0) -> Seq2Seq:  # fmt: skip
+def tiny_model(
+    cell: str = "gru", attention: str = "bahdanau", layers: int = 1, sharpen: float = 4.0
+) -> Seq2Seq:
     torch.manual_seed(0)
-    config = Seq2SeqConfig(cell=cell, attention=attention, embedding_size=5, hidden_size=6,
-                           attention_size=7, encoder_layers=layers, decoder_layers=layers,
-                           dropout=0.0)  # fmt: skip
+    config = Seq2SeqConfig(
+        cell=cell,
+        attention=attention,
+        embedding_size=5,
+        hidden_size=6,
+        attention_size=7,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        dropout=0.0,
+    )
     model = Seq2Seq(config, SOURCE_VOCAB, TARGET_VOCAB).double()
     with torch.no_grad():  # peaked output distributions, so hypotheses differ clearly
         model.output.weight.mul_(sharpen)
@@ -58,8 +66,9 @@ def test_attention_sums_to_one_and_skips_padding(cell, attention, layers):
     torch.testing.assert_close(weights.sum(-1), torch.ones(4, 3, dtype=torch.float64))
     # Each padded source gives what it gives alone (nothing leaks from the padding).
     for b in range(4):
-        alone, w_alone = model(source[b : b + 1, : lengths[b]], lengths[b : b + 1],
-                               target_in[b : b + 1])  # fmt: skip
+        alone, w_alone = model(
+            source[b : b + 1, : lengths[b]], lengths[b : b + 1], target_in[b : b + 1]
+        )
         torch.testing.assert_close(logits[b : b + 1], alone)
         torch.testing.assert_close(weights[b : b + 1, :, : lengths[b]], w_alone)
 
@@ -91,8 +100,9 @@ def sequence_log_prob(model: Seq2Seq, source, lengths, tokens: list[int], encode
 def exhaustive_best(model, source, lengths, max_length: int, alpha: float):
     """The best hypothesis over every output of at most max_length tokens."""
     emitted = [t for t in range(TARGET_VOCAB) if t not in NEVER_EMITTED and t != EOS]
-    candidates = [[*p, EOS] for n in range(max_length)
-                  for p in itertools.product(emitted, repeat=n)]  # fmt: skip
+    candidates = [
+        [*p, EOS] for n in range(max_length) for p in itertools.product(emitted, repeat=n)
+    ]
     candidates += [list(p) for p in itertools.product(emitted, repeat=max_length)]
     best, encoded = None, model.encode(source, lengths)
     for tokens in candidates:
@@ -113,14 +123,16 @@ def test_beam_as_wide_as_the_space_finds_the_exhaustive_best(attention, alpha):
         memory, state = model.encode(source, lengths)
     found = beam_search(model, memory, state, 4, K, L, alpha, n_best=3)
     for b in range(4):
-        normalised, score, tokens = exhaustive_best(model, source[b : b + 1],
-                                                    lengths[b : b + 1], L, alpha)  # fmt: skip
+        normalised, score, tokens = exhaustive_best(
+            model, source[b : b + 1], lengths[b : b + 1], L, alpha
+        )
         top = found[b][0]
         assert top.tokens + ([EOS] if top.finished else []) == tokens
         assert top.score == pytest.approx(score, abs=1e-9)
         assert top.normalised == pytest.approx(normalised, abs=1e-9)
-        assert [h.normalised for h in found[b]] == sorted((h.normalised for h in found[b]),
-                                                          reverse=True)  # fmt: skip
+        assert [h.normalised for h in found[b]] == sorted(
+            (h.normalised for h in found[b]), reverse=True
+        )
 
 
 class TableDecoder:

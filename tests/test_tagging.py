@@ -171,8 +171,9 @@ def test_char_features_skip_padding_words_and_agree(cell):
     from rnnkit.tasks.tag.model import Tagger, TaggerConfig
 
     torch.manual_seed(0)
-    config = TaggerConfig(cell=cell, hidden_size=6, embedding_size=5, char_embedding_size=4,
-                          char_hidden_size=3)  # fmt: skip
+    config = TaggerConfig(
+        cell=cell, hidden_size=6, embedding_size=5, char_embedding_size=4, char_hidden_size=3
+    )
     model = Tagger(config, vocab_size=20, char_vocab_size=12, num_tags=5).double()
     word_lengths = torch.tensor([[3, 1, 5], [2, 0, 0]])  # sentence 2 has 1 word
     chars = torch.zeros(2, 3, 6, dtype=torch.long)

@@ -25,9 +25,24 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny(tmp_path: Path, *extra: str) -> dict:
     path = tmp_path / "tiny.txt"
     path.write_text(TEXT, encoding="utf-8")
-    base = ("--data.text", str(path), "--model.hidden_size", "16", "--model.num_layers", "2",
-            "--model.embedding_size", "8", "--data.batch_size", "8", "--data.bptt", "12",
-            "--trainer.progress", "false", "--trainer.epochs", "2")  # fmt: skip
+    base = (
+        "--data.text",
+        str(path),
+        "--model.hidden_size",
+        "16",
+        "--model.num_layers",
+        "2",
+        "--model.embedding_size",
+        "8",
+        "--data.batch_size",
+        "8",
+        "--data.bptt",
+        "12",
+        "--trainer.progress",
+        "false",
+        "--trainer.epochs",
+        "2",
+    )
     return lm.configure(overrides=(*base, *extra))
 
 
@@ -46,8 +61,17 @@ def train_losses(run_dir: Path) -> dict[int, float]:
 )
 def test_resume_equals_uninterrupted(tmp_path, stop, extra):
     full = lm.train(tiny(tmp_path, "--trainer.out", str(tmp_path / "full"), *extra), log=str)
-    part = lm.train(tiny(tmp_path, "--trainer.out", str(tmp_path / "part"),
-                         "--trainer.max_steps", str(stop), *extra), log=str)  # fmt: skip
+    part = lm.train(
+        tiny(
+            tmp_path,
+            "--trainer.out",
+            str(tmp_path / "part"),
+            "--trainer.max_steps",
+            str(stop),
+            *extra,
+        ),
+        log=str,
+    )
     assert part.result.stopped == "max_steps" and part.result.step == stop
     done = lm.train(resume=part.out_dir, changes={"trainer": {"max_steps": None}}, log=str)
     assert done.result.step == full.result.step > stop
@@ -65,15 +89,17 @@ def test_resume_equals_uninterrupted(tmp_path, stop, extra):
 
 
 def test_resume_refuses_changes_that_alter_the_run(tmp_path):
-    part = lm.train(tiny(tmp_path, "--trainer.out", str(tmp_path / "r"),
-                         "--trainer.max_steps", "2"), log=str)  # fmt: skip
+    part = lm.train(
+        tiny(tmp_path, "--trainer.out", str(tmp_path / "r"), "--trainer.max_steps", "2"), log=str
+    )
     with pytest.raises(ValueError, match=r"--model.hidden_size cannot change when resuming"):
         lm.train(resume=part.out_dir, changes={"model": {"hidden_size": 32}}, log=str)
 
 
 def test_run_writes_metrics_plot_and_checkpoints(tmp_path):
-    run = lm.train(tiny(tmp_path, "--trainer.out", str(tmp_path / "r"),
-                        "--trainer.epochs", "1"), log=str)  # fmt: skip
+    run = lm.train(
+        tiny(tmp_path, "--trainer.out", str(tmp_path / "r"), "--trainer.epochs", "1"), log=str
+    )
     records = read(run.out_dir / "metrics.jsonl")
     train = [r for r in records if r["kind"] == "train"]
     assert len(train) == run.result.step
@@ -82,11 +108,17 @@ def test_run_writes_metrics_plot_and_checkpoints(tmp_path):
     assert (run.out_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
     for name in ("best", "last"):
         files = {p.name for p in (run.out_dir / name).iterdir()}
-        assert files == {"model.safetensors", "state.safetensors", "state.json",
-                         "config.json", "tokenizer.json"}  # fmt: skip
+        assert files == {
+            "model.safetensors",
+            "state.safetensors",
+            "state.json",
+            "config.json",
+            "tokenizer.json",
+        }
     # A second run into the same directory gets a fresh one instead of overwriting.
-    again = lm.train(tiny(tmp_path, "--trainer.out", str(tmp_path / "r"),
-                          "--trainer.max_steps", "1"), log=str)  # fmt: skip
+    again = lm.train(
+        tiny(tmp_path, "--trainer.out", str(tmp_path / "r"), "--trainer.max_steps", "1"), log=str
+    )
     assert again.out_dir == tmp_path / "r-2"
 
 
@@ -160,8 +192,14 @@ class Regression:
 def make_trainer(tmp_path, task, **trainer) -> Trainer:
     torch.manual_seed(0)
     config = TrainerConfig(progress=False, checkpoint_every=1, **trainer)
-    return Trainer(nn.Linear(3, 1), task, config, OptimConfig(optimizer="sgd", lr=0.1), tmp_path,
-                   log=lambda s: None)  # fmt: skip
+    return Trainer(
+        nn.Linear(3, 1),
+        task,
+        config,
+        OptimConfig(optimizer="sgd", lr=0.1),
+        tmp_path,
+        log=lambda s: None,
+    )
 
 
 def test_generic_task_trains(tmp_path):
@@ -292,8 +330,9 @@ def test_weight_average_decay_out_of_range_is_named(tmp_path, bad):
 
 
 def test_lm_run_returns_the_weight_average(tmp_path):
-    run = lm.train(tiny(tmp_path, "--trainer.out", str(tmp_path / "r"),
-                        "--trainer.average", "0.9"), log=str)  # fmt: skip
+    run = lm.train(
+        tiny(tmp_path, "--trainer.out", str(tmp_path / "r"), "--trainer.average", "0.9"), log=str
+    )
     saved = load_file(run.out_dir / "last" / ckpt.MODEL_FILE)
     training = load_file(run.out_dir / "last" / ckpt.STATE_TENSORS)
     returned = ckpt.model_tensors(run.model)

@@ -80,8 +80,10 @@ def train_music(
     with _clean_errors():
         args = list(ctx.args) + (["--data.path", str(data)] if data is not None else [])
         run = music.train(music.configure(config, tuple(args)))
-        typer.echo(f"{run.parameters:,} parameters; best checkpoint: train NLL "
-                   f"{run.train_nll:.3f}, valid NLL {run.valid_nll:.3f} per time step")  # fmt: skip
+        typer.echo(
+            f"{run.parameters:,} parameters; best checkpoint: train NLL "
+            f"{run.train_nll:.3f}, valid NLL {run.valid_nll:.3f} per time step"
+        )
         typer.echo(f"run directory: {run.out_dir}")
 
 

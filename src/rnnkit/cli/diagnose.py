@@ -60,16 +60,27 @@ def diagnose(
         net, config = load_run(model)
     else:
         config = ExperimentConfig(
-            task=task, size=size, cell=cell, hidden_size=hidden_size,
-            num_layers=num_layers, seed=seed,
-        )  # fmt: skip
+            task=task,
+            size=size,
+            cell=cell,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            seed=seed,
+        )
         net = build_model(config, make_task(task, size))
     the_task = make_task(config.task, config.size)
     batch = the_task.sample_full(seed, batch_size)
     chosen = [int(u) for u in units.split(",") if u.strip()] if units else list(range(8))
     out_dir = Path(out)
-    numbers = diagnose_model(net, the_task, batch, out_dir, units=chosen, jacobian=jacobian,
-                             title=f"{config.cell} on {config.task}({config.size})")  # fmt: skip
+    numbers = diagnose_model(
+        net,
+        the_task,
+        batch,
+        out_dir,
+        units=chosen,
+        jacobian=jacobian,
+        title=f"{config.cell} on {config.task}({config.size})",
+    )
     (out_dir / "numbers.json").write_text(json.dumps(numbers, indent=1))
     _report(Console(), numbers, out)
 

@@ -39,11 +39,22 @@ def experiment(
     from rnnkit.synthetic.experiment import ExperimentConfig, run_experiment, save_run
 
     config = ExperimentConfig(
-        task=task, size=size, cell=cell, hidden_size=hidden_size, num_layers=num_layers,
-        batch_size=batch_size, optimizer=optimizer, lr=lr, clip=clip or None,
-        recurrent_gain=recurrent_gain or None, max_sequences=max_sequences,
-        max_seconds=max_seconds, eval_every=eval_every, eval_size=eval_size, seed=seed,
-    )  # fmt: skip
+        task=task,
+        size=size,
+        cell=cell,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        clip=clip or None,
+        recurrent_gain=recurrent_gain or None,
+        max_sequences=max_sequences,
+        max_seconds=max_seconds,
+        eval_every=eval_every,
+        eval_size=eval_size,
+        seed=seed,
+    )
     console = Console()
 
     def show(entry: dict[str, float]) -> None:

@@ -37,8 +37,9 @@ def generate_music(
 
     with _clean_errors():
         prime = json.loads(read_text(primer)) if primer is not None else None
-        model, rolls = music.generate_from(checkpoint, steps, prime, num_samples=num_samples,
-                                           temperature=temperature, seed=seed)  # fmt: skip
+        model, rolls = music.generate_from(
+            checkpoint, steps, prime, num_samples=num_samples, temperature=temperature, seed=seed
+        )
         out.mkdir(parents=True, exist_ok=True)
         low = model.config.low
         for n in range(num_samples):

@@ -22,9 +22,10 @@ from rnnkit.cli import app
 from rnnkit.decoding.sampling import SampleConfig
 
 train_app = typer.Typer(
-    help="Train a model (one subcommand per task).", no_args_is_help=True,
+    help="Train a model (one subcommand per task).",
+    no_args_is_help=True,
     rich_markup_mode=None,
-)  # fmt: skip
+)
 app.add_typer(train_app, name="train")
 
 
@@ -146,10 +147,8 @@ def train_lm(
         )
         if samples:
             model, tokenizer, saved = lm.load(run.out_dir)
-            sample_c: SampleConfig = cfg.update(saved["sample"], {"num_samples": samples},
-                                                "sample")  # fmt: skip
-            typer.echo(f"\nsamples from {run.out_dir}/best "
-                       f"(temperature {sample_c.temperature}):")  # fmt: skip
+            sample_c: SampleConfig = cfg.update(saved["sample"], {"num_samples": samples}, "sample")
+            typer.echo(f"\nsamples from {run.out_dir}/best (temperature {sample_c.temperature}):")
             _stream_samples(model, tokenizer, sample_c)
         primed = run.sections["sample"].prime
         prime = f" --prime {shlex.quote(primed)}" if primed else ""
@@ -194,10 +193,18 @@ def sample_command(
     from rnnkit.tasks.lm import api as lm
 
     with _clean_errors():
-        values = {"prime": prime, "max_tokens": max_tokens, "num_samples": num_samples,
-                  "temperature": temperature, "top_k": top_k, "top_p": top_p, "greedy": greedy,
-                  "seed": None if no_seed else seed, "allow_unk": allow_unk,
-                  "stop_at_eos": stop_at_eos}  # fmt: skip
+        values = {
+            "prime": prime,
+            "max_tokens": max_tokens,
+            "num_samples": num_samples,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "greedy": greedy,
+            "seed": None if no_seed else seed,
+            "allow_unk": allow_unk,
+            "stop_at_eos": stop_at_eos,
+        }
         config = cfg.update(SampleConfig(), values, "sample").validate()
         model, tokenizer, _ = lm.load(checkpoint)
         _stream_samples(model, tokenizer, config)

@@ -45,8 +45,10 @@ def predict_command(
         elif meta.get("task") == "classify":
             typer.echo(classify.format_predictions(classify.predict(checkpoint, texts), as_json))
         else:
-            raise ValueError(f"{checkpoint} holds a {meta.get('task')!r} model; "
-                             "predict needs a classifier or a tagger")  # fmt: skip
+            raise ValueError(
+                f"{checkpoint} holds a {meta.get('task')!r} model; "
+                "predict needs a classifier or a tagger"
+            )
 
 
 @app.command("forecast")
@@ -77,7 +79,12 @@ def forecast_command(
         for h, mean in enumerate(out["mean"], 1):
             interval = ""
             if "low" in out:
-                interval = "  95% [" + ", ".join(
-                    f"{lo:.3f}..{hi:.3f}" for lo, hi in zip(out["low"][h - 1], out["high"][h - 1],
-                                                            strict=True)) + "]"  # fmt: skip
+                interval = (
+                    "  95% ["
+                    + ", ".join(
+                        f"{lo:.3f}..{hi:.3f}"
+                        for lo, hi in zip(out["low"][h - 1], out["high"][h - 1], strict=True)
+                    )
+                    + "]"
+                )
             typer.echo(f"+{h}: " + ", ".join(f"{v:.3f}" for v in mean) + interval)

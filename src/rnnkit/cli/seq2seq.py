@@ -41,11 +41,15 @@ def train_seq2seq(
                 args += [flag, str(value)]
         run = seq2seq.train(seq2seq.configure(config, tuple(args)))
         r = run.result
-        typer.echo(f"trained {r.step} steps in {r.seconds:.0f} s ({r.stopped}); best validation "
-                   f"loss {r.best_valid_loss:.4f} nats/token")  # fmt: skip
+        typer.echo(
+            f"trained {r.step} steps in {r.seconds:.0f} s ({r.stopped}); best validation "
+            f"loss {r.best_valid_loss:.4f} nats/token"
+        )
         typer.echo(run.text())
-        typer.echo(f"\nrun directory: {run.out_dir} (report.txt, attention.png, best/, last/)\n"
-                   f"translate:     rnnkit translate {run.out_dir} 'text' --beam 5")  # fmt: skip
+        typer.echo(
+            f"\nrun directory: {run.out_dir} (report.txt, attention.png, best/, last/)\n"
+            f"translate:     rnnkit translate {run.out_dir} 'text' --beam 5"
+        )
 
 
 @app.command("translate")

@@ -71,9 +71,13 @@ def _log_probs(logits: Tensor) -> Tensor:
 
 @torch.no_grad()
 def greedy(
-    model: StepDecoder, memory: Any, state: Any, batch_size: int, max_length: int,
+    model: StepDecoder,
+    memory: Any,
+    state: Any,
+    batch_size: int,
+    max_length: int,
     alpha: float = 0.0,
-) -> list[Hypothesis]:  # fmt: skip
+) -> list[Hypothesis]:
     """The argmax token at each step, for ``batch_size`` sources at once."""
     previous = torch.full((batch_size,), BOS_ID, dtype=torch.int64, device=_device(state))
     tokens, scores, weights = [], [], []
@@ -95,9 +99,15 @@ def greedy(
     for row, seq in enumerate(ids):
         steps = seq.index(EOS_ID) + 1 if EOS_ID in seq else len(seq)
         score = float(total[row, steps - 1])
-        out.append(Hypothesis(seq[:steps] if EOS_ID not in seq else seq[: steps - 1], score,
-                              score / length_penalty(steps, alpha),
-                              attention_all[row, :steps].cpu(), EOS_ID in seq))  # fmt: skip
+        out.append(
+            Hypothesis(
+                seq[:steps] if EOS_ID not in seq else seq[: steps - 1],
+                score,
+                score / length_penalty(steps, alpha),
+                attention_all[row, :steps].cpu(),
+                EOS_ID in seq,
+            )
+        )
     return out
 
 
@@ -124,8 +134,9 @@ def beam_search(
     those ending in <eos> become finished hypotheses, the best K others stay open.
     """
     if beam < 1 or n_best < 1 or max_length < 1:
-        raise ValueError(f"beam, n_best and max_length must be >= 1, got {beam}, {n_best}, "
-                         f"{max_length}")  # fmt: skip
+        raise ValueError(
+            f"beam, n_best and max_length must be >= 1, got {beam}, {n_best}, {max_length}"
+        )
     B, K = batch_size, beam
     device = _device(state)
     memory = memory.repeat(K)
@@ -152,7 +163,7 @@ def beam_search(
             attention_now
             if attention_history is None
             else torch.cat([attention_history, attention_now], dim=1)
-        )  # fmt: skip  [B*K, t, S]
+        )  # [B*K, t, S]
         # Candidates in score order: each <eos> before the K-th open one finishes a
         # hypothesis; the first K others stay open, in slots 0..K-1 of their source.
         token, beam_of = top_index % V, top_index // V  # [B, 2K]
@@ -173,8 +184,9 @@ def beam_search(
         lp = length_penalty(t, alpha)
         for b, c in ends.nonzero().tolist():  # few: at most K per source and step
             row, value = b * K + int(beam_of[b, c]), float(top_scores[b, c])
-            finished[b].append(Hypothesis(history[row].tolist(), value, value / lp,
-                                          steps[row].cpu(), True))  # fmt: skip
+            finished[b].append(
+                Hypothesis(history[row].tolist(), value, value / lp, steps[row].cpu(), True)
+            )
             best_finished[b] = max(float(best_finished[b]), value / lp)
             count[b] += 1
         history = torch.cat([history[rows], new_tokens[:, None]], dim=1)
@@ -183,7 +195,7 @@ def beam_search(
         best_open = scores.max(1).values  # [B]
         stop = (best_open == float("-inf")) | (
             (count >= n_best) & (best_finished >= best_open / bound_lp)
-        )  # fmt: skip
+        )
         stop &= active
         scores[stop] = float("-inf")
         active &= ~stop
@@ -198,17 +210,27 @@ def beam_search(
             if value > float("-inf"):
                 row = b * K + k
                 assert attention_history is not None
-                finished[b].append(Hypothesis(history[row].tolist(), value,
-                                              value / length_penalty(history.shape[1], alpha),
-                                              attention_history[row].cpu(), False))  # fmt: skip
+                finished[b].append(
+                    Hypothesis(
+                        history[row].tolist(),
+                        value,
+                        value / length_penalty(history.shape[1], alpha),
+                        attention_history[row].cpu(),
+                        False,
+                    )
+                )
     return [sorted(hyps, key=lambda h: -h.normalised)[:n_best] for hyps in finished]
 
 
 @torch.no_grad()
 def decode(
-    model: Any, source: Tensor, lengths: Tensor, beam: int = 1, max_length: int = 50,
+    model: Any,
+    source: Tensor,
+    lengths: Tensor,
+    beam: int = 1,
+    max_length: int = 50,
     alpha: float = 0.6,
-) -> list[Hypothesis]:  # fmt: skip
+) -> list[Hypothesis]:
     """The best hypothesis for each source of a batch: greedy for ``beam`` 1, else beam
     search. ``model`` has ``encode(source, lengths) -> (memory, state)`` and ``step``."""
     memory, state = model.encode(source, lengths)

@@ -142,6 +142,10 @@ def unit_heatmap(
             raise ValueError(f"what must be 'h' or one of {sorted(gates)}, got {what!r}")
         values, low = gates[what][:, 0], 0.0
     return plot_unit_heatmap(
-        values.numpy(), [decode(t) for t in tokens], units, path,
-        title=title or f"{what} of units {list(units)}", vmin=low,
-    )  # fmt: skip
+        values.numpy(),
+        [decode(t) for t in tokens],
+        units,
+        path,
+        title=title or f"{what} of units {list(units)}",
+        vmin=low,
+    )

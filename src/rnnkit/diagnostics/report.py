@@ -52,13 +52,18 @@ def diagnose_model(
             curves[key] = flow.norms[l, d]
             numbers["gradient_norms"][key] = flow.norms[l, d].tolist()
             numbers["first_over_last"][key] = flow.ratio(l, d)
-    plot_curves(curves, out / "gradient_flow.png", title=title or "gradient flow",
-                ylabel="mean ||dL/dh_t||")  # fmt: skip
+    plot_curves(
+        curves, out / "gradient_flow.png", title=title or "gradient flow", ylabel="mean ||dL/dh_t||"
+    )
     if jacobian:
         jac = jacobian_norms(rnn, batch.x)
         numbers["jacobian_norms"] = jac.tolist()
-        plot_curves({"layer 0": jac}, out / "jacobian.png", title=title or "Jacobian products",
-                    ylabel="mean ||dh_T/dh_t||_2")  # fmt: skip
+        plot_curves(
+            {"layer 0": jac},
+            out / "jacobian.png",
+            title=title or "Jacobian products",
+            ylabel="mean ||dh_T/dh_t||_2",
+        )
     units = [u for u in units if u < rnn.hidden_size]
     labels = task.labels(batch, 0)
     if rnn.cell.name in GATE_NAMES:
@@ -67,8 +72,13 @@ def diagnose_model(
         plot_gate_distributions(trace, out / "gates.png", title=title)
     with torch.no_grad():
         hidden = torch.stack(unroll(rnn, batch.x).hidden(0))[:, 0].numpy()  # [T, H], sequence 0
-    plot_unit_heatmap(hidden, labels, units, out / "heatmap.png",
-                      title=(title + ": " if title else "") + "h_t of chosen units")  # fmt: skip
+    plot_unit_heatmap(
+        hidden,
+        labels,
+        units,
+        out / "heatmap.png",
+        title=(title + ": " if title else "") + "h_t of chosen units",
+    )
     return numbers
 
 
@@ -125,8 +135,12 @@ def diagnose_lm(
 
     flow = gradient_flow(rnn, x, last_prediction_loss)
     labels = [_token_label(tokenizer.decode([i])) for i in ids[:-1]]
-    numbers: dict = {"tokens": len(ids) - 1, "last_token_loss": flow.loss,
-                     "gradient_norms": {}, "first_over_last": {}}  # fmt: skip
+    numbers: dict = {
+        "tokens": len(ids) - 1,
+        "last_token_loss": flow.loss,
+        "gradient_norms": {},
+        "first_over_last": {},
+    }
     curves = {}
     for l in range(rnn.num_layers):
         key = f"layer {l}"
@@ -134,18 +148,27 @@ def diagnose_lm(
         numbers["gradient_norms"][key] = flow.norms[l, 0].tolist()
         numbers["first_over_last"][key] = flow.ratio(l, 0)
     name = title or f"{rnn.num_layers}x{rnn.hidden_size} {rnn.cell.name} language model"
-    plot_curves(curves, out / "gradient_flow.png", ylabel="||dL/dh_t||",
-                title=f"{name}: gradient of the last prediction")  # fmt: skip
+    plot_curves(
+        curves,
+        out / "gradient_flow.png",
+        ylabel="||dL/dh_t||",
+        title=f"{name}: gradient of the last prediction",
+    )
     if jacobian:
         jac = jacobian_norms(rnn, x)
         numbers["jacobian_norms"] = jac.tolist()
-        plot_curves({"layer 0": jac}, out / "jacobian.png", title=f"{name}: Jacobian products",
-                    ylabel="||dh_T/dh_t||_2")  # fmt: skip
+        plot_curves(
+            {"layer 0": jac},
+            out / "jacobian.png",
+            title=f"{name}: Jacobian products",
+            ylabel="||dh_T/dh_t||_2",
+        )
     if rnn.cell.name in GATE_NAMES:
         traces = [gate_trace(rnn, x, layer_index=l) for l in range(rnn.num_layers)]
         numbers["saturated"] = {f"layer {l}": t.saturated() for l, t in enumerate(traces)}
-        plot_gate_distributions(traces[-1], out / "gates.png",
-                                title=f"{name}: layer {rnn.num_layers - 1} gates")  # fmt: skip
+        plot_gate_distributions(
+            traces[-1], out / "gates.png", title=f"{name}: layer {rnn.num_layers - 1} gates"
+        )
     with torch.no_grad():
         hidden = torch.stack(unroll(rnn, x).hidden(rnn.num_layers - 1))[:, 0]  # [T, H]
     if units is None:
@@ -154,6 +177,11 @@ def diagnose_lm(
     numbers["heatmap_units"] = list(units)
     numbers["heatmap_tokens"] = [shown.start, shown.stop]
     heading = f"{name}: h_t of layer {rnn.num_layers - 1}, units {list(units)}"
-    plot_unit_heatmap(hidden[shown].double().cpu().numpy(), labels[shown], units,
-                      out / "heatmap.png", title=heading)  # fmt: skip
+    plot_unit_heatmap(
+        hidden[shown].double().cpu().numpy(),
+        labels[shown],
+        units,
+        out / "heatmap.png",
+        title=heading,
+    )
     return numbers

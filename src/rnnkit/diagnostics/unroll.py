@@ -64,8 +64,9 @@ def check_full_batch(layer: RNNBase, x: object) -> Tensor:
     if not isinstance(x, Tensor) or x.dim() != 3 or not x.is_floating_point():
         layout = "[B, T, D]" if layer.batch_first else "[T, B, D]"
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a floating-point batch {layout} with every step full, "
-                         f"got {got}")  # fmt: skip
+        raise ValueError(
+            f"x must be a floating-point batch {layout} with every step full, got {got}"
+        )
     x = x.transpose(0, 1) if layer.batch_first else x
     if x.shape[2] != layer.input_size:
         raise ValueError(

@@ -19,8 +19,15 @@ from rnnkit.nn.cells import LSTM, Cell, gru_cell, rnn_cell, set_forget_bias
 class CellBase(nn.Module):
     """One step of a ``Cell``: ``weight_ih`` [G, D], ``weight_hh`` [G, H], biases [G]."""
 
-    def __init__(self, cell: Cell, input_size: int, hidden_size: int, bias: bool = True,
-                 device=None, dtype=None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cell: Cell,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         self.cell = cell
         self.input_size = _checks.positive_int("input_size", input_size)
@@ -64,8 +71,9 @@ class CellBase(nn.Module):
                 _checks.state_like(name, s if batched else _unsqueeze(s), shape, x)
                 for name, s in zip(names, parts, strict=False)
             )
-        new = self.cell.step(F.linear(x, self.weight_ih, self.bias_ih), state,
-                             self.weight_hh, self.bias_hh)  # fmt: skip
+        new = self.cell.step(
+            F.linear(x, self.weight_ih, self.bias_ih), state, self.weight_hh, self.bias_hh
+        )
         if not batched:
             new = tuple(s.squeeze(0) for s in new)
         return new[0] if self.cell.num_states == 1 else new
@@ -78,8 +86,15 @@ def _unsqueeze(s: object) -> object:
 class RNNCell(CellBase):
     """One Elman RNN step; a drop-in for ``torch.nn.RNNCell``."""
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 nonlinearity: str = "tanh", device=None, dtype=None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        device=None,
+        dtype=None,
+    ) -> None:
         self.nonlinearity = nonlinearity
         super().__init__(rnn_cell(nonlinearity), input_size, hidden_size, bias, device, dtype)
 
@@ -87,8 +102,16 @@ class RNNCell(CellBase):
 class GRUCell(CellBase):
     """One GRU step; a drop-in for ``torch.nn.GRUCell`` (``reset_after=False``: Cho 2014)."""
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None, *, reset_after: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        reset_after: bool = True,
+    ) -> None:
         self.reset_after = bool(reset_after)
         super().__init__(gru_cell(self.reset_after), input_size, hidden_size, bias, device, dtype)
 
@@ -96,8 +119,16 @@ class GRUCell(CellBase):
 class LSTMCell(CellBase):
     """One LSTM step; a drop-in for ``torch.nn.LSTMCell``."""
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None, *, unit_forget_bias: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        unit_forget_bias: bool = False,
+    ) -> None:
         self.unit_forget_bias = bool(unit_forget_bias)
         super().__init__(LSTM, input_size, hidden_size, bias, device, dtype)
 

@@ -255,9 +255,17 @@ class RNN(RNNBase):
     ) -> None:
         self.nonlinearity = nonlinearity
         super().__init__(
-            rnn_cell(nonlinearity), input_size, hidden_size, num_layers, bias,
-            batch_first, dropout, bidirectional, device, dtype,
-        )  # fmt: skip
+            rnn_cell(nonlinearity),
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+        )
 
 
 class GRU(RNNBase):
@@ -282,9 +290,17 @@ class GRU(RNNBase):
     ) -> None:
         self.reset_after = bool(reset_after)
         super().__init__(
-            gru_cell(self.reset_after), input_size, hidden_size, num_layers, bias,
-            batch_first, dropout, bidirectional, device, dtype,
-        )  # fmt: skip
+            gru_cell(self.reset_after),
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+        )
 
 
 class LSTM(RNNBase):
@@ -312,9 +328,17 @@ class LSTM(RNNBase):
             raise ValueError(f"proj_size is not supported (got {proj_size}); use 0")
         self.unit_forget_bias = bool(unit_forget_bias)
         super().__init__(
-            LSTM_CELL, input_size, hidden_size, num_layers, bias,
-            batch_first, dropout, bidirectional, device, dtype,
-        )  # fmt: skip
+            LSTM_CELL,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+        )
 
     def reset_parameters(self) -> None:
         super().reset_parameters()

@@ -24,11 +24,23 @@ from torch import Tensor
 
 from rnnkit.synthetic.base import Batch, Rng, Task, as_rng, positive
 
-NOUNS = [("cat", "cats"), ("dog", "dogs"), ("pilot", "pilots"), ("author", "authors"),
-         ("farmer", "farmers"), ("teacher", "teachers"), ("king", "kings"),
-         ("doctor", "doctors")]  # fmt: skip
-VERBS = [("likes", "like"), ("sees", "see"), ("knows", "know"), ("admires", "admire"),
-         ("chases", "chase")]  # fmt: skip
+NOUNS = [
+    ("cat", "cats"),
+    ("dog", "dogs"),
+    ("pilot", "pilots"),
+    ("author", "authors"),
+    ("farmer", "farmers"),
+    ("teacher", "teachers"),
+    ("king", "kings"),
+    ("doctor", "doctors"),
+]
+VERBS = [
+    ("likes", "like"),
+    ("sees", "see"),
+    ("knows", "know"),
+    ("admires", "admire"),
+    ("chases", "chase"),
+]
 PREPOSITIONS = ["near", "behind", "with"]
 VOCAB = ["<pad>", "the", "that", *PREPOSITIONS] + [w for pair in NOUNS + VERBS for w in pair]
 INDEX = {w: i for i, w in enumerate(VOCAB)}

@@ -218,21 +218,34 @@ def save_run(result: ExperimentResult, model: SequenceModel, out: str | Path) ->
     # safetensors, never pickle; the config rides in its metadata. Temp file + rename:
     # a crash never leaves a half-written model.
     tmp = out / ".model.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp,
-              metadata={"config": json.dumps(asdict(result.config))})  # fmt: skip
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        tmp,
+        metadata={"config": json.dumps(asdict(result.config))},
+    )
     os.replace(tmp, out / "model.safetensors")
     task = make_task(result.config.task, result.config.size)
     c = result.config
     name = f"{c.cell} on {c.task}({c.size})"
     metric = task.headline
     xs = np.array([e["sequences"] for e in result.evals])
-    plot_curves({name: np.array([e[metric] for e in result.evals])}, out / "curve.png",
-                title=name, ylabel=metric, xlabel="training sequences", log=False,
-                xs={name: xs})  # fmt: skip
+    plot_curves(
+        {name: np.array([e[metric] for e in result.evals])},
+        out / "curve.png",
+        title=name,
+        ylabel=metric,
+        xlabel="training sequences",
+        log=False,
+        xs={name: xs},
+    )
     if result.grad_norms:
-        plot_curves({name: np.array(result.grad_norms)}, out / "grad_norms.png",
-                    title=f"{name}: gradient norm before clipping", ylabel="||g||",
-                    xlabel="step")  # fmt: skip
+        plot_curves(
+            {name: np.array(result.grad_norms)},
+            out / "grad_norms.png",
+            title=f"{name}: gradient norm before clipping",
+            ylabel="||g||",
+            xlabel="step",
+        )
     return out
 
 

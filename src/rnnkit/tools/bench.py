@@ -419,8 +419,18 @@ def bench_case(cell: Cell, shape: Shape, cfg: BenchConfig, threads: int, peak: f
     train = [_training(ours, cfg.backend, x, dout), _training(base, base_backend, x, dout)]
     (train_ms, base_train_ms), (first_train, _) = time_alternating(train, cfg.repeats, cfg.warmup)
     row = Row(
-        cell.name, shape.name, shape.T, shape.B, shape.D, shape.H, cfg.dtype, threads,
-        cfg.backend, ran_fwd, ran_train, label,
+        cell.name,
+        shape.name,
+        shape.T,
+        shape.B,
+        shape.D,
+        shape.H,
+        cfg.dtype,
+        threads,
+        cfg.backend,
+        ran_fwd,
+        ran_train,
+        label,
         fwd_ms=fwd_ms,
         base_fwd_ms=base_fwd_ms,
         fwd_speedup=base_fwd_ms / fwd_ms,
@@ -434,7 +444,7 @@ def bench_case(cell: Cell, shape: Shape, cfg: BenchConfig, threads: int, peak: f
         train_peak_fraction=train_flops / train_ms / 1e6 / peak,
         first_train_ms=first_train,
         repeats=cfg.repeats,
-    )  # fmt: skip
+    )
     if cfg.memory:
         mine = _measure_memory(cell, shape, cfg, threads, "ours")
         theirs = _measure_memory(cell, shape, cfg, threads, "base")
@@ -458,15 +468,25 @@ def bench_stream(cell: Cell, cfg: BenchConfig, threads: int) -> Row:
     per_call, base_per_call = ms / cfg.stream_calls, base_ms / cfg.stream_calls
     fwd_flops, _ = gemm_flops(cell, shape)
     return Row(
-        cell.name, shape.name, shape.T, shape.B, shape.D, shape.H, cfg.dtype, threads,
-        cfg.backend, ran, None, label,
+        cell.name,
+        shape.name,
+        shape.T,
+        shape.B,
+        shape.D,
+        shape.H,
+        cfg.dtype,
+        threads,
+        cfg.backend,
+        ran,
+        None,
+        label,
         fwd_ms=per_call,
         base_fwd_ms=base_per_call,
         fwd_speedup=base_per_call / per_call,
         fwd_gflops=fwd_flops / per_call / 1e6,
         first_fwd_ms=first / cfg.stream_calls,
         repeats=cfg.repeats,
-    )  # fmt: skip
+    )
 
 
 _REPORT_NAMES = ("compile_report", "compile_info")
@@ -604,13 +624,19 @@ def _cell_table(rows: list[Row], peak: float) -> Table:
         ran = r.ran_fwd if r.ran_fwd == r.ran_train else f"{r.ran_fwd}/{r.ran_train}"
         percent = None if r.train_peak_fraction is None else 100 * r.train_peak_fraction
         table.add_row(
-            r.shape, f"{r.T},{r.B},{r.D},{r.H}", ran,
-            _fmt(r.fwd_ms, ".2f"), _fmt(r.fwd_speedup, ".2f"),
-            _fmt(r.train_ms, ".2f"), _fmt(r.train_speedup, ".2f"),
-            _fmt(r.train_gflops, ".1f"), _fmt(percent, ".0f"),
-            "n/a" if r.mem_train_mib is None else
-            f"{r.mem_train_mib:.0f}/{_fmt(r.base_mem_train_mib, '.0f')}",
-        )  # fmt: skip
+            r.shape,
+            f"{r.T},{r.B},{r.D},{r.H}",
+            ran,
+            _fmt(r.fwd_ms, ".2f"),
+            _fmt(r.fwd_speedup, ".2f"),
+            _fmt(r.train_ms, ".2f"),
+            _fmt(r.train_speedup, ".2f"),
+            _fmt(r.train_gflops, ".1f"),
+            _fmt(percent, ".0f"),
+            "n/a"
+            if r.mem_train_mib is None
+            else f"{r.mem_train_mib:.0f}/{_fmt(r.base_mem_train_mib, '.0f')}",
+        )
     return table
 
 
@@ -627,9 +653,13 @@ def _stream_table(rows: list[Row], calls: int) -> Table:
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(
-            r.cell, r.ran_fwd, r.baseline, f"{r.fwd_ms * 1e3:.1f}", f"{r.base_fwd_ms * 1e3:.1f}",
+            r.cell,
+            r.ran_fwd,
+            r.baseline,
+            f"{r.fwd_ms * 1e3:.1f}",
+            f"{r.base_fwd_ms * 1e3:.1f}",
             f"{r.fwd_speedup:.2f}",
-        )  # fmt: skip
+        )
     return table
 
 

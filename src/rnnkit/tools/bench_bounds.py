@@ -134,8 +134,9 @@ def measure(cell: Cell, shape: Shape, dtype: torch.dtype, repeats: int, peak: fl
     ]
     (ours_ms, base_ms, floor_ms), _ = time_alternating(fns, repeats, warmup=2)
     flops = gemm_flops(cell, shape)[1]
-    return Bound(cell.name, shape.name, label, ours_ms, base_ms, floor_ms,
-                 flops / floor_ms / 1e6, peak)  # fmt: skip
+    return Bound(
+        cell.name, shape.name, label, ours_ms, base_ms, floor_ms, flops / floor_ms / 1e6, peak
+    )
 
 
 def stream_floor(cell: Cell, calls: int, repeats: int) -> tuple[str, float, float, float]:
@@ -165,21 +166,43 @@ def stream_floor(cell: Cell, calls: int, repeats: int) -> tuple[str, float, floa
         with kernels.use_backend(base_backend):
             return base(x, hx)
 
-    fns = [block(lambda: ours(x, hx)), block(baseline),
-           block(lambda: torch.mm(xh, both.t(), out=out))]  # fmt: skip
+    fns = [
+        block(lambda: ours(x, hx)),
+        block(baseline),
+        block(lambda: torch.mm(xh, both.t(), out=out)),
+    ]
     (a, b, c), _ = time_alternating(fns, repeats, warmup=2)
     return label, 1e3 * a / calls, 1e3 * b / calls, 1e3 * c / calls
 
 
 def table(bounds: list[Bound]) -> Table:
     t = Table(title="fp32 forward + backward: the GEMM floor (products alone) per layer")
-    for col in ("cell", "shape", "baseline", "ours ms", "baseline ms", "floor ms",
-                "speedup", "ceiling", "ours / floor", "floor % peak"):  # fmt: skip
+    for col in (
+        "cell",
+        "shape",
+        "baseline",
+        "ours ms",
+        "baseline ms",
+        "floor ms",
+        "speedup",
+        "ceiling",
+        "ours / floor",
+        "floor % peak",
+    ):
         t.add_column(col, justify="left" if col in ("cell", "shape", "baseline") else "right")
     for b in bounds:
-        t.add_row(b.cell, b.shape, b.baseline, f"{b.ours_ms:.2f}", f"{b.baseline_ms:.2f}",
-                  f"{b.floor_ms:.2f}", f"{b.speedup:.2f}x", f"{b.ceiling:.2f}x",
-                  f"{b.overhead:.2f}", f"{100 * b.floor_gflops / b.peak_gflops:.0f}")  # fmt: skip
+        t.add_row(
+            b.cell,
+            b.shape,
+            b.baseline,
+            f"{b.ours_ms:.2f}",
+            f"{b.baseline_ms:.2f}",
+            f"{b.floor_ms:.2f}",
+            f"{b.speedup:.2f}x",
+            f"{b.ceiling:.2f}x",
+            f"{b.overhead:.2f}",
+            f"{100 * b.floor_gflops / b.peak_gflops:.0f}",
+        )
     return t
 
 
@@ -207,8 +230,9 @@ def main(argv: list[str] | None = None) -> list[Bound]:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     console = Console()
     peak = gemm_peak_gflops(args.peak_size, torch.float32, args.repeats)
-    console.print(f"SGEMM peak ({args.peak_size}^3, {torch.get_num_threads()} threads): "
-                  f"{peak:.1f} GFLOP/s")  # fmt: skip
+    console.print(
+        f"SGEMM peak ({args.peak_size}^3, {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s"
+    )
     bounds = [
         measure(CELLS[name], shape, torch.float32, args.repeats, peak)
         for shape in shapes
@@ -216,15 +240,24 @@ def main(argv: list[str] | None = None) -> list[Bound]:
     ]
     console.print(table(bounds))
     if args.stream:
-        t = Table(title=f"streaming step, B=1, D=H={STREAM_SHAPE.H}: µs per call (median of "
-                  f"{args.repeats} blocks of {args.stream_calls})")  # fmt: skip
-        for col in ("cell", "baseline", "ours", "baseline µs", "weights read (floor)",
-                    "ours - floor"):  # fmt: skip
+        t = Table(
+            title=f"streaming step, B=1, D=H={STREAM_SHAPE.H}: µs per call (median of "
+            f"{args.repeats} blocks of {args.stream_calls})"
+        )
+        for col in (
+            "cell",
+            "baseline",
+            "ours",
+            "baseline µs",
+            "weights read (floor)",
+            "ours - floor",
+        ):
             t.add_column(col, justify="left" if col in ("cell", "baseline") else "right")
         for name in cells:
             label, ours, base, floor = stream_floor(CELLS[name], args.stream_calls, args.repeats)
-            t.add_row(name, label, f"{ours:.1f}", f"{base:.1f}", f"{floor:.1f}",
-                      f"{ours - floor:.1f}")  # fmt: skip
+            t.add_row(
+                name, label, f"{ours:.1f}", f"{base:.1f}", f"{floor:.1f}", f"{ours - floor:.1f}"
+            )
         console.print(t)
     return bounds
 

@@ -93,8 +93,10 @@ def compare_cell(cell: Cell, seed: int) -> dict[str, float]:
 
 def run(seed: int = 0) -> bool:
     """Print the agreement table for every cell; True if all agree within TOLERANCE."""
-    table = Table(title=f"relative error against the NumPy reference (float64, T={T} B={B} "
-                        f"D={D} H={H}); tolerance {TOLERANCE:.0e}")  # fmt: skip
+    table = Table(
+        title=f"relative error against the NumPy reference (float64, T={T} B={B} "
+        f"D={D} H={H}); tolerance {TOLERANCE:.0e}"
+    )
     table.add_column("cell")
     table.add_column("implementation")
     table.add_column("forward", justify="right")

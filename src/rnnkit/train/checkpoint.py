@@ -177,8 +177,9 @@ def optimizer_from_files(
     groups = []
     for saved, current in zip(data["param_groups"], optimizer.param_groups, strict=True):
         # JSON turns tuples (Adam's betas) into lists; give them back their type.
-        groups.append({k: tuple(v) if isinstance(current.get(k), tuple) else v
-                       for k, v in saved.items()})  # fmt: skip
+        groups.append(
+            {k: tuple(v) if isinstance(current.get(k), tuple) else v for k, v in saved.items()}
+        )
     optimizer.load_state_dict({"state": per_param, "param_groups": groups})
 
 
@@ -216,8 +217,9 @@ def unflatten_state(tensors: Mapping[str, Tensor], prefix: str = "carry") -> Any
     if prefix in tensors:
         return tensors[prefix]
     parts: list[Any] = []
-    while any(k == f"{prefix}.{len(parts)}" or k.startswith(f"{prefix}.{len(parts)}.")
-              for k in tensors):  # fmt: skip
+    while any(
+        k == f"{prefix}.{len(parts)}" or k.startswith(f"{prefix}.{len(parts)}.") for k in tensors
+    ):
         parts.append(unflatten_state(tensors, f"{prefix}.{len(parts)}"))
     return tuple(parts) if parts else None
 

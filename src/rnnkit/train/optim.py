@@ -109,8 +109,12 @@ class Schedule:
 
     def state_dict(self) -> dict:
         best = None if math.isinf(self.best) else self.best
-        return {"best": best, "bad_epochs": self.bad_epochs, "reductions": self.reductions,
-                "history": list(self.history)}  # fmt: skip
+        return {
+            "best": best,
+            "bad_epochs": self.bad_epochs,
+            "reductions": self.reductions,
+            "history": list(self.history),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.best = math.inf if state["best"] is None else state["best"]

@@ -257,8 +257,11 @@ class Trainer:
         path = ckpt.resolve(checkpoint, prefer=("last", "best"))
         saved = ckpt.read_tensors(path, ckpt.MODEL_FILE)
         tensors = ckpt.read_tensors(path, ckpt.STATE_TENSORS)
-        training = {k[len(_TRAINING_WEIGHTS) :]: v for k, v in tensors.items()
-                    if k.startswith(_TRAINING_WEIGHTS)}  # fmt: skip
+        training = {
+            k[len(_TRAINING_WEIGHTS) :]: v
+            for k, v in tensors.items()
+            if k.startswith(_TRAINING_WEIGHTS)
+        }
         # A run that averaged saved the average as the model and its training weights in
         # the state; one that did not, the training weights as the model. Turning
         # averaging on at resume starts the average from the saved weights.
@@ -381,8 +384,14 @@ class Trainer:
         metrics = MetricsLog(self.out_dir / "metrics.jsonl")
         start_time, tokens, stopped = time.perf_counter(), 0, "done"
         deadline = start_time + 60 * c.max_minutes if c.max_minutes else math.inf
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not c.progress,
-                   unit="step", dynamic_ncols=True, leave=False)  # fmt: skip
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not c.progress,
+            unit="step",
+            dynamic_ncols=True,
+            leave=False,
+        )
         smooth: float | None = None
         interrupt = _StopOnInterrupt(bar.write)
         self.model.train()
@@ -402,11 +411,19 @@ class Trainer:
                     tokens += count
                     rate = tokens / max(time.perf_counter() - start_time, 1e-9)
                     smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
-                    metrics.write({"kind": "train", "step": self.step, "epoch": self.epoch,
-                                   "loss": loss, "grad_norm": norm, "clipped": clipped,
-                                   "lr": self.optimizer.param_groups[0]["lr"],
-                                   "tokens_per_s": rate,
-                                   "elapsed_s": time.perf_counter() - start_time})  # fmt: skip
+                    metrics.write(
+                        {
+                            "kind": "train",
+                            "step": self.step,
+                            "epoch": self.epoch,
+                            "loss": loss,
+                            "grad_norm": norm,
+                            "clipped": clipped,
+                            "lr": self.optimizer.param_groups[0]["lr"],
+                            "tokens_per_s": rate,
+                            "elapsed_s": time.perf_counter() - start_time,
+                        }
+                    )
                     bar.update(1)
                     if self.step % 10 == 0 or self.step == self.total_steps:
                         bar.set_postfix_str(
@@ -430,10 +447,17 @@ class Trainer:
                     finished = self.epoch
                     self.epoch, self.position, self.carry = finished + 1, 0, None
                     valid = self.validate(observe=True)
-                    metrics.write({"kind": "valid", "step": self.step, "epoch": finished,
-                                   "loss": valid, **self._score_record(),
-                                   "clip_count": self.clip_count,
-                                   "elapsed_s": time.perf_counter() - start_time})  # fmt: skip
+                    metrics.write(
+                        {
+                            "kind": "valid",
+                            "step": self.step,
+                            "epoch": finished,
+                            "loss": valid,
+                            **self._score_record(),
+                            "clip_count": self.clip_count,
+                            "elapsed_s": time.perf_counter() - start_time,
+                        }
+                    )
                     rate = tokens / (time.perf_counter() - start_time)
                     bar.write(
                         f"epoch {finished} step {self.step}: {self._valid_text(valid)}, "
@@ -447,14 +471,22 @@ class Trainer:
                 self.save("last")
                 if self.position and stopped != "interrupted":
                     valid = self.validate(observe=False)
-                    metrics.write({"kind": "valid", "step": self.step, "epoch": self.epoch,
-                                   "loss": valid, **self._score_record(), "partial_epoch": True,
-                                   "elapsed_s": time.perf_counter() - start_time})  # fmt: skip
-                    bar.write(f"stopped ({stopped}) at step {self.step}: "
-                              f"{self._valid_text(valid)}")  # fmt: skip
+                    metrics.write(
+                        {
+                            "kind": "valid",
+                            "step": self.step,
+                            "epoch": self.epoch,
+                            "loss": valid,
+                            **self._score_record(),
+                            "partial_epoch": True,
+                            "elapsed_s": time.perf_counter() - start_time,
+                        }
+                    )
+                    bar.write(f"stopped ({stopped}) at step {self.step}: {self._valid_text(valid)}")
                 elif stopped == "interrupted":
-                    bar.write(f"interrupted at step {self.step}; checkpoint in "
-                              f"{self.out_dir / 'last'}")  # fmt: skip
+                    bar.write(
+                        f"interrupted at step {self.step}; checkpoint in {self.out_dir / 'last'}"
+                    )
         finally:
             interrupt.restore()
             bar.close()
@@ -462,5 +494,13 @@ class Trainer:
         if self.step:
             plot(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
         seconds = time.perf_counter() - start_time
-        return FitResult(self.step, self.epoch, stopped, self.last_valid, self.best_valid,
-                         seconds, tokens / max(seconds, 1e-9), self.best_score)  # fmt: skip
+        return FitResult(
+            self.step,
+            self.epoch,
+            stopped,
+            self.last_valid,
+            self.best_valid,
+            seconds,
+            tokens / max(seconds, 1e-9),
+            self.best_score,
+        )

@@ -212,9 +212,19 @@ class _FusedLayer(torch.autograd.Function):
         need_dx = ctx.needs_input_grad[1]
         has_b_ih, has_b_hh = ctx.has_b
         res = ext.backward(
-            ctx.code, x, lengths, dout, dh, dc, list(saved), w_ih, w_hh, has_b_ih, has_b_hh,
+            ctx.code,
+            x,
+            lengths,
+            dout,
+            dh,
+            dc,
+            list(saved),
+            w_ih,
+            w_hh,
+            has_b_ih,
+            has_b_hh,
             need_dx,
-        )  # fmt: skip
+        )
         grads: list[Tensor | None] = [None, res[0] if need_dx else None, None, None]
         for d in range(dirs):
             dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = res[1 + 6 * d : 7 + 6 * d]
@@ -246,11 +256,17 @@ def run_layer(
         ext = load()
         assert ext is not None
         res = ext.forward(
-            code, x, lengths_arg,
-            [s[0] for s in states], [s[1] for s in states] if n_states == 2 else [],
-            [w[0] for w in weights], [w[1] for w in weights],
-            [_bias(w[2], x) for w in weights], [_bias(w[3], x) for w in weights], False,
-        )  # fmt: skip
+            code,
+            x,
+            lengths_arg,
+            [s[0] for s in states],
+            [s[1] for s in states] if n_states == 2 else [],
+            [w[0] for w in weights],
+            [w[1] for w in weights],
+            [_bias(w[2], x) for w in weights],
+            [_bias(w[3], x) for w in weights],
+            False,
+        )
     out = res[0]
     finals = [tuple(res[1 + d * n_states : 1 + (d + 1) * n_states]) for d in range(dirs)]
     return out, finals
@@ -264,6 +280,7 @@ def step(cell: Cell, x: Tensor, state: State, weights: tuple) -> tuple[Tensor, S
     assert ext is not None
     w_ih, w_hh, b_ih, b_hh = weights
     c = state[1] if cell.num_states == 2 else x.new_empty(0)
-    y, h, c_new = ext.step(CELL_CODES[cell.name], x, state[0], c, w_ih, w_hh,
-                           _bias(b_ih, x), _bias(b_hh, x))  # fmt: skip
+    y, h, c_new = ext.step(
+        CELL_CODES[cell.name], x, state[0], c, w_ih, w_hh, _bias(b_ih, x), _bias(b_hh, x)
+    )
     return y, ((h, c_new) if cell.num_states == 2 else (h,))

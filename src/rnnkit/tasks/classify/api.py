@@ -69,9 +69,12 @@ class ClassifyDataConfig:
 
 
 def defaults() -> cfg.Sections:
-    return {"model": ClassifierConfig(), "data": ClassifyDataConfig(),
-            "optim": OptimConfig(lr=1e-3), "trainer": TrainerConfig(out="runs/classify",
-                                                                    epochs=10)}  # fmt: skip
+    return {
+        "model": ClassifierConfig(),
+        "data": ClassifyDataConfig(),
+        "optim": OptimConfig(lr=1e-3),
+        "trainer": TrainerConfig(out="runs/classify", epochs=10),
+    }
 
 
 def configure(
@@ -87,11 +90,20 @@ def _text(example_text: str, lowercase: bool) -> str:
 class ClassifyTask:
     unit = "sentences"  # what StepResult.count counts
 
-    def __init__(self, tokenizer: Tokenizer, labels: LabelSet, train: list[Example],
-                 valid: list[Example], data: ClassifyDataConfig, seed: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        labels: LabelSet,
+        train: list[Example],
+        valid: list[Example],
+        data: ClassifyDataConfig,
+        seed: int,
+    ) -> None:
         def encode(examples: list[Example]) -> tuple[list[list[int]], list[int]]:
-            ids = [tokenizer.encode(_text(e.text, data.lowercase)) or [tokenizer.unk_id]
-                   for e in examples]  # fmt: skip
+            ids = [
+                tokenizer.encode(_text(e.text, data.lowercase)) or [tokenizer.unk_id]
+                for e in examples
+            ]
             return ids, [labels.id(e.label) for e in examples]
 
         self.train_ids, self.train_labels = encode(train)
@@ -156,8 +168,12 @@ class ClassifyRun:
 def _split(data: ClassifyDataConfig) -> tuple[list[Example], list[Example]]:
     if data.train is None:
         raise ValueError("data.train is required: a labelled file (--data.train FILE)")
-    read: dict[str, Any] = {"format": data.format, "text_column": data.text_column,
-            "label_column": data.label_column, "encoding": data.encoding}  # fmt: skip
+    read: dict[str, Any] = {
+        "format": data.format,
+        "text_column": data.text_column,
+        "label_column": data.label_column,
+        "encoding": data.encoding,
+    }
     train = read_labelled(data.train, **read)
     if data.valid is not None:
         return train, read_labelled(data.valid, **read)
@@ -176,12 +192,16 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     torch.manual_seed(trainer_c.seed)
     train_examples, valid_examples = _split(data_c)
     texts = [_text(e.text, data_c.lowercase) + "\n" for e in train_examples]
-    if data_c.tokenizer != "word" and (data_c.vectors or data_c.pretrained_lm
-                                       or data_c.pretrained_lm_reverse):  # fmt: skip
-        raise ValueError(f"pretrained vectors and language models match words, so they need "
-                         f"data.tokenizer 'word', got {data_c.tokenizer!r}")  # fmt: skip
-    tokenizer = train_tokenizer(data_c.tokenizer, texts, vocab_size=data_c.vocab_size,
-                                min_count=data_c.min_count)  # fmt: skip
+    if data_c.tokenizer != "word" and (
+        data_c.vectors or data_c.pretrained_lm or data_c.pretrained_lm_reverse
+    ):
+        raise ValueError(
+            f"pretrained vectors and language models match words, so they need "
+            f"data.tokenizer 'word', got {data_c.tokenizer!r}"
+        )
+    tokenizer = train_tokenizer(
+        data_c.tokenizer, texts, vocab_size=data_c.vocab_size, min_count=data_c.min_count
+    )
     labels = LabelSet.from_labels(e.label for e in train_examples)
     model = Classifier(model_c, tokenizer.vocab_size, len(labels.names))
     if data_c.vectors:
@@ -193,14 +213,18 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
             # The embeddings come from the forward model when both are given: the
             # backward one's are a second, different, view of the same words.
             embedding = None if reverse and data_c.pretrained_lm else model.embedding
-            transfer = init_from_language_model(embedding, model.rnn, tokenizer, path,
-                                                reverse=reverse)  # fmt: skip
+            transfer = init_from_language_model(
+                embedding, model.rnn, tokenizer, path, reverse=reverse
+            )
             log(transfer.describe(path, "backward" if reverse else "forward"))
     task = ClassifyTask(tokenizer, labels, train_examples, valid_examples, data_c, trainer_c.seed)
     out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {"task": "classify", "rnnkit_version": rnnkit.__version__}
-    extra = {ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
-             TOKENIZER_FILE: tokenizer.to_dict(), LABELS_FILE: labels.to_dict()}  # fmt: skip
+    extra = {
+        ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
+        TOKENIZER_FILE: tokenizer.to_dict(),
+        LABELS_FILE: labels.to_dict(),
+    }
     log(
         f"training a {model_c.cell} classifier on {len(train_examples):,} sentences "
         f"({len(valid_examples):,} validation), {len(labels.names)} labels; run in {out_dir}"
@@ -232,18 +256,25 @@ def predict(path: str | Path, texts: Sequence[str]) -> list[dict[str, Any]]:
     out = []
     for start in range(0, len(texts), 128):
         chunk = texts[start : start + 128]
-        ids, lengths = pad([tokenizer.encode(_text(t, lowercase)) or [tokenizer.unk_id]
-                            for t in chunk])  # fmt: skip
+        ids, lengths = pad(
+            [tokenizer.encode(_text(t, lowercase)) or [tokenizer.unk_id] for t in chunk]
+        )
         probs = torch.softmax(model(ids, lengths), dim=1)
         for text, p in zip(chunk, probs.tolist(), strict=True):
             best = max(range(len(p)), key=p.__getitem__)
-            out.append({"text": text, "label": labels.names[best],
-                        "probabilities": dict(zip(labels.names, p, strict=True))})  # fmt: skip
+            out.append(
+                {
+                    "text": text,
+                    "label": labels.names[best],
+                    "probabilities": dict(zip(labels.names, p, strict=True)),
+                }
+            )
     return out
 
 
 def format_predictions(predictions: list[dict[str, Any]], as_json: bool) -> str:
     if as_json:
         return "\n".join(json.dumps(p) for p in predictions)
-    return "\n".join(f"{p['label']}\t{p['probabilities'][p['label']]:.3f}\t{p['text']}"
-                     for p in predictions)  # fmt: skip
+    return "\n".join(
+        f"{p['label']}\t{p['probabilities'][p['label']]:.3f}\t{p['text']}" for p in predictions
+    )

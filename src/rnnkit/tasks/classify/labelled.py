@@ -54,8 +54,9 @@ def read_labelled(
     elif kind == "jsonl":
         examples = list(_jsonl(p, lines, text_column, label_column))
     else:
-        examples = list(_delimited(p, lines, "," if kind == "csv" else "\t", text_column,
-                                   label_column))  # fmt: skip
+        examples = list(
+            _delimited(p, lines, "," if kind == "csv" else "\t", text_column, label_column)
+        )
     if not examples:
         raise DataError(f"{p}: no examples found")
     return examples
@@ -82,8 +83,9 @@ def _jsonl(path: Path, lines: list[str], text_key: str, label_key: str) -> Itera
         except json.JSONDecodeError as err:
             raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
         if not isinstance(record, dict) or text_key not in record or label_key not in record:
-            raise DataError(f"{path}:{number}: expected an object with keys "
-                            f"{text_key!r} and {label_key!r}")  # fmt: skip
+            raise DataError(
+                f"{path}:{number}: expected an object with keys {text_key!r} and {label_key!r}"
+            )
         yield Example(str(record[text_key]), str(record[label_key]))
 
 

@@ -27,8 +27,12 @@ class ClassificationReport:
             gold = sum(self.confusion[i])
             p = tp / predicted if predicted else 0.0
             r = tp / gold if gold else 0.0
-            out[name] = {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
-                         "support": gold}  # fmt: skip
+            out[name] = {
+                "precision": p,
+                "recall": r,
+                "f1": 2 * p * r / (p + r) if p + r else 0.0,
+                "support": gold,
+            }
         return out
 
     @property
@@ -59,9 +63,13 @@ class ClassificationReport:
 
         out = Path(out_dir)
         (out / "report.txt").write_text(self.text() + "\n", encoding="utf-8")
-        data = {"accuracy": self.accuracy, "macro_f1": self.macro_f1,
-                "per_class": self.per_class(), "names": list(self.names),
-                "confusion": self.confusion}  # fmt: skip
+        data = {
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "per_class": self.per_class(),
+            "names": list(self.names),
+            "confusion": self.confusion,
+        }
         (out / "report.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         fig, ax = plt.subplots(figsize=(2 + 0.6 * len(self.names), 1.6 + 0.6 * len(self.names)))
         ax.imshow(self.confusion, cmap="Blues")

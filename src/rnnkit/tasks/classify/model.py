@@ -45,9 +45,15 @@ class Classifier(nn.Module):
         self.config = config
         directions = 2 if config.bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=0)
-        self.rnn = recurrent_layer(config.cell, config.embedding_size, config.hidden_size,
-                                   config.num_layers, bidirectional=config.bidirectional,
-                                   dropout=config.dropout, batch_first=True)  # fmt: skip
+        self.rnn = recurrent_layer(
+            config.cell,
+            config.embedding_size,
+            config.hidden_size,
+            config.num_layers,
+            bidirectional=config.bidirectional,
+            dropout=config.dropout,
+            batch_first=True,
+        )
         width = directions * config.hidden_size
         if config.pooling == "attention":
             self.attention = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1))

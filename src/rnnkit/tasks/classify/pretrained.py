@@ -40,9 +40,13 @@ class Transfer:
 
 
 def init_from_language_model(
-    embedding: nn.Embedding | None, rnn: RNNBase, tokenizer: Tokenizer, path: str | Path,
-    *, reverse: bool = False,
-) -> Transfer:  # fmt: skip
+    embedding: nn.Embedding | None,
+    rnn: RNNBase,
+    tokenizer: Tokenizer,
+    path: str | Path,
+    *,
+    reverse: bool = False,
+) -> Transfer:
     """Copy the language model at ``path`` (a run or checkpoint directory of ``rnnkit
     train lm`` with a word tokenizer) into ``rnn``'s forward direction, or its backward
     one when ``reverse``, and its embedding rows into ``embedding`` (None: leave it).
@@ -88,8 +92,11 @@ def init_from_language_model(
         if embedding is None:
             return Transfer(layers, None, tokenizer.vocab_size)
         lm_ids = {lm_tokenizer.token_text(i): i for i in range(lm_tokenizer.vocab_size)}
-        pairs = [(i, lm_ids[text]) for i in range(tokenizer.vocab_size)
-                 if i != PAD_ID and (text := tokenizer.token_text(i)) in lm_ids]  # fmt: skip
+        pairs = [
+            (i, lm_ids[text])
+            for i in range(tokenizer.vocab_size)
+            if i != PAD_ID and (text := tokenizer.token_text(i)) in lm_ids
+        ]
         if pairs:
             rows, lm_rows = torch.tensor(pairs).T  # [2, N]: task rows, language-model rows
             embedding.weight[rows] = model.embedding.weight[lm_rows]

@@ -61,9 +61,12 @@ class ForecastDataConfig:
 
 
 def defaults() -> cfg.Sections:
-    return {"model": ForecasterConfig(), "data": ForecastDataConfig(),
-            "optim": OptimConfig(lr=3e-3), "trainer": TrainerConfig(out="runs/forecast",
-                                                                     epochs=50)}  # fmt: skip
+    return {
+        "model": ForecasterConfig(),
+        "data": ForecastDataConfig(),
+        "optim": OptimConfig(lr=3e-3),
+        "trainer": TrainerConfig(out="runs/forecast", epochs=50),
+    }
 
 
 def configure(
@@ -82,8 +85,15 @@ def load_series(data: ForecastDataConfig) -> Series:
 class ForecastTask:
     unit = "windows"  # what StepResult.count counts
 
-    def __init__(self, scaled: np.ndarray, model_c: ForecasterConfig, train_end: int,
-                 valid_end: int, batch_size: int, seed: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        scaled: np.ndarray,
+        model_c: ForecasterConfig,
+        train_end: int,
+        valid_end: int,
+        batch_size: int,
+        seed: int,
+    ) -> None:
         L, H = model_c.window, model_c.horizon
         x, y, _ = windows(scaled, L, H, 0, train_end)
         self.train = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
@@ -120,9 +130,13 @@ def errors(forecasts: np.ndarray, actual: np.ndarray, scale: float) -> dict[str,
 
 
 def baselines(
-    values: np.ndarray, origins: np.ndarray, horizon: int, season: int,
-    arima_order: tuple[int, int, int], train_end: int,
-) -> dict[str, np.ndarray]:  # fmt: skip
+    values: np.ndarray,
+    origins: np.ndarray,
+    horizon: int,
+    season: int,
+    arima_order: tuple[int, int, int],
+    train_end: int,
+) -> dict[str, np.ndarray]:
     """Forecasts [M, H, V] of naive, seasonal naive and (for the first variable) ARIMA."""
     steps = np.arange(horizon)
     naive = np.stack([np.repeat(values[o - 1][None], horizon, 0) for o in origins])
@@ -134,10 +148,12 @@ def baselines(
 
         fitted = ARIMA(values[:train_end, 0], order=arima_order).fit()
         full = fitted.apply(values[:, 0])
-        out[f"ARIMA{arima_order}"] = np.stack([
-            full.get_prediction(start=o, end=o + horizon - 1, dynamic=True).predicted_mean
-            for o in origins
-        ])[..., None]  # fmt: skip
+        out[f"ARIMA{arima_order}"] = np.stack(
+            [
+                full.get_prediction(start=o, end=o + horizon - 1, dynamic=True).predicted_mean
+                for o in origins
+            ]
+        )[..., None]
     return out
 
 
@@ -170,13 +186,24 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     scaler = Scaler.fit(work[: train_end - shift])
     torch.manual_seed(trainer_c.seed)
     model = Forecaster(model_c, values.shape[1])
-    task = ForecastTask(scaler.transform(work), model_c, train_end - shift, valid_end - shift,
-                        data.batch_size, trainer_c.seed)  # fmt: skip
+    task = ForecastTask(
+        scaler.transform(work),
+        model_c,
+        train_end - shift,
+        valid_end - shift,
+        data.batch_size,
+        trainer_c.seed,
+    )
     out_dir = ckpt.fresh_run_dir(trainer_c.out)
-    meta = {"task": "forecast", "rnnkit_version": rnnkit.__version__,
-            "columns": list(series.columns)}  # fmt: skip
-    extra = {ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
-             SCALER_FILE: scaler.to_dict()}  # fmt: skip
+    meta = {
+        "task": "forecast",
+        "rnnkit_version": rnnkit.__version__,
+        "columns": list(series.columns),
+    }
+    extra = {
+        ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
+        SCALER_FILE: scaler.to_dict(),
+    }
     log(
         f"forecasting {', '.join(series.columns)} ({len(values)} steps: train {train_end}, "
         f"valid {valid_end - train_end}, test {len(values) - valid_end}); run in {out_dir}"
@@ -197,15 +224,26 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     scale = float(np.abs(values[m:train_end] - values[: train_end - m]).mean())
     scores = {name: errors(f, actual, scale) for name, f in forecasts.items()}
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
-    plot(values, series.columns[0], valid_end, origins, forecasts,
-         None if std is None else std[..., 0], out_dir / "forecast.png")  # fmt: skip
+    plot(
+        values,
+        series.columns[0],
+        valid_end,
+        origins,
+        forecasts,
+        None if std is None else std[..., 0],
+        out_dir / "forecast.png",
+    )
     return ForecastRun(out_dir, result, scores)
 
 
 def model_forecast(
-    model: Forecaster, scaler: Scaler, values: np.ndarray, origins: np.ndarray,
-    horizon: int | None = None, difference: bool = False,
-) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    model: Forecaster,
+    scaler: Scaler,
+    values: np.ndarray,
+    origins: np.ndarray,
+    horizon: int | None = None,
+    difference: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(mean, std or None), each [M, H, V] in the series' units, forecast from every origin
     o in ``origins`` (the first forecast step) from values[:o] alone."""
     L = model.config.window
@@ -232,24 +270,31 @@ def load(path: str | Path, which: str = "best") -> tuple[Forecaster, Scaler, boo
     return model.eval(), scaler, sections["data"].difference
 
 
-def forecast_series(path: str | Path, values: np.ndarray, horizon: int | None = None,
-                    z: float = 1.96) -> dict[str, np.ndarray]:  # fmt: skip
+def forecast_series(
+    path: str | Path, values: np.ndarray, horizon: int | None = None, z: float = 1.96
+) -> dict[str, np.ndarray]:
     """Forecast past the end of ``values`` [N, V]: {"mean" [H, V], and with a Gaussian
     head "low"/"high" [H, V] at mean -+ z std}."""
     model, scaler, difference = load(path)
     needed = model.config.window + difference
     if len(values) < needed:
         raise ValueError(f"the series has {len(values)} steps; the model reads {needed}")
-    mean, std = model_forecast(model, scaler, values, np.array([len(values)]), horizon,
-                               difference)  # fmt: skip
+    mean, std = model_forecast(model, scaler, values, np.array([len(values)]), horizon, difference)
     out = {"mean": mean[0]}
     if std is not None:
         out |= {"low": mean[0] - z * std[0], "high": mean[0] + z * std[0]}
     return out
 
 
-def plot(values: np.ndarray, name: str, tail_start: int, origins: np.ndarray,
-         forecasts: dict[str, np.ndarray], std: np.ndarray | None, path: Path) -> None:  # fmt: skip
+def plot(
+    values: np.ndarray,
+    name: str,
+    tail_start: int,
+    origins: np.ndarray,
+    forecasts: dict[str, np.ndarray],
+    std: np.ndarray | None,
+    path: Path,
+) -> None:
     """The test tail with each method's forecasts from a few origins."""
     import matplotlib
 
@@ -266,8 +311,13 @@ def plot(values: np.ndarray, name: str, tail_start: int, origins: np.ndarray,
             steps = origins[i] + np.arange(f.shape[1])
             ax.plot(steps, f[i, :, 0], color=color, label=method if k == 0 else None)
             if std is not None and method.startswith("rnnkit"):
-                ax.fill_between(steps, f[i, :, 0] - 1.96 * std[i], f[i, :, 0] + 1.96 * std[i],
-                                color=color, alpha=0.2)  # fmt: skip
+                ax.fill_between(
+                    steps,
+                    f[i, :, 0] - 1.96 * std[i],
+                    f[i, :, 0] + 1.96 * std[i],
+                    color=color,
+                    alpha=0.2,
+                )
     ax.axvline(tail_start, color="grey", linestyle=":")
     ax.set_xlabel("step")
     ax.legend(fontsize=8)

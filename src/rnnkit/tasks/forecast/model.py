@@ -40,9 +40,14 @@ class Forecaster(nn.Module):
     def __init__(self, config: ForecasterConfig, num_variables: int) -> None:
         super().__init__()
         self.config, self.V = config, num_variables
-        self.rnn = recurrent_layer(config.cell, num_variables, config.hidden_size,
-                                   config.num_layers, dropout=config.dropout,
-                                   batch_first=True)  # fmt: skip
+        self.rnn = recurrent_layer(
+            config.cell,
+            num_variables,
+            config.hidden_size,
+            config.num_layers,
+            dropout=config.dropout,
+            batch_first=True,
+        )
         steps = config.horizon if config.strategy == "direct" else 1
         self.head = nn.Linear(
             config.hidden_size, steps * num_variables * (2 if config.gaussian else 1)

@@ -54,8 +54,9 @@ def read_csv(
             values.append([float(row[i]) for i in v_index])
         except ValueError:
             bad = next(c for c, i in zip(columns, v_index, strict=True) if not _is_float(row[i]))
-            raise DataError(f"{p}:{line}: column {bad!r} is not a number: "
-                            f"{row[header.index(bad)]!r}") from None  # fmt: skip
+            raise DataError(
+                f"{p}:{line}: column {bad!r} is not a number: {row[header.index(bad)]!r}"
+            ) from None
         times.append(row[t_index])
     if len(values) < 3:
         raise DataError(f"{p}: {len(values)} rows; a series needs at least 3")
@@ -81,13 +82,19 @@ def builtin(name: str) -> Series:
 
     if name == "sunspots":
         frame = sm.datasets.sunspots.load_pandas().data
-        return Series(tuple(str(int(y)) for y in frame["YEAR"]),
-                      frame[["SUNACTIVITY"]].to_numpy(np.float64), ("SUNACTIVITY",))  # fmt: skip
+        return Series(
+            tuple(str(int(y)) for y in frame["YEAR"]),
+            frame[["SUNACTIVITY"]].to_numpy(np.float64),
+            ("SUNACTIVITY",),
+        )
     if name == "co2":
         weekly = sm.datasets.co2.load_pandas().data["co2"].interpolate()
         monthly = weekly.resample("MS").mean().dropna()
-        return Series(tuple(str(t.date()) for t in monthly.index),
-                      monthly.to_numpy(np.float64)[:, None], ("co2",))  # fmt: skip
+        return Series(
+            tuple(str(t.date()) for t in monthly.index),
+            monthly.to_numpy(np.float64)[:, None],
+            ("co2",),
+        )
     raise DataError(f"unknown built-in series {name!r}; choose one of {BUILTIN}")
 
 
@@ -134,8 +141,10 @@ def windows(values: np.ndarray, window: int, horizon: int, start: int, end: int)
     origins [M]); only origins with a full window and a full horizon before ``end``."""
     origins = np.arange(max(start, window), end - horizon + 1)
     if len(origins) == 0:
-        raise ValueError(f"no forecast origin in [{start}, {end}) leaves a window of {window} "
-                         f"and a horizon of {horizon}")  # fmt: skip
+        raise ValueError(
+            f"no forecast origin in [{start}, {end}) leaves a window of {window} "
+            f"and a horizon of {horizon}"
+        )
     inputs = np.stack([values[o - window : o] for o in origins])
     targets = np.stack([values[o : o + horizon] for o in origins])
     return inputs, targets, origins

@@ -62,8 +62,13 @@ def defaults() -> cfg.Sections:
     # within 3 minutes on 2 cores. A 2x256 GRU learned the most per second in trials on
     # 2 cores (docs/results.md); the time cap guards slower machines and
     # --trainer.max_minutes none lifts it.
-    return {"model": LMConfig(cell="gru"), "data": DataConfig(), "optim": OptimConfig(),
-            "trainer": TrainerConfig(max_minutes=2.5), "sample": SampleConfig()}  # fmt: skip
+    return {
+        "model": LMConfig(cell="gru"),
+        "data": DataConfig(),
+        "optim": OptimConfig(),
+        "trainer": TrainerConfig(max_minutes=2.5),
+        "sample": SampleConfig(),
+    }
 
 
 def configure(
@@ -151,11 +156,18 @@ def describe(tokenizer: Tokenizer, loss: float) -> dict[str, float]:
 class LMTask:
     """The trainer task: windows of B streams, cross-entropy on the next token."""
 
-    def __init__(self, tokenizer: Tokenizer, train: Tensor, valid: Tensor, data: DataConfig,
-                 seed: int) -> None:  # fmt: skip
+    def __init__(
+        self, tokenizer: Tokenizer, train: Tensor, valid: Tensor, data: DataConfig, seed: int
+    ) -> None:
         self.tokenizer = tokenizer
-        self.train = _streams(train, data.batch_size, data.bptt, "training",
-                              variable_bptt=data.variable_bptt, seed=seed)  # fmt: skip
+        self.train = _streams(
+            train,
+            data.batch_size,
+            data.bptt,
+            "training",
+            variable_bptt=data.variable_bptt,
+            seed=seed,
+        )
         self.valid = _streams(valid, data.eval_batch_size, data.bptt, "validation")
 
     def batches_per_epoch(self, epoch: int) -> int:
@@ -195,10 +207,17 @@ class LMRun:
 # Fields that may differ from the checkpoint's when resuming: they change how long the
 # run goes and how it reports, never the trajectory of the steps it shares.
 RESUMABLE = {
-    "trainer": {"epochs", "max_steps", "max_minutes", "progress", "checkpoint_every",
-                "threads", "device"},
+    "trainer": {
+        "epochs",
+        "max_steps",
+        "max_minutes",
+        "progress",
+        "checkpoint_every",
+        "threads",
+        "device",
+    },
     "sample": None,  # every field
-}  # fmt: skip
+}
 
 
 def resume_sections(
@@ -267,8 +286,7 @@ def train(
     result = trainer.fit()
     final = trainer.evaluated_model  # the weight average, when the run keeps one
     assert isinstance(final, LanguageModel)
-    return LMRun(out_dir, final, tokenizer, sections, result,
-                 train_ids.numel(), valid_ids.numel())  # fmt: skip
+    return LMRun(out_dir, final, tokenizer, sections, result, train_ids.numel(), valid_ids.numel())
 
 
 def load(
@@ -289,15 +307,24 @@ def load(
 
 
 def evaluate_file(
-    model: LanguageModel, tokenizer: Tokenizer, path: str | Path, encoding: str = "utf-8",
-    batch_size: int = 16, bptt: int = 64,
-) -> dict[str, float]:  # fmt: skip
+    model: LanguageModel,
+    tokenizer: Tokenizer,
+    path: str | Path,
+    encoding: str = "utf-8",
+    batch_size: int = 16,
+    bptt: int = 64,
+) -> dict[str, float]:
     """Loss (nats per token), perplexity, bits per token and the share of <unk> on a file."""
     ids = encode_file(tokenizer, path, encoding)
     loss, count = evaluate(model, _streams(ids, batch_size, bptt, "evaluation"))
     unk = float((ids == tokenizer.unk_id).float().mean())
-    return {"loss": loss, "perplexity": perplexity(loss), "bits_per_token": bits_per_token(loss),
-            "tokens": float(count), "unk_fraction": unk}  # fmt: skip
+    return {
+        "loss": loss,
+        "perplexity": perplexity(loss),
+        "bits_per_token": bits_per_token(loss),
+        "tokens": float(count),
+        "unk_fraction": unk,
+    }
 
 
 def options_help() -> str:

@@ -28,8 +28,14 @@ from torch.autograd.graph import increment_version
 
 class _ProjectedCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor,  # type: ignore[override]
-                mean: bool) -> Tensor:  # fmt: skip
+    def forward(
+        ctx,
+        h: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        target: Tensor,  # type: ignore[override]
+        mean: bool,
+    ) -> Tensor:
         zt = _logits_t(h, weight, bias)  # [V, N]
         lse = _column_logsumexp(zt)  # [N]
         losses = lse - zt.gather(0, target[None, :])[0]
@@ -87,8 +93,9 @@ def _logits_t(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return torch.addmm(bias[:, None], weight, h.t())
 
 
-def projected_cross_entropy(h: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor,
-                            reduction: str = "mean") -> Tensor:  # fmt: skip
+def projected_cross_entropy(
+    h: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, reduction: str = "mean"
+) -> Tensor:
     """Cross-entropy in nats of logits = h W^T + b (h [N, H], W [V, H], b [V] or None)
     against class ids target [N], reduced by "mean" or "sum"; the same value and
     gradients as ``F.cross_entropy(F.linear(h, weight, bias), target)``, faster."""

@@ -68,8 +68,14 @@ class LMConfig:
         return self
 
 
-def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float,
-             unit_forget_bias: bool = True) -> RNNBase:  # fmt: skip
+def make_rnn(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    dropout: float,
+    unit_forget_bias: bool = True,
+) -> RNNBase:
     """An rnnkit layer stack for a cell name from ``rnnkit.nn.cells.CELLS``."""
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {', '.join(CELL_NAMES)}, got {cell!r}")
@@ -94,8 +100,14 @@ class LanguageModel(nn.Module):
         self.vocab_size = vocab_size
         D = vocab_size if config.input == "onehot" else config.embedding_size
         self.embedding = nn.Embedding(vocab_size, D) if config.input == "embedding" else None
-        self.rnn = make_rnn(config.cell, D, config.hidden_size, config.num_layers,
-                            config.dropout, config.unit_forget_bias)  # fmt: skip
+        self.rnn = make_rnn(
+            config.cell,
+            D,
+            config.hidden_size,
+            config.num_layers,
+            config.dropout,
+            config.unit_forget_bias,
+        )
         self.drop = nn.Dropout(config.dropout)
         self.decoder = nn.Linear(config.hidden_size, vocab_size)
         self.reset_parameters()
@@ -141,16 +153,18 @@ class LanguageModel(nn.Module):
         out, state = self.rnn(self.drop(x), state)  # [T, B, H]
         return self.drop(out), state
 
-    def loss(self, ids: Tensor, targets: Tensor, state: Any = None,
-             reduction: str = "mean") -> tuple[Tensor, Any]:  # fmt: skip
+    def loss(
+        self, ids: Tensor, targets: Tensor, state: Any = None, reduction: str = "mean"
+    ) -> tuple[Tensor, Any]:
         """Cross-entropy in nats of the next tokens targets [T, B] given ids [T, B],
         reduced by "mean" or "sum" over the T * B tokens; and the final state. The same
         as ``F.cross_entropy`` on ``forward``'s logits, through the output layer's faster
         transposed product (``rnnkit.tasks.lm.loss.projected_cross_entropy``)."""
         out, state = self.features(ids, state)
         d = self.decoder
-        loss = projected_cross_entropy(out.flatten(0, 1), d.weight, d.bias, targets.flatten(),
-                                       reduction)  # fmt: skip
+        loss = projected_cross_entropy(
+            out.flatten(0, 1), d.weight, d.bias, targets.flatten(), reduction
+        )
         return loss, state
 
     def num_parameters(self) -> int:

@@ -40,9 +40,12 @@ class MusicDataConfig:
 
 
 def defaults() -> cfg.Sections:
-    return {"model": MusicConfig(), "data": MusicDataConfig(),
-            "optim": OptimConfig(optimizer="rmsprop", lr=1e-3),
-            "trainer": TrainerConfig(out="runs/music", epochs=100, clip_norm=1.0)}  # fmt: skip
+    return {
+        "model": MusicConfig(),
+        "data": MusicDataConfig(),
+        "optim": OptimConfig(optimizer="rmsprop", lr=1e-3),
+        "trainer": TrainerConfig(out="runs/music", epochs=100, clip_norm=1.0),
+    }
 
 
 def configure(
@@ -147,8 +150,9 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     task = MusicTask(train_rolls, valid_rolls, data_c.batch_size, trainer_c.seed)
     result = Trainer(model, task, trainer_c, sections["optim"], out_dir, extra, log).fit()
     best = load(out_dir)
-    return MusicRun(out_dir, result, nll(best, train_rolls), nll(best, valid_rolls),
-                    model.num_parameters())  # fmt: skip
+    return MusicRun(
+        out_dir, result, nll(best, train_rolls), nll(best, valid_rolls), model.num_parameters()
+    )
 
 
 def load(path: str | Path, which: str = "best") -> MusicModel:
@@ -179,8 +183,14 @@ def plot_roll(roll: Tensor, low: int, path: str | Path, title: str = "") -> None
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(max(4, roll.shape[0] / 8), 4))
-    ax.imshow(roll.T.numpy(), origin="lower", aspect="auto", cmap="Greys", interpolation="nearest",
-              extent=(0, roll.shape[0], low - 0.5, low + roll.shape[1] - 0.5))  # fmt: skip
+    ax.imshow(
+        roll.T.numpy(),
+        origin="lower",
+        aspect="auto",
+        cmap="Greys",
+        interpolation="nearest",
+        extent=(0, roll.shape[0], low - 0.5, low + roll.shape[1] - 0.5),
+    )
     ax.set_xlabel("step")
     ax.set_ylabel("MIDI pitch")
     ax.set_title(title)

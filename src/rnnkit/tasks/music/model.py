@@ -39,8 +39,9 @@ class MusicModel(nn.Module):
             raise ValueError(f"model.high ({config.high}) is below model.low ({config.low})")
         self.config = config
         pitches = config.high - config.low + 1
-        self.rnn = recurrent_layer(config.cell, pitches, config.hidden_size, config.num_layers,
-                                   dropout=config.dropout)  # fmt: skip
+        self.rnn = recurrent_layer(
+            config.cell, pitches, config.hidden_size, config.num_layers, dropout=config.dropout
+        )
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(config.hidden_size, pitches)
 

@@ -48,8 +48,11 @@ SOURCE_FILE, TARGET_FILE = "source_tokenizer.json", "target_tokenizer.json"
 class Seq2SeqDataConfig:
     """The parallel files (or the generated dates task), tokenizers and batching."""
 
-    train: str | None = option(None, "training pairs: a source<TAB>target file, or the "
-                               "source side of aligned files (with train_target)")  # fmt: skip
+    train: str | None = option(
+        None,
+        "training pairs: a source<TAB>target file, or the "
+        "source side of aligned files (with train_target)",
+    )
     train_target: str | None = option(None, "target side of aligned training files")
     valid: str | None = option(None, "validation pairs (none: the last 10% of train)")
     valid_target: str | None = option(None, "target side of aligned validation files")
@@ -76,9 +79,13 @@ class DecodeConfig:
 
 
 def defaults() -> cfg.Sections:
-    return {"model": Seq2SeqConfig(), "data": Seq2SeqDataConfig(), "decode": DecodeConfig(),
-            "optim": OptimConfig(lr=2e-3),
-            "trainer": TrainerConfig(out="runs/seq2seq", epochs=10, clip_norm=1.0)}  # fmt: skip
+    return {
+        "model": Seq2SeqConfig(),
+        "data": Seq2SeqDataConfig(),
+        "decode": DecodeConfig(),
+        "optim": OptimConfig(lr=2e-3),
+        "trainer": TrainerConfig(out="runs/seq2seq", epochs=10, clip_norm=1.0),
+    }
 
 
 def configure(
@@ -105,8 +112,9 @@ class Encoder:
 
 
 class Seq2SeqTask:
-    def __init__(self, encoder: Encoder, train: list[Pair], valid: list[Pair], batch_size: int,
-                 seed: int) -> None:  # fmt: skip
+    def __init__(
+        self, encoder: Encoder, train: list[Pair], valid: list[Pair], batch_size: int, seed: int
+    ) -> None:
         self.train_src = [encoder.source_ids(p.source) for p in train]
         self.train_tgt = [encoder.target_ids(p.target) for p in train]
         self.valid_src = [encoder.source_ids(p.source) for p in valid]
@@ -136,8 +144,9 @@ class Seq2SeqTask:
         for rows in batches(len(self.valid_src), 256, 0, 0):
             source, lengths = pad([self.valid_src[r] for r in rows])
             target, target_lengths = pad([self.valid_tgt[r] for r in rows])
-            loss, n = model.loss(source.to(device), lengths.to(device), target.to(device),
-                                 target_lengths.to(device))  # fmt: skip
+            loss, n = model.loss(
+                source.to(device), lengths.to(device), target.to(device), target_lengths.to(device)
+            )
             total, count = total + float(loss) * n, count + n
         return total / count
 
@@ -152,8 +161,9 @@ class Translator:
         self.model, self.encoder, self.decode = model.eval(), encoder, decode_c
 
     @torch.no_grad()
-    def hypotheses(self, texts: Sequence[str], beam: int | None = None,
-                   batch_size: int = 256) -> list[Hypothesis]:  # fmt: skip
+    def hypotheses(
+        self, texts: Sequence[str], beam: int | None = None, batch_size: int = 256
+    ) -> list[Hypothesis]:
         """The best hypothesis per text, decoded in batches of ``batch_size``."""
         beam = beam or self.decode.beam
         max_length = self.decode.max_length or 50
@@ -163,19 +173,32 @@ class Translator:
             source, lengths = pad(
                 [self.encoder.source_ids(t) for t in texts[start : start + batch_size]]
             )
-            out += decode(self.model, source.to(device), lengths.to(device), beam, max_length,
-                          self.decode.length_penalty)  # fmt: skip
+            out += decode(
+                self.model,
+                source.to(device),
+                lengths.to(device),
+                beam,
+                max_length,
+                self.decode.length_penalty,
+            )
         return out
 
     def translate(self, texts: Sequence[str], beam: int | None = None) -> list[dict[str, Any]]:
         """For each text: {"source", "translation", "score" (log p), "finished"}."""
-        return [{"source": t, "translation": self.encoder.target.decode(h.tokens),
-                 "score": h.score, "finished": h.finished}
-                for t, h in zip(texts, self.hypotheses(texts, beam), strict=True)]  # fmt: skip
+        return [
+            {
+                "source": t,
+                "translation": self.encoder.target.decode(h.tokens),
+                "score": h.score,
+                "finished": h.finished,
+            }
+            for t, h in zip(texts, self.hypotheses(texts, beam), strict=True)
+        ]
 
 
-def scores(hypotheses: Sequence[str], references: Sequence[str], bleu_tokenize: str = "13a"
-           ) -> dict[str, float]:  # fmt: skip
+def scores(
+    hypotheses: Sequence[str], references: Sequence[str], bleu_tokenize: str = "13a"
+) -> dict[str, float]:
     """Exact match (%), corpus BLEU and chrF (sacrebleu, 0-100). BLEU counts word n-grams
     after sacrebleu's ``bleu_tokenize`` ("13a", its default; "char" for character tasks,
     whose one-word outputs would leave word 4-grams empty)."""
@@ -183,9 +206,12 @@ def scores(hypotheses: Sequence[str], references: Sequence[str], bleu_tokenize: 
 
     exact = sum(h == r for h, r in zip(hypotheses, references, strict=True))
     bleu = sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=bleu_tokenize)
-    return {"exact_match": 100.0 * exact / max(len(references), 1), "bleu": bleu.score,
-            "chrf": sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score,
-            "pairs": float(len(references))}  # fmt: skip
+    return {
+        "exact_match": 100.0 * exact / max(len(references), 1),
+        "bleu": bleu.score,
+        "chrf": sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score,
+        "pairs": float(len(references)),
+    }
 
 
 def plot_attention(translator: Translator, texts: Sequence[str], path: str | Path) -> Path:
@@ -203,8 +229,12 @@ def plot_attention(translator: Translator, texts: Sequence[str], path: str | Pat
         ids = translator.encoder.source_ids(text)
         weights = h.attention[:, : len(ids)].numpy()  # [steps, S]
         ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
-        ax.set_xticks(range(len(ids)), [src_tok.token_text(i) or "<eos>" for i in ids],
-                      fontsize=7, rotation=90)  # fmt: skip
+        ax.set_xticks(
+            range(len(ids)),
+            [src_tok.token_text(i) or "<eos>" for i in ids],
+            fontsize=7,
+            rotation=90,
+        )
         rows = [tgt_tok.token_text(i) for i in h.tokens] + (["<eos>"] if h.finished else [])
         ax.set_yticks(range(len(rows)), rows, fontsize=7)
         ax.set_title(f"{text!r}\n-> {tgt_tok.decode(h.tokens)!r}", fontsize=8)
@@ -224,9 +254,11 @@ class Seq2SeqRun:
     def text(self) -> str:
         lines = []
         for split, s in self.report.items():
-            lines.append(f"{split}: exact match {s['exact_match']:.2f}% BLEU {s['bleu']:.2f} "
-                         f"chrF {s['chrf']:.2f} ({int(s['pairs']):,} pairs, beam "
-                         f"{int(s['beam'])}, {s['seconds']:.1f} s)")  # fmt: skip
+            lines.append(
+                f"{split}: exact match {s['exact_match']:.2f}% BLEU {s['bleu']:.2f} "
+                f"chrF {s['chrf']:.2f} ({int(s['pairs']):,} pairs, beam "
+                f"{int(s['beam'])}, {s['seconds']:.1f} s)"
+            )
         return "\n".join(lines)
 
 
@@ -241,8 +273,10 @@ def read_data(data: Seq2SeqDataConfig) -> tuple[list[Pair], list[Pair], list[Pai
         train, valid, test = ([Pair(s, t) for s, t in split] for split in splits)
         return train, valid, test
     if data.train is None:
-        raise ValueError("data.train is required (--data.train FILE: source<TAB>target lines), "
-                         "or --data.dates N for the generated dates task")  # fmt: skip
+        raise ValueError(
+            "data.train is required (--data.train FILE: source<TAB>target lines), "
+            "or --data.dates N for the generated dates task"
+        )
     train = read_parallel(data.train, data.train_target, data.encoding)
     if data.valid is not None:
         valid = read_parallel(data.valid, data.valid_target, data.encoding)
@@ -255,14 +289,17 @@ def read_data(data: Seq2SeqDataConfig) -> tuple[list[Pair], list[Pair], list[Pai
     return train, valid, test
 
 
-def evaluate_pairs(translator: Translator, pairs: Sequence[Pair], beam: int | None = None
-                   ) -> dict[str, float]:  # fmt: skip
+def evaluate_pairs(
+    translator: Translator, pairs: Sequence[Pair], beam: int | None = None
+) -> dict[str, float]:
     started = time.perf_counter()
     outputs = [r["translation"] for r in translator.translate([p.source for p in pairs], beam)]
     kind = translator.encoder.target.kind
     figures = scores(outputs, [p.target for p in pairs], "char" if kind == "char" else "13a")
-    return figures | {"beam": float(beam or translator.decode.beam),
-                      "seconds": time.perf_counter() - started}  # fmt: skip
+    return figures | {
+        "beam": float(beam or translator.decode.beam),
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = print) -> Seq2SeqRun:
@@ -288,12 +325,17 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     model = Seq2Seq(model_c, source.vocab_size, target.vocab_size)
     out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {"task": "seq2seq", "rnnkit_version": rnnkit.__version__}
-    extra = {ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
-             SOURCE_FILE: source.to_dict(), TARGET_FILE: target.to_dict()}  # fmt: skip
-    log(f"training a {model_c.cell} encoder-decoder ({model_c.attention} attention, "
+    extra = {
+        ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
+        SOURCE_FILE: source.to_dict(),
+        TARGET_FILE: target.to_dict(),
+    }
+    log(
+        f"training a {model_c.cell} encoder-decoder ({model_c.attention} attention, "
         f"{model.describe()['parameters']:,} parameters) on {len(train_p):,} pairs "
         f"({len(valid_p):,} validation, {len(test_p):,} test); vocabularies {source.vocab_size}"
-        f" / {target.vocab_size} {data.tokenizer} tokens; run in {out_dir}")  # fmt: skip
+        f" / {target.vocab_size} {data.tokenizer} tokens; run in {out_dir}"
+    )
     result = Trainer(model, task, trainer_c, sections["optim"], out_dir, extra, log).fit()
     translator = load(out_dir)
     report = {"valid": evaluate_pairs(translator, valid_p)}

@@ -37,11 +37,29 @@ LOCALES = ("en_US", "en_GB", "fr_FR", "de_DE", "es_ES", "it_IT", "pt_PT", "pt_BR
 FIRST, LAST = datetime.date(1950, 1, 1), datetime.date(2049, 12, 31)
 
 # Babel (CLDR) patterns with month or weekday names, written in any of the locales.
-NAMED_PATTERNS = ("d MMM y", "d MMMM y", "dd MMM y", "MMM d, y", "MMMM d, y", "EEE d MMM y",
-                  "EEEE d MMMM y", "EEEE, MMMM d, y", "d. MMMM y")  # fmt: skip
+NAMED_PATTERNS = (
+    "d MMM y",
+    "d MMMM y",
+    "dd MMM y",
+    "MMM d, y",
+    "MMMM d, y",
+    "EEE d MMM y",
+    "EEEE d MMMM y",
+    "EEEE, MMMM d, y",
+    "d. MMMM y",
+)
 # Numeric patterns, one convention per separator (see the module docstring).
-NUMERIC_PATTERNS = ("y-MM-dd", "y/MM/dd", "yyyyMMdd", "dd.MM.y", "d.M.y", "dd.MM.yy",
-                    "dd-MM-y", "MM/dd/y", "M/d/y")  # fmt: skip
+NUMERIC_PATTERNS = (
+    "y-MM-dd",
+    "y/MM/dd",
+    "yyyyMMdd",
+    "dd.MM.y",
+    "d.M.y",
+    "dd.MM.yy",
+    "dd-MM-y",
+    "MM/dd/y",
+    "M/d/y",
+)
 LOCALE_FORMATS = ("medium", "long", "full")
 
 
@@ -69,8 +87,14 @@ def write_date(date: datetime.date, rng: random.Random) -> str:
         month = format_date(date, rng.choice(("MMMM", "MMM")), locale=_locale("en_GB"))
         day = _ordinal(date.day)
         y = date.year
-        text = rng.choice((f"{month} {day}, {y}", f"{day} {month} {y}",
-                           f"the {day} of {month} {y}", f"{day} of {month}, {y}"))  # fmt: skip
+        text = rng.choice(
+            (
+                f"{month} {day}, {y}",
+                f"{day} {month} {y}",
+                f"the {day} of {month} {y}",
+                f"{day} of {month}, {y}",
+            )
+        )
     else:
         text = format_date(date, rng.choice(NUMERIC_PATTERNS), locale=_locale("en_US"))
     case = rng.random()

@@ -149,9 +149,15 @@ class Seq2Seq(nn.Module):
         self.target_vocab = target_vocab
         self.source_embedding = nn.Embedding(source_vocab, E, padding_idx=0)
         self.target_embedding = nn.Embedding(target_vocab, E, padding_idx=0)
-        self.encoder = recurrent_layer(c.cell, E, H, c.encoder_layers,
-                                       bidirectional=c.bidirectional, dropout=c.dropout,
-                                       batch_first=True)  # fmt: skip
+        self.encoder = recurrent_layer(
+            c.cell,
+            E,
+            H,
+            c.encoder_layers,
+            bidirectional=c.bidirectional,
+            dropout=c.dropout,
+            batch_first=True,
+        )
         self.num_states = 2 if c.cell == "lstm" else 1
         # One bridge per decoder layer and state kind (h, then c for the LSTM).
         self.bridge = nn.ModuleList(
@@ -243,8 +249,9 @@ class Seq2Seq(nn.Module):
             weights.append(w)
         return torch.stack(logits, 1), torch.stack(weights, 1)
 
-    def loss(self, source: Tensor, lengths: Tensor, target: Tensor, target_lengths: Tensor
-             ) -> tuple[Tensor, int]:  # fmt: skip
+    def loss(
+        self, source: Tensor, lengths: Tensor, target: Tensor, target_lengths: Tensor
+    ) -> tuple[Tensor, int]:
         """Mean cross-entropy per target token. target [B, T] is y_1 .. y_n <eos> padded
         with 0; the decoder is fed <bos> y_1 .. y_n. -> (loss, tokens counted)."""
         bos = torch.full_like(target[:, :1], BOS_ID)

@@ -54,8 +54,10 @@ def read_aligned(
     sources = read_text(sp, encoding).splitlines()
     targets = read_text(tp, encoding).splitlines()
     if len(sources) != len(targets):
-        raise DataError(f"{sp} has {len(sources):,} lines but {tp} has {len(targets):,}; "
-                        "aligned files need one line per pair")  # fmt: skip
+        raise DataError(
+            f"{sp} has {len(sources):,} lines but {tp} has {len(targets):,}; "
+            "aligned files need one line per pair"
+        )
     pairs = []
     for number, (source, target) in enumerate(zip(sources, targets, strict=True), start=1):
         source, target = source.strip(), target.strip()

@@ -61,9 +61,12 @@ class TagDataConfig:
 
 
 def defaults() -> cfg.Sections:
-    return {"model": TaggerConfig(), "data": TagDataConfig(),
-            "optim": OptimConfig(optimizer="sgd", lr=0.015, momentum=0.9),
-            "trainer": TrainerConfig(out="runs/tag", epochs=10, clip_norm=5.0)}  # fmt: skip
+    return {
+        "model": TaggerConfig(),
+        "data": TagDataConfig(),
+        "optim": OptimConfig(optimizer="sgd", lr=0.015, momentum=0.9),
+        "trainer": TrainerConfig(out="runs/tag", epochs=10, clip_norm=5.0),
+    }
 
 
 def configure(
@@ -102,15 +105,17 @@ class Encoder:
 class TagTask:
     unit = "tok"  # what StepResult.count counts
 
-    def __init__(self, encoder: Encoder, train: list[Sentence], valid: list[Sentence],
-                 seed: int) -> None:  # fmt: skip
+    def __init__(
+        self, encoder: Encoder, train: list[Sentence], valid: list[Sentence], seed: int
+    ) -> None:
         e = encoder
         self.encoder, self.seed = e, seed
         self.train = train
         self.valid = valid
         self.train_words = [e.word_ids(s.tokens) for s in train]
-        self.train_tags = [[e.tag_index[t] for t in convert(s.tags, e.data.train_scheme)]
-                           for s in train]  # fmt: skip
+        self.train_tags = [
+            [e.tag_index[t] for t in convert(s.tags, e.data.train_scheme)] for s in train
+        ]
         counts = Counter(w for ids in self.train_words for w in ids)
         self.singletons = {w for w, n in counts.items() if n == 1}
 
@@ -124,7 +129,7 @@ class TagTask:
         draws = [
             torch.rand(sum(len(self.train_words[r]) for r in rows), generator=generator)
             for rows in order
-        ]  # fmt: skip  (drawn for every batch: resume-exact)
+        ]  # drawn for every batch: resume-exact
         for rows, draw in zip(order[start:], draws[start:], strict=True):
             words, k = [], 0
             for r in rows:
@@ -157,13 +162,17 @@ class TagTask:
         for rows in batches(len(self.valid), 64, 0, 0):
             sentences = [self.valid[r] for r in rows]
             ids, chars, lengths = (x.to(device) for x in e.batch([s.tokens for s in sentences]))
-            gold = [[e.tag_index.get(t, 0) for t in convert(s.tags, e.data.train_scheme)]
-                    for s in sentences]  # fmt: skip
+            gold = [
+                [e.tag_index.get(t, 0) for t in convert(s.tags, e.data.train_scheme)]
+                for s in sentences
+            ]
             tags, _ = pad(gold)
             scores = model.emissions(ids, chars, lengths)  # [B, T, K]
             total += float(model.loss_of(scores, lengths, tags.to(device))) * len(rows)
-            predicted += [convert([e.tags[i] for i in p], e.data.scheme)
-                          for p in model.decode_of(scores, lengths)]  # fmt: skip
+            predicted += [
+                convert([e.tags[i] for i in p], e.data.scheme)
+                for p in model.decode_of(scores, lengths)
+            ]
         f1 = span_scores([s.tags for s in self.valid], predicted).overall.f1
         return total / len(self.valid), 100 * f1
 
@@ -172,8 +181,9 @@ class TagTask:
 
 
 @torch.no_grad()
-def tag_sentences(model: Tagger, encoder: Encoder, sentences: Sequence[Sequence[str]],
-                  batch_size: int = 64) -> list[list[str]]:  # fmt: skip
+def tag_sentences(
+    model: Tagger, encoder: Encoder, sentences: Sequence[Sequence[str]], batch_size: int = 64
+) -> list[list[str]]:
     """Predicted tags in the files' scheme for each tokenized sentence."""
     device = next(model.parameters()).device
     out: list[list[str]] = []
@@ -201,16 +211,21 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     if data.train is None:
         raise ValueError("data.train is required: a CoNLL file (--data.train FILE)")
     torch.manual_seed(trainer_c.seed)
-    read: dict[str, Any] = {"token_column": data.token_column, "tag_column": data.tag_column,
-            "scheme": data.scheme, "encoding": data.encoding}  # fmt: skip
+    read: dict[str, Any] = {
+        "token_column": data.token_column,
+        "tag_column": data.tag_column,
+        "scheme": data.scheme,
+        "encoding": data.encoding,
+    }
     train_s = read_conll(data.train, **read)
     if data.valid is not None:
         valid_s = read_conll(data.valid, **read)
     else:
         cut = max(1, len(train_s) // 10)
         train_s, valid_s = train_s[:-cut], train_s[-cut:]
-    words = train_tokenizer("word", [" ".join(_word_key(w, data) for w in s.tokens) + "\n"
-                                     for s in train_s])  # fmt: skip
+    words = train_tokenizer(
+        "word", [" ".join(_word_key(w, data) for w in s.tokens) + "\n" for s in train_s]
+    )
     chars = train_tokenizer("char", [" ".join(s.tokens) for s in train_s])
     tag_names = sorted({t for s in train_s for t in convert(s.tags, data.train_scheme)} | {"O"})
     encoder = Encoder(words, chars, tag_names, data)
@@ -219,11 +234,16 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     task = TagTask(encoder, train_s, valid_s, trainer_c.seed)
     out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {"task": "tag", "rnnkit_version": rnnkit.__version__}
-    extra = {ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
-             WORDS_FILE: words.to_dict(), CHARS_FILE: chars.to_dict(),
-             TAGS_FILE: {"tags": tag_names}}  # fmt: skip
-    log(f"training a {model_c.cell} tagger ({model_c.output}) on {len(train_s):,} sentences "
-        f"({len(valid_s):,} validation), {len(tag_names)} tags; run in {out_dir}")  # fmt: skip
+    extra = {
+        ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
+        WORDS_FILE: words.to_dict(),
+        CHARS_FILE: chars.to_dict(),
+        TAGS_FILE: {"tags": tag_names},
+    }
+    log(
+        f"training a {model_c.cell} tagger ({model_c.output}) on {len(train_s):,} sentences "
+        f"({len(valid_s):,} validation), {len(tag_names)} tags; run in {out_dir}"
+    )
     result = Trainer(model, task, trainer_c, sections["optim"], out_dir, extra, log).fit()
     best, best_encoder = load(out_dir)
     predicted = tag_sentences(best, best_encoder, [s.tokens for s in valid_s])
@@ -240,8 +260,9 @@ def load(path: str | Path, which: str = "best") -> tuple[Tagger, Encoder]:
     tag_names = ckpt.read_json(checkpoint, TAGS_FILE)["tags"]
     data: TagDataConfig = sections["data"]
     constraints = allowed_transitions(tag_names, data.train_scheme)
-    model = Tagger(sections["model"], words.vocab_size, chars.vocab_size, len(tag_names),
-                   constraints)  # fmt: skip
+    model = Tagger(
+        sections["model"], words.vocab_size, chars.vocab_size, len(tag_names), constraints
+    )
     ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
     return model.eval(), Encoder(words, chars, tag_names, data)
 
@@ -250,15 +271,23 @@ def predict(path: str | Path, sentences: Sequence[Sequence[str]]) -> list[dict[s
     """For each tokenized sentence: {"tokens", "tags", "spans": [{type, start, end, text}]}."""
     model, encoder = load(path)
     tags = tag_sentences(model, encoder, sentences)
-    return [{"tokens": list(s), "tags": t,
-             "spans": [{"type": k, "start": a, "end": b, "text": " ".join(s[a:b])}
-                       for k, a, b in spans(t)]}
-            for s, t in zip(sentences, tags, strict=True)]  # fmt: skip
+    return [
+        {
+            "tokens": list(s),
+            "tags": t,
+            "spans": [
+                {"type": k, "start": a, "end": b, "text": " ".join(s[a:b])} for k, a, b in spans(t)
+            ],
+        }
+        for s, t in zip(sentences, tags, strict=True)
+    ]
 
 
 def format_tagged(predictions: list[dict[str, Any]], as_json: bool) -> str:
     """CoNLL columns (token tag, blank line between sentences) or JSON lines of spans."""
     if as_json:
         return "\n".join(json.dumps(p) for p in predictions)
-    return "\n\n".join("\n".join(f"{w} {t}" for w, t in zip(p["tokens"], p["tags"], strict=True))
-                       for p in predictions)  # fmt: skip
+    return "\n\n".join(
+        "\n".join(f"{w} {t}" for w, t in zip(p["tokens"], p["tags"], strict=True))
+        for p in predictions
+    )

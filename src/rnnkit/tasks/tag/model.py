@@ -35,8 +35,7 @@ class TaggerConfig:
     num_layers: int = option(1, "stacked word-level recurrent layers", min=1)
     hidden_size: int = option(100, "word-level hidden units per direction", min=1)
     embedding_size: int = option(100, "word embedding width", min=1)
-    char_embedding_size: int = option(25, "character embedding width (0: no characters)",
-                                      min=0)  # fmt: skip
+    char_embedding_size: int = option(25, "character embedding width (0: no characters)", min=0)
     char_hidden_size: int = option(25, "character BiRNN hidden units per direction", min=1)
     output: str = option("crf", "output layer", choices=("crf", "softmax"))
     dropout: float = option(0.5, "dropout on the word features and before the output")
@@ -56,15 +55,26 @@ class Tagger(nn.Module):
         width = config.embedding_size
         self.embedding = nn.Embedding(vocab_size, config.embedding_size, padding_idx=0)
         if config.char_embedding_size:
-            self.char_embedding = nn.Embedding(char_vocab_size, config.char_embedding_size,
-                                               padding_idx=0)  # fmt: skip
-            self.char_rnn = recurrent_layer(config.cell, config.char_embedding_size,
-                                            config.char_hidden_size, bidirectional=True,
-                                            batch_first=True)  # fmt: skip
+            self.char_embedding = nn.Embedding(
+                char_vocab_size, config.char_embedding_size, padding_idx=0
+            )
+            self.char_rnn = recurrent_layer(
+                config.cell,
+                config.char_embedding_size,
+                config.char_hidden_size,
+                bidirectional=True,
+                batch_first=True,
+            )
             width += 2 * config.char_hidden_size
-        self.rnn = recurrent_layer(config.cell, width, config.hidden_size, config.num_layers,
-                                   bidirectional=True, dropout=config.dropout,
-                                   batch_first=True)  # fmt: skip
+        self.rnn = recurrent_layer(
+            config.cell,
+            width,
+            config.hidden_size,
+            config.num_layers,
+            bidirectional=True,
+            dropout=config.dropout,
+            batch_first=True,
+        )
         self.dropout = nn.Dropout(config.dropout)
         self.emit = nn.Linear(2 * config.hidden_size, num_tags)
         self.crf = CRF(num_tags, *(constraints or ())) if config.output == "crf" else None
