@@ -1,9 +1,8 @@
 """``rnnkit bench``: rnnkit's layers against torch.nn on this machine, in one run.
 
-Also runnable as ``python -m rnnkit.tools.bench``; ``docs/benchmarks.md`` shows how to read
-the output. The harness times whatever the layers dispatch to (``rnnkit.nn.kernels.select``
-under the chosen backend), so one command measures the composite path today and the
-fused kernels once they are registered; every row says which ``run_layer`` it ran.
+``docs/benchmarks.md`` shows how to read the output. The harness times whatever the layers
+dispatch to (``rnnkit.nn.kernels.select`` under the chosen backend); every row says which
+``run_layer`` it ran.
 
 Per cell and shape (T time, B batch, D input, H hidden; one layer, one direction,
 time-major input [T, B, D]):
@@ -690,16 +689,3 @@ def write_outputs(result: BenchResult, out: Path) -> tuple[Path, Path]:
     _write_atomic(csv_path, buffer.getvalue())
     _write_atomic(json_path, json.dumps(dataclasses.asdict(result), indent=2) + "\n")
     return csv_path, json_path
-
-
-def main() -> None:
-    """``python -m rnnkit.tools.bench``: the same options as ``rnnkit bench``."""
-    import typer
-
-    from rnnkit.cli.bench import bench
-
-    typer.run(bench)
-
-
-if __name__ == "__main__":
-    main()

@@ -9,9 +9,10 @@ This is the textbook and the oracle every other implementation is tested against
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from types import ModuleType
+from typing import Any, Protocol
 
-from rnnkit.nn.cells import Cell
 from rnnkit.nn.reference import gru, lstm, rnn
 from rnnkit.nn.reference._common import Grads, Params
 
@@ -24,7 +25,15 @@ _MODULES: dict[str, ModuleType] = {
 }
 
 
-def for_cell(cell: Cell):
+class CellRecord(Protocol):
+    """What the reference needs of a ``rnnkit.nn.cells.Cell`` (named here, not imported:
+    the reference imports NumPy only)."""
+
+    name: str
+    options: Mapping[str, Any] | Any
+
+
+def for_cell(cell: CellRecord):
     """(forward, backward) of the reference for ``cell``, its form options bound."""
     module = _MODULES[cell.name]
     return functools.partial(module.forward, **dict(cell.options)), module.backward
