@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rnnkit.common.io import atomic_savefig, atomic_write_text
+
 
 class MetricsLog:
     def __init__(self, path: str | Path) -> None:
@@ -40,7 +42,7 @@ class MetricsLog:
         path = Path(path)
         if path.is_file():
             keep = [line for line in read(path, raw=True) if line["step"] <= step]
-            path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def read(path: str | Path, raw: bool = False) -> list[dict[str, Any]]:
@@ -82,7 +84,5 @@ def plot(log_path: str | Path, png_path: str | Path, unit: str = "nats per token
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = Path(png_path).with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    atomic_savefig(fig, png_path)
     plt.close(fig)
-    tmp.replace(png_path)

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 import warnings
@@ -71,6 +70,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rnnkit.common.io import atomic_write_bytes
 from rnnkit.nn.cells import Cell, State
 
 CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "gru": 2, "gru_reset_before": 3, "lstm": 4}
@@ -124,9 +124,7 @@ def load() -> ModuleType | None:
             # checkouts rebuild each other) although the name already pins the content.
             source = build_dir / _SOURCE.name
             if not source.is_file() or source.read_bytes() != _SOURCE.read_bytes():
-                tmp = source.with_name(f".{source.name}.{os.getpid()}.tmp")
-                tmp.write_bytes(_SOURCE.read_bytes())
-                os.replace(tmp, source)
+                atomic_write_bytes(source, _SOURCE.read_bytes())
             cached = (build_dir / f"{name}.so").exists()
             if not cached:
                 _log.warning("rnnkit: compiling the fused CPU kernels (once per machine, ~1 min)")

@@ -31,6 +31,7 @@ import torch
 import rnnkit
 from rnnkit.common import config as cfg
 from rnnkit.common.config import option
+from rnnkit.common.io import atomic_savefig, atomic_write_text
 from rnnkit.data.padded import batches, pad
 from rnnkit.data.text import DataError
 from rnnkit.data.tokenizers import KINDS, Tokenizer, tokenizer_from_dict, train_tokenizer
@@ -240,7 +241,7 @@ def plot_attention(translator: Translator, texts: Sequence[str], path: str | Pat
         ax.set_title(f"{text!r}\n-> {tgt_tok.decode(h.tokens)!r}", fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -342,8 +343,8 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     if test_p:
         report["test"] = evaluate_pairs(translator, test_p)
     run = Seq2SeqRun(out_dir, result, report)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "report.txt").write_text(run.text() + "\n", encoding="utf-8")
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out_dir / "report.txt", run.text() + "\n")
     shown = (test_p or valid_p)[:4]
     plot_attention(translator, [p.source for p in shown], out_dir / "attention.png")
     return run

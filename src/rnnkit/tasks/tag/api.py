@@ -28,6 +28,7 @@ import torch
 import rnnkit
 from rnnkit.common import config as cfg
 from rnnkit.common.config import option
+from rnnkit.common.io import atomic_write_text
 from rnnkit.data.padded import batches, pad
 from rnnkit.data.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 from rnnkit.tasks.tag.conll import Sentence, format_conll, read_conll
@@ -248,8 +249,8 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     best, best_encoder = load(out_dir)
     predicted = tag_sentences(best, best_encoder, [s.tokens for s in valid_s])
     scores = span_scores([s.tags for s in valid_s], predicted)
-    (out_dir / "report.txt").write_text(scores.report() + "\n", encoding="utf-8")
-    (out_dir / "valid.conll").write_text(format_conll(valid_s, predicted), encoding="utf-8")
+    atomic_write_text(out_dir / "report.txt", scores.report() + "\n")
+    atomic_write_text(out_dir / "valid.conll", format_conll(valid_s, predicted))
     return TagRun(out_dir, result, scores)
 
 
