@@ -14,6 +14,7 @@ from rnnkit.common.io import (
     atomic_path,
     atomic_savefig,
     atomic_write_text,
+    open_log,
     previous_of,
 )
 
@@ -43,6 +44,8 @@ def test_a_symbolic_link_is_never_written_through(tmp_path):
     link.symlink_to(victim)
     with pytest.raises(UnsafePathError, match="symbolic link"):
         atomic_write_text(link, "overwritten")
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        open_log(link)
     assert victim.read_text() == "precious"
 
 

@@ -2,14 +2,15 @@
 
 Every file rnnkit writes goes through here. A file is written beside its target under a
 hidden unique name, flushed to disk, and renamed over the target (``os.replace`` is atomic
-within a file system); the directory is synced so the rename survives a power cut. A
+within a file system); the directory is synced so the rename survives a power cut. The
+one exception is an append-only log (``open_log``), which grows a line at a time. A
 target that is a symbolic link is refused: a run folder from elsewhere must not redirect a
 write to a file outside it.
 
 atomic_write_text("metrics.json", json.dumps(data))
 with atomic_path("song.mid") as tmp:        # for writers that want a path (mido, safetensors)
     midi.save(tmp)
-atomic_savefig(fig, "loss.png", dpi=100)   # a matplotlib figure
+atomic_savefig(fig, "loss.png", dpi=100)    # a matplotlib figure
 with atomic_dir("run/last") as tmp:         # a directory of files replaced as one (checkpoints)
     save_file(tensors, tmp / "model.safetensors")
 
@@ -27,7 +28,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 
 class UnsafePathError(OSError):
@@ -115,6 +116,15 @@ def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
 
 def atomic_write_text(target: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
     return atomic_write_bytes(target, text.encode(encoding))
+
+
+def open_log(target: str | os.PathLike[str]) -> TextIO:
+    """A UTF-8 text log opened for appending. Not atomic: it grows a line at a time and
+    its readers skip a torn last line. A symbolic link is refused, as for every write."""
+    target = Path(target)
+    _check_target(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target.open("a", encoding="utf-8")
 
 
 def atomic_savefig(figure: Any, target: str | os.PathLike[str], **kwargs: Any) -> Path:
