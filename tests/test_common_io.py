@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -62,6 +63,28 @@ def test_a_directory_is_replaced_whole_or_not_at_all(tmp_path):
     assert [p.name for p in target.iterdir()] == ["b.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["last"]  # no temporary, no .previous
     assert previous_of(target) == tmp_path / "last.previous"
+
+
+def test_a_swap_that_died_between_renames_keeps_the_old_copy_until_the_new_lands(
+    tmp_path, monkeypatch
+):
+    target = tmp_path / "last"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.json").write_text("1")
+    target.rename(previous_of(target))  # the state mid-swap
+
+    def crash(src, dst):
+        raise OSError("power cut at the rename")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", crash)
+        with pytest.raises(OSError, match="power cut"), atomic_dir(target) as tmp:
+            (tmp / "a.json").write_text("2")
+    assert (previous_of(target) / "a.json").read_text() == "1"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.json").write_text("2")
+    assert (target / "a.json").read_text() == "2"
+    assert [p.name for p in tmp_path.iterdir()] == ["last"]
 
 
 def test_a_figure_is_saved_in_the_format_its_name_says(tmp_path):

@@ -96,10 +96,12 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
                 fsync_path(path)
         fsync_path(tmp)
         _check_target(target)
-        if previous.exists():
-            shutil.rmtree(previous)
         if target.exists():
+            if previous.exists():
+                shutil.rmtree(previous)  # stale: target is complete
             os.replace(target, previous)
+        # else a previous swap died between its renames: <name>.previous is the only
+        # complete copy, kept until the new one is in place
         os.replace(tmp, target)
         fsync_path(target.parent)
     except BaseException:
