@@ -133,6 +133,6 @@ def test_word_and_bpe_vocabularies(tmp_path, kind):
     sections = seq2seq.configure(overrides=args)
     run = seq2seq.train(sections, log=lambda _: None)
     translator = seq2seq.load(run.out_dir)
-    assert translator.encoder.source.kind == translator.encoder.target.kind == kind
+    assert translator.tokenizers.source.kind == translator.tokenizers.target.kind == kind
     (result,) = translator.translate(["le chat"], beam=2)
     assert isinstance(result["translation"], str) and run.report["valid"]["pairs"] == 1

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from rnnkit.data import train_tokenizer
 from rnnkit.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from rnnkit.decoding.bernoulli import sample_bernoulli
 from rnnkit.decoding.sampling import SampleConfig, encode_prime, filter_logits, generate, sample
 from rnnkit.tasks.lm.model import LanguageModel, LMConfig
 
@@ -94,3 +95,41 @@ def test_unknown_prime_characters_are_named():
 def test_bad_sampling_settings(field, value, message):
     with pytest.raises(ValueError, match=message):
         list(generate(model_preferring(), TOK, SampleConfig(**{field: value})))
+
+
+# --- Bernoulli sampling of binary steps (piano rolls) ------------------------------------
+
+
+class SharpEcho(torch.nn.Module):
+    """Predicts that the next step repeats the current one, almost surely."""
+
+    def forward(self, x, state=None):
+        return 40.0 * (2.0 * x - 1.0), state  # logits [T, N, P]: +-40 where x is 1 or 0
+
+
+def test_bernoulli_sampling_feeds_each_draw_back():
+    start = torch.tensor([[[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]])  # [1, N=2, P=3]
+    model = SharpEcho().train()
+    rolls = sample_bernoulli(model, start, 5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(rolls, start.expand(5, -1, -1))
+    assert model.training  # the mode it came in with
+
+
+def test_bernoulli_sampling_is_seeded_and_checks_its_arguments():
+    start = torch.zeros(2, 4, 6)
+    flat = SharpEcho()
+    hot = dict(temperature=100.0)  # logits / 100: every unit near a fair coin
+
+    def draw(seed: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        return sample_bernoulli(flat, start, 8, generator=generator, **hot)
+
+    assert torch.equal(draw(3), draw(3))
+    assert not torch.equal(draw(3), draw(4))
+    for kwargs, message in (
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"steps": 1, "temperature": 0.0}, "temperature must be > 0"),
+        ({"steps": 1, "start": torch.zeros(4, 6)}, r"start must be \[T0 >= 1, N, P\]"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            sample_bernoulli(flat, **{"start": start, **kwargs})

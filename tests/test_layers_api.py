@@ -10,6 +10,7 @@ import rnnkit
 from helpers import assert_rel_close, rnnkit_class, torch_class
 from registry import ALL_CELLS, TORCH_CELLS
 from rnnkit.nn import kernels
+from rnnkit.nn.factory import CELL_NAMES, cell_module, recurrent_layer
 
 
 def _kwargs(cell: str) -> dict:
@@ -71,6 +72,32 @@ def test_reset_before_gru_cell_is_one_layer_step():
     x, h = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
     _, h_n = layer(x[None], h[None])
     assert_rel_close(cell(x, h).detach(), h_n[0].detach(), 1e-14)
+
+
+@pytest.mark.parametrize("cell", ALL_CELLS)
+def test_the_factory_cell_module_is_one_step_of_its_layer(cell: str):
+    step = cell_module(cell, 3, 4).double()
+    layer = recurrent_layer(cell, 3, 4).double()
+    assert step.cell is layer.cell is rnnkit.nn.CELLS[cell]
+    layer.load_state_dict({k + "_l0": v for k, v in step.state_dict().items()})
+    x = torch.randn(2, 3, dtype=torch.float64)
+    states = tuple(torch.randn(2, 4, dtype=torch.float64) for _ in range(step.cell.num_states))
+    hx = states if len(states) == 2 else states[0]
+    ours = step(x, hx)
+    _, final = layer(x[None], tuple(s[None] for s in states) if len(states) == 2 else hx[None])
+    for u, v in zip(*(r if isinstance(r, tuple) else (r,) for r in (ours, final)), strict=True):
+        assert_rel_close(u.detach(), v[0].detach(), 1e-14)
+
+
+def test_the_factory_names_the_cells_it_knows():
+    assert CELL_NAMES == tuple(rnnkit.nn.CELLS)
+    for make in (cell_module, recurrent_layer):
+        with pytest.raises(ValueError, match=r"cell must be one of rnn_tanh, .*got 'lstn'"):
+            make("lstn", 3, 4)
+    lstm = cell_module("lstm", 3, 4, unit_forget_bias=True)
+    assert torch.equal(lstm.bias_ih[4:8], torch.ones(4))
+    assert torch.equal(lstm.bias_hh[4:8], torch.zeros(4))
+    assert cell_module("gru", 3, 4, bias=False).bias_ih is None
 
 
 @pytest.mark.parametrize("cell", TORCH_CELLS)

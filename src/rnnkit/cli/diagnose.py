@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from rnnkit.cli import app
+from rnnkit.common.io import atomic_write_text
 
 
 @app.command()
@@ -81,7 +82,7 @@ def diagnose(
         jacobian=jacobian,
         title=f"{config.cell} on {config.task}({config.size})",
     )
-    (out_dir / "numbers.json").write_text(json.dumps(numbers, indent=1))
+    atomic_write_text(out_dir / "numbers.json", json.dumps(numbers, indent=1))
     _report(Console(), numbers, out)
 
 
@@ -114,7 +115,7 @@ def _diagnose_lm(run: str, text: str, units: str, jacobian: bool, out: str) -> d
                     f"--units {bad} are out of range for hidden size {model.rnn.hidden_size}"
                 )
         numbers = diagnose_lm(model, tokenizer, text, out, units=chosen, jacobian=jacobian)
-    Path(out, "numbers.json").write_text(json.dumps(numbers, indent=1))
+    atomic_write_text(Path(out, "numbers.json"), json.dumps(numbers, indent=1))
     return numbers
 
 

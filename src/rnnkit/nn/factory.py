@@ -1,14 +1,27 @@
-"""The recurrent encoder shared by the task models: any rnnkit cell, deep, one or two
-directions, batch-first, variable lengths."""
+"""The one place that turns a cell name into a module: a layer stack (``recurrent_layer``)
+or a single-step cell (``cell_module``). Task configs offer ``CELL_NAMES``; tasks never
+branch on a cell name themselves.
+
+    rnn_tanh, rnn_relu   Elman RNN with tanh or ReLU
+    gru                  GRU, reset gate after the recurrent product (torch.nn, cuDNN)
+    gru_reset_before     GRU, reset gate before it (Cho et al. 2014)
+    lstm                 LSTM (torch.nn's gate order)
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from rnnkit.nn.cell_modules import CellBase, GRUCell, LSTMCell, RNNCell
 from rnnkit.nn.cells import CELLS
 from rnnkit.nn.layers import GRU, LSTM, RNN, RNNBase
 
 CELL_NAMES = tuple(CELLS)
+
+
+def _check_name(cell: str) -> None:
+    if cell not in CELL_NAMES:
+        raise ValueError(f"cell must be one of {', '.join(CELL_NAMES)}, got {cell!r}")
 
 
 def recurrent_layer(
@@ -20,18 +33,39 @@ def recurrent_layer(
     bidirectional: bool = False,
     dropout: float = 0.0,
     batch_first: bool = False,
+    unit_forget_bias: bool = False,
 ) -> RNNBase:
-    """The rnnkit layer for a cell name from ``rnnkit.nn.cells.CELLS``."""
+    """The rnnkit layer stack for a cell name in ``CELL_NAMES``. ``unit_forget_bias``
+    starts the LSTM's forget gates at bias 1 (Jozefowicz et al. 2015, sec. 3); cells
+    without a forget gate ignore it."""
+    _check_name(cell)
     kwargs: dict[str, Any] = {
         "num_layers": num_layers,
         "bidirectional": bidirectional,
         "dropout": dropout if num_layers > 1 else 0.0,  # torch.nn warns about it otherwise
         "batch_first": batch_first,
     }
-    if cell in ("rnn_tanh", "rnn_relu"):
-        return RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"), **kwargs)
-    if cell in ("gru", "gru_reset_before"):
-        return GRU(input_size, hidden_size, reset_after=cell == "gru", **kwargs)
     if cell == "lstm":
-        return LSTM(input_size, hidden_size, **kwargs)
-    raise ValueError(f"cell must be one of {CELL_NAMES}, got {cell!r}")
+        return LSTM(input_size, hidden_size, unit_forget_bias=unit_forget_bias, **kwargs)
+    if cell.startswith("gru"):
+        return GRU(input_size, hidden_size, reset_after=cell == "gru", **kwargs)
+    return RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"), **kwargs)
+
+
+def cell_module(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    *,
+    bias: bool = True,
+    unit_forget_bias: bool = False,
+) -> CellBase:
+    """The rnnkit single-step cell module for a cell name in ``CELL_NAMES``, for a
+    hand-written time loop (a decoder that feeds back its own output). Its state is a
+    tensor [B, H], or a tuple (h, c) when ``CELLS[cell].num_states == 2``."""
+    _check_name(cell)
+    if cell == "lstm":
+        return LSTMCell(input_size, hidden_size, bias, unit_forget_bias=unit_forget_bias)
+    if cell.startswith("gru"):
+        return GRUCell(input_size, hidden_size, bias, reset_after=cell == "gru")
+    return RNNCell(input_size, hidden_size, bias, nonlinearity=cell.removeprefix("rnn_"))

@@ -47,6 +47,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
+from rnnkit.common.io import atomic_write_text
 from rnnkit.nn import kernels, runner
 from rnnkit.nn.cells import CELLS, Cell
 from rnnkit.nn.layers import RNNBase
@@ -662,21 +663,6 @@ def _stream_table(rows: list[Row], calls: int) -> Table:
     return table
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path``, then rename: readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(result: BenchResult, out: Path) -> tuple[Path, Path]:
     """``out`` with .csv (one line per row) and .json (rows, machine, config); -> paths."""
     base = out.with_suffix("") if out.suffix in (".csv", ".json") else out
@@ -686,6 +672,6 @@ def write_outputs(result: BenchResult, out: Path) -> tuple[Path, Path]:
     writer = csv.DictWriter(buffer, fieldnames=[f.name for f in dataclasses.fields(Row)])
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(csv_path, buffer.getvalue())
-    _write_atomic(json_path, json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+    atomic_write_text(csv_path, buffer.getvalue())
+    atomic_write_text(json_path, json.dumps(dataclasses.asdict(result), indent=2) + "\n")
     return csv_path, json_path

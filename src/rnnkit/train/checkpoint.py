@@ -9,19 +9,15 @@
 Nothing here is unpickled: tensors come from safetensors and everything else from JSON,
 so a checkpoint from elsewhere cannot run code when loaded.
 
-Atomicity: a checkpoint is written into a fresh sibling directory, each file and the
-directory are fsynced, then it is renamed into place. The old checkpoint is first
-renamed aside to ``<name>.previous`` and deleted only after the new one is in place, so
-a crash at any moment leaves either the old or the new checkpoint complete; ``load``
-falls back to ``<name>.previous`` in the one window where only it exists.
+Atomicity: a checkpoint is written with ``rnnkit.common.io.atomic_dir`` (a fresh sibling
+directory, each file and the directory fsynced, then swapped in), so a crash at any moment
+leaves either the old or the new checkpoint complete; ``resolve`` falls back to
+``<name>.previous`` in the one window of the swap where only the old one exists.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +25,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from rnnkit.common.io import atomic_dir, previous_of
 
 MODEL_FILE = "model.safetensors"
 STATE_TENSORS = "state.safetensors"
@@ -40,14 +38,6 @@ class CheckpointError(ValueError):
     """A path that is not a readable rnnkit checkpoint."""
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
@@ -55,32 +45,17 @@ def _write_json(path: Path, data: Any) -> None:
 def write_atomic(target: str | Path, files: Mapping[str, Any]) -> Path:
     """Write a checkpoint directory: ``files`` maps a file name to a dict of tensors
     (``.safetensors``) or JSON data (``.json``). Returns the target path."""
+    for name in files:
+        if not name.endswith((".safetensors", ".json")):
+            raise ValueError(f"checkpoint file {name!r} must end in .safetensors or .json")
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    previous = target.with_name(target.name + ".previous")
-    tmp.mkdir()
-    try:
+    with atomic_dir(target) as tmp:  # the directory is the unit: no per-file temporaries
         for name, content in files.items():
             path = tmp / name
             if name.endswith(".safetensors"):
                 save_file({k: v.detach().contiguous().cpu() for k, v in content.items()}, path)
-            elif name.endswith(".json"):
-                _write_json(path, content)
             else:
-                raise ValueError(f"checkpoint file {name!r} must end in .safetensors or .json")
-            _fsync(path)
-        _fsync(tmp)
-        if previous.exists():
-            shutil.rmtree(previous)
-        if target.exists():
-            os.replace(target, previous)
-        os.replace(tmp, target)
-        _fsync(target.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(previous, ignore_errors=True)
+                _write_json(path, content)
     return target
 
 
@@ -91,9 +66,9 @@ def resolve(path: str | Path, prefer: tuple[str, ...] = ("best", "last")) -> Pat
     for candidate in (path, *(path / name for name in prefer)):
         if (candidate / CONFIG_FILE).is_file():
             return candidate
-        previous = candidate.with_name(candidate.name + ".previous")
+        previous = previous_of(candidate)
         if not candidate.exists() and (previous / CONFIG_FILE).is_file():
-            return previous  # a crash between the two renames of write_atomic
+            return previous  # a crash between the two renames of atomic_dir
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     raise CheckpointError(

@@ -14,12 +14,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rnnkit.common.io import atomic_savefig, atomic_write_text, open_log
+
 
 class MetricsLog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
+        self._file = open_log(self.path)
 
     def write(self, record: dict[str, Any]) -> None:
         clean = {
@@ -36,11 +37,12 @@ class MetricsLog:
 
     @staticmethod
     def truncate(path: str | Path, step: int) -> None:
-        """Drop records after ``step`` (written by a run that died after its last checkpoint)."""
+        """Drop records after ``step`` (written by a run that died after its last checkpoint).
+        The file is replaced atomically, so no ``MetricsLog`` may hold it open meanwhile."""
         path = Path(path)
         if path.is_file():
             keep = [line for line in read(path, raw=True) if line["step"] <= step]
-            path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def read(path: str | Path, raw: bool = False) -> list[dict[str, Any]]:
@@ -82,7 +84,5 @@ def plot(log_path: str | Path, png_path: str | Path, unit: str = "nats per token
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = Path(png_path).with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    atomic_savefig(fig, png_path)
     plt.close(fig)
-    tmp.replace(png_path)

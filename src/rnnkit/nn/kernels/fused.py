@@ -1,26 +1,11 @@
 """Fused CPU kernels: one compiled forward and one compiled backward through time per layer.
 
-Design note (issue 3)
----------------------
-Why a C++ extension and not Numba. The recurrent GEMM of each step is the bulk of the work,
-and it must run in the BLAS PyTorch already ships (MKL here) without paying a dispatcher or
-interpreter round trip per step: at B = 1 a step is a few microseconds of arithmetic. A C++
-source compiled at first use with ``torch.utils.cpp_extension.load`` calls MKL's
-``sgemm_``/``dgemm_`` (exported by libtorch_cpu) straight from its time loop, works on torch
-tensors without copies, and its element-wise gate loops are ``#pragma omp simd`` loops over
-a branch-free exp (so sigmoid and tanh vectorise to AVX2/FMA instead of calling scalar
-libm). Numba would need its own BLAS binding (scipy's ``cython_blas``, another dependency
-and another BLAS than torch's), its ``prange`` threads fight torch's OpenMP pool, and
-``@njit`` compile time is paid in every new process unless ``cache=True`` pickles work.
-The compiled module is cached in the torch extensions directory (keyed by the source and
-flags) so only the first process on a machine pays the compile; ``compile_info()`` reports
-that cost and whether the module came from the cache, for ``rnnkit bench``.
-
-What the kernel does (``_fused_cpu.cpp``), for one layer and all of its directions:
+What the kernel computes (``_fused_cpu.cpp``), for one layer and all of its directions,
+the same results as ``rnnkit.nn.runner.run_layer`` (``tests/test_kernels.py``):
   * the input projection of all T steps (with ``b_ih``) as one GEMM before the loop;
   * one gate-wide recurrent GEMM per step (two dependent ones for the reset-before GRU),
     accumulated in place into that step's projection (the reset-after GRU keeps U h apart:
-    its n block is multiplied by r);
+    its n block is multiplied by r), through the BLAS torch ships (``sgemm_``/``dgemm_``);
   * fused element-wise gate math (adding ``b_hh``), which overwrites the projection with
     the gate activations backward needs (training) or nothing (inference: two state slots);
   * backward: the reverse loop does only the per-step ``dh @ U`` GEMM and the element-wise
@@ -34,33 +19,24 @@ Saved for backward (per direction): the states entering and leaving every step
 RNN, whose derivative comes from its output) and, for the reset-after GRU, ``U_n h + b_hn``
 ``[T, B, H]``. Nothing else: gx is overwritten in place.
 
-If the extension cannot be built (no compiler, no headers), ``supports`` answers False
-after one warning and every layer runs the composite path.
+Streaming: ``step`` is one inference step of one layer-direction (T = 1, a given state,
+no grad) in one C++ call, every buffer carved from one allocation; ``RNNBase._stream_step``
+calls it.
 
-What bounds the issue's targets (measured on the 2-core development machine, fp32;
-``python -m rnnkit.tools.bench_bounds`` reproduces it, ``docs/benchmarks.md`` has the tables):
-  * S2 and S4 are GEMM-bound. Timing the layer's matrix products alone (the "floor")
-    bounds the speedup over torch.nn of any kernel built on MKL's GEMMs: 1.15x for the GRU
-    at S4, 1.2-1.4x for the RNN at S2, and 0.9-1.1x for the LSTM, whose baseline is
-    oneDNN's fused LSTM (faster than MKL's SGEMM at S4). Ours runs at 1.0-1.3x its floor.
-  * Streaming one step at B = 1, H = 256 reads the whole of W_ih and W_hh from L3 cache
-    (0.5 MB fp32 for the RNN, 1.5 MB for the GRU, 2 MB for the LSTM; L2 is 512 KB per
-    core): one [1, 512] x [512, G] product over both alone took 16-25 us (RNN), 46-60 us
-    (GRU) and 77-79 us (LSTM) on this machine, so 20 us per call is below what reading
-    the weights costs for the gated cells. The streaming path is ``step`` (one C++ call
-    per layer, every buffer carved from one allocation) behind ``RNNBase._stream_step``
-    (T = 1, a given state, no grad): with one thread, about 20 us of C++ and 25-30 us
-    of Python above that product; more with two.
-  * Packing the recurrent weights once per call (MKL's cblas_sgemm_pack/compute, to save
-    sgemm_ repacking W_hh at every step) was tried and measured: 0.84-0.91x at S1 (slower),
-    0.87-1.05x at S2 and S4, so it is not used.
+Building: the extension is compiled with ``torch.utils.cpp_extension.load`` on the first
+supported call and cached in the torch extensions directory, keyed by the source, the
+flags, the CPU and the torch version; ``compile_info()`` reports the load time and whether
+it came from the cache. Fallback: if the extension cannot be built (no compiler, no
+headers), ``supports`` answers False after one warning and every layer runs the composite
+path.
+
+Why C++ and not Numba, what bounds the speed, and what was tried: ``docs/kernels.md``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 import warnings
@@ -71,6 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rnnkit.common.io import atomic_write_bytes
 from rnnkit.nn.cells import Cell, State
 
 CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "gru": 2, "gru_reset_before": 3, "lstm": 4}
@@ -124,9 +101,7 @@ def load() -> ModuleType | None:
             # checkouts rebuild each other) although the name already pins the content.
             source = build_dir / _SOURCE.name
             if not source.is_file() or source.read_bytes() != _SOURCE.read_bytes():
-                tmp = source.with_name(f".{source.name}.{os.getpid()}.tmp")
-                tmp.write_bytes(_SOURCE.read_bytes())
-                os.replace(tmp, source)
+                atomic_write_bytes(source, _SOURCE.read_bytes())
             cached = (build_dir / f"{name}.so").exists()
             if not cached:
                 _log.warning("rnnkit: compiling the fused CPU kernels (once per machine, ~1 min)")

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnkit.common.io import atomic_savefig, atomic_write_text
+
 
 @dataclass(frozen=True)
 class ClassificationReport:
@@ -62,7 +64,7 @@ class ClassificationReport:
         import matplotlib.pyplot as plt
 
         out = Path(out_dir)
-        (out / "report.txt").write_text(self.text() + "\n", encoding="utf-8")
+        atomic_write_text(out / "report.txt", self.text() + "\n")
         data = {
             "accuracy": self.accuracy,
             "macro_f1": self.macro_f1,
@@ -70,7 +72,7 @@ class ClassificationReport:
             "names": list(self.names),
             "confusion": self.confusion,
         }
-        (out / "report.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(out / "report.json", json.dumps(data, indent=2) + "\n")
         fig, ax = plt.subplots(figsize=(2 + 0.6 * len(self.names), 1.6 + 0.6 * len(self.names)))
         ax.imshow(self.confusion, cmap="Blues")
         ax.set_xticks(range(len(self.names)), self.names, rotation=45, ha="right")
@@ -82,7 +84,7 @@ class ClassificationReport:
                 ax.text(j, i, str(count), ha="center", va="center")
         ax.set_title(f"accuracy {100 * self.accuracy:.1f}%")
         fig.tight_layout()
-        fig.savefig(out / "confusion.png", dpi=100)
+        atomic_savefig(fig, out / "confusion.png", dpi=100)
         plt.close(fig)
 
 

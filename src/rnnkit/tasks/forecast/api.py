@@ -28,6 +28,7 @@ import torch
 import rnnkit
 from rnnkit.common import config as cfg
 from rnnkit.common.config import option
+from rnnkit.common.io import atomic_savefig, atomic_write_text
 from rnnkit.data.padded import batches
 from rnnkit.tasks.forecast.model import Forecaster, ForecasterConfig
 from rnnkit.tasks.forecast.series import (
@@ -223,7 +224,7 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     m = data.season
     scale = float(np.abs(values[m:train_end] - values[: train_end - m]).mean())
     scores = {name: errors(f, actual, scale) for name, f in forecasts.items()}
-    (out_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out_dir / "scores.json", json.dumps(scores, indent=2) + "\n")
     plot(
         values,
         series.columns[0],
@@ -322,5 +323,5 @@ def plot(
     ax.set_xlabel("step")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)

@@ -25,12 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.common.config import option
-from rnnkit.nn.cells import CELLS, set_forget_bias
-from rnnkit.nn.layers import GRU, LSTM, RNN, RNNBase
+from rnnkit.nn.cells import set_forget_bias
+from rnnkit.nn.factory import CELL_NAMES, recurrent_layer
 from rnnkit.tasks.lm.loss import projected_cross_entropy
-
-CELL_NAMES = tuple(CELLS)
-"""rnn_tanh, rnn_relu, gru (reset-after, as torch.nn/cuDNN), gru_reset_before (Cho 2014), lstm."""
 
 
 @dataclass
@@ -68,25 +65,6 @@ class LMConfig:
         return self
 
 
-def make_rnn(
-    cell: str,
-    input_size: int,
-    hidden_size: int,
-    num_layers: int,
-    dropout: float,
-    unit_forget_bias: bool = True,
-) -> RNNBase:
-    """An rnnkit layer stack for a cell name from ``rnnkit.nn.cells.CELLS``."""
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {', '.join(CELL_NAMES)}, got {cell!r}")
-    args = (input_size, hidden_size, num_layers)
-    if cell == "lstm":
-        return LSTM(*args, dropout=dropout, unit_forget_bias=unit_forget_bias)
-    if cell in ("gru", "gru_reset_before"):
-        return GRU(*args, dropout=dropout, reset_after=cell == "gru")
-    return RNN(*args, nonlinearity=cell.removeprefix("rnn_"), dropout=dropout)
-
-
 class LanguageModel(nn.Module):
     """Embedding (or one-hot) -> rnnkit RNN stack -> dropout -> linear to the vocabulary."""
 
@@ -100,13 +78,13 @@ class LanguageModel(nn.Module):
         self.vocab_size = vocab_size
         D = vocab_size if config.input == "onehot" else config.embedding_size
         self.embedding = nn.Embedding(vocab_size, D) if config.input == "embedding" else None
-        self.rnn = make_rnn(
+        self.rnn = recurrent_layer(
             config.cell,
             D,
             config.hidden_size,
             config.num_layers,
-            config.dropout,
-            config.unit_forget_bias,
+            dropout=config.dropout,
+            unit_forget_bias=config.unit_forget_bias,
         )
         self.drop = nn.Dropout(config.dropout)
         self.decoder = nn.Linear(config.hidden_size, vocab_size)
@@ -135,7 +113,7 @@ class LanguageModel(nn.Module):
                 nn.init.uniform_(self.embedding.weight, -c.init_scale, c.init_scale)
             nn.init.uniform_(self.decoder.weight, -c.init_scale, c.init_scale)
             self.decoder.bias.zero_()
-        if c.cell == "lstm" and c.unit_forget_bias:
+        if getattr(self.rnn, "unit_forget_bias", False):  # the init above overwrote it
             for weights in self.rnn.all_weights:
                 set_forget_bias(weights[2], weights[3])
 

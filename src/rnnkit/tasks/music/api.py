@@ -23,6 +23,7 @@ from torch import Tensor
 import rnnkit
 from rnnkit.common import config as cfg
 from rnnkit.common.config import option
+from rnnkit.common.io import atomic_savefig
 from rnnkit.data.padded import batches
 from rnnkit.tasks.music.data import Chorale, load_chorales, piano_roll
 from rnnkit.tasks.music.model import MusicConfig, MusicModel, generate, nll_per_step
@@ -195,5 +196,5 @@ def plot_roll(roll: Tensor, low: int, path: str | Path, title: str = "") -> None
     ax.set_ylabel("MIDI pitch")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)

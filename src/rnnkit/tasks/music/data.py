@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rnnkit.common.io import atomic_path
 from rnnkit.data.text import DataError, read_text
 
 PIANO = (21, 108)
@@ -67,7 +68,7 @@ def write_midi(
     velocity: int = 80,
 ) -> None:
     """A standard MIDI file (type 0): each step lasts ``step_beats`` quarter notes; a pitch
-    held over consecutive steps is one note. Written atomically (temp file, rename)."""
+    held over consecutive steps is one note. Written atomically (``rnnkit.common.io``)."""
     import mido
 
     ticks = 480
@@ -87,10 +88,8 @@ def write_midi(
         sounding = now
         wait += step_ticks
     track.append(mido.MetaMessage("end_of_track", time=0))
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    mido.MidiFile(type=0, ticks_per_beat=ticks, tracks=[track]).save(tmp)
-    os.replace(tmp, target)
+    with atomic_path(path) as tmp:
+        mido.MidiFile(type=0, ticks_per_beat=ticks, tracks=[track]).save(tmp)
 
 
 def read_midi(path: str | os.PathLike[str], *, step_beats: float = 1.0) -> Chorale:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.common.config import option
+from rnnkit.decoding.bernoulli import sample_bernoulli
 from rnnkit.nn.factory import CELL_NAMES, recurrent_layer
 
 
@@ -71,8 +72,9 @@ def generate(
     seed: int | None = 0,
 ) -> Tensor:
     """Sample piano rolls [steps, num_samples, P], each pitch a Bernoulli draw from its
-    sigmoid (logits divided by ``temperature``), fed back as the next input. ``primer``
-    [T0, P] is played first; with none the model starts from silence."""
+    sigmoid (logits divided by ``temperature``), fed back as the next input
+    (``rnnkit.decoding.bernoulli``). ``primer`` [T0, P] is played first; with none the
+    model starts from silence."""
     if steps < 1 or num_samples < 1 or temperature <= 0:
         raise ValueError("steps and num_samples must be >= 1 and temperature > 0")
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -80,12 +82,5 @@ def generate(
     start = torch.zeros(1, P) if primer is None else primer
     if start.dim() != 2 or start.shape[1] != P:
         raise ValueError(f"primer must be [T, {P}], got shape {tuple(start.shape)}")
-    model.eval()
-    logits, state = model(start[:, None].expand(-1, num_samples, -1).contiguous())
-    out = []
-    for _ in range(steps):
-        probs = torch.sigmoid(logits[-1] / temperature)  # [B, P]
-        step = torch.bernoulli(probs, generator=generator)
-        out.append(step)
-        logits, state = model(step[None], state)
-    return torch.stack(out)
+    start = start[:, None].expand(-1, num_samples, -1).contiguous()  # [T0, N, P]
+    return sample_bernoulli(model, start, steps, temperature=temperature, generator=generator)

@@ -31,6 +31,7 @@ import torch
 import rnnkit
 from rnnkit.common import config as cfg
 from rnnkit.common.config import option
+from rnnkit.common.io import atomic_savefig, atomic_write_text
 from rnnkit.data.padded import batches, pad
 from rnnkit.data.text import DataError
 from rnnkit.data.tokenizers import KINDS, Tokenizer, tokenizer_from_dict, train_tokenizer
@@ -98,8 +99,8 @@ def options_help() -> str:
     return cfg.help_table(defaults())
 
 
-class Encoder:
-    """Texts <-> padded id tensors with a model's two tokenizers; every sequence ends in <eos>."""
+class PairTokenizers:
+    """A model's source and target tokenizers: a text -> its ids, ending in <eos>."""
 
     def __init__(self, source: Tokenizer, target: Tokenizer) -> None:
         self.source, self.target = source, target
@@ -113,12 +114,17 @@ class Encoder:
 
 class Seq2SeqTask:
     def __init__(
-        self, encoder: Encoder, train: list[Pair], valid: list[Pair], batch_size: int, seed: int
+        self,
+        tokenizers: PairTokenizers,
+        train: list[Pair],
+        valid: list[Pair],
+        batch_size: int,
+        seed: int,
     ) -> None:
-        self.train_src = [encoder.source_ids(p.source) for p in train]
-        self.train_tgt = [encoder.target_ids(p.target) for p in train]
-        self.valid_src = [encoder.source_ids(p.source) for p in valid]
-        self.valid_tgt = [encoder.target_ids(p.target) for p in valid]
+        self.train_src = [tokenizers.source_ids(p.source) for p in train]
+        self.train_tgt = [tokenizers.target_ids(p.target) for p in train]
+        self.valid_src = [tokenizers.source_ids(p.source) for p in valid]
+        self.valid_tgt = [tokenizers.target_ids(p.target) for p in valid]
         self.batch_size, self.seed = batch_size, seed
 
     def batches_per_epoch(self, epoch: int) -> int:
@@ -157,8 +163,8 @@ class Seq2SeqTask:
 class Translator:
     """A trained model with its tokenizers and decoding settings: texts -> translations."""
 
-    def __init__(self, model: Seq2Seq, encoder: Encoder, decode_c: DecodeConfig) -> None:
-        self.model, self.encoder, self.decode = model.eval(), encoder, decode_c
+    def __init__(self, model: Seq2Seq, tokenizers: PairTokenizers, decode_c: DecodeConfig) -> None:
+        self.model, self.tokenizers, self.decode = model.eval(), tokenizers, decode_c
 
     @torch.no_grad()
     def hypotheses(
@@ -171,7 +177,7 @@ class Translator:
         out: list[Hypothesis] = []
         for start in range(0, len(texts), batch_size):
             source, lengths = pad(
-                [self.encoder.source_ids(t) for t in texts[start : start + batch_size]]
+                [self.tokenizers.source_ids(t) for t in texts[start : start + batch_size]]
             )
             out += decode(
                 self.model,
@@ -188,7 +194,7 @@ class Translator:
         return [
             {
                 "source": t,
-                "translation": self.encoder.target.decode(h.tokens),
+                "translation": self.tokenizers.target.decode(h.tokens),
                 "score": h.score,
                 "finished": h.finished,
             }
@@ -224,9 +230,9 @@ def plot_attention(translator: Translator, texts: Sequence[str], path: str | Pat
 
     hyps = translator.hypotheses(texts, beam=1)
     fig, axes = plt.subplots(1, len(texts), figsize=(4.2 * len(texts), 4.2), squeeze=False)
-    src_tok, tgt_tok = translator.encoder.source, translator.encoder.target
+    src_tok, tgt_tok = translator.tokenizers.source, translator.tokenizers.target
     for ax, text, h in zip(axes[0], texts, hyps, strict=True):
-        ids = translator.encoder.source_ids(text)
+        ids = translator.tokenizers.source_ids(text)
         weights = h.attention[:, : len(ids)].numpy()  # [steps, S]
         ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
         ax.set_xticks(
@@ -240,7 +246,7 @@ def plot_attention(translator: Translator, texts: Sequence[str], path: str | Pat
         ax.set_title(f"{text!r}\n-> {tgt_tok.decode(h.tokens)!r}", fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -294,7 +300,7 @@ def evaluate_pairs(
 ) -> dict[str, float]:
     started = time.perf_counter()
     outputs = [r["translation"] for r in translator.translate([p.source for p in pairs], beam)]
-    kind = translator.encoder.target.kind
+    kind = translator.tokenizers.target.kind
     figures = scores(outputs, [p.target for p in pairs], "char" if kind == "char" else "13a")
     return figures | {
         "beam": float(beam or translator.decode.beam),
@@ -316,8 +322,8 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     target = train_tokenizer(
         data.tokenizer, [p.target for p in train_p], vocab_size=data.target_vocab_size
     )
-    encoder = Encoder(source, target)
-    task = Seq2SeqTask(encoder, train_p, valid_p, data.batch_size, trainer_c.seed)
+    tokenizers = PairTokenizers(source, target)
+    task = Seq2SeqTask(tokenizers, train_p, valid_p, data.batch_size, trainer_c.seed)
     decode_c: DecodeConfig = sections["decode"]
     if decode_c.max_length is None:
         longest = max(len(t) for t in task.train_tgt)
@@ -342,8 +348,8 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     if test_p:
         report["test"] = evaluate_pairs(translator, test_p)
     run = Seq2SeqRun(out_dir, result, report)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "report.txt").write_text(run.text() + "\n", encoding="utf-8")
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out_dir / "report.txt", run.text() + "\n")
     shown = (test_p or valid_p)[:4]
     plot_attention(translator, [p.source for p in shown], out_dir / "attention.png")
     return run
@@ -355,7 +361,7 @@ def load(path: str | Path, which: str = "best") -> Translator:
     target = tokenizer_from_dict(ckpt.read_json(checkpoint, TARGET_FILE))
     model = Seq2Seq(sections["model"], source.vocab_size, target.vocab_size)
     ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
-    return Translator(model, Encoder(source, target), sections["decode"])
+    return Translator(model, PairTokenizers(source, target), sections["decode"])
 
 
 def translate(

@@ -46,8 +46,8 @@ from torch import Tensor, nn
 from rnnkit.common.config import option
 from rnnkit.data.padded import length_mask
 from rnnkit.data.tokenizers import BOS_ID
-from rnnkit.nn.cell_modules import CellBase, GRUCell, LSTMCell, RNNCell
-from rnnkit.nn.factory import CELL_NAMES, recurrent_layer
+from rnnkit.nn.cells import CELLS
+from rnnkit.nn.factory import CELL_NAMES, cell_module, recurrent_layer
 
 ATTENTIONS = ("bahdanau", "luong")
 
@@ -71,17 +71,6 @@ class Seq2SeqConfig:
     attention_size: int = option(128, "width A of the additive attention's hidden layer", min=1)
     dropout: float = option(0.1, "dropout on embeddings, between layers and before the output")
     sampling: float = option(0.0, "scheduled sampling: chance of feeding the model's own token")
-
-
-def cell_module(cell: str, input_size: int, hidden_size: int) -> CellBase:
-    """The rnnkit single-step cell for a cell name from ``rnnkit.nn.cells.CELLS``."""
-    if cell in ("rnn_tanh", "rnn_relu"):
-        return RNNCell(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"))
-    if cell in ("gru", "gru_reset_before"):
-        return GRUCell(input_size, hidden_size, reset_after=cell == "gru")
-    if cell == "lstm":
-        return LSTMCell(input_size, hidden_size)
-    raise ValueError(f"cell must be one of {CELL_NAMES}, got {cell!r}")
 
 
 @dataclass
@@ -158,7 +147,7 @@ class Seq2Seq(nn.Module):
             dropout=c.dropout,
             batch_first=True,
         )
-        self.num_states = 2 if c.cell == "lstm" else 1
+        self.num_states = CELLS[c.cell].num_states  # (h,) or (h, c)
         # One bridge per decoder layer and state kind (h, then c for the LSTM).
         self.bridge = nn.ModuleList(
             nn.Linear(M, H) for _ in range(c.decoder_layers * self.num_states)

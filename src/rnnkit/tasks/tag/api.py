@@ -28,6 +28,7 @@ import torch
 import rnnkit
 from rnnkit.common import config as cfg
 from rnnkit.common.config import option
+from rnnkit.common.io import atomic_write_text
 from rnnkit.data.padded import batches, pad
 from rnnkit.data.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 from rnnkit.tasks.tag.conll import Sentence, format_conll, read_conll
@@ -80,8 +81,9 @@ def _word_key(word: str, data: TagDataConfig) -> str:
     return _DIGITS.sub("0", word) if data.zero_digits else word
 
 
-class Encoder:
-    """Sentences -> padded id tensors, with the vocabularies of a trained tagger."""
+class TagVocabulary:
+    """A tagger's vocabularies (words, characters, tags) and how a tokenized sentence
+    becomes its input tensors (word ids, character ids per word)."""
 
     def __init__(self, words: Tokenizer, chars: Tokenizer, tags: list[str], data: TagDataConfig):
         self.words, self.chars, self.tags, self.data = words, chars, tags, data
@@ -106,10 +108,10 @@ class TagTask:
     unit = "tok"  # what StepResult.count counts
 
     def __init__(
-        self, encoder: Encoder, train: list[Sentence], valid: list[Sentence], seed: int
+        self, vocab: TagVocabulary, train: list[Sentence], valid: list[Sentence], seed: int
     ) -> None:
-        e = encoder
-        self.encoder, self.seed = e, seed
+        e = vocab
+        self.vocab, self.seed = e, seed
         self.train = train
         self.valid = valid
         self.train_words = [e.word_ids(s.tokens) for s in train]
@@ -120,10 +122,10 @@ class TagTask:
         self.singletons = {w for w, n in counts.items() if n == 1}
 
     def batches_per_epoch(self, epoch: int) -> int:
-        return math.ceil(len(self.train) / self.encoder.data.batch_size)
+        return math.ceil(len(self.train) / self.vocab.data.batch_size)
 
     def batches(self, epoch: int, start: int) -> Iterator[Any]:
-        size, p = self.encoder.data.batch_size, self.encoder.data.singleton_unk
+        size, p = self.vocab.data.batch_size, self.vocab.data.singleton_unk
         generator = torch.Generator().manual_seed(self.seed * 7919 + epoch)
         order = list(batches(len(self.train), size, self.seed, epoch))
         draws = [
@@ -136,11 +138,11 @@ class TagTask:
                 ids = list(self.train_words[r])
                 for t, w in enumerate(ids):
                     if w in self.singletons and draw[k] < p:
-                        ids[t] = self.encoder.words.unk_id
+                        ids[t] = self.vocab.words.unk_id
                     k += 1
                 words.append(ids)
             tokens = [self.train[r].tokens for r in rows]
-            ids, chars, lengths = self.encoder.batch(tokens, words)
+            ids, chars, lengths = self.vocab.batch(tokens, words)
             tags, _ = pad([self.train_tags[r] for r in rows])
             yield ids, chars, lengths, tags
 
@@ -157,7 +159,7 @@ class TagTask:
         pass of the network: the loss and the decoding share each batch's tag scores."""
         assert isinstance(model, Tagger)
         device = next(model.parameters()).device
-        e = self.encoder
+        e = self.vocab
         total, predicted = 0.0, []
         for rows in batches(len(self.valid), 64, 0, 0):
             sentences = [self.valid[r] for r in rows]
@@ -182,16 +184,16 @@ class TagTask:
 
 @torch.no_grad()
 def tag_sentences(
-    model: Tagger, encoder: Encoder, sentences: Sequence[Sequence[str]], batch_size: int = 64
+    model: Tagger, vocab: TagVocabulary, sentences: Sequence[Sequence[str]], batch_size: int = 64
 ) -> list[list[str]]:
     """Predicted tags in the files' scheme for each tokenized sentence."""
     device = next(model.parameters()).device
     out: list[list[str]] = []
     for start in range(0, len(sentences), batch_size):
         chunk = sentences[start : start + batch_size]
-        ids, chars, lengths = encoder.batch(chunk)
+        ids, chars, lengths = vocab.batch(chunk)
         paths = model.decode(ids.to(device), chars.to(device), lengths.to(device))
-        out += [convert([encoder.tags[i] for i in p], encoder.data.scheme) for p in paths]
+        out += [convert([vocab.tags[i] for i in p], vocab.data.scheme) for p in paths]
     return out
 
 
@@ -228,10 +230,10 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     )
     chars = train_tokenizer("char", [" ".join(s.tokens) for s in train_s])
     tag_names = sorted({t for s in train_s for t in convert(s.tags, data.train_scheme)} | {"O"})
-    encoder = Encoder(words, chars, tag_names, data)
+    vocab = TagVocabulary(words, chars, tag_names, data)
     constraints = allowed_transitions(tag_names, data.train_scheme)
     model = Tagger(model_c, words.vocab_size, chars.vocab_size, len(tag_names), constraints)
-    task = TagTask(encoder, train_s, valid_s, trainer_c.seed)
+    task = TagTask(vocab, train_s, valid_s, trainer_c.seed)
     out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {"task": "tag", "rnnkit_version": rnnkit.__version__}
     extra = {
@@ -245,15 +247,15 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
         f"({len(valid_s):,} validation), {len(tag_names)} tags; run in {out_dir}"
     )
     result = Trainer(model, task, trainer_c, sections["optim"], out_dir, extra, log).fit()
-    best, best_encoder = load(out_dir)
-    predicted = tag_sentences(best, best_encoder, [s.tokens for s in valid_s])
+    best, best_vocab = load(out_dir)
+    predicted = tag_sentences(best, best_vocab, [s.tokens for s in valid_s])
     scores = span_scores([s.tags for s in valid_s], predicted)
-    (out_dir / "report.txt").write_text(scores.report() + "\n", encoding="utf-8")
-    (out_dir / "valid.conll").write_text(format_conll(valid_s, predicted), encoding="utf-8")
+    atomic_write_text(out_dir / "report.txt", scores.report() + "\n")
+    atomic_write_text(out_dir / "valid.conll", format_conll(valid_s, predicted))
     return TagRun(out_dir, result, scores)
 
 
-def load(path: str | Path, which: str = "best") -> tuple[Tagger, Encoder]:
+def load(path: str | Path, which: str = "best") -> tuple[Tagger, TagVocabulary]:
     checkpoint, _, sections = ckpt.open_run(path, "tag", defaults(), which)
     words = tokenizer_from_dict(ckpt.read_json(checkpoint, WORDS_FILE))
     chars = tokenizer_from_dict(ckpt.read_json(checkpoint, CHARS_FILE))
@@ -264,13 +266,13 @@ def load(path: str | Path, which: str = "best") -> tuple[Tagger, Encoder]:
         sections["model"], words.vocab_size, chars.vocab_size, len(tag_names), constraints
     )
     ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
-    return model.eval(), Encoder(words, chars, tag_names, data)
+    return model.eval(), TagVocabulary(words, chars, tag_names, data)
 
 
 def predict(path: str | Path, sentences: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
     """For each tokenized sentence: {"tokens", "tags", "spans": [{type, start, end, text}]}."""
-    model, encoder = load(path)
-    tags = tag_sentences(model, encoder, sentences)
+    model, vocab = load(path)
+    tags = tag_sentences(model, vocab, sentences)
     return [
         {
             "tokens": list(s),
