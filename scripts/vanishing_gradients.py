@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,16 +24,15 @@ import torch
 
 from rnnkit.diagnostics import gate_trace, gradient_flow, jacobian_norms
 from rnnkit.diagnostics.plots import plot_curves, plot_gate_distributions, plot_unit_heatmap
-from rnnkit.synthetic import make_task, memoryless_baseline
+from rnnkit.synthetic import make_problem, memoryless_baseline
 from rnnkit.synthetic.agreement import VERB_FORMS
 from rnnkit.synthetic.experiment import (
     ExperimentConfig,
     ExperimentResult,
-    SequenceModel,
     build_model,
     run_experiment,
-    save_run,
 )
+from rnnkit.synthetic.model import SequenceModel
 
 
 def log(message: str) -> None:
@@ -41,11 +41,11 @@ def log(message: str) -> None:
 
 def flows(models: dict[str, SequenceModel], task_name: str, T: int, seed: int) -> tuple[dict, dict]:
     """{cell: ||dL/dh_t||}, {cell: ||dh_T/dh_t||} on one full batch of the task."""
-    task = make_task(task_name, T)
-    batch = task.sample_full(seed, 16)
+    problem = make_problem(task_name, T)
+    batch = problem.sample_full(seed, 16)
     grads, jacs = {}, {}
     for cell, model in models.items():
-        grads[cell] = gradient_flow(model.rnn, batch.x, model.loss_fn(task, batch)).norms[0, 0]
+        grads[cell] = gradient_flow(model.rnn, batch.x, model.loss_fn(problem, batch)).norms[0, 0]
         jacs[cell] = jacobian_norms(model.rnn, batch.x)
     return grads, jacs
 
@@ -54,8 +54,9 @@ def train(config: ExperimentConfig, runs: Path) -> tuple[ExperimentResult, Seque
     name = f"{config.task}{config.size}_{config.cell}" + (
         f"_gain{config.recurrent_gain}_clip{config.clip}" if config.recurrent_gain else ""
     )
-    result, model = run_experiment(config)
-    save_run(result, model, runs / name)
+    # A rerun replaces this script's own earlier run of the same name.
+    shutil.rmtree(runs / name, ignore_errors=True)
+    result, model, _ = run_experiment(config, runs / name)
     final = {k: round(v, 4) for k, v in result.final().items() if not k.startswith("accuracy_d")}
     log(f"{name}: {result.stopped}, solved_at={result.solved_at}, {final}")
     return result, model
@@ -182,7 +183,9 @@ def main() -> None:
     if "init" in parts:
         # 1. Gradient flow at initialisation, adding problem, every T.
         for T in short + lengths:
-            fresh = {c: build_model(replace(base, cell=c), make_task("adding", T)) for c in cells}
+            fresh = {
+                c: build_model(replace(base, cell=c), make_problem("adding", T)) for c in cells
+            }
             flow_figures(fresh, T, "init", out, summary, args.seed)
 
     if "adding" in parts:
@@ -223,14 +226,14 @@ def main() -> None:
     if "agreement" in parts:
         # 5. Long-distance agreement: accuracy by distance on a large held-out set.
         K = args.agreement_modifiers
-        task = make_task("agreement", K)
-        test = task.sample(np.random.default_rng([args.seed, 2]), 4000)
+        problem = make_problem("agreement", K)
+        test = problem.sample(np.random.default_rng([args.seed, 2]), 4000)
         by_distance, dxs, agreement_models = {}, {}, {}
         for c in cells:
             result, model = train(replace(base, task="agreement", size=K, cell=c), runs)
             agreement_models[c] = model
             with torch.no_grad():
-                metrics = task.metrics(model(test.x, test.lengths), test)
+                metrics = problem.metrics(model(test.x, test.lengths), test)
             dist = sorted(int(k[10:]) for k in metrics if k.startswith("accuracy_d"))
             by_distance[c] = np.array([metrics[f"accuracy_d{d}"] for d in dist])
             dxs[c] = np.array(dist)
@@ -252,7 +255,7 @@ def main() -> None:
         summary["agreement_test_counts"] = counts
 
         # 6. Gates and a unit heat map of the trained gated models on agreement sentences.
-        full = task.sample_full(np.random.default_rng([args.seed, 3]), 256)
+        full = problem.sample_full(np.random.default_rng([args.seed, 3]), 256)
         for c in cells:
             model = agreement_models[c]
             if model.rnn.cell.num_gates == 1:
@@ -275,7 +278,7 @@ def main() -> None:
                 b = int((full.target == number).nonzero()[0])  # the first such sentence
                 plot_unit_heatmap(
                     trace_h[:, b].numpy(),
-                    task.labels(full, b),
+                    problem.labels(full, b),
                     units,
                     out / f"heatmap_agreement_{cells[-1]}_{name}.png",
                     title=f"{cells[-1]}: h_t of the units most tied to subject number ({name})",

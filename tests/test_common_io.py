@@ -99,11 +99,6 @@ def test_a_figure_is_saved_in_the_format_its_name_says(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]
 
 
-# Being rewritten onto the trainer and its checkpoints (issue 15); it leaves this list
-# when that lands.
-_NOT_YET_ON_COMMON_IO = {"synthetic/experiment.py"}
-
-
 def test_only_common_io_renames_files_into_place():
     package = Path(rnnkit.__file__).parent
     callers = {
@@ -114,4 +109,4 @@ def test_only_common_io_renames_files_into_place():
             path.read_text(encoding="utf-8"),
         )
     }
-    assert callers - _NOT_YET_ON_COMMON_IO == {"common/io.py"}
+    assert callers == {"common/io.py"}

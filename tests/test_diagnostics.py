@@ -19,7 +19,7 @@ from rnnkit.diagnostics import (
     unit_heatmap,
     unroll,
 )
-from rnnkit.synthetic.experiment import make_layer as make_task_layer
+from rnnkit.nn.factory import recurrent_layer
 
 FULL = layer_configs(num_layers=(1, 2), lengths=("full",), dtypes=(torch.float64,))
 
@@ -48,7 +48,7 @@ def _single_layers(stack, cell: str) -> list:
     """One-layer, one-direction copies of each layer of ``stack``, same weights."""
     copies = []
     for l in range(stack.num_layers):
-        one = make_task_layer(cell, D if l == 0 else H, H).double()
+        one = recurrent_layer(cell, D if l == 0 else H, H).double()
         one.load_state_dict(
             {k.replace(f"_l{l}", "_l0"): v for k, v in stack.state_dict().items() if f"_l{l}" in k}
         )
@@ -89,7 +89,7 @@ def _brute_force_norms(stack, cell: str, x, weight) -> np.ndarray:
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "gru", "gru_reset_before", "lstm"])
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_gradient_norms_match_brute_force(cell, num_layers):
-    stack = make_task_layer(cell, D, H, num_layers).double()
+    stack = recurrent_layer(cell, D, H, num_layers).double()
     x = torch.randn(T, B, D, dtype=torch.float64)
     weight = torch.randn(T, B, H, dtype=torch.float64)
     flow = gradient_flow(stack, x, lambda out, h_n: (weight * out).sum() + 0.5 * (out**2).sum())
@@ -102,7 +102,7 @@ def test_gradient_norms_match_brute_force(cell, num_layers):
 
 def test_gradient_flow_per_sequence_is_a_finite_difference():
     """dL/dh_t against central differences of L in h_t's direction (one tanh RNN)."""
-    rnn = make_task_layer("rnn_tanh", D, H).double()
+    rnn = recurrent_layer("rnn_tanh", D, H).double()
     x = torch.randn(T, 1, D, dtype=torch.float64)
     w_out = torch.randn(T, 1, H, dtype=torch.float64)
     t = 1
@@ -125,7 +125,7 @@ def test_gradient_flow_per_sequence_is_a_finite_difference():
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm"])
 def test_jacobian_norms_match_functional_jacobian(cell):
-    rnn = make_task_layer(cell, D, H).double()
+    rnn = recurrent_layer(cell, D, H).double()
     x = torch.randn(T, B, D, dtype=torch.float64)
     norms = jacobian_norms(rnn, x)
     with torch.no_grad():
@@ -150,7 +150,7 @@ def test_jacobian_norms_match_functional_jacobian(cell):
 
 def test_jacobian_of_a_linear_rnn_is_a_matrix_power():
     """relu RNN with positive states and no input is linear: dh_T/dh_t = U^(T-1-t)."""
-    rnn = make_task_layer("rnn_relu", D, H).double()
+    rnn = recurrent_layer("rnn_relu", D, H).double()
     with torch.no_grad():
         rnn.weight_ih_l0.zero_()
         rnn.bias_ih_l0.fill_(1.0)
@@ -170,7 +170,7 @@ def _zero(layer):
 
 
 def test_gate_saturation_on_hand_set_gru():
-    gru = _zero(make_task_layer("gru", 2, 4))
+    gru = _zero(recurrent_layer("gru", 2, 4))
     with torch.no_grad():
         gru.bias_ih_l0[:4] = torch.tensor([5.0, -5.0, 0.0, 0.0])  # r: 2 of 4 units saturated
         gru.bias_hh_l0[4:8] = 3.0  # z = sigmoid(3) = 0.953 > 0.9 everywhere
@@ -204,11 +204,11 @@ def test_saturated_fraction_thresholds():
 
 def test_gate_trace_rejects_a_gateless_cell():
     with pytest.raises(ValueError, match="no gates"):
-        gate_trace(make_task_layer("rnn_tanh", 2, 3), torch.randn(4, 1, 2))
+        gate_trace(recurrent_layer("rnn_tanh", 2, 3), torch.randn(4, 1, 2))
 
 
 def test_unroll_rejects_lengths_style_inputs():
-    gru = make_task_layer("gru", 2, 3)
+    gru = recurrent_layer("gru", 2, 3)
     with pytest.raises(ValueError, match="every step full"):
         unroll(gru, torch.randn(4, 2))
 
@@ -219,7 +219,7 @@ def test_unit_heatmap_over_a_text(tmp_path, cell, what):
 
     words = "the cats that the dog likes near the king".split()
     tokens = [INDEX[w] for w in words]
-    layer = make_task_layer(cell, len(VOCAB), 5)
+    layer = recurrent_layer(cell, len(VOCAB), 5)
     x = torch.nn.functional.one_hot(torch.tensor(tokens), len(VOCAB)).float()  # [T, V]
     path = unit_heatmap(
         layer, x, tokens, VOCAB.__getitem__, [0, 4], tmp_path / "map.png", what=what

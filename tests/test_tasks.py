@@ -1,4 +1,4 @@
-"""Task generators: deterministic under a seed, and their targets right."""
+"""Synthetic problem generators: deterministic under a seed, and their targets right."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnkit.synthetic import (
-    AddingTask,
-    AgreementTask,
-    CopyTask,
+    AddingProblem,
+    AgreementProblem,
+    CopyProblem,
     adding_sequences,
     agreement_sequences,
     copy_sequences,
@@ -81,11 +81,11 @@ def test_adding_hand_checked_and_scored():
     assert list(np.flatnonzero(x[:, 0, 1] == 1)) == [5, 6]
     assert x[0, 0, 1] == -1 and x[int(lengths[0]) - 1, 0, 1] == -1
     assert math.isclose(target[0], 0.5 + (x[5, 0, 0] + x[6, 0, 0]) / 4)
-    task = AddingTask(20)
-    batch = task.sample(0, 4)
-    assert task.metrics(batch.target[:, None] + 0.039, batch)["accuracy"] == 1.0
-    assert task.metrics(batch.target[:, None] - 0.041, batch)["accuracy"] == 0.0
-    full = task.sample_full(0, 3)
+    problem = AddingProblem(20)
+    batch = problem.sample(0, 4)
+    assert problem.metrics(batch.target[:, None] + 0.039, batch)["accuracy"] == 1.0
+    assert problem.metrics(batch.target[:, None] - 0.041, batch)["accuracy"] == 0.0
+    full = problem.sample_full(0, 3)
     assert full.lengths is None and full.x.shape == (20, 3, 2)
 
 
@@ -104,12 +104,12 @@ def test_copy_sequences_layout():
 @pytest.mark.parametrize("T", [1, 10, 100])
 def test_copy_baseline_is_the_memoryless_cross_entropy(T):
     """Predicting blank for T + 10 steps and uniform over the 8 symbols after it."""
-    task = CopyTask(T)
-    batch = task.sample(0, 6)
+    problem = CopyProblem(T)
+    batch = problem.sample(0, 6)
     logits = torch.full((T + 20, 6, 10), -1e4)
     logits[: T + 10, :, BLANK] = 0.0
     logits[T + 10 :, :, 1:9] = 0.0
-    ce = task.metrics(logits, batch)["cross_entropy"]
+    ce = problem.metrics(logits, batch)["cross_entropy"]
     assert math.isclose(ce, memoryless_baseline(T), rel_tol=1e-5)
     assert math.isclose(memoryless_baseline(T), 10 * math.log(8) / (T + 20))
 
@@ -135,13 +135,13 @@ def test_agreement_hand_checked_sentence_and_metrics():
     tokens, lengths, labels, distances = agreement_sequences(1, 3, 3)
     words = decode(tokens[: lengths[0], 0])
     assert words[:2] == ["the", "farmer"] and labels[0] == 0 and distances[0] == len(words) - 2
-    task = AgreementTask(3)
-    batch = task.sample(2, 64)
+    problem = AgreementProblem(3)
+    batch = problem.sample(2, 64)
     logits = torch.nn.functional.one_hot(batch.target, 2).float()
-    metrics = task.metrics(logits, batch)
-    assert metrics["accuracy"] == 1.0 and task.solved(metrics)
+    metrics = problem.metrics(logits, batch)
+    assert metrics["accuracy"] == 1.0 and problem.solved(metrics)
     assert all(v == 1.0 for k, v in metrics.items() if k.startswith("accuracy_d"))
-    full = task.sample_full(0, 5)
+    full = problem.sample_full(0, 5)
     assert full.lengths is None and full.x.shape[0] == 2 + 3 * 3 + 3 // 2
 
 

@@ -21,7 +21,8 @@ def diagnose(
     seed: int = typer.Option(0, help="Seed for the fresh model's weights and the batch."),
     model: str = typer.Option(
         "",
-        help="model.safetensors from `rnnkit experiment` (its config replaces the model options).",
+        help="A run directory of `rnnkit experiment` (or one of its checkpoints, or the "
+        "model.safetensors of an older version); its config replaces the model options.",
     ),
     lm: str = typer.Option(
         "",
@@ -44,8 +45,6 @@ def diagnose(
     Without --model, a freshly initialised model: the gradient flow at initialisation.
     With --lm RUN --text TEXT, a trained language model on that text.
     """
-    import json
-
     from rich.console import Console
 
     if lm:
@@ -53,8 +52,8 @@ def diagnose(
         _report(Console(), numbers, out)
         return
 
-    from rnnkit.diagnostics.report import diagnose_model
-    from rnnkit.synthetic import make_task
+    from rnnkit.synthetic import make_problem
+    from rnnkit.synthetic.diagnose import diagnose_model
     from rnnkit.synthetic.experiment import ExperimentConfig, build_model, load_run
 
     if model:
@@ -68,30 +67,34 @@ def diagnose(
             num_layers=num_layers,
             seed=seed,
         )
-        net = build_model(config, make_task(task, size))
-    the_task = make_task(config.task, config.size)
-    batch = the_task.sample_full(seed, batch_size)
+        net = build_model(config, make_problem(task, size))
+    problem = make_problem(config.task, config.size)
+    batch = problem.sample_full(seed, batch_size)
     chosen = [int(u) for u in units.split(",") if u.strip()] if units else list(range(8))
     out_dir = Path(out)
     numbers = diagnose_model(
         net,
-        the_task,
+        problem,
         batch,
         out_dir,
         units=chosen,
         jacobian=jacobian,
         title=f"{config.cell} on {config.task}({config.size})",
     )
-    atomic_write_text(out_dir / "numbers.json", json.dumps(numbers, indent=1))
+    _write_numbers(out_dir, numbers)
     _report(Console(), numbers, out)
 
 
-def _diagnose_lm(run: str, text: str, units: str, jacobian: bool, out: str) -> dict:
+def _write_numbers(out: Path, numbers: dict) -> None:
     import json
 
+    atomic_write_text(out / "numbers.json", json.dumps(numbers, indent=1))
+
+
+def _diagnose_lm(run: str, text: str, units: str, jacobian: bool, out: str) -> dict:
     from rnnkit.cli.lm import _clean_errors
-    from rnnkit.diagnostics.report import diagnose_lm
     from rnnkit.tasks.lm import api as lm
+    from rnnkit.tasks.lm.diagnose import diagnose_lm
 
     with _clean_errors():
         if not text:
@@ -115,7 +118,7 @@ def _diagnose_lm(run: str, text: str, units: str, jacobian: bool, out: str) -> d
                     f"--units {bad} are out of range for hidden size {model.rnn.hidden_size}"
                 )
         numbers = diagnose_lm(model, tokenizer, text, out, units=chosen, jacobian=jacobian)
-    atomic_write_text(Path(out, "numbers.json"), json.dumps(numbers, indent=1))
+    _write_numbers(Path(out), numbers)
     return numbers
 
 

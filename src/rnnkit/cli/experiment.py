@@ -26,46 +26,64 @@ def experiment(
     eval_every: int = typer.Option(3200, help="Evaluate every this many sequences."),
     eval_size: int = typer.Option(1000, help="Held-out sequences per evaluation."),
     seed: int = typer.Option(0),
-    out: str = typer.Option("runs/experiment", help="Where result.json and the PNGs go."),
+    out: str = typer.Option(
+        "runs/experiment",
+        help="Run directory (a fresh numbered one if it already holds a run, unless --resume).",
+    ),
+    resume: bool = typer.Option(
+        False,
+        help="Continue the run in --out exactly where it stopped, with its saved settings; "
+        "only --max-sequences and --max-seconds are taken from the command line.",
+    ),
 ) -> None:
     """Train until solved or out of budget; print the task metric as it goes.
 
-    Writes result.json, curve.png (the metric against training sequences),
-    grad_norms.png (the pre-clipping gradient norm of every step) and model.safetensors (for
-    `rnnkit diagnose --model`).
+    A run directory holds the trainer's checkpoints (last/, best/; for `rnnkit diagnose
+    --model` and --resume) and metrics.jsonl, and the summary derived from them:
+    result.json, curve.png (the metric against training sequences) and grad_norms.png (the
+    pre-clipping gradient norm of every step).
     """
+    from dataclasses import replace
+
     from rich.console import Console
 
-    from rnnkit.synthetic.experiment import ExperimentConfig, run_experiment, save_run
+    from rnnkit.synthetic.experiment import ExperimentConfig, load_config, run_experiment
 
-    config = ExperimentConfig(
-        task=task,
-        size=size,
-        cell=cell,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        lr=lr,
-        clip=clip or None,
-        recurrent_gain=recurrent_gain or None,
-        max_sequences=max_sequences,
-        max_seconds=max_seconds,
-        eval_every=eval_every,
-        eval_size=eval_size,
-        seed=seed,
-    )
+    if resume:
+        config = replace(load_config(out), max_sequences=max_sequences, max_seconds=max_seconds)
+    else:
+        config = ExperimentConfig(
+            task=task,
+            size=size,
+            cell=cell,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            lr=lr,
+            clip=clip or None,
+            recurrent_gain=recurrent_gain or None,
+            max_sequences=max_sequences,
+            max_seconds=max_seconds,
+            eval_every=eval_every,
+            eval_size=eval_size,
+            seed=seed,
+        )
     console = Console()
 
     def show(entry: dict[str, float]) -> None:
         shown = {k: v for k, v in entry.items() if not k.startswith("accuracy_d")}
         console.print("  ".join(f"{k} {v:.4g}" for k, v in shown.items()))
 
-    result, model = run_experiment(config, on_eval=show)
-    save_run(result, model, out)
-    solved = f"solved after {result.solved_at} sequences" if result.solved_at else "not solved"
+    result, _, run_dir = run_experiment(config, out, resume=resume, on_eval=show)
+    solved = (
+        f"solved after {result.solved_at} sequences"
+        if result.solved_at is not None
+        else "not solved"
+    )
     console.print(
-        f"[bold]{cell} on {task}({size})[/bold]: {solved}; stopped: {result.stopped}; "
+        f"[bold]{config.cell} on {config.task}({config.size})[/bold]: {solved}; "
+        f"stopped: {result.stopped}; "
         f"{result.sequences} sequences in {result.seconds:.1f} s; clipping fired on "
-        f"{result.clipped_steps} of {len(result.grad_norms)} steps; wrote {out}"
+        f"{result.clipped_steps} of {len(result.grad_norms)} steps; wrote {run_dir}"
     )

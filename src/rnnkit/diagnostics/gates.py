@@ -1,13 +1,13 @@
 """Gate behaviour over time: the GRU's reset/update gates, the LSTM's input/forget/output.
 
 Gates are recomputed from a step-by-step run (``unroll``): at step t, from the layer's
-input projection gx_t and the state before the step, with the formulas of
-``rnnkit.nn.cells.gru`` and ``rnnkit.nn.cells.lstm`` (both GRU forms compute r and z the same
-way). A gate value is *saturated* when it lies below ``LOW = 0.1`` or above
-``HIGH = 0.9``: there the sigmoid's slope s(1 - s) is below 0.09, about a third of its
-0.25 peak, so the gate passes little gradient to its pre-activation and acts as a
-nearly fixed switch (closed or open). The thresholds are a convention, not a law; pass
-others to ``saturated_fraction``.
+input projection gx_t and the state before the step, by the cell's own ``Cell.gates``
+(the function its step is built on, so the equations live only in ``rnnkit.nn.cells``).
+A gate value is *saturated* when it lies below ``LOW = 0.1`` or above ``HIGH = 0.9``:
+there the sigmoid's slope s(1 - s) is below 0.09, about a third of its 0.25 peak, so the
+gate passes little gradient to its pre-activation and acts as a nearly fixed switch
+(closed or open). The thresholds are a convention, not a law; pass others to
+``saturated_fraction``.
 """
 
 from __future__ import annotations
@@ -20,39 +20,31 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnkit.diagnostics.unroll import unroll
-from rnnkit.nn.cells import Cell, State
+from rnnkit.nn.cells import CELLS, Cell, State
 from rnnkit.nn.layers import RNNBase
 
 LOW, HIGH = 0.1, 0.9
 GATE_NAMES: dict[str, tuple[str, ...]] = {
-    "gru": ("r", "z"),
-    "gru_reset_before": ("r", "z"),
-    "lstm": ("i", "f", "o"),
+    c.name: c.gate_names for c in CELLS.values() if c.gate_names
 }
+"""The sigmoid gates of each gated cell, from the cell records."""
 
 
 def gate_names(cell: Cell) -> tuple[str, ...]:
-    if cell.name not in GATE_NAMES:
+    if not cell.gate_names:
         raise ValueError(
             f"cell {cell.name!r} has no gates; gate statistics exist for {sorted(GATE_NAMES)}"
         )
-    return GATE_NAMES[cell.name]
+    return cell.gate_names
 
 
 def gate_values(
     cell: Cell, gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None
 ) -> dict[str, Tensor]:
-    """The gates of one step: gx [B, G] and the state before the step -> {name: [B, H]}."""
+    """The sigmoid gates of one step: gx [B, G] and the state before it -> {name: [B, H]}."""
     names = gate_names(cell)
-    h = state[0]
-    H = h.shape[1]
-    if cell.num_gates == 3:  # GRU, either form: r and z read U h + b_h directly
-        w, b = w_hh[: 2 * H], None if b_hh is None else b_hh[: 2 * H]
-        rz = torch.sigmoid(gx[:, : 2 * H] + F.linear(h, w, b))  # [B, 2H]
-        return dict(zip(names, rz.chunk(2, dim=1), strict=True))
-    gates = gx + F.linear(h, w_hh, b_hh)  # [B, 4H], LSTM order (i, f, g, o)
-    i, f, _g, o = gates.chunk(4, dim=1)
-    return {"i": torch.sigmoid(i), "f": torch.sigmoid(f), "o": torch.sigmoid(o)}
+    activations = cell.gates(gx, state, w_hh, b_hh)
+    return {n: activations[n] for n in names}
 
 
 @dataclass

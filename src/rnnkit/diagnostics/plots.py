@@ -11,6 +11,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from rnnkit.common.io import atomic_path
 from rnnkit.diagnostics.gates import HIGH, LOW, GateTrace, gate_trace
 from rnnkit.diagnostics.unroll import unroll
 from rnnkit.nn.layers import RNNBase
@@ -18,9 +19,9 @@ from rnnkit.nn.layers import RNNBase
 
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:  # the temporary's name has no suffix: name the format
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
     return path
 
 

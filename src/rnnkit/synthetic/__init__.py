@@ -1,38 +1,43 @@
-"""Synthetic long-range tasks: the adding problem (Hochreiter & Schmidhuber 1997), the
+"""Synthetic long-range problems: the adding problem (Hochreiter & Schmidhuber 1997), the
 copy task (Arjovsky et al. 2016) and long-distance subject-verb agreement.
 
 Generators are plain functions of a ``numpy.random.Generator`` (or an int seed), so a
-seed fixes every sequence; each ``Task`` wraps one into tensors with its loss, metrics
-and "solved" criterion for ``rnnkit.synthetic.experiment``.
+seed fixes every sequence; each ``Problem`` wraps one into tensors with its loss, metrics
+and "solved" criterion. ``rnnkit.synthetic.task.ProblemTask`` puts a problem on the one
+trainer (``rnnkit.train``) and ``rnnkit.synthetic.experiment`` drives a run.
 """
 
-from rnnkit.synthetic.adding import AddingTask, adding_sequences
-from rnnkit.synthetic.agreement import AgreementTask, accuracy_by_distance, agreement_sequences
-from rnnkit.synthetic.base import Batch, Task
-from rnnkit.synthetic.copy import CopyTask, copy_sequences, memoryless_baseline
+from rnnkit.synthetic.adding import AddingProblem, adding_sequences
+from rnnkit.synthetic.agreement import AgreementProblem, accuracy_by_distance, agreement_sequences
+from rnnkit.synthetic.base import Batch, Problem
+from rnnkit.synthetic.copy import CopyProblem, copy_sequences, memoryless_baseline
 
-TASKS = {"adding": AddingTask, "copy": CopyTask, "agreement": AgreementTask}
+PROBLEMS: dict[str, type[Problem]] = {
+    "adding": AddingProblem,
+    "copy": CopyProblem,
+    "agreement": AgreementProblem,
+}
 
 
-def make_task(name: str, size: int) -> Task:
-    """The task ``name`` at ``size``: T for adding and copy, the maximum number of
+def make_problem(name: str, size: int) -> Problem:
+    """The problem ``name`` at ``size``: T for adding and copy, the maximum number of
     modifiers between subject and verb for agreement."""
-    if name not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
-    return TASKS[name](size)
+    if name not in PROBLEMS:
+        raise ValueError(f"task must be one of {sorted(PROBLEMS)}, got {name!r}")
+    return PROBLEMS[name](size)  # type: ignore[call-arg]
 
 
 __all__ = [
-    "TASKS",
-    "AddingTask",
-    "AgreementTask",
+    "PROBLEMS",
+    "AddingProblem",
+    "AgreementProblem",
     "Batch",
-    "CopyTask",
-    "Task",
+    "CopyProblem",
+    "Problem",
     "accuracy_by_distance",
     "adding_sequences",
     "agreement_sequences",
     "copy_sequences",
-    "make_task",
+    "make_problem",
     "memoryless_baseline",
 ]

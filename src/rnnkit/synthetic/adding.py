@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnkit.synthetic.base import Batch, Rng, Task, as_rng, positive
+from rnnkit.synthetic.base import Batch, Problem, Rng, as_rng, positive
 
 TOLERANCE = 0.04
 """A sequence is processed correctly when |prediction - target| < 0.04."""
@@ -61,10 +61,11 @@ def adding_sequences(
     return x, lengths, target
 
 
-class AddingTask(Task):
+class AddingProblem(Problem):
     """Regression from the state at each sequence's end; MSE loss."""
 
-    name, input_size, output_size, readout, headline = "adding", 2, 1, "final", "accuracy"
+    name, input_size, output_size = "adding", 2, 1
+    readout, headline, score = "final", "accuracy", "accuracy"
 
     def __init__(self, T: int, variable_length: bool = True) -> None:
         self.T = positive("T", T, minimum=10)
@@ -80,7 +81,7 @@ class AddingTask(Task):
 
     def sample_full(self, rng: Rng, batch_size: int) -> Batch:
         """Every sequence exactly T steps (the one departure from H&S 1997)."""
-        return AddingTask(self.T, variable_length=False).sample(rng, batch_size)
+        return AddingProblem(self.T, variable_length=False).sample(rng, batch_size)
 
     def loss(self, pred: Tensor, batch: Batch) -> Tensor:
         return torch.mean((pred.squeeze(-1) - batch.target) ** 2)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.synthetic.base import Batch, Rng, Task, as_rng, positive
+from rnnkit.synthetic.base import Batch, Problem, Rng, as_rng, positive
 
 NOUNS = [
     ("cat", "cats"),
@@ -99,11 +99,11 @@ def agreement_sequences(
     return tokens, lengths, labels, distances
 
 
-class AgreementTask(Task):
+class AgreementProblem(Problem):
     """Binary classification (is / are) from the state after the prefix; one-hot words."""
 
     name, input_size, output_size = "agreement", len(VOCAB), 2
-    readout, headline = "final", "accuracy"
+    readout, headline, score = "final", "accuracy", "accuracy"
 
     def __init__(self, max_modifiers: int) -> None:
         self.max_modifiers = positive("max_modifiers", max_modifiers, minimum=0)
@@ -144,7 +144,7 @@ class AgreementTask(Task):
 
 
 def accuracy_by_distance(metrics: dict[str, float]) -> dict[int, float]:
-    """{distance: accuracy} from ``AgreementTask.metrics``."""
+    """{distance: accuracy} from ``AgreementProblem.metrics``."""
     return {
         int(k[len("accuracy_d") :]): v for k, v in metrics.items() if k.startswith("accuracy_d")
     }

@@ -1,9 +1,10 @@
-"""What a synthetic long-range task provides to the experiment driver and diagnostics.
+"""What a synthetic long-range problem provides to the experiment and diagnostics.
 
-A task samples batches from a ``numpy.random.Generator`` (so a seed fixes every
-sequence), says how a model's output is read (``readout``), and owns its loss, its
-metrics and its "solved" criterion. Batches are time-major, like rnnkit's layers:
-x [T, B, D].
+A ``Problem`` is a data source with a loss, not a trainer task: ``rnnkit.synthetic.task``
+adapts one to the trainer's ``Task`` protocol. A problem samples batches from a
+``numpy.random.Generator`` (so a seed fixes every sequence), says how a model's output is
+read (``readout``), and owns its loss, its metrics and its "solved" criterion. Batches
+are time-major, like rnnkit's layers: x [T, B, D].
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ class Batch:
     info: dict[str, Tensor] = field(default_factory=dict)
 
 
-class Task(ABC):
+class Problem(ABC):
+    """A synthetic problem: its sizes, how a model's output is read, batches, loss,
+    metrics and "solved" criterion."""
+
     name: str
     input_size: int
     output_size: int
@@ -53,6 +57,9 @@ class Task(ABC):
     "every_step": the head reads every output, pred [T, B, O]."""
     headline: str
     """The metric to plot and print first."""
+    score: str
+    """The metric in [0, 1], higher is better, that the trainer keeps the best checkpoint
+    by; every problem here is solved when it reaches 1 on the held-out set."""
 
     @abstractmethod
     def sample(self, rng: Rng, batch_size: int) -> Batch: ...
@@ -62,7 +69,7 @@ class Task(ABC):
         step-by-step diagnostics."""
         batch = self.sample(rng, batch_size)
         if batch.lengths is not None:
-            raise NotImplementedError(f"task {self.name!r} has no full-length batches")
+            raise NotImplementedError(f"problem {self.name!r} has no full-length batches")
         return batch
 
     @abstractmethod

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.synthetic.base import Batch, Rng, Task, as_rng, positive
+from rnnkit.synthetic.base import Batch, Problem, Rng, as_rng, positive
 
 BLANK, DELIMITER, NUM_CATEGORIES, NUM_SYMBOLS, MEMORY = 0, 9, 10, 8, 10
 _GLYPHS = "_12345678:"
@@ -44,11 +44,11 @@ def memoryless_baseline(T: int) -> float:
     return MEMORY * math.log(NUM_SYMBOLS) / (positive("T", T) + 2 * MEMORY)
 
 
-class CopyTask(Task):
+class CopyProblem(Problem):
     """Per-step classification over the 10 categories; one-hot inputs."""
 
     name, input_size, output_size = "copy", NUM_CATEGORIES, NUM_CATEGORIES
-    readout, headline = "every_step", "cross_entropy"
+    readout, headline, score = "every_step", "cross_entropy", "recall_accuracy"
 
     def __init__(self, T: int) -> None:
         self.T = positive("T", T)

@@ -1,78 +1,56 @@
-"""A thin experiment driver: train a small model of one cell on one synthetic task for a
-bounded number of sequences or seconds, and report the task's metric as it goes.
+"""Train a small model of one cell on one synthetic problem, on the one trainer
+(``rnnkit.train.Trainer``), for a bounded number of sequences or seconds, evaluating on a
+fixed held-out set and stopping when solved.
 
-Deliberately small and explicit: Adam or SGD, optional gradient-norm clipping, periodic
-evaluation on a fixed held-out set, stop when solved. It records what the long-range
-experiments need to show (the pre-clipping gradient norm of every step, how often
-clipping fired, and where the loss first became non-finite) and nothing more; the
-general trainer (checkpoints, resume, schedules, NaN guard) is ``rnnkit.train``'s job.
+The trainer owns the loop: optimiser, gradient clipping, the NaN guard, checkpoints
+(``last/`` and ``best/``, best by the problem's ``score``), exact resume and
+metrics.jsonl (loss, pre-clip gradient norm and whether clipping fired, every step; the
+problem's metrics at every evaluation). The experiment maps its budget onto the trainer
+(an epoch = ``eval_every`` sequences; ``max_sequences`` -> ``max_steps``; ``max_seconds``
+-> ``max_minutes``), adds an evaluation before the first step, and derives its summary
+from metrics.jsonl: result.json, curve.png (the headline metric against sequences) and
+grad_norms.png (the pre-clip gradient norm of every step).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-from torch import Tensor, nn
+from torch import nn
 
 import rnnkit
-from rnnkit.nn.cells import CELLS
-from rnnkit.nn.layers import RNNBase
-from rnnkit.synthetic import Batch, Task, make_task
+from rnnkit.common.io import atomic_write_text
+from rnnkit.nn.factory import recurrent_layer
+from rnnkit.synthetic import Problem, make_problem
+from rnnkit.synthetic.model import SequenceModel
+from rnnkit.synthetic.task import ProblemTask
+from rnnkit.train import checkpoint as ckpt
+from rnnkit.train.metrics import MetricsLog
+from rnnkit.train.metrics import read as read_metrics
+from rnnkit.train.optim import OptimConfig
+from rnnkit.train.trainer import Trainer, TrainerConfig, TrainingDiverged
 
+KIND = "experiment"
+"""``meta.task`` in the config.json of an experiment's checkpoints."""
 
-def make_layer(cell: str, input_size: int, hidden_size: int, num_layers: int = 1) -> RNNBase:
-    """An rnnkit layer stack of the cell kind named as in ``rnnkit.nn.cells.CELLS``."""
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
-    if cell.startswith("rnn_"):
-        return rnnkit.RNN(input_size, hidden_size, num_layers, nonlinearity=cell[4:])
-    if cell.startswith("gru"):
-        return rnnkit.GRU(input_size, hidden_size, num_layers, reset_after=cell == "gru")
-    return rnnkit.LSTM(input_size, hidden_size, num_layers)
-
-
-class SequenceModel(nn.Module):
-    """A layer stack and a linear head, read as the task says (``Task.readout``)."""
-
-    def __init__(self, rnn: RNNBase, output_size: int, readout: str) -> None:
-        super().__init__()
-        if readout not in ("final", "every_step"):
-            raise ValueError(f"readout must be 'final' or 'every_step', got {readout!r}")
-        self.rnn, self.readout = rnn, readout
-        self.head = nn.Linear(rnn.hidden_size * rnn.num_directions, output_size)
-
-    def read(self, output: Tensor, h_n: Tensor | tuple[Tensor, ...]) -> Tensor:
-        """The head on what the layer returned: output [T, B, H] and h_n."""
-        if self.readout == "every_step":
-            return self.head(output)  # [T, B, O]
-        h = h_n[0] if isinstance(h_n, tuple) else h_n  # [L * dirs, B, H]
-        return self.head(h[-1])  # [B, O]: the top layer at each sequence's last step
-
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        return self.read(*self.rnn(x, lengths=lengths))
-
-    def loss_fn(
-        self, task: Task, batch: Batch
-    ) -> Callable[[Tensor, Tensor | tuple[Tensor, ...]], Tensor]:
-        """``loss_fn(output, h_n)`` for ``rnnkit.diagnostics.gradient_flow``."""
-        return lambda output, h_n: task.loss(self.read(output, h_n), batch)
+BUDGET = ("max_sequences", "max_seconds")
+"""The fields a resumed run may change; every other one must match the checkpoint."""
 
 
 @dataclass
 class ExperimentConfig:
     """One run. ``size`` is T for adding and copy, the maximum number of modifiers for
     agreement. ``recurrent_gain``: if set, every H x H block of each ``weight_hh`` is
-    orthogonal times this gain (above 1: a deliberately exploding start)."""
+    orthogonal times this gain (above 1: a deliberately exploding start). ``clip``: the
+    max gradient norm (None: measured, never clipped)."""
 
     task: str = "adding"
     size: int = 50
@@ -89,30 +67,51 @@ class ExperimentConfig:
     eval_every: int = 3200
     eval_size: int = 1000
     seed: int = 0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.clip is not None and not self.clip > 0:
             raise ValueError(f"clip must be a positive max-norm or None, got {self.clip!r}")
-        for name in ("hidden_size", "num_layers", "batch_size", "max_sequences", "eval_size"):
+        for name in (
+            "hidden_size",
+            "num_layers",
+            "batch_size",
+            "max_sequences",
+            "eval_every",
+            "eval_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.max_seconds >= 0:
+            raise ValueError(f"max_seconds must be >= 0, got {self.max_seconds!r}")
+
+    @property
+    def steps_per_eval(self) -> int:
+        return math.ceil(self.eval_every / self.batch_size)
+
+    @property
+    def max_steps(self) -> int:
+        return math.ceil(self.max_sequences / self.batch_size)
 
 
 @dataclass
 class ExperimentResult:
     config: ExperimentConfig
     evals: list[dict[str, float]] = field(default_factory=list)
-    """One entry per evaluation: sequences, seconds, train_loss and the task's metrics."""
+    """One entry per evaluation: sequences, seconds, train_loss (the mean since the
+    previous evaluation), valid_loss and the problem's metrics."""
     grad_norms: list[float] = field(default_factory=list)
     """The total gradient norm of every step, before clipping."""
     clipped_steps: int = 0
     solved_at: int | None = None
     """Training sequences seen when the held-out set was first solved."""
     stopped: str = ""
+    """"solved", "max_sequences", "max_seconds", "interrupted" or "diverged at step N"."""
     sequences: int = 0
     seconds: float = 0.0
+    """Training wall time, summed over the invocations (a resumed run adds its own)."""
 
     def final(self) -> dict[str, float]:
         return self.evals[-1] if self.evals else {}
@@ -121,114 +120,170 @@ class ExperimentResult:
         return asdict(self)
 
 
-def build_model(config: ExperimentConfig, task: Task) -> SequenceModel:
+def build_model(config: ExperimentConfig, problem: Problem) -> SequenceModel:
     torch.manual_seed(config.seed)
-    rnn = make_layer(config.cell, task.input_size, config.hidden_size, config.num_layers)
+    rnn = recurrent_layer(config.cell, problem.input_size, config.hidden_size, config.num_layers)
     if config.recurrent_gain is not None:
         H = config.hidden_size
         with torch.no_grad():
             for weights in rnn.all_weights:
                 for block in weights[1].split(H, dim=0):  # [H, H] per gate
                     nn.init.orthogonal_(block, gain=config.recurrent_gain)
-    return SequenceModel(rnn, task.output_size, task.readout)
+    return SequenceModel(rnn, problem.output_size, problem.readout)
 
 
-@torch.no_grad()
-def evaluate(model: SequenceModel, task: Task, batch: Batch) -> dict[str, float]:
-    model.eval()
-    metrics = task.metrics(model(batch.x, batch.lengths), batch)
-    model.train()
-    return metrics
+def _trainer(
+    config: ExperimentConfig,
+    model: SequenceModel,
+    task: ProblemTask,
+    run_dir: Path,
+) -> Trainer:
+    trainer_c = TrainerConfig(
+        epochs=math.ceil(config.max_steps / config.steps_per_eval),
+        max_steps=config.max_steps,
+        max_minutes=config.max_seconds / 60,
+        clip_norm=config.clip,
+        seed=config.seed,
+        out=str(run_dir),
+        progress=False,
+        device=config.device,
+    )
+    optim = OptimConfig(optimizer=config.optimizer, lr=config.lr)
+    meta = {"task": KIND, "rnnkit_version": rnnkit.__version__}
+    extra = {ckpt.CONFIG_FILE: {"experiment": asdict(config), "meta": meta}}
+    return Trainer(model, task, trainer_c, optim, run_dir, extra)
+
+
+def _check_resumable(config: ExperimentConfig, saved: ExperimentConfig) -> None:
+    differ = [
+        f.name
+        for f in fields(ExperimentConfig)
+        if f.name not in BUDGET and getattr(config, f.name) != getattr(saved, f.name)
+    ]
+    if differ:
+        raise ValueError(
+            f"cannot resume with a different {', '.join(differ)}: only {', '.join(BUDGET)} "
+            "may change"
+        )
+
+
+_STOPPED = {  # the trainer's reasons, in the experiment's budget terms
+    "done": "max_sequences",
+    "max_steps": "max_sequences",
+    "max_minutes": "max_seconds",
+    "solved": "solved",
+    "interrupted": "interrupted",
+}
 
 
 def run_experiment(
     config: ExperimentConfig,
+    out: str | Path,
     *,
+    resume: bool = False,
     on_eval: Callable[[dict[str, float]], None] | None = None,
-) -> tuple[ExperimentResult, SequenceModel]:
-    """Train until solved, ``max_sequences`` or ``max_seconds``; -> (result, model)."""
-    task = make_task(config.task, config.size)
-    model = build_model(config, task)
-    train_seed, eval_seed = np.random.SeedSequence(config.seed).spawn(2)
-    rng = np.random.default_rng(train_seed)
-    held_out = task.sample(np.random.default_rng(eval_seed), config.eval_size)
-    params = list(model.parameters())
-    opt: torch.optim.Optimizer = (
-        torch.optim.Adam(params, lr=config.lr)
-        if config.optimizer == "adam"
-        else torch.optim.SGD(params, lr=config.lr)
+) -> tuple[ExperimentResult, SequenceModel, Path]:
+    """Train until solved, ``max_sequences`` or ``max_seconds``; write the run under
+    ``out`` (a fresh numbered sibling if ``out`` already holds a run, unless ``resume``:
+    then continue the run in ``out`` exactly). -> (result, final model, run directory)."""
+    problem = make_problem(config.task, config.size)
+    model = build_model(config, problem)
+    task = ProblemTask(
+        problem,
+        batch_size=config.batch_size,
+        steps_per_eval=config.steps_per_eval,
+        eval_size=config.eval_size,
+        seed=config.seed,
+        on_eval=on_eval,
     )
-    result = ExperimentResult(config)
-    max_norm = config.clip if config.clip is not None else math.inf
-    start, next_eval = time.perf_counter(), 0
-    losses: list[float] = []
+    run_dir = Path(out) if resume else ckpt.fresh_run_dir(out)
+    trainer = _trainer(config, model, task, run_dir)
+    start = time.perf_counter()
+    if resume:
+        _check_resumable(config, load_config(run_dir))
+        trainer.resume(run_dir)
+        stopped = ""
+    else:
+        stopped = _evaluate_at_start(trainer, task, run_dir)
+    if not stopped and config.max_seconds == 0:  # the trainer reads max_minutes 0 as no limit
+        stopped = "max_seconds"
+        trainer.save("last")
+    if not stopped:
+        try:
+            stopped = _STOPPED[trainer.fit().stopped]
+        except TrainingDiverged:
+            stopped = f"diverged at step {trainer.step}"
+            trainer.save("last")  # the guard fires before the update: the weights are finite
+    result = summarize(config, run_dir, stopped, time.perf_counter() - start)
+    write_report(result, run_dir)
+    return result, model, run_dir
 
-    def record() -> bool:
-        metrics = evaluate(model, task, held_out)
-        entry = {"sequences": result.sequences, "seconds": time.perf_counter() - start}
-        entry["train_loss"] = float(np.mean(losses)) if losses else float("nan")
+
+def _evaluate_at_start(trainer: Trainer, task: ProblemTask, run_dir: Path) -> str:
+    """Evaluate the untrained model and log it as the step-0 validation; -> "solved"
+    (with a checkpoint) if it already solves the problem, else ""."""
+    model = trainer.model.eval()
+    with torch.no_grad():
+        loss, score = task.evaluate(model)
+    model.train()
+    log = MetricsLog(run_dir / "metrics.jsonl")
+    log.write(
+        task.valid_metrics()
+        | {"kind": "valid", "step": 0, "epoch": 0, "loss": loss, task.score_name: score}
+        | {"elapsed_s": 0.0}
+    )
+    log.close()
+    if task.solved():
+        trainer.save("last")
+        return "solved"
+    return ""
+
+
+_TRAINER_KEYS = {"kind", "step", "epoch", "loss", "clip_count", "elapsed_s", "partial_epoch"}
+
+
+def summarize(
+    config: ExperimentConfig, run_dir: str | Path, stopped: str, seconds: float
+) -> ExperimentResult:
+    """The result of the run in ``run_dir``, from its metrics.jsonl."""
+    problem = make_problem(config.task, config.size)
+    result = ExperimentResult(config, stopped=stopped)
+    losses: list[float] = []
+    offset = previous = 0.0  # elapsed_s restarts at each invocation: sum them
+    for r in read_metrics(Path(run_dir) / "metrics.jsonl"):
+        if r["elapsed_s"] < previous:
+            offset += previous
+        previous = r["elapsed_s"]
+        if r["kind"] == "train":
+            result.grad_norms.append(r["grad_norm"])
+            result.clipped_steps += bool(r["clipped"])
+            losses.append(r["loss"])
+            continue
+        metrics = {k: v for k, v in r.items() if k not in _TRAINER_KEYS}
+        entry = {
+            "sequences": r["step"] * config.batch_size,
+            "seconds": offset + r["elapsed_s"],
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "valid_loss": r["loss"],
+        }
         result.evals.append(entry | metrics)
         losses.clear()
-        if on_eval is not None:
-            on_eval(result.evals[-1])
-        if task.solved(metrics) and result.solved_at is None:
-            result.solved_at = result.sequences
-        return result.solved_at is not None
-
-    while True:
-        if result.sequences >= next_eval:
-            next_eval += config.eval_every
-            if record():
-                result.stopped = "solved"
-                break
-        if result.sequences >= config.max_sequences:
-            result.stopped = "max_sequences"
-            break
-        if time.perf_counter() - start >= config.max_seconds:
-            result.stopped = "max_seconds"
-            break
-        batch = task.sample(rng, config.batch_size)
-        loss = task.loss(model(batch.x, batch.lengths), batch)
-        step = len(result.grad_norms)
-        if not torch.isfinite(loss):
-            result.stopped = f"non-finite loss at step {step}"
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        result.grad_norms.append(norm)
-        if norm > max_norm:
-            result.clipped_steps += 1
-        opt.step()
-        losses.append(loss.item())
-        result.sequences += config.batch_size
-    if result.stopped != "solved" and result.evals[-1]["sequences"] != result.sequences:
-        record()
-    result.seconds = time.perf_counter() - start
-    return result, model
+        if result.solved_at is None and problem.solved(metrics):
+            result.solved_at = entry["sequences"]
+    result.sequences = len(result.grad_norms) * config.batch_size
+    result.seconds = offset + previous if result.grad_norms else seconds
+    return result
 
 
-def save_run(result: ExperimentResult, model: SequenceModel, out: str | Path) -> Path:
-    """Write result.json, curve.png, grad_norms.png and model.safetensors under ``out``."""
+def write_report(result: ExperimentResult, run_dir: str | Path) -> Path:
+    """result.json, curve.png and grad_norms.png under ``run_dir``."""
     from rnnkit.diagnostics.plots import plot_curves
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps(result.to_json(), indent=1))
-    # safetensors, never pickle; the config rides in its metadata. Temp file + rename:
-    # a crash never leaves a half-written model.
-    tmp = out / ".model.safetensors.tmp"
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()},
-        tmp,
-        metadata={"config": json.dumps(asdict(result.config))},
-    )
-    os.replace(tmp, out / "model.safetensors")
-    task = make_task(result.config.task, result.config.size)
+    out = Path(run_dir)
+    atomic_write_text(out / "result.json", json.dumps(result.to_json(), indent=1))
     c = result.config
     name = f"{c.cell} on {c.task}({c.size})"
-    metric = task.headline
-    xs = np.array([e["sequences"] for e in result.evals])
+    metric = make_problem(c.task, c.size).headline
     plot_curves(
         {name: np.array([e[metric] for e in result.evals])},
         out / "curve.png",
@@ -236,7 +291,7 @@ def save_run(result: ExperimentResult, model: SequenceModel, out: str | Path) ->
         ylabel=metric,
         xlabel="training sequences",
         log=False,
-        xs={name: xs},
+        xs={name: np.array([e["sequences"] for e in result.evals])},
     )
     if result.grad_norms:
         plot_curves(
@@ -249,14 +304,42 @@ def save_run(result: ExperimentResult, model: SequenceModel, out: str | Path) ->
     return out
 
 
+def load_config(run: str | Path) -> ExperimentConfig:
+    """The config of an experiment run directory or checkpoint."""
+    checkpoint = ckpt.resolve(run, prefer=("last", "best"))
+    saved = ckpt.read_json(checkpoint, ckpt.CONFIG_FILE)
+    if saved.get("meta", {}).get("task") != KIND:
+        found = saved.get("meta", {}).get("task")
+        raise ckpt.CheckpointError(f"{checkpoint} holds a {found!r} model, not an experiment")
+    return ExperimentConfig(**saved["experiment"])
+
+
 def load_run(path: str | Path) -> tuple[SequenceModel, ExperimentConfig]:
-    """The model and config that ``save_run`` wrote to ``path`` (model.safetensors)."""
+    """The final model and config of an experiment: a run directory or one of its
+    checkpoints, or the model.safetensors that earlier versions wrote (the config in
+    its metadata), or a directory holding one."""
+    path = Path(path)
+    if path.is_file() and (path.parent / ckpt.CONFIG_FILE).is_file():
+        path = path.parent  # a checkpoint's model.safetensors: the checkpoint
+    legacy = path / "model.safetensors" if path.is_dir() else path
+    if legacy.is_file() and not (legacy.parent / ckpt.CONFIG_FILE).is_file():
+        return _load_legacy(legacy)
+    config = load_config(path)
+    model = build_model(config, make_problem(config.task, config.size))
+    checkpoint = ckpt.resolve(path, prefer=("last", "best"))
+    ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
+    return model.eval(), config
+
+
+def _load_legacy(path: Path) -> tuple[SequenceModel, ExperimentConfig]:
+    from safetensors import safe_open
+
     with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
+        metadata: dict[str, Any] = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     if "config" not in metadata:
-        raise ValueError(f"{path} is not a model written by `rnnkit experiment`")
+        raise ckpt.CheckpointError(f"{path} is not a model written by `rnnkit experiment`")
     config = ExperimentConfig(**json.loads(metadata["config"]))
-    model = build_model(config, make_task(config.task, config.size))
+    model = build_model(config, make_problem(config.task, config.size))
     model.load_state_dict(tensors)
-    return model, config
+    return model.eval(), config

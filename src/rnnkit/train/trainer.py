@@ -23,6 +23,12 @@ is better: the trainer shows it beside the validation loss and keeps the best ch
 by it, not by the loss, so the checkpoint a user gets is the one with the figure they
 are shown.
 
+Two more optional members, for a task with a goal (the synthetic problems of
+``rnnkit.synthetic``): ``task.valid_metrics() -> dict[str, float]``, further figures of
+the latest ``evaluate``, written into that validation's record of metrics.jsonl; and
+``task.solved() -> bool``, asked after each epoch's validation: once true, the trainer
+checkpoints and stops (``stopped == "solved"``).
+
 Truncated BPTT (Williams & Peng 1990; Sutskever 2013, section 2.4): ``carry`` is the
 recurrent state the previous batch ended in. The trainer detaches it after each step,
 so gradients stop at the window boundary while the state flows on, and resets it to
@@ -107,7 +113,8 @@ class FitResult:
     step: int
     epoch: int
     stopped: str
-    """"done", "max_steps", "max_minutes" or "interrupted" (Ctrl-C, after a whole step)."""
+    """"done", "max_steps", "max_minutes", "solved" (``Task.solved``) or "interrupted"
+    (Ctrl-C, after a whole step)."""
     valid_loss: float | None
     best_valid_loss: float | None
     seconds: float
@@ -362,6 +369,11 @@ class Trainer:
         text = " ".join(f"{k} {v:.3f}" for k, v in self.task.describe(loss).items())
         return f" ({text})" if text else ""
 
+    def _task_record(self) -> dict[str, float]:
+        """The task's own figures of the latest validation (``Task.valid_metrics``)."""
+        valid_metrics = getattr(self.task, "valid_metrics", None)
+        return dict(valid_metrics()) if valid_metrics is not None else {}
+
     def _score_record(self) -> dict[str, float]:
         """{"F1": 87.02} for the metrics log, {} for a task without a score."""
         if self.last_score is None:
@@ -449,6 +461,7 @@ class Trainer:
                     valid = self.validate(observe=True)
                     metrics.write(
                         {
+                            **self._task_record(),
                             "kind": "valid",
                             "step": self.step,
                             "epoch": finished,
@@ -466,13 +479,17 @@ class Trainer:
                     self.save("last")
                     metrics.flush()
                     plot(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
-            if stopped != "done":
+                    solved = getattr(self.task, "solved", None)
+                    if solved is not None and solved():
+                        stopped = "solved"
+            if stopped not in ("done", "solved"):
                 # Stopped between two steps: checkpoint the exact position for --resume.
                 self.save("last")
                 if self.position and stopped != "interrupted":
                     valid = self.validate(observe=False)
                     metrics.write(
                         {
+                            **self._task_record(),
                             "kind": "valid",
                             "step": self.step,
                             "epoch": self.epoch,

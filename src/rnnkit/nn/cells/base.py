@@ -26,6 +26,8 @@ from torch import Tensor
 State = tuple[Tensor, ...]
 StepFn = Callable[[Tensor, State, Tensor, "Tensor | None"], State]
 """step(gx [B, G], state (each [B, H]), w_hh [G, H], b_hh [G] or None) -> new state."""
+GatesFn = Callable[[Tensor, State, Tensor, "Tensor | None"], dict[str, Tensor]]
+"""gates(gx [B, G], state, w_hh [G, H], b_hh [G] or None) -> {name: activation [B, H]}."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,11 @@ class Cell:
     (1 for RNN, 3 for GRU, 4 for LSTM). ``num_states`` is 1 (h) or 2 (h, c); the first
     state is always the output. ``options`` are the keyword arguments that select this
     form of the cell in the reference (``nonlinearity`` or ``reset_after``).
+
+    A gated cell also has ``gate_fn``: the activations of one step, by name, in weight
+    order (GRU r, z, n; LSTM i, f, g, o). Its ``step`` is built on it, so the gate
+    equations are written once; ``gate_names`` are the sigmoid gates among them (the
+    ones that open and close: GRU r, z; LSTM i, f, o).
     """
 
     name: str
@@ -45,3 +52,16 @@ class Cell:
     options: tuple[tuple[str, object], ...] = ()
     torch_mode: str | None = None
     """The ``torch.nn`` mode string of the same cell, or None where torch lacks it."""
+    gate_fn: GatesFn | None = None
+    gate_names: tuple[str, ...] = ()
+
+    def gates(
+        self, gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None
+    ) -> dict[str, Tensor]:
+        """The named activations of one step from gx [B, G] and the state before it:
+        {name: [B, H]}, the same tensors ``step`` combines into the new state."""
+        if self.gate_fn is None:
+            raise ValueError(
+                f"cell {self.name!r} has no gates; gated cells are gru, gru_reset_before, lstm"
+            )
+        return self.gate_fn(gx, state, w_hh, b_hh)

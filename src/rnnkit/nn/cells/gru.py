@@ -27,29 +27,62 @@ from torch import Tensor
 from rnnkit.nn.cells.base import Cell, State
 
 
-def _reset_after_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
+def _reset_after_gates(
+    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None
+) -> dict[str, Tensor]:
     (h,) = state
     gh = F.linear(h, w_hh, b_hh)  # [B, 3H]
     x_r, x_z, x_n = gx.chunk(3, dim=1)  # each [B, H]
     h_r, h_z, h_n = gh.chunk(3, dim=1)
     r = torch.sigmoid(x_r + h_r)
     z = torch.sigmoid(x_z + h_z)
-    n = torch.tanh(x_n + r * h_n)
-    return (n + z * (h - n),)  # == (1 - z) * n + z * h
+    return {"r": r, "z": z, "n": torch.tanh(x_n + r * h_n)}
 
 
-def _reset_before_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
+def _reset_before_gates(
+    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None
+) -> dict[str, Tensor]:
     (h,) = state
     H = h.shape[1]
     b_rz, b_n = (None, None) if b_hh is None else (b_hh[: 2 * H], b_hh[2 * H :])
     rz = torch.sigmoid(gx[:, : 2 * H] + F.linear(h, w_hh[: 2 * H], b_rz))  # [B, 2H]
     r, z = rz.chunk(2, dim=1)
     n = torch.tanh(gx[:, 2 * H :] + F.linear(r * h, w_hh[2 * H :], b_n))  # [B, H]
-    return (n + z * (h - n),)
+    return {"r": r, "z": z, "n": n}
 
 
-GRU = Cell("gru", 3, 1, _reset_after_step, (("reset_after", True),), "GRU")
-GRU_RESET_BEFORE = Cell("gru_reset_before", 3, 1, _reset_before_step, (("reset_after", False),))
+def _update(h: Tensor, a: dict[str, Tensor]) -> State:
+    n, z = a["n"], a["z"]
+    return (n + z * (h - n),)  # == (1 - z) * n + z * h
+
+
+def _reset_after_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
+    return _update(state[0], _reset_after_gates(gx, state, w_hh, b_hh))
+
+
+def _reset_before_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
+    return _update(state[0], _reset_before_gates(gx, state, w_hh, b_hh))
+
+
+GRU = Cell(
+    "gru",
+    3,
+    1,
+    _reset_after_step,
+    (("reset_after", True),),
+    "GRU",
+    gate_fn=_reset_after_gates,
+    gate_names=("r", "z"),
+)
+GRU_RESET_BEFORE = Cell(
+    "gru_reset_before",
+    3,
+    1,
+    _reset_before_step,
+    (("reset_after", False),),
+    gate_fn=_reset_before_gates,
+    gate_names=("r", "z"),
+)
 
 
 def gru_cell(reset_after: bool) -> Cell:

@@ -22,16 +22,25 @@ from torch import Tensor
 from rnnkit.nn.cells.base import Cell, State
 
 
-def _lstm_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
-    h, c = state
-    gates = gx + F.linear(h, w_hh, b_hh)  # [B, 4H]
+def _lstm_gates(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> dict[str, Tensor]:
+    gates = gx + F.linear(state[0], w_hh, b_hh)  # [B, 4H]
     i, f, g, o = gates.chunk(4, dim=1)  # each [B, H]
-    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    h_new = torch.sigmoid(o) * torch.tanh(c_new)
+    return {
+        "i": torch.sigmoid(i),
+        "f": torch.sigmoid(f),
+        "g": torch.tanh(g),
+        "o": torch.sigmoid(o),
+    }
+
+
+def _lstm_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
+    a = _lstm_gates(gx, state, w_hh, b_hh)
+    c_new = a["f"] * state[1] + a["i"] * a["g"]
+    h_new = a["o"] * torch.tanh(c_new)
     return (h_new, c_new)
 
 
-LSTM = Cell("lstm", 4, 2, _lstm_step, (), "LSTM")
+LSTM = Cell("lstm", 4, 2, _lstm_step, (), "LSTM", gate_fn=_lstm_gates, gate_names=("i", "f", "o"))
 
 
 @torch.no_grad()
