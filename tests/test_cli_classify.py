@@ -8,8 +8,6 @@ import pytest
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
-from rnnkit.cli import classify as _classify  # noqa: F401  (registers the commands)
-from rnnkit.cli import predict as _predict  # noqa: F401
 from rnnkit.tasks.classify import api as classify
 
 SENTENCES = [

@@ -9,8 +9,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import rnnkit.cli.diagnose  # registers the commands
-import rnnkit.cli.lm  # noqa: F401
 from rnnkit.cli import app
 from rnnkit.tasks.lm import api as lm
 
@@ -155,7 +153,7 @@ def test_python_api_loads_and_samples(trained):
 
     root, _ = trained
     model, tokenizer, config = lm.load(root / "run")
-    assert config["model"].hidden_size == 16 and not model.training
+    assert config.model.hidden_size == 16 and not model.training
     texts = sample(model, tokenizer, SampleConfig(prime="The ", max_tokens=20, num_samples=2))
     assert len(texts) == 2 and all(0 < len(t) <= 20 for t in texts)
 

@@ -9,7 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
-from rnnkit.cli import seq2seq as _cli  # noqa: F401  (registers the commands)
 from rnnkit.tasks.seq2seq import api as seq2seq
 
 TINY = [

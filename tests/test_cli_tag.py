@@ -7,8 +7,6 @@ import json
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
-from rnnkit.cli import classify as _  # noqa: F401  (registers the commands)
-from rnnkit.cli import predict as _predict  # noqa: F401
 
 CONLL = """-DOCSTART- -X- -X- O
 

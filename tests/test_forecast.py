@@ -10,8 +10,6 @@ import torch
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
-from rnnkit.cli import classify as _  # noqa: F401  (registers train forecast)
-from rnnkit.cli import predict as _predict  # noqa: F401
 from rnnkit.data.text import DataError
 from rnnkit.tasks.forecast import api as forecast
 from rnnkit.tasks.forecast.model import Forecaster, ForecasterConfig

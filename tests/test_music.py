@@ -9,8 +9,6 @@ import torch
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
-from rnnkit.cli import classify as _  # noqa: F401  (registers train music)
-from rnnkit.cli import generate as _generate  # noqa: F401
 from rnnkit.data.text import DataError
 from rnnkit.tasks.music.data import chorale_of, load_chorales, piano_roll, read_midi, write_midi
 from rnnkit.tasks.music.model import MusicConfig, MusicModel, generate, nll_per_step

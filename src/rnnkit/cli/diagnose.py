@@ -88,7 +88,7 @@ def diagnose(
 def _diagnose_lm(run: str, text: str, units: str, jacobian: bool, out: str) -> dict:
     import json
 
-    from rnnkit.cli.lm import _clean_errors
+    from rnnkit.cli.errors import boundary as _clean_errors
     from rnnkit.diagnostics.report import diagnose_lm
     from rnnkit.tasks.lm import api as lm
 
