@@ -91,6 +91,9 @@ def test_eval_reports_bits_per_character(trained):
     )
     text = invoke("eval", root / "run", "--text", root / "input.txt")
     assert "bits per character" in text.output and "perplexity" in text.output
+    positional = invoke("eval", root / "run", root / "input.txt", "--json")  # as every task
+    assert json.loads(positional.output) == figures
+    assert figures["tokenizer"] == "char" and figures["unit"] == "character"
 
 
 def test_resume_continues_the_run(trained):

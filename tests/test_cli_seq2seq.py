@@ -72,6 +72,13 @@ def test_train_and_translate_a_reversal_task(tmp_path):
     assert result.exit_code == 0 and result.output.split() == expected, result.output
     assert png.is_file()
 
+    result = CliRunner().invoke(app, ["eval", str(out), str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    assert scores["pairs"] == len(words)
+    for name in ("exact_match", "bleu", "chrf"):  # the same figures as the report's
+        assert scores[name] == pytest.approx(report["valid"][name]), name
+
 
 def test_train_on_generated_dates(tmp_path):
     out = tmp_path / "dates"

@@ -67,6 +67,13 @@ def test_train_tag_and_predict(tmp_path):
     result = CliRunner().invoke(app, ["predict", str(out), "John went to Paris"])
     assert result.output.splitlines() == ["John I-PER", "went O", "to O", "Paris I-LOC"]
 
+    result = CliRunner().invoke(app, ["eval", str(out), str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    assert scores["sentences"] == 3 and scores["tokens"] == 15
+    assert scores["f1"] == 1.0 and scores["token_accuracy"] == 1.0
+    assert set(scores["f1_by_type"]) == {"PER", "LOC", "ORG", "MISC"}
+
 
 def test_tag_bad_file(tmp_path):
     data = tmp_path / "bad"

@@ -31,10 +31,10 @@ def _lines(figures: dict[str, Any], prefix: str = "") -> list[str]:
     for name, value in figures.items():
         if isinstance(value, dict):
             out += _lines(value, f"{prefix}{name}.")
-        elif isinstance(value, float) and not value.is_integer():
-            out.append(f"{prefix}{name} {value:.4f}")
         elif isinstance(value, float):
-            out.append(f"{prefix}{name} {int(value):,}")
+            out.append(f"{prefix}{name} {value:.4f}")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            out.append(f"{prefix}{name} {value:,}")
         else:
             out.append(f"{prefix}{name} {value}")
     return out

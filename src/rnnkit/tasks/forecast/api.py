@@ -252,7 +252,7 @@ def load(path: str | Path, which: str = "best") -> tuple[Forecaster, Scaler, boo
     return model.eval(), scaler, sections.data.difference
 
 
-def evaluate_file(run: str | Path, path: str | Path) -> dict[str, float]:
+def evaluate_file(run: str | Path, path: str | Path) -> dict[str, Any]:
     """Score a trained forecaster on a CSV series (the run's time and value columns): its
     forecasts from every origin with a full window and horizon, against the series, as
     MAE, RMSE and MASE (scaled by the file's own seasonal-naive error, data.season), and
@@ -271,8 +271,8 @@ def evaluate_file(run: str | Path, path: str | Path) -> dict[str, float]:
     naive = np.stack([np.repeat(values[o - 1][None], H, 0) for o in origins])
     return errors(mean, actual, scale) | {
         "naive_MAE": float(np.abs(naive - actual).mean()),
-        "origins": float(len(origins)),
-        "horizon": float(H),
+        "origins": len(origins),
+        "horizon": H,
     }
 
 

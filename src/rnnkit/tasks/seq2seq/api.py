@@ -330,7 +330,7 @@ def translate(
 
 def evaluate_file(
     run: str | Path, path: str | Path, target: str | Path | None = None, beam: int | None = None
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Translate the sources of a parallel file (source<TAB>target lines, or with
     ``target`` two aligned files) and score the translations against its targets: exact
     match (%), corpus BLEU and chrF (0-100), with the run's beam unless ``beam``."""
@@ -339,4 +339,4 @@ def evaluate_file(
     pairs = read_parallel(path, target, sections.data.encoding)
     if not pairs:
         raise ValueError(f"{path}: no pairs to score")
-    return {"pairs": float(len(pairs))} | evaluate_pairs(translator, pairs, beam)
+    return {"pairs": len(pairs)} | evaluate_pairs(translator, pairs, beam)
