@@ -98,6 +98,17 @@ def test_eval_names_an_unseen_label_and_lm_only_flags(tmp_path):
     assert result.exit_code == 2 and "--bptt is for language models" in result.output
     result = CliRunner().invoke(app, ["eval", str(run.out_dir)])
     assert result.exit_code == 2 and "eval needs a file" in result.output
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("pos un café crème\n".encode("latin-1"))
+    result = CliRunner().invoke(app, ["eval", str(run.out_dir), str(latin)])
+    assert result.exit_code == 2, result.output
+    assert "is not valid utf-8" in result.output and "e.g. --encoding latin-1" in result.output
+    result = CliRunner().invoke(
+        app, ["eval", str(run.out_dir), str(latin), "--encoding", "latin-1"]
+    )
+    assert result.exit_code == 0 and "examples 1" in result.output, result.output
+    result = CliRunner().invoke(app, ["train", "classify", "--train", str(latin)])
+    assert result.exit_code == 2 and "e.g. --data.encoding latin-1" in result.output
 
 
 def test_bad_inputs(tmp_path):

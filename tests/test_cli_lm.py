@@ -126,7 +126,7 @@ def test_help_shows_defaults():
         (None, "no such file"),
         (b"", "the file is empty"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file"),
-        (b"caf\xe9 au lait\n" * 20, "is not valid utf-8"),
+        (b"caf\xe9 au lait\n" * 20, "give it, e.g. --data.encoding latin-1"),
         (b"aaaa aaaa\n" * 20, "vocabulary of 1 token"),
     ],
     ids=["missing", "empty", "binary", "latin-1", "one-token"],

@@ -30,7 +30,7 @@ def train_classify(
     """
     from rnnkit.tasks.classify import api as classify
 
-    with boundary():
+    with boundary("--data.encoding"):
         args = with_files(ctx.args, train=train, valid=valid)
         run = classify.train(classify.configure(config_file, tuple(args)))
         typer.echo(run.report.text())

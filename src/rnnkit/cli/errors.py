@@ -8,6 +8,9 @@ stderr and a non-zero exit status, not a traceback (as git and pip do).
               reported as "internal error" with its type
     exit 130  interrupted (Ctrl-C)
 
+A command whose files' encoding can be chosen names its flag (``boundary("--data.encoding")``),
+and a file that does not decode gets the hint with that flag.
+
 ``rnnkit --debug ...`` or ``RNNKIT_DEBUG=1`` shows the full traceback instead.
 ``RNNKIT_RAISE_BUGS=1`` (set by the test suite) lets unexpected errors propagate
 while bad input still gets its one line, so a test sees a real bug as the exception it is.
@@ -49,9 +52,18 @@ def _diverged(error: BaseException) -> bool:
     return trainer is not None and isinstance(error, trainer.TrainingDiverged)
 
 
+def _hint(error: BaseException, encoding_flag: str | None) -> str:
+    text = sys.modules.get("rnnkit.data.text")
+    if encoding_flag and text is not None and isinstance(error, text.EncodingError):
+        return f", e.g. {encoding_flag} latin-1"
+    return ""
+
+
 @contextmanager
-def boundary() -> Iterator[None]:
-    """Run a command's body: errors become one line on stderr and an exit status."""
+def boundary(encoding_flag: str | None = None) -> Iterator[None]:
+    """Run a command's body: errors become one line on stderr and an exit status.
+    ``encoding_flag``: the command's flag for its files' encoding, named in the hint for
+    a file that does not decode."""
     try:
         yield
     except (click.exceptions.Exit, click.Abort, click.ClickException, SystemExit):
@@ -68,7 +80,7 @@ def boundary() -> Iterator[None]:
             typer.echo(f"error: {one_line(error)}", err=True)
             raise typer.Exit(1) from None
         if isinstance(error, ValueError | KeyError | OSError):
-            typer.echo(f"error: {one_line(error)}", err=True)
+            typer.echo(f"error: {one_line(error)}{_hint(error, encoding_flag)}", err=True)
             raise typer.Exit(2) from None
         if _raise_bugs():
             raise

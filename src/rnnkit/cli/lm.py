@@ -88,7 +88,7 @@ def train_lm(
     from rnnkit.common import config as cfg
     from rnnkit.tasks.lm import api as lm
 
-    with boundary():
+    with boundary("--data.encoding"):
         args = list(ctx.args)
         if text is not None:
             args += ["--data.text", str(text)]

@@ -13,6 +13,8 @@ from rnnkit.cli import app
 from rnnkit.cli.errors import boundary
 
 TASKS = ("lm", "classify", "tag", "seq2seq", "music", "forecast")
+ENCODED = ("lm", "classify", "tag", "seq2seq")
+"""The tasks whose files may be in another encoding than the run's (``--encoding``)."""
 
 
 def run_task(checkpoint: Path) -> str:
@@ -69,7 +71,8 @@ def eval_command(
         Path | None, typer.Option("--text", help="Language models: the text file (= FILE).")
     ] = None,
     encoding: Annotated[
-        str | None, typer.Option("--encoding", help="Language models: the file's encoding.")
+        str | None,
+        typer.Option("--encoding", help="The file's encoding (default: the run's data.encoding)."),
     ] = None,
     batch_size: Annotated[
         int | None,
@@ -90,14 +93,14 @@ def eval_command(
     import importlib
     import json
 
-    with boundary():
+    with boundary("--encoding"):
         if file is not None and text is not None and file != text:
             raise ValueError("give the file once: FILE or --text FILE")
         path = file or text
         if path is None:
             raise ValueError("eval needs a file to score: rnnkit eval RUN FILE")
         task = run_task(checkpoint)
-        lm_only = {"--encoding": encoding, "--batch-size": batch_size, "--bptt": bptt}
+        lm_only = {"--batch-size": batch_size, "--bptt": bptt}
         if task == "lm":
             from rnnkit.tasks.lm import api as lm
 
@@ -109,8 +112,11 @@ def eval_command(
                     f"{', '.join(given or ['--text'])} is for language models; "
                     f"{checkpoint} holds a {task} model (rnnkit eval RUN FILE)"
                 )
+            if encoding is not None and task not in ENCODED:
+                raise ValueError(f"--encoding: a {task} model's files are UTF-8")
             api = importlib.import_module(f"rnnkit.tasks.{task}.api")
-            figures = api.evaluate_file(checkpoint, path)
+            options = {"encoding": encoding} if task in ENCODED else {}
+            figures = api.evaluate_file(checkpoint, path, **options)
         if as_json:
             typer.echo(json.dumps(figures))
         elif task == "lm":

@@ -34,7 +34,7 @@ def train_seq2seq(
     """
     from rnnkit.tasks.seq2seq import api as seq2seq
 
-    with boundary():
+    with boundary("--data.encoding"):
         args = with_files(ctx.args, train=train, valid=valid)
         run = seq2seq.train(seq2seq.configure(config_file, tuple(args)))
         r = run.result

@@ -27,7 +27,7 @@ def train_tag(
     """Train a sequence tagger (characters + words -> BiRNN -> CRF or softmax)."""
     from rnnkit.tasks.tag import api as tag
 
-    with boundary():
+    with boundary("--data.encoding"):
         args = with_files(ctx.args, train=train, valid=valid)
         run = tag.train(tag.configure(config_file, tuple(args)))
         typer.echo(run.scores.report())

@@ -246,10 +246,10 @@ def _predict(
     return out
 
 
-def evaluate_file(run: str | Path, path: str | Path) -> dict[str, Any]:
+def evaluate_file(run: str | Path, path: str | Path, encoding: str | None = None) -> dict[str, Any]:
     """Score a trained classifier on a labelled file (read as its training files were:
-    data.format, the columns, data.encoding): accuracy, macro F1 and per-class precision,
-    recall, F1 and support, as fractions."""
+    data.format, the columns, and data.encoding unless ``encoding``): accuracy, macro F1
+    and per-class precision, recall, F1 and support, as fractions."""
     _, _, sections = ckpt.open_run(run, "classify", defaults())
     data = sections.data
     examples = read_labelled(
@@ -257,7 +257,7 @@ def evaluate_file(run: str | Path, path: str | Path) -> dict[str, Any]:
         format=data.format,
         text_column=data.text_column,
         label_column=data.label_column,
-        encoding=data.encoding,
+        encoding=encoding or data.encoding,
     )
     model, tokenizer, labels = load(run)
     gold = [labels.id(e.label) for e in examples]  # an unseen label fails, named

@@ -329,14 +329,19 @@ def translate(
 
 
 def evaluate_file(
-    run: str | Path, path: str | Path, target: str | Path | None = None, beam: int | None = None
+    run: str | Path,
+    path: str | Path,
+    encoding: str | None = None,
+    target: str | Path | None = None,
+    beam: int | None = None,
 ) -> dict[str, Any]:
     """Translate the sources of a parallel file (source<TAB>target lines, or with
     ``target`` two aligned files) and score the translations against its targets: exact
-    match (%), corpus BLEU and chrF (0-100), with the run's beam unless ``beam``."""
+    match (%), corpus BLEU and chrF (0-100), with the run's beam unless ``beam``. The
+    files' encoding is the run's data.encoding unless ``encoding``."""
     translator = load(run)
     _, _, sections = ckpt.open_run(run, "seq2seq", defaults())
-    pairs = read_parallel(path, target, sections.data.encoding)
+    pairs = read_parallel(path, target, encoding or sections.data.encoding)
     if not pairs:
         raise ValueError(f"{path}: no pairs to score")
     return {"pairs": len(pairs)} | evaluate_pairs(translator, pairs, beam)

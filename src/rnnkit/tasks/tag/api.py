@@ -253,10 +253,10 @@ def predict(path: str | Path, sentences: Sequence[Sequence[str]]) -> list[dict[s
     ]
 
 
-def evaluate_file(run: str | Path, path: str | Path) -> dict[str, Any]:
-    """Score a trained tagger on a CoNLL file (the columns, scheme and encoding of its
-    training files): conlleval's span precision, recall and F1, token accuracy, and F1 by
-    span type, as fractions."""
+def evaluate_file(run: str | Path, path: str | Path, encoding: str | None = None) -> dict[str, Any]:
+    """Score a trained tagger on a CoNLL file (the columns and scheme of its training
+    files, and their encoding unless ``encoding``): conlleval's span precision, recall and
+    F1, token accuracy, and F1 by span type, as fractions."""
     model, encoder = load(run)
     data = encoder.data
     sentences = read_conll(
@@ -264,7 +264,7 @@ def evaluate_file(run: str | Path, path: str | Path) -> dict[str, Any]:
         token_column=data.token_column,
         tag_column=data.tag_column,
         scheme=data.scheme,
-        encoding=data.encoding,
+        encoding=encoding or data.encoding,
     )
     if not sentences:
         raise ValueError(f"{path}: no sentences to score")
