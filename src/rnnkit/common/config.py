@@ -1,20 +1,22 @@
 """Typed configs: one dataclass per component, overridable from a file and the command line.
 
-Each component owns its config (``LMConfig`` in ``rnnkit.tasks.lm.model``, ``OptimConfig`` and
-``TrainerConfig`` in ``rnnkit.train``, ``SampleConfig`` in ``rnnkit.decoding.sampling``), with a
-default for every field and its help text and allowed values in the field's metadata::
+Each component owns its config, in a torch-free module so that the command line's help
+never loads torch (``LMConfig`` in ``rnnkit.tasks.lm.config``, ``OptimConfig`` and
+``TrainerConfig`` in ``rnnkit.train.config``, ``SampleConfig`` in
+``rnnkit.decoding.config``), with a default for every field and its help text and allowed
+values in the field's metadata (``option``)::
 
-    hidden_size: int = field(default=256, metadata={"help": "units per layer"})
+    hidden_size: int = option(256, "units per layer", min=1)
 
-A run's config is a set of named sections: a task's settings dataclass whose fields are
-the section configs (``LMSettings(model=LMConfig(), data=DataConfig(), ...)``; a plain
-dict of sections works too). It resolves
-in three layers, each overriding the one before: the defaults, a JSON or TOML file
-(``{"model": {"hidden_size": 512}}``), and ``--section.field value`` arguments
-(``--model.hidden_size 512``, or ``--model.hidden_size=512``). Unknown sections or
-fields, values of the wrong type and values outside a field's choices fail with a
-message that names them. The resolved config is saved in every checkpoint
-(``to_dict``) and read back with ``from_dict``.
+A run's config is a task's settings dataclass whose fields are its sections
+(``LMSettings(model=LMConfig(), data=DataConfig(), ...)``, in ``tasks/<task>/config.py``;
+a plain dict of sections works too). It resolves in three layers, each overriding the one
+before: the defaults, a JSON or TOML file (``{"model": {"hidden_size": 512}}``), and
+``--section.field value`` arguments (``--model.hidden_size 512``, or
+``--model.hidden_size=512``). Unknown sections or fields, values of the wrong type and
+values outside a field's choices fail with a message that names them. The resolved config
+is saved in every checkpoint as ``{section: {field: value}}`` (``to_dict``) and read back
+with ``from_dict``.
 """
 
 from __future__ import annotations
