@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,19 @@ settings.register_profile("repro", derandomize=True, database=None, print_blob=T
 settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile("repro")
 
+# The CLI's error boundary turns bad input into one line and exit 2 as usual, but lets an
+# unexpected exception (a bug) propagate, so a test sees it as the exception it is.
+os.environ.setdefault("RNNKIT_RAISE_BUGS", "1")
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cli_commands():
+    """Every command on ``rnnkit.cli.app``, as the console script has them."""
+    from rnnkit.cli import register
+
+    register()
 
 
 @pytest.fixture(autouse=True)

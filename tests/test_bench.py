@@ -15,7 +15,6 @@ import torch
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
-from rnnkit.cli import bench as _register_bench  # noqa: F401  (adds the command to app)
 from rnnkit.nn import kernels
 from rnnkit.nn.cells import CELLS
 from rnnkit.tools import bench

@@ -8,8 +8,6 @@ import pytest
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
-from rnnkit.cli import classify as _classify  # noqa: F401  (registers the commands)
-from rnnkit.cli import predict as _predict  # noqa: F401
 from rnnkit.tasks.classify import api as classify
 
 SENTENCES = [
@@ -69,6 +67,48 @@ def test_train_and_predict(tmp_path):
 
     result = CliRunner().invoke(app, ["predict", str(out)], input="dull and long\n\n")
     assert result.exit_code == 0 and result.output.startswith("neg\t")
+
+    result = CliRunner().invoke(app, ["eval", str(out), str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    assert scores["examples"] == 12 and scores["accuracy"] == 1.0 and scores["macro_f1"] == 1.0
+    assert scores["per_class"]["pos"]["support"] == 6
+    assert scores == classify.evaluate_file(out, data)
+    text = CliRunner().invoke(app, ["eval", str(out), str(data)]).output
+    assert "accuracy 1.0000" in text and "per_class.neg.f1 1.0000" in text
+
+
+def test_eval_names_an_unseen_label_and_lm_only_flags(tmp_path):
+    data = _write_sentences(tmp_path / "train.txt")
+    run = classify.train(
+        classify.configure(
+            overrides=(
+                *("--data.train", str(data), "--trainer.epochs", "1"),
+                *("--trainer.progress", "false", "--trainer.out", str(tmp_path / "run")),
+                *("--model.hidden_size", "4", "--model.embedding_size", "4"),
+            )
+        ),
+        log=lambda _: None,
+    )
+    other = tmp_path / "other.txt"
+    other.write_text("meh a so-so film\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["eval", str(run.out_dir), str(other)])
+    assert result.exit_code == 2 and "unknown label 'meh'" in result.output
+    result = CliRunner().invoke(app, ["eval", str(run.out_dir), str(data), "--bptt", "8"])
+    assert result.exit_code == 2 and "--bptt is for language models" in result.output
+    result = CliRunner().invoke(app, ["eval", str(run.out_dir)])
+    assert result.exit_code == 2 and "eval needs a file" in result.output
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("pos un café crème\n".encode("latin-1"))
+    result = CliRunner().invoke(app, ["eval", str(run.out_dir), str(latin)])
+    assert result.exit_code == 2, result.output
+    assert "is not valid utf-8" in result.output and "e.g. --encoding latin-1" in result.output
+    result = CliRunner().invoke(
+        app, ["eval", str(run.out_dir), str(latin), "--encoding", "latin-1"]
+    )
+    assert result.exit_code == 0 and "examples 1" in result.output, result.output
+    result = CliRunner().invoke(app, ["train", "classify", "--train", str(latin)])
+    assert result.exit_code == 2 and "e.g. --data.encoding latin-1" in result.output
 
 
 def test_bad_inputs(tmp_path):

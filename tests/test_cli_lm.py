@@ -9,8 +9,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import rnnkit.cli.diagnose  # registers the commands
-import rnnkit.cli.lm  # noqa: F401
 from rnnkit.cli import app
 from rnnkit.tasks.lm import api as lm
 
@@ -93,6 +91,9 @@ def test_eval_reports_bits_per_character(trained):
     )
     text = invoke("eval", root / "run", "--text", root / "input.txt")
     assert "bits per character" in text.output and "perplexity" in text.output
+    positional = invoke("eval", root / "run", root / "input.txt", "--json")  # as every task
+    assert json.loads(positional.output) == figures
+    assert figures["tokenizer"] == "char" and figures["unit"] == "character"
 
 
 def test_resume_continues_the_run(trained):
@@ -125,7 +126,7 @@ def test_help_shows_defaults():
         (None, "no such file"),
         (b"", "the file is empty"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file"),
-        (b"caf\xe9 au lait\n" * 20, "is not valid utf-8"),
+        (b"caf\xe9 au lait\n" * 20, "give it, e.g. --data.encoding latin-1"),
         (b"aaaa aaaa\n" * 20, "vocabulary of 1 token"),
     ],
     ids=["missing", "empty", "binary", "latin-1", "one-token"],
@@ -155,7 +156,7 @@ def test_python_api_loads_and_samples(trained):
 
     root, _ = trained
     model, tokenizer, config = lm.load(root / "run")
-    assert config["model"].hidden_size == 16 and not model.training
+    assert config.model.hidden_size == 16 and not model.training
     texts = sample(model, tokenizer, SampleConfig(prime="The ", max_tokens=20, num_samples=2))
     assert len(texts) == 2 and all(0 < len(t) <= 20 for t in texts)
 

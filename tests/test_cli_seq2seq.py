@@ -9,7 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
-from rnnkit.cli import seq2seq as _cli  # noqa: F401  (registers the commands)
 from rnnkit.tasks.seq2seq import api as seq2seq
 
 TINY = [
@@ -72,6 +71,13 @@ def test_train_and_translate_a_reversal_task(tmp_path):
     expected = [r["translation"] for r in seq2seq.translate(out, ["ab", "bca"], beam=1)]
     assert result.exit_code == 0 and result.output.split() == expected, result.output
     assert png.is_file()
+
+    result = CliRunner().invoke(app, ["eval", str(out), str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    assert scores["pairs"] == len(words)
+    for name in ("exact_match", "bleu", "chrf"):  # the same figures as the report's
+        assert scores[name] == pytest.approx(report["valid"][name]), name
 
 
 def test_train_on_generated_dates(tmp_path):

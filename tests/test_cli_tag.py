@@ -7,8 +7,6 @@ import json
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
-from rnnkit.cli import classify as _  # noqa: F401  (registers the commands)
-from rnnkit.cli import predict as _predict  # noqa: F401
 
 CONLL = """-DOCSTART- -X- -X- O
 
@@ -68,6 +66,13 @@ def test_train_tag_and_predict(tmp_path):
     assert [(s["type"], s["text"]) for s in spans] == [("PER", "Peter"), ("LOC", "London")]
     result = CliRunner().invoke(app, ["predict", str(out), "John went to Paris"])
     assert result.output.splitlines() == ["John I-PER", "went O", "to O", "Paris I-LOC"]
+
+    result = CliRunner().invoke(app, ["eval", str(out), str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    assert scores["sentences"] == 3 and scores["tokens"] == 15
+    assert scores["f1"] == 1.0 and scores["token_accuracy"] == 1.0
+    assert set(scores["f1_by_type"]) == {"PER", "LOC", "ORG", "MISC"}
 
 
 def test_tag_bad_file(tmp_path):

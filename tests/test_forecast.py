@@ -10,8 +10,6 @@ import torch
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
-from rnnkit.cli import classify as _  # noqa: F401  (registers train forecast)
-from rnnkit.cli import predict as _predict  # noqa: F401
 from rnnkit.data.text import DataError
 from rnnkit.tasks.forecast import api as forecast
 from rnnkit.tasks.forecast.model import Forecaster, ForecasterConfig
@@ -182,3 +180,11 @@ def test_cli_train_and_forecast(tmp_path, difference: str):
     data = json.loads(result.output)
     assert np.array(data["mean"]).shape == (3, 2)
     assert (np.array(data["low"]) < np.array(data["high"])).all()
+
+    result = CliRunner().invoke(app, ["eval", str(out), str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    first = 12 + (difference == "true")  # the first origin with a full window
+    assert figures["horizon"] == 3 and figures["origins"] == 120 - first - 2
+    assert 0 < figures["MAE"] <= figures["RMSE"] and figures["MASE"] > 0
+    assert "MAE" in CliRunner().invoke(app, ["eval", str(out), str(path)]).output

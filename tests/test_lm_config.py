@@ -24,10 +24,10 @@ def test_overrides_file_and_cli_in_order(tmp_path):
             "none",
         ),
     )
-    assert sections["model"].hidden_size == 32  # the command line beats the file
-    assert sections["model"].cell == "gru" and sections["optim"].lr == 0.5
-    assert sections["trainer"].max_steps == 5 and sections["model"].tie_weights is True
-    assert sections["data"].vocab_size is None
+    assert sections.model.hidden_size == 32  # the command line beats the file
+    assert sections.model.cell == "gru" and sections.optim.lr == 0.5
+    assert sections.trainer.max_steps == 5 and sections.model.tie_weights is True
+    assert sections.data.vocab_size is None
 
 
 def test_round_trip_through_json(tmp_path):
@@ -72,7 +72,7 @@ def test_bad_config_files(tmp_path):
 
 def test_help_table_lists_every_field_with_its_default():
     table = lm.options_help()
-    for section, config in lm.defaults().items():
+    for section, config in cfg.sections_of(lm.defaults()).items():
         for name in vars(config):
             assert f"--{section}.{name} " in table
     assert "--model.hidden_size 256  (int)" in table
@@ -83,12 +83,12 @@ def test_a_checkpoint_config_is_a_valid_config_file(tmp_path):
     sections = lm.configure(overrides=("--model.cell", "rnn_relu"))
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg.to_dict(sections) | {"meta": {"task": "lm"}}))
-    assert lm.configure(path)["model"].cell == "rnn_relu"
+    assert lm.configure(path).model.cell == "rnn_relu"
 
 
 def test_python_keyword_sections():
     sections = lm.configure(text="my.txt", model={"hidden_size": 512}, trainer={"epochs": 5})
-    assert sections["data"].text == "my.txt" and sections["model"].hidden_size == 512
-    assert sections["trainer"].epochs == 5
+    assert sections.data.text == "my.txt" and sections.model.hidden_size == 512
+    assert sections.trainer.epochs == 5
     with pytest.raises(cfg.ConfigError, match=r"configure\(\): model has no field 'hiden'"):
         lm.configure(model={"hiden": 1})

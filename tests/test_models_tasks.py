@@ -8,7 +8,8 @@ import torch
 
 from rnnkit.data.padded import length_mask, pad
 from rnnkit.data.text import DataError
-from rnnkit.tasks.classify.model import POOLINGS, Classifier, ClassifierConfig
+from rnnkit.tasks.classify.config import POOLINGS
+from rnnkit.tasks.classify.model import Classifier, ClassifierConfig
 from rnnkit.tasks.classify.vectors import load_vectors
 from rnnkit.tasks.tag import allowed_transitions
 from rnnkit.tasks.tag.model import Tagger, TaggerConfig

@@ -9,8 +9,6 @@ import torch
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
-from rnnkit.cli import classify as _  # noqa: F401  (registers train music)
-from rnnkit.cli import generate as _generate  # noqa: F401
 from rnnkit.data.text import DataError
 from rnnkit.tasks.music.data import chorale_of, load_chorales, piano_roll, read_midi, write_midi
 from rnnkit.tasks.music.model import MusicConfig, MusicModel, generate, nll_per_step
@@ -100,6 +98,16 @@ def test_cli_train_and_generate(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "valid NLL" in result.output
+    valid_nll = float(result.output.split("valid NLL ")[1].split()[0])
+    result = CliRunner().invoke(app, ["eval", str(out), str(data)])  # two splits, no test
+    assert result.exit_code == 2 and "has no split 'test'" in result.output
+    test_file = tmp_path / "test.json"
+    test_file.write_text(json.dumps({"test": chorales[4:]}), encoding="utf-8")
+    result = CliRunner().invoke(app, ["eval", str(out), str(test_file), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    assert scores["split"] == "test" and scores["chorales"] == 2 and scores["steps"] == 14
+    assert scores["nll"] == pytest.approx(valid_nll, abs=1e-3)  # the same chorales
     result = CliRunner().invoke(
         app,
         ["generate", "music", str(out), "--out", str(tmp_path / "g"), "--steps", "6", "-n", "2"],

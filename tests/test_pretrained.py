@@ -11,7 +11,6 @@ import torch
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
-from rnnkit.cli import classify as _cli  # noqa: F401  (registers the commands)
 from rnnkit.data.tokenizers import PAD_ID, WordTokenizer
 from rnnkit.nn.factory import recurrent_layer
 from rnnkit.tasks.classify import api as classify

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
-from rnnkit.cli import selfcheck as _  # noqa: F401  (registers the command)
 from rnnkit.nn.cells import CELLS
 from rnnkit.tools.selfcheck import TOLERANCE, compare_cell
 

@@ -1,12 +1,20 @@
-"""`rnnkit <command>`: a thin layer over the Python API, one module per command group.
+"""`rnnkit <command>`: a thin layer over the Python API, one module per task.
 
-Each command module defines its commands on ``app`` (or a sub-app added here); the CLI
-holds no logic that the Python API lacks.
+Each task's module (``lm``, ``classify``, ``tag``, ``seq2seq``, ``music``, ``forecast``)
+adds its ``train <task>`` command and its own verbs; ``runs`` holds the verbs that read
+the task from a trained run (``eval``, ``predict``); ``errors`` is the one error
+boundary. Nothing here imports torch until a command runs, so every ``--help`` is fast.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from rnnkit.cli import errors
 
 app = typer.Typer(
     name="rnnkit",
@@ -16,24 +24,70 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+train_app = typer.Typer(
+    help="Train a model (one subcommand per task).", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(train_app, name="train")
+
+generate_app = typer.Typer(help="Generate from a trained model.", no_args_is_help=True)
+app.add_typer(generate_app, name="generate")
+
+TRAIN_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+"""A ``train <task>`` command takes every ``--section.field VALUE`` override."""
+
 
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show an error's full traceback (also: RNNKIT_DEBUG=1)."
+    ),
+) -> None:
     """Recurrent neural networks: train, sample, evaluate, benchmark."""
+    errors.set_debug(debug)
+
+
+def overrides_epilog(defaults: Any) -> str:
+    """Every config field with its default, from the task's settings dataclass."""
+    from rnnkit.common.config import help_table
+
+    return (
+        "Config overrides (--section.field VALUE or --section.field=VALUE; "
+        "none for an empty optional):\n\n" + help_table(defaults)
+    )
+
+
+def with_files(args: Sequence[str], **fields: Path | str | None) -> list[str]:
+    """``args`` plus ``--data.<field> VALUE`` for each given shortcut flag's value."""
+    out = list(args)
+    for name, value in fields.items():
+        if value is not None:
+            out += [f"--data.{name}", str(value)]
+    return out
+
+
+COMMAND_MODULES = (
+    "lm",
+    "classify",
+    "tag",
+    "seq2seq",
+    "music",
+    "forecast",
+    "runs",
+    "bench",
+    "diagnose",
+    "experiment",
+    "selfcheck",
+)
+
+
+def register() -> None:
+    """Import every command module: each adds its commands to ``app`` on import."""
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"rnnkit.cli.{name}")
 
 
 def main() -> None:
-    # Command modules register themselves on import; keep them lazy so `--help` is fast.
-    from rnnkit.cli import (  # noqa: F401
-        bench,
-        classify,
-        diagnose,
-        experiment,
-        generate,
-        lm,
-        predict,
-        selfcheck,
-        seq2seq,
-    )
-
+    register()
     app()

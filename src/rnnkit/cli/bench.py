@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from rnnkit.cli import app
-from rnnkit.nn import kernels
-from rnnkit.tools import bench as harness
+from rnnkit.common.names import CELL_NAMES
 
-_DEFAULT = harness.BenchConfig()
+# ``rnnkit.tools.bench.BenchConfig``'s defaults, written out so that `--help` does not
+# import torch (tests/test_cli_help.py checks that they agree).
+DEFAULT_REPEATS, DEFAULT_WARMUP, DEFAULT_DTYPE, DEFAULT_MEMORY = 5, 1, "float32", True
 
 
 @app.command()
 def bench(
     cells: Annotated[
-        str, typer.Option(help="'all' or comma-separated: " + ",".join(_DEFAULT.cells))
+        str, typer.Option(help="'all' or comma-separated: " + ",".join(CELL_NAMES))
     ] = "all",
     shapes: Annotated[
         str | None,
@@ -30,12 +30,12 @@ def bench(
     ] = None,
     repeats: Annotated[
         int | None,
-        typer.Option(help=f"Timed calls per case, median reported. Default {_DEFAULT.repeats}."),
+        typer.Option(help=f"Timed calls per case, median reported. Default {DEFAULT_REPEATS}."),
     ] = None,
     warmup: Annotated[
-        int | None, typer.Option(help=f"Untimed calls before timing. Default {_DEFAULT.warmup}.")
+        int | None, typer.Option(help=f"Untimed calls before timing. Default {DEFAULT_WARMUP}.")
     ] = None,
-    dtype: Annotated[str, typer.Option(help="float32 or float64.")] = _DEFAULT.dtype,
+    dtype: Annotated[str, typer.Option(help="float32 or float64.")] = DEFAULT_DTYPE,
     backend: Annotated[
         str | None,
         typer.Option(help="auto, composite or fused. Default: the current one (RNNKIT_BACKEND)."),
@@ -43,7 +43,7 @@ def bench(
     threads: Annotated[int | None, typer.Option(help="torch threads. Default: torch's.")] = None,
     memory: Annotated[
         bool, typer.Option(help="Measure peak memory (a subprocess per implementation and case).")
-    ] = _DEFAULT.memory,
+    ] = DEFAULT_MEMORY,
     quick: Annotated[
         bool, typer.Option(help="The CI smoke run: one tiny shape, 2 repeats; no speed claims.")
     ] = False,
@@ -54,6 +54,9 @@ def bench(
 ) -> None:
     """Forward and forward+backward time, GFLOP/s, speedup over torch.nn, fraction of the
     GEMM peak and peak memory per cell and shape, plus single-step streaming latency."""
+    from rnnkit.nn import kernels
+    from rnnkit.tools import bench as harness
+
     overrides: dict[str, object] = {
         "dtype": dtype,
         "backend": backend or kernels.get_backend(),
@@ -71,14 +74,16 @@ def bench(
         if quick:
             config = harness.BenchConfig.quick(**overrides)
         else:
-            config = dataclasses.replace(_DEFAULT, **overrides)  # type: ignore[arg-type]
+            config = dataclasses.replace(harness.BenchConfig(), **overrides)  # type: ignore[arg-type]
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
+    from rich.console import Console
+
     console = Console()
     if not console.is_terminal:  # a log or a pipe: keep every column whole
         console = Console(width=150)
 
-    def save(result: harness.BenchResult) -> None:
+    def save(result: Any) -> None:
         if out is not None:
             paths = harness.write_outputs(result, out)
             if result.complete:

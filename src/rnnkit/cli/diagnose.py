@@ -92,7 +92,7 @@ def _write_numbers(out: Path, numbers: dict) -> None:
 
 
 def _diagnose_lm(run: str, text: str, units: str, jacobian: bool, out: str) -> dict:
-    from rnnkit.cli.lm import _clean_errors
+    from rnnkit.cli.errors import boundary as _clean_errors
     from rnnkit.tasks.lm import api as lm
     from rnnkit.tasks.lm.diagnose import diagnose_lm
 

@@ -1,6 +1,7 @@
-"""`rnnkit train lm`, `rnnkit sample`, `rnnkit eval`: language models from the command line.
+"""`rnnkit train lm` and `rnnkit sample`: language models from the command line
+(`rnnkit eval RUN FILE` scores one, see ``rnnkit.cli.runs``).
 
-`train` is a group (`train lm` now; other tasks add `train <task>`). Every field of the
+Every field of the
 run's config sections is an override: `--model.hidden_size 512`, `--optim.lr=0.1`,
 `--trainer.epochs 5`; `--config FILE` (JSON or TOML) sets many at once; the list with
 defaults is in `rnnkit train lm --help`.
@@ -11,40 +12,15 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from rnnkit.cli import app
-from rnnkit.decoding.sampling import SampleConfig
-
-train_app = typer.Typer(
-    help="Train a model (one subcommand per task).",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
-app.add_typer(train_app, name="train")
-
-
-@contextmanager
-def _clean_errors() -> Iterator[None]:
-    """Bad input ends the command with its message and exit status 2, not a traceback."""
-    from rnnkit.common.config import ConfigError
-    from rnnkit.data import DataError
-    from rnnkit.train.checkpoint import CheckpointError
-    from rnnkit.train.trainer import TrainingDiverged
-
-    try:
-        yield
-    except TrainingDiverged as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
-    except (ConfigError, DataError, CheckpointError, ValueError, KeyError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+from rnnkit.cli import TRAIN_SETTINGS, app, overrides_epilog, train_app
+from rnnkit.cli.errors import boundary
+from rnnkit.decoding.config import SampleConfig
+from rnnkit.tasks.lm import config as lm_config
 
 
 def _describe(tokenizer, loss: float | None) -> str:  # type: ignore[no-untyped-def]
@@ -59,16 +35,7 @@ def _go_on(run) -> str:  # type: ignore[no-untyped-def]
     """The override that lets a resumed run go past where this one stopped."""
     if run.result.stopped in ("max_steps", "max_minutes"):
         return f"--trainer.{run.result.stopped} none"
-    return f"--trainer.epochs {run.sections['trainer'].epochs + 2}"
-
-
-def _epilog() -> str:
-    from rnnkit.tasks.lm import api as lm
-
-    return (
-        "Config overrides (--section.field VALUE or --section.field=VALUE; "
-        "none for an empty optional):\n\n" + lm.options_help()
-    )
+    return f"--trainer.epochs {run.sections.trainer.epochs + 2}"
 
 
 def _stream_samples(model, tokenizer, config) -> None:  # type: ignore[no-untyped-def]
@@ -93,9 +60,7 @@ def _stream_samples(model, tokenizer, config) -> None:  # type: ignore[no-untype
 
 
 @train_app.command(
-    "lm",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    epilog="(see below)",
+    "lm", context_settings=TRAIN_SETTINGS, epilog=overrides_epilog(lm_config.defaults())
 )
 def train_lm(
     ctx: typer.Context,
@@ -123,7 +88,7 @@ def train_lm(
     from rnnkit.common import config as cfg
     from rnnkit.tasks.lm import api as lm
 
-    with _clean_errors():
+    with boundary("--data.encoding"):
         args = list(ctx.args)
         if text is not None:
             args += ["--data.text", str(text)]
@@ -147,27 +112,16 @@ def train_lm(
         )
         if samples:
             model, tokenizer, saved = lm.load(run.out_dir)
-            sample_c: SampleConfig = cfg.update(saved["sample"], {"num_samples": samples}, "sample")
+            sample_c = cfg.update(saved.sample, {"num_samples": samples}, "sample")
             typer.echo(f"\nsamples from {run.out_dir}/best (temperature {sample_c.temperature}):")
             _stream_samples(model, tokenizer, sample_c)
-        primed = run.sections["sample"].prime
+        primed = run.sections.sample.prime
         prime = f" --prime {shlex.quote(primed)}" if primed else ""
         typer.echo(
             f"\nrun directory: {run.out_dir} (metrics.jsonl, loss.png, best/, last/)\n"
             f"more samples:  rnnkit sample {run.out_dir}{prime} --temperature 0.7\n"
             f"continue:      rnnkit train lm --resume {run.out_dir} {_go_on(run)}"
         )
-
-
-def _patch_epilog() -> None:
-    # The overrides table is built from the config dataclasses, so it never goes stale;
-    # computed at import of this module, which `main()` does lazily.
-    for command in train_app.registered_commands:
-        if command.name == "lm":
-            command.epilog = _epilog()
-
-
-_patch_epilog()
 
 
 _S = SampleConfig()  # the defaults shown by `rnnkit sample --help` are the config's
@@ -192,7 +146,7 @@ def sample_command(
     from rnnkit.common import config as cfg
     from rnnkit.tasks.lm import api as lm
 
-    with _clean_errors():
+    with boundary():
         values = {
             "prime": prime,
             "max_tokens": max_tokens,
@@ -208,40 +162,3 @@ def sample_command(
         config = cfg.update(SampleConfig(), values, "sample").validate()
         model, tokenizer, _ = lm.load(checkpoint)
         _stream_samples(model, tokenizer, config)
-
-
-@app.command("eval")
-def eval_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Run directory (uses best/) or checkpoint.")],
-    text: Annotated[Path, typer.Option("--text", help="Text file to score.")],
-    encoding: str = typer.Option("utf-8", "--encoding", help="The file's text encoding."),
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Parallel streams (default: the run's).")
-    ] = None,
-    bptt: Annotated[
-        int | None, typer.Option("--bptt", help="Steps per window (default: the run's).")
-    ] = None,
-    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
-) -> None:
-    """Score a text file: loss in nats per token, perplexity, bits per character."""
-    import json
-
-    from rnnkit.tasks.lm import api as lm
-
-    with _clean_errors():
-        model, tokenizer, sections = lm.load(checkpoint)
-        data = sections["data"]
-        streams, window = batch_size or data.eval_batch_size, bptt or data.bptt
-        figures = lm.evaluate_file(model, tokenizer, text, encoding, streams, window)
-        if as_json:
-            typer.echo(json.dumps(figures))
-            return
-        unit = "character" if tokenizer.kind == "char" else "token"
-        typer.echo(
-            f"{text}: {int(figures['tokens']):,} {tokenizer.kind} tokens\n"
-            f"loss {figures['loss']:.4f} nats per {unit}\n"
-            f"perplexity {figures['perplexity']:.3f}\n"
-            f"bits per {unit} {figures['bits_per_token']:.4f}"
-        )
-        if figures["unk_fraction"] > 0:
-            typer.echo(f"note: {figures['unk_fraction']:.2%} of the tokens are <unk>")

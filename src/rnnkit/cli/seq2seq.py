@@ -1,4 +1,5 @@
-"""`rnnkit train seq2seq` and `rnnkit translate`: encoder-decoders from the shell."""
+"""`rnnkit train seq2seq` and `rnnkit translate`: encoder-decoders from the shell
+(`rnnkit eval RUN FILE` scores one, see ``rnnkit.cli.runs``)."""
 
 from __future__ import annotations
 
@@ -9,37 +10,33 @@ from typing import Annotated
 
 import typer
 
-from rnnkit.cli import app
-from rnnkit.cli.lm import _clean_errors, train_app
+from rnnkit.cli import TRAIN_SETTINGS, app, overrides_epilog, train_app, with_files
+from rnnkit.cli.errors import boundary
+from rnnkit.tasks.seq2seq import config
 
 
 @train_app.command(
-    "seq2seq",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    epilog="(see below)",
+    "seq2seq", context_settings=TRAIN_SETTINGS, epilog=overrides_epilog(config.defaults())
 )
 def train_seq2seq(
     ctx: typer.Context,
     train: Annotated[Path | None, typer.Option("--train", help="source<TAB>target file.")] = None,
     valid: Annotated[Path | None, typer.Option("--valid", help="Validation pairs.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="JSON or TOML config.")] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="JSON or TOML config.")
+    ] = None,
 ) -> None:
     """Train an encoder-decoder with attention (a BiRNN encoder, an attentive decoder).
 
     Data: --data.train FILE (source<TAB>target lines; with --data.train_target FILE, two
     aligned files) and --data.valid FILE, or --data.dates N for the generated dates task
-    (N training pairs, 1,000 validation, 10,000 held-out test). Overrides:
-    --model.attention luong --model.cell lstm --model.sampling 0.25 --data.tokenizer word
-    --decode.beam 5 --trainer.max_minutes 10 (every field: see rnnkit.tasks.seq2seq.api).
+    (N training pairs, 1,000 validation, 10,000 held-out test).
     """
     from rnnkit.tasks.seq2seq import api as seq2seq
 
-    with _clean_errors():
-        args = list(ctx.args)
-        for flag, value in (("--data.train", train), ("--data.valid", valid)):
-            if value is not None:
-                args += [flag, str(value)]
-        run = seq2seq.train(seq2seq.configure(config, tuple(args)))
+    with boundary("--data.encoding"):
+        args = with_files(ctx.args, train=train, valid=valid)
+        run = seq2seq.train(seq2seq.configure(config_file, tuple(args)))
         r = run.result
         typer.echo(
             f"trained {r.step} steps in {r.seconds:.0f} s ({r.stopped}); best validation "
@@ -68,7 +65,7 @@ def translate_command(
     from rnnkit.data.text import read_text
     from rnnkit.tasks.seq2seq import api as seq2seq
 
-    with _clean_errors():
+    with boundary():
         if beam is not None and beam < 1:
             raise ValueError(f"--beam must be >= 1, got {beam}")
         if text is not None:
@@ -85,17 +82,3 @@ def translate_command(
             typer.echo(json.dumps(r, ensure_ascii=False) if as_json else r["translation"])
         if attention is not None:
             seq2seq.plot_attention(translator, texts[:6], attention)
-
-
-def _patch_epilog() -> None:
-    # The overrides table comes from the config dataclasses, so it never goes stale.
-    from rnnkit.tasks.seq2seq import api as seq2seq
-
-    for command in train_app.registered_commands:
-        if command.name == "seq2seq":
-            command.epilog = (
-                "Config overrides (--section.field VALUE):\n\n" + seq2seq.options_help()
-            )
-
-
-_patch_epilog()

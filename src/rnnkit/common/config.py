@@ -1,18 +1,22 @@
 """Typed configs: one dataclass per component, overridable from a file and the command line.
 
-Each component owns its config (``LMConfig`` in ``rnnkit.tasks.lm.model``, ``OptimConfig`` and
-``TrainerConfig`` in ``rnnkit.train``, ``SampleConfig`` in ``rnnkit.decoding.sampling``), with a
-default for every field and its help text and allowed values in the field's metadata::
+Each component owns its config, in a torch-free module so that the command line's help
+never loads torch (``LMConfig`` in ``rnnkit.tasks.lm.config``, ``OptimConfig`` and
+``TrainerConfig`` in ``rnnkit.train.config``, ``SampleConfig`` in
+``rnnkit.decoding.config``), with a default for every field and its help text and allowed
+values in the field's metadata (``option``)::
 
-    hidden_size: int = field(default=256, metadata={"help": "units per layer"})
+    hidden_size: int = option(256, "units per layer", min=1)
 
-A run's config is a set of named sections (``{"model": LMConfig(), ...}``). It resolves
-in three layers, each overriding the one before: the defaults, a JSON or TOML file
-(``{"model": {"hidden_size": 512}}``), and ``--section.field value`` arguments
-(``--model.hidden_size 512``, or ``--model.hidden_size=512``). Unknown sections or
-fields, values of the wrong type and values outside a field's choices fail with a
-message that names them. The resolved config is saved in every checkpoint
-(``to_dict``) and read back with ``from_dict``.
+A run's config is a task's settings dataclass whose fields are its sections
+(``LMSettings(model=LMConfig(), data=DataConfig(), ...)``, in ``tasks/<task>/config.py``;
+a plain dict of sections works too). It resolves in three layers, each overriding the one
+before: the defaults, a JSON or TOML file (``{"model": {"hidden_size": 512}}``), and
+``--section.field value`` arguments (``--model.hidden_size 512``, or
+``--model.hidden_size=512``). Unknown sections or fields, values of the wrong type and
+values outside a field's choices fail with a message that names them. The resolved config
+is saved in every checkpoint as ``{section: {field: value}}`` (``to_dict``) and read back
+with ``from_dict``.
 """
 
 from __future__ import annotations
@@ -24,10 +28,13 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 Sections = dict[str, Any]
 """Section name -> config dataclass instance, e.g. {"model": LMConfig(), ...}."""
+
+S = TypeVar("S")
+"""A task's settings: a dataclass of section configs (or a ``Sections`` dict)."""
 
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
@@ -112,8 +119,17 @@ def update(config: Any, values: Mapping[str, Any], where: str) -> Any:
     return dataclasses.replace(config, **changes)
 
 
-def merge(sections: Sections, data: Mapping[str, Any], where: str) -> Sections:
+def sections_of(settings: Any) -> Sections:
+    """Section name -> config of a settings dataclass (or a copy of a ``Sections`` dict),
+    in field order."""
+    if isinstance(settings, Mapping):
+        return dict(settings)
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+
+
+def merge(settings: S, data: Mapping[str, Any], where: str) -> S:
     """Apply a nested mapping {section: {field: value}} (a parsed config file)."""
+    sections = sections_of(settings)
     out = dict(sections)
     for section, values in data.items():
         if section not in sections:
@@ -123,7 +139,9 @@ def merge(sections: Sections, data: Mapping[str, Any], where: str) -> Sections:
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where}: section {section!r} must be a table of fields")
         out[section] = update(out[section], values, f"{where}: {section}")
-    return out
+    if isinstance(settings, Mapping):
+        return out  # type: ignore[return-value]
+    return dataclasses.replace(settings, **out)  # type: ignore[type-var]
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
@@ -179,11 +197,9 @@ def parse_overrides(args: Sequence[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def resolve(
-    defaults: Sections, file: str | Path | None = None, overrides: Sequence[str] = ()
-) -> Sections:
+def resolve(defaults: S, file: str | Path | None = None, overrides: Sequence[str] = ()) -> S:
     """Defaults, then the config file, then ``--section.field value`` overrides."""
-    sections = dict(defaults)
+    sections = defaults
     if file is not None:
         data = read_file(file)
         data.pop("meta", None)  # provenance in a checkpoint's config.json, not a setting
@@ -191,19 +207,21 @@ def resolve(
     return merge(sections, parse_overrides(overrides), "--")
 
 
-def to_dict(sections: Sections) -> dict[str, dict[str, Any]]:
-    return {name: dataclasses.asdict(config) for name, config in sections.items()}
+def to_dict(settings: Any) -> dict[str, dict[str, Any]]:
+    """{section: {field: value}}: the JSON saved as a checkpoint's config.json."""
+    return {name: dataclasses.asdict(config) for name, config in sections_of(settings).items()}
 
 
-def from_dict(defaults: Sections, data: Mapping[str, Any], where: str = "config") -> Sections:
-    """Sections from a saved ``to_dict``; fields absent there keep their defaults."""
-    return merge(defaults, {k: v for k, v in data.items() if k in defaults}, where)
+def from_dict(defaults: S, data: Mapping[str, Any], where: str = "config") -> S:
+    """Settings from a saved ``to_dict``; fields absent there keep their defaults."""
+    known = sections_of(defaults)
+    return merge(defaults, {k: v for k, v in data.items() if k in known}, where)
 
 
-def help_table(sections: Sections) -> str:
+def help_table(settings: Any) -> str:
     """Every field as ``--section.field DEFAULT  (type) help``, one per line."""
     lines = []
-    for section, config in sections.items():
+    for section, config in sections_of(settings).items():
         lines.append(f"{section} ({type(config).__name__}):")
         for name, f in _fields(config).items():
             base, optional = _field_type(config, name)

@@ -5,7 +5,7 @@ tok = rnnkit.data.train_tokenizer("char", rnnkit.data.iter_text("input.txt"))
 ids = rnnkit.data.encode_file(tok, "input.txt")              # int64 [N]
 """
 
-from rnnkit.data.text import DataError, encode_file, iter_text, read_text
+from rnnkit.data.text import DataError, EncodingError, encode_file, iter_text, read_text
 from rnnkit.data.tokenizers import (
     SPECIALS,
     BPETokenizer,
@@ -22,6 +22,7 @@ __all__ = [
     "BPETokenizer",
     "CharTokenizer",
     "DataError",
+    "EncodingError",
     "TextStream",
     "Tokenizer",
     "WordTokenizer",

@@ -44,6 +44,11 @@ class DataError(ValueError):
     """Bad input data (missing, empty, binary or undecodable file); names the file."""
 
 
+class EncodingError(DataError):
+    """A file that does not decode in the encoding given. The message ends by asking for
+    the file's encoding; the command line adds the flag that gives it."""
+
+
 def _check_path(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if not p.exists():
@@ -103,10 +108,9 @@ def _decoded_blocks(path: str | os.PathLike[str], encoding: str, block: int) -> 
                 bad = err.object[err.start : err.start + 4]
                 before = err.object[: err.start].decode(info.name, errors="replace")
                 line = newlines + before.count("\n") + 1
-                raise DataError(
+                raise EncodingError(
                     f"{p}: byte offset {at} (bytes {bad.hex(' ')}, line {line}) is not valid "
-                    f"{encoding} ({err.reason}); if the file has another encoding, pass it, "
-                    "e.g. --encoding latin-1"
+                    f"{encoding} ({err.reason}); if the file has another encoding, give it"
                 ) from None
             if not nul_is_byte and "\0" in text:
                 raise DataError(

@@ -20,14 +20,13 @@ continuation that emits <eos> is finished: it yields ``<pad>`` (id 0) afterwards
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from rnnkit.common.config import option
 from rnnkit.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from rnnkit.decoding.config import SampleConfig
 
 
 class StepModel(Protocol):
@@ -42,32 +41,6 @@ class StepModel(Protocol):
     def parameters(self) -> Iterator[torch.nn.Parameter]: ...
     def eval(self) -> Any: ...
     def train(self, mode: bool = True) -> Any: ...
-
-
-@dataclass
-class SampleConfig:
-    """How to draw text from a trained language model."""
-
-    prime: str = option("", "text the continuations start from")
-    max_tokens: int = option(400, "tokens to generate per continuation", min=1)
-    num_samples: int = option(1, "continuations, sampled as one batch", min=1)
-    temperature: float = option(0.8, "divide the logits by this (lower: safer text)")
-    top_k: int = option(0, "keep only the k most probable tokens (0: all)", min=0)
-    top_p: float = option(1.0, "keep the most probable tokens up to this mass (1: all)")
-    greedy: bool = option(False, "always take the most probable token")
-    seed: int | None = option(0, "random seed (none: a fresh one each time)")
-    allow_unk: bool = option(False, "let <unk> be sampled")
-    stop_at_eos: bool = option(True, "end a continuation at <eos>")
-
-    def validate(self) -> SampleConfig:
-        if not self.temperature > 0:
-            raise ValueError(
-                f"sample.temperature must be > 0, got {self.temperature} "
-                "(use sample.greedy for the argmax)"
-            )
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"sample.top_p must be in (0, 1], got {self.top_p}")
-        return self
 
 
 def special_mask(vocab_size: int, allow_unk: bool, allow_eos: bool) -> Tensor:

@@ -1,16 +1,17 @@
 """Training: one loop for every task (``trainer``), optimisers and schedules (``optim``),
-checkpoints (``checkpoint``), the metrics log and plot (``metrics``), and the tasks that
-plug into it (``lm``: language modelling)."""
+their torch-free configs (``config``), checkpoints (``checkpoint``), the metrics log and
+plot (``metrics``). Attributes load on first use, so ``rnnkit.train.config`` imports
+without torch."""
 
-from rnnkit.train.optim import OptimConfig
-from rnnkit.train.trainer import (
-    FitResult,
-    StepResult,
-    Task,
-    Trainer,
-    TrainerConfig,
-    TrainingDiverged,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rnnkit.common.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from rnnkit.train.config import OptimConfig, TrainerConfig
+    from rnnkit.train.trainer import FitResult, StepResult, Task, Trainer, TrainingDiverged
 
 __all__ = [
     "FitResult",
@@ -21,3 +22,13 @@ __all__ = [
     "TrainerConfig",
     "TrainingDiverged",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "OptimConfig": "rnnkit.train.config",
+        "TrainerConfig": "rnnkit.train.config",
+        **{n: "rnnkit.train.trainer" for n in ("FitResult", "StepResult", "Task", "Trainer")},
+        "TrainingDiverged": "rnnkit.train.trainer",
+    },
+)

@@ -23,35 +23,17 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from rnnkit.common.config import option
+from rnnkit.train.config import OPTIMIZERS, SCHEDULES, OptimConfig
 
-OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
-SCHEDULES = ("constant", "step", "plateau", "cosine")
-
-
-@dataclass
-class OptimConfig:
-    """The optimiser and its learning-rate schedule."""
-
-    optimizer: str = option("adam", "update rule", choices=OPTIMIZERS)
-    lr: float = option(2e-3, "base learning rate")
-    momentum: float = option(0.0, "momentum (sgd, rmsprop)")
-    weight_decay: float = option(0.0, "L2 penalty coefficient")
-    schedule: str = option("constant", "learning-rate schedule", choices=SCHEDULES)
-    decay: float = option(0.5, "multiplier per decay (step, plateau)")
-    decay_after: int = option(4, "step: epochs at the full rate before decaying", min=0)
-    patience: int = option(0, "plateau: epochs without improvement before decaying", min=0)
-    min_lr: float = option(0.0, "cosine: the final rate")
-    warmup_steps: int = option(0, "linear warm-up steps", min=0)
-
-    def validate(self) -> OptimConfig:
-        if not self.lr > 0:
-            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
-        if not 0 < self.decay <= 1:
-            raise ValueError(f"optim.decay must be in (0, 1], got {self.decay}")
-        if self.momentum < 0 or self.weight_decay < 0 or self.min_lr < 0:
-            raise ValueError("optim.momentum, optim.weight_decay and optim.min_lr must be >= 0")
-        return self
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "OptimConfig",
+    "Schedule",
+    "clip_gradients",
+    "make_optimizer",
+    "set_lr",
+]
 
 
 def make_optimizer(config: OptimConfig, params) -> torch.optim.Optimizer:

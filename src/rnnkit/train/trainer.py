@@ -50,37 +50,13 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from rnnkit.common.config import option
 from rnnkit.train import checkpoint as ckpt
+from rnnkit.train.config import TrainerConfig
 from rnnkit.train.metrics import MetricsLog, plot
 from rnnkit.train.optim import OptimConfig, Schedule, clip_gradients, make_optimizer, set_lr
 
 # Keys in the checkpoint's state tensors of a run that averages its weights.
 _TRAINING_WEIGHTS, _AVERAGED_STEPS = "training_weights.", "averaged_steps"
-
-
-@dataclass
-class TrainerConfig:
-    """How long to train, clipping, checkpoints and reporting."""
-
-    epochs: int = option(2, "passes over the training data", min=1)
-    max_steps: int | None = option(None, "stop after this many optimiser steps in total")
-    max_minutes: float | None = option(
-        None, "stop (with a checkpoint) after this much wall time in this invocation"
-    )
-    clip_norm: float | None = option(5.0, "clip the global gradient L2 norm to this")
-    clip_value: float | None = option(None, "clip each gradient component to +-this")
-    seed: int = option(0, "seed for initialisation, dropout and batch order")
-    out: str = option("runs/lm", "run directory (a fresh numbered one if it already holds a run)")
-    checkpoint_every: int = option(0, "also checkpoint every N steps (0: at epoch ends)", min=0)
-    progress: bool = option(True, "show a progress bar")
-    threads: int = option(0, "CPU threads for torch (0: torch's default)", min=0)
-    device: str = option("cpu", "cpu, cuda, or auto (cuda when available)")
-    average: float = option(
-        0.0,
-        "keep an exponential moving average of the weights with this decay per step "
-        "(e.g. 0.999; 0: off); validation, checkpoints and predictions use the average",
-    )
 
 
 @dataclass

@@ -9,7 +9,6 @@ This is the textbook and the oracle every other implementation is tested against
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -29,8 +28,10 @@ class CellRecord(Protocol):
     """What the reference needs of a ``rnnkit.nn.cells.Cell`` (named here, not imported:
     the reference imports NumPy only)."""
 
-    name: str
-    options: Mapping[str, Any] | Any
+    @property
+    def name(self) -> str: ...
+    @property
+    def options(self) -> Any: ...
 
 
 def for_cell(cell: CellRecord):

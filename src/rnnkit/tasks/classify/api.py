@@ -24,62 +24,28 @@ import torch.nn.functional as F
 
 import rnnkit
 from rnnkit.common import config as cfg
-from rnnkit.common.config import option
 from rnnkit.data.padded import batches, pad
-from rnnkit.data.tokenizers import KINDS as TOKENIZER_KINDS
 from rnnkit.data.tokenizers import PAD_ID, Tokenizer, tokenizer_from_dict, train_tokenizer
+from rnnkit.tasks.classify.config import (
+    ClassifyDataConfig,
+    ClassifySettings,
+    defaults,
+)
 from rnnkit.tasks.classify.labelled import Example, LabelSet, read_labelled
 from rnnkit.tasks.classify.metrics import ClassificationReport, classification_report
-from rnnkit.tasks.classify.model import Classifier, ClassifierConfig
+from rnnkit.tasks.classify.model import Classifier
 from rnnkit.tasks.classify.pretrained import init_from_language_model
 from rnnkit.tasks.classify.vectors import load_vectors
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train.optim import OptimConfig
-from rnnkit.train.trainer import FitResult, StepResult, Trainer, TrainerConfig
+from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 TOKENIZER_FILE = "tokenizer.json"
 LABELS_FILE = "labels.json"
 
 
-@dataclass
-class ClassifyDataConfig:
-    """The labelled files and how they are read and batched."""
-
-    train: str | None = option(None, "training file: label<space>text lines, CSV/TSV or JSONL")
-    valid: str | None = option(None, "validation file (none: the last 10% of train)")
-    format: str | None = option(None, "sst, csv, tsv or jsonl (none: from the file suffix)")
-    text_column: str = option("text", "CSV/TSV/JSONL text column")
-    label_column: str = option("label", "CSV/TSV/JSONL label column")
-    encoding: str = option("utf-8", "text encoding of the files")
-    lowercase: bool = option(False, "lowercase the text")
-    tokenizer: str = option("word", "token unit", choices=TOKENIZER_KINDS)
-    min_count: int = option(1, "tokens seen fewer times become <unk>", min=1)
-    vocab_size: int | None = option(None, "cap on the vocabulary, specials included")
-    batch_size: int = option(32, "sentences per batch", min=1)
-    word_dropout: float = option(
-        0.0, "probability of replacing each training word by <unk> (Iyyer et al. 2015, sec. 3)"
-    )
-    vectors: str | None = option(None, "word2vec/GloVe text file to initialise embeddings")
-    pretrained_lm: str | None = option(
-        None, "word language model (an `rnnkit train lm` run) to start from (Dai & Le 2015)"
-    )
-    pretrained_lm_reverse: str | None = option(
-        None, "word language model trained on reversed text, to start the backward direction"
-    )
-
-
-def defaults() -> cfg.Sections:
-    return {
-        "model": ClassifierConfig(),
-        "data": ClassifyDataConfig(),
-        "optim": OptimConfig(lr=1e-3),
-        "trainer": TrainerConfig(out="runs/classify", epochs=10),
-    }
-
-
 def configure(
     file: str | Path | None = None, overrides: tuple[str, ...] = (), **sections: Any
-) -> cfg.Sections:
+) -> ClassifySettings:
     return cfg.merge(cfg.resolve(defaults(), file, overrides), sections, "configure()")
 
 
@@ -183,12 +149,14 @@ def _split(data: ClassifyDataConfig) -> tuple[list[Example], list[Example]]:
     return train[:-cut], train[-cut:]
 
 
-def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = print) -> ClassifyRun:
+def train(
+    sections: ClassifySettings | None = None, log: Callable[[str], None] = print
+) -> ClassifyRun:
     """Train a classifier; score its best checkpoint on the validation set."""
     sections = sections or defaults()
-    model_c: ClassifierConfig = sections["model"]
-    data_c: ClassifyDataConfig = sections["data"]
-    trainer_c: TrainerConfig = sections["trainer"]
+    model_c = sections.model
+    data_c = sections.data
+    trainer_c = sections.trainer
     torch.manual_seed(trainer_c.seed)
     train_examples, valid_examples = _split(data_c)
     texts = [_text(e.text, data_c.lowercase) + "\n" for e in train_examples]
@@ -229,7 +197,7 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
         f"training a {model_c.cell} classifier on {len(train_examples):,} sentences "
         f"({len(valid_examples):,} validation), {len(labels.names)} labels; run in {out_dir}"
     )
-    result = Trainer(model, task, trainer_c, sections["optim"], out_dir, extra, log).fit()
+    result = Trainer(model, task, trainer_c, sections.optim, out_dir, extra, log).fit()
     best, _, _ = load(out_dir)
     with torch.no_grad():
         _, predicted = task.predict_valid(best)
@@ -242,16 +210,22 @@ def load(path: str | Path, which: str = "best") -> tuple[Classifier, Tokenizer, 
     checkpoint, _, sections = ckpt.open_run(path, "classify", defaults(), which)
     tokenizer = tokenizer_from_dict(ckpt.read_json(checkpoint, TOKENIZER_FILE))
     labels = LabelSet.from_dict(ckpt.read_json(checkpoint, LABELS_FILE))
-    model = Classifier(sections["model"], tokenizer.vocab_size, len(labels.names))
+    model = Classifier(sections.model, tokenizer.vocab_size, len(labels.names))
     ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
-    model.lowercase = sections["data"].lowercase  # type: ignore[assignment]
+    model.lowercase = sections.data.lowercase  # type: ignore[assignment]
     return model.eval(), tokenizer, labels
 
 
 @torch.no_grad()
 def predict(path: str | Path, texts: Sequence[str]) -> list[dict[str, Any]]:
     """For each text: {"text", "label", "probabilities": {label: p}}."""
-    model, tokenizer, labels = load(path)
+    return _predict(*load(path), texts)
+
+
+@torch.no_grad()
+def _predict(
+    model: Classifier, tokenizer: Tokenizer, labels: LabelSet, texts: Sequence[str]
+) -> list[dict[str, Any]]:
     lowercase = bool(getattr(model, "lowercase", False))
     out = []
     for start in range(0, len(texts), 128):
@@ -270,6 +244,32 @@ def predict(path: str | Path, texts: Sequence[str]) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+def evaluate_file(run: str | Path, path: str | Path, encoding: str | None = None) -> dict[str, Any]:
+    """Score a trained classifier on a labelled file (read as its training files were:
+    data.format, the columns, and data.encoding unless ``encoding``): accuracy, macro F1
+    and per-class precision, recall, F1 and support, as fractions."""
+    _, _, sections = ckpt.open_run(run, "classify", defaults())
+    data = sections.data
+    examples = read_labelled(
+        path,
+        format=data.format,
+        text_column=data.text_column,
+        label_column=data.label_column,
+        encoding=encoding or data.encoding,
+    )
+    model, tokenizer, labels = load(run)
+    gold = [labels.id(e.label) for e in examples]  # an unseen label fails, named
+    predictions = _predict(model, tokenizer, labels, [e.text for e in examples])
+    predicted = [labels.id(p["label"]) for p in predictions]
+    report = classification_report(gold, predicted, labels.names)
+    return {
+        "examples": len(examples),
+        "accuracy": report.accuracy,
+        "macro_f1": report.macro_f1,
+        "per_class": report.per_class(),
+    }
 
 
 def format_predictions(predictions: list[dict[str, Any]], as_json: bool) -> str:

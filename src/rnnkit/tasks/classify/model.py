@@ -14,29 +14,12 @@ s = sum_t a_t h_t. Shapes: ids [B, T] (batch-first), lengths [B], logits [B, C].
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
-from rnnkit.common.config import option
 from rnnkit.data.padded import length_mask
-from rnnkit.nn.factory import CELL_NAMES, recurrent_layer
-
-POOLINGS = ("final", "mean", "max", "attention")
-
-
-@dataclass
-class ClassifierConfig:
-    """The classifier's shape (the vocabulary and labels come from the data)."""
-
-    cell: str = option("lstm", "recurrent cell kind", choices=CELL_NAMES)
-    num_layers: int = option(1, "stacked recurrent layers", min=1)
-    hidden_size: int = option(150, "hidden units per layer and direction", min=1)
-    bidirectional: bool = option(True, "read the sentence in both directions")
-    embedding_size: int = option(300, "word embedding width", min=1)
-    pooling: str = option("max", "how the states become one vector", choices=POOLINGS)
-    dropout: float = option(0.5, "dropout on embeddings, between layers and before the output")
+from rnnkit.nn.factory import recurrent_layer
+from rnnkit.tasks.classify.config import ClassifierConfig
 
 
 class Classifier(nn.Module):

@@ -27,12 +27,16 @@ import torch
 
 import rnnkit
 from rnnkit.common import config as cfg
-from rnnkit.common.config import option
 from rnnkit.common.io import atomic_savefig, atomic_write_text
 from rnnkit.data.padded import batches
-from rnnkit.tasks.forecast.model import Forecaster, ForecasterConfig
+from rnnkit.tasks.forecast.config import (
+    ForecastDataConfig,
+    ForecasterConfig,
+    ForecastSettings,
+    defaults,
+)
+from rnnkit.tasks.forecast.model import Forecaster
 from rnnkit.tasks.forecast.series import (
-    BUILTIN,
     Scaler,
     Series,
     builtin,
@@ -41,38 +45,14 @@ from rnnkit.tasks.forecast.series import (
     windows,
 )
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train.optim import OptimConfig
-from rnnkit.train.trainer import FitResult, StepResult, Trainer, TrainerConfig
+from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 SCALER_FILE = "scaler.json"
 
 
-@dataclass
-class ForecastDataConfig:
-    csv: str | None = option(None, "CSV file with a header (else a built-in series)")
-    time_column: str = option("time", "the CSV's time column")
-    columns: str | None = option(None, "comma-separated value columns (none: all others)")
-    builtin: str = option("sunspots", "built-in series when no CSV", choices=BUILTIN)
-    valid_fraction: float = option(0.1, "share of the series for validation")
-    test_fraction: float = option(0.1, "share of the series held out at the end")
-    season: int = option(1, "seasonal period m for seasonal naive and MASE", min=1)
-    difference: bool = option(False, "model the first differences (for a trending series)")
-    arima_order: str = option("2,0,1", "p,d,q of the ARIMA baseline")
-    batch_size: int = option(32, "windows per batch", min=1)
-
-
-def defaults() -> cfg.Sections:
-    return {
-        "model": ForecasterConfig(),
-        "data": ForecastDataConfig(),
-        "optim": OptimConfig(lr=3e-3),
-        "trainer": TrainerConfig(out="runs/forecast", epochs=50),
-    }
-
-
 def configure(
     file: str | Path | None = None, overrides: tuple[str, ...] = (), **sections: Any
-) -> cfg.Sections:
+) -> ForecastSettings:
     return cfg.merge(cfg.resolve(defaults(), file, overrides), sections, "configure()")
 
 
@@ -172,11 +152,13 @@ class ForecastRun:
         return "\n".join(lines)
 
 
-def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = print) -> ForecastRun:
+def train(
+    sections: ForecastSettings | None = None, log: Callable[[str], None] = print
+) -> ForecastRun:
     sections = sections or defaults()
-    model_c: ForecasterConfig = sections["model"]
-    data: ForecastDataConfig = sections["data"]
-    trainer_c: TrainerConfig = sections["trainer"]
+    model_c = sections.model
+    data = sections.data
+    trainer_c = sections.trainer
     series = load_series(data)
     values = series.values
     train_end, valid_end = split_points(len(values), data.valid_fraction, data.test_fraction)
@@ -209,7 +191,7 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
         f"forecasting {', '.join(series.columns)} ({len(values)} steps: train {train_end}, "
         f"valid {valid_end - train_end}, test {len(values) - valid_end}); run in {out_dir}"
     )
-    result = Trainer(model, task, trainer_c, sections["optim"], out_dir, extra, log).fit()
+    result = Trainer(model, task, trainer_c, sections.optim, out_dir, extra, log).fit()
 
     best, _, _ = load(out_dir)
     H = model_c.horizon
@@ -265,10 +247,34 @@ def model_forecast(
 def load(path: str | Path, which: str = "best") -> tuple[Forecaster, Scaler, bool]:
     """(model, scaler, whether it models differences) from a run or checkpoint."""
     checkpoint, saved, sections = ckpt.open_run(path, "forecast", defaults(), which)
-    model = Forecaster(sections["model"], len(saved["meta"]["columns"]))
+    model = Forecaster(sections.model, len(saved["meta"]["columns"]))
     ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
     scaler = Scaler.from_dict(ckpt.read_json(checkpoint, SCALER_FILE))
-    return model.eval(), scaler, sections["data"].difference
+    return model.eval(), scaler, sections.data.difference
+
+
+def evaluate_file(run: str | Path, path: str | Path) -> dict[str, Any]:
+    """Score a trained forecaster on a CSV series (the run's time and value columns): its
+    forecasts from every origin with a full window and horizon, against the series, as
+    MAE, RMSE and MASE (scaled by the file's own seasonal-naive error, data.season), and
+    the naive forecast's MAE for comparison."""
+    _, saved, sections = ckpt.open_run(run, "forecast", defaults())
+    data = sections.data
+    series = read_csv(path, data.time_column, saved["meta"]["columns"])
+    model, scaler, difference = load(run)
+    values, H, m = series.values, model.config.horizon, data.season
+    first = model.config.window + difference  # the first origin with a full window
+    _, actual, origins = windows(values, model.config.window, H, first, len(values))
+    mean, _ = model_forecast(model, scaler, values, origins, H, difference)
+    if len(values) <= m:
+        raise ValueError(f"{path}: {len(values)} steps, too few for a season of {m}")
+    scale = float(np.abs(values[m:] - values[:-m]).mean()) or 1.0
+    naive = np.stack([np.repeat(values[o - 1][None], H, 0) for o in origins])
+    return errors(mean, actual, scale) | {
+        "naive_MAE": float(np.abs(naive - actual).mean()),
+        "origins": len(origins),
+        "horizon": H,
+    }
 
 
 def forecast_series(

@@ -14,26 +14,12 @@ Shapes: inputs [B, L, V], mean and std [B, H, V].
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.common.config import option
-from rnnkit.nn.factory import CELL_NAMES, recurrent_layer
-
-
-@dataclass
-class ForecasterConfig:
-    cell: str = option("gru", "recurrent cell kind", choices=CELL_NAMES)
-    hidden_size: int = option(64, "hidden units per layer", min=1)
-    num_layers: int = option(1, "stacked recurrent layers", min=1)
-    window: int = option(24, "past steps the model reads", min=1)
-    horizon: int = option(12, "steps ahead to forecast", min=1)
-    strategy: str = option("direct", "multi-step strategy", choices=("direct", "recursive"))
-    gaussian: bool = option(False, "also predict a variance (prediction intervals)")
-    dropout: float = option(0.0, "dropout between layers and before the head")
+from rnnkit.nn.factory import recurrent_layer
+from rnnkit.tasks.forecast.config import ForecasterConfig
 
 
 class Forecaster(nn.Module):

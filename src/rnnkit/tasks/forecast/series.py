@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit.data.text import DataError, read_text
-
-BUILTIN = ("sunspots", "co2")
+from rnnkit.tasks.forecast.config import BUILTIN
 
 
 @dataclass(frozen=True)

@@ -23,57 +23,20 @@ from torch import Tensor
 
 import rnnkit
 from rnnkit.common import config as cfg
-from rnnkit.common.config import option
 from rnnkit.data import encode_file, iter_text, train_tokenizer
 from rnnkit.data.tokenizers import SPECIALS, Tokenizer, tokenizer_from_dict
-from rnnkit.decoding.sampling import SampleConfig
 from rnnkit.tasks.lm.batching import LMBatches, split_train_valid
-from rnnkit.tasks.lm.model import LanguageModel, LMConfig, bits_per_token, perplexity
+from rnnkit.tasks.lm.config import DEFAULT_CORPUS, DataConfig, LMSettings, defaults
+from rnnkit.tasks.lm.model import LanguageModel, bits_per_token, perplexity
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train.optim import OptimConfig
-from rnnkit.train.trainer import FitResult, StepResult, Trainer, TrainerConfig
+from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 TOKENIZER_FILE = "tokenizer.json"
-DEFAULT_CORPUS = "pydoc_data.topics"
-
-
-@dataclass
-class DataConfig:
-    """The text, its tokenizer, and how it is cut into batches."""
-
-    text: str | None = option(None, f"training text file (none: Python's {DEFAULT_CORPUS})")
-    valid_text: str | None = option(None, "validation text file (none: the tail of text)")
-    valid_fraction: float = option(0.05, "fraction of text held out when no valid_text")
-    encoding: str = option("utf-8", "text encoding of the files")
-    tokenizer: str = option("char", "token unit", choices=("char", "word", "bpe"))
-    vocab_size: int | None = option(None, "cap on the vocabulary, specials included")
-    min_count: int = option(1, "drop tokens seen fewer times (char, word)", min=1)
-    batch_size: int = option(32, "parallel streams B", min=1)
-    bptt: int = option(64, "steps per truncated-BPTT window T", min=1)
-    variable_bptt: bool = option(
-        False, "draw window lengths as AWD-LSTM (Merity 2017); lr scales by T / bptt"
-    )
-    eval_batch_size: int = option(16, "parallel streams for validation and eval", min=1)
-
-
-def defaults() -> cfg.Sections:
-    """The sections of a language-model run, at their defaults (the README's main job)."""
-    # The main job: with no arguments `rnnkit train lm` must finish, samples included,
-    # within 3 minutes on 2 cores. A 2x256 GRU learned the most per second in trials on
-    # 2 cores (docs/results.md); the time cap guards slower machines and
-    # --trainer.max_minutes none lifts it.
-    return {
-        "model": LMConfig(cell="gru"),
-        "data": DataConfig(),
-        "optim": OptimConfig(),
-        "trainer": TrainerConfig(max_minutes=2.5),
-        "sample": SampleConfig(),
-    }
 
 
 def configure(
     file: str | Path | None = None, overrides: tuple[str, ...] = (), **sections: Any
-) -> cfg.Sections:
+) -> LMSettings:
     """Defaults, then a config file, then ``--section.field value`` overrides, then
     keyword sections (``model={"hidden_size": 512}``); ``text=PATH`` sets data.text."""
     resolved = cfg.resolve(defaults(), file, overrides)
@@ -198,7 +161,7 @@ class LMRun:
     out_dir: Path
     model: LanguageModel
     tokenizer: Tokenizer
-    sections: cfg.Sections
+    sections: LMSettings
     result: FitResult
     train_tokens: int
     valid_tokens: int
@@ -222,7 +185,7 @@ RESUMABLE = {
 
 def resume_sections(
     checkpoint: str | Path, changes: Mapping[str, Mapping[str, Any]] | None = None
-) -> cfg.Sections:
+) -> LMSettings:
     """The checkpoint's sections with ``changes`` ({section: {field: value}}) applied;
     only the ``RESUMABLE`` fields may change."""
     path = ckpt.resolve(checkpoint, prefer=("last", "best"))
@@ -233,7 +196,7 @@ def resume_sections(
             if allowed is not None and name not in allowed:
                 raise cfg.ConfigError(
                     f"--{section}.{name} cannot change when resuming (the checkpoint has "
-                    f"{getattr(saved.get(section), name, '?')!r}); only "
+                    f"{getattr(getattr(saved, section, None), name, '?')!r}); only "
                     + ", ".join(f"trainer.{n}" for n in sorted(RESUMABLE["trainer"] or ()))
                     + " and sample.* may"
                 )
@@ -241,7 +204,7 @@ def resume_sections(
 
 
 def train(
-    sections: cfg.Sections | None = None,
+    sections: LMSettings | None = None,
     resume: str | Path | None = None,
     changes: Mapping[str, Mapping[str, Any]] | None = None,
     log: Callable[[str], None] = print,
@@ -258,11 +221,11 @@ def train(
         tokenizer = tokenizer_from_dict(ckpt.read_json(checkpoint, TOKENIZER_FILE))
     else:
         sections = sections or defaults()
-        out_dir = ckpt.fresh_run_dir(sections["trainer"].out)
+        out_dir = ckpt.fresh_run_dir(sections.trainer.out)
         tokenizer = None
-    model_c: LMConfig = sections["model"].validate()
-    data_c: DataConfig = sections["data"]
-    trainer_c: TrainerConfig = sections["trainer"]
+    model_c = sections.model.validate()
+    data_c = sections.data
+    trainer_c = sections.trainer
     torch.manual_seed(trainer_c.seed)
     tokenizer, train_ids, valid_ids = load_corpus(data_c, tokenizer)
     model = LanguageModel(model_c, tokenizer.vocab_size)
@@ -272,7 +235,7 @@ def train(
         ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
         TOKENIZER_FILE: tokenizer.to_dict(),
     }
-    trainer = Trainer(model, task, trainer_c, sections["optim"], out_dir, extra, log)
+    trainer = Trainer(model, task, trainer_c, sections.optim, out_dir, extra, log)
     if resume is not None:
         trainer.resume(checkpoint)
         log(f"resuming {out_dir} at step {trainer.step} (epoch {trainer.epoch})")
@@ -291,7 +254,7 @@ def train(
 
 def load(
     path: str | Path, which: str = "best", device: str | torch.device = "cpu"
-) -> tuple[LanguageModel, Tokenizer, cfg.Sections]:
+) -> tuple[LanguageModel, Tokenizer, LMSettings]:
     """A trained model from a run directory (its ``best`` checkpoint, or ``which``) or a
     checkpoint directory, in eval mode; with its tokenizer and config sections."""
     prefer = ("best", "last") if which == "best" else ("last", "best")
@@ -301,12 +264,12 @@ def load(
         raise ckpt.CheckpointError(f"{checkpoint} is not a language-model checkpoint")
     sections = cfg.from_dict(defaults(), data, str(checkpoint / ckpt.CONFIG_FILE))
     tokenizer = tokenizer_from_dict(ckpt.read_json(checkpoint, TOKENIZER_FILE))
-    model = LanguageModel(sections["model"], tokenizer.vocab_size)
+    model = LanguageModel(sections.model, tokenizer.vocab_size)
     ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
     return model.to(device).eval(), tokenizer, sections
 
 
-def evaluate_file(
+def evaluate_text(
     model: LanguageModel,
     tokenizer: Tokenizer,
     path: str | Path,
@@ -325,6 +288,31 @@ def evaluate_file(
         "tokens": float(count),
         "unk_fraction": unk,
     }
+
+
+def evaluate_file(
+    run: str | Path,
+    path: str | Path,
+    encoding: str | None = None,
+    batch_size: int | None = None,
+    bptt: int | None = None,
+) -> dict[str, Any]:
+    """Score a text file with a trained model (``run``: a run or checkpoint directory):
+    ``evaluate_text``'s figures, the tokenizer kind and the unit ("character" or "token"). The
+    encoding, streams and window default to the run's (data.encoding, data.eval_batch_size,
+    data.bptt)."""
+    model, tokenizer, sections = load(run)
+    data = sections.data
+    figures = evaluate_text(
+        model,
+        tokenizer,
+        path,
+        encoding or data.encoding,
+        batch_size or data.eval_batch_size,
+        bptt or data.bptt,
+    )
+    unit = "character" if tokenizer.kind == "char" else "token"
+    return figures | {"tokenizer": tokenizer.kind, "unit": unit}
 
 
 def options_help() -> str:

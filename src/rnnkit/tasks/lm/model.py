@@ -17,52 +17,16 @@ state as the layer's (h [L, B, H], or (h, c) for the LSTM).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.common.config import option
 from rnnkit.nn.cells import set_forget_bias
-from rnnkit.nn.factory import CELL_NAMES, recurrent_layer
+from rnnkit.nn.factory import recurrent_layer
+from rnnkit.tasks.lm.config import LMConfig
 from rnnkit.tasks.lm.loss import projected_cross_entropy
-
-
-@dataclass
-class LMConfig:
-    """The language model's shape and initialisation (the vocabulary comes from the tokenizer)."""
-
-    cell: str = option("lstm", "recurrent cell kind", choices=CELL_NAMES)
-    num_layers: int = option(2, "stacked recurrent layers", min=1)
-    hidden_size: int = option(256, "hidden units per layer", min=1)
-    input: str = option("embedding", "input encoding", choices=("embedding", "onehot"))
-    embedding_size: int = option(128, "embedding width (ignored for onehot input)", min=1)
-    dropout: float = option(0.0, "dropout on the input, between layers and before the output")
-    tie_weights: bool = option(False, "share the embedding and output matrices (needs D = H)")
-    init: str = option(
-        "default",
-        "uniform: every weight U(-init_scale, init_scale) (Zaremba 2014); orthogonal: "
-        "orthogonal recurrent blocks, Xavier input blocks, zero biases; default: torch.nn's",
-        choices=("default", "uniform", "orthogonal"),
-    )
-    init_scale: float = option(0.1, "bound of the uniform init")
-    unit_forget_bias: bool = option(True, "LSTM forget-gate bias 1 (Jozefowicz 2015, sec. 3)")
-
-    def validate(self) -> LMConfig:
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        if self.tie_weights and self.input == "onehot":
-            raise ValueError("model.tie_weights needs model.input=embedding, not onehot")
-        if self.tie_weights and self.embedding_size != self.hidden_size:
-            raise ValueError(
-                "model.tie_weights needs model.embedding_size == model.hidden_size, got "
-                f"{self.embedding_size} and {self.hidden_size}"
-            )
-        if self.init_scale <= 0:
-            raise ValueError(f"model.init_scale must be > 0, got {self.init_scale}")
-        return self
 
 
 class LanguageModel(nn.Module):

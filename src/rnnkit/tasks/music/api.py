@@ -22,36 +22,18 @@ from torch import Tensor
 
 import rnnkit
 from rnnkit.common import config as cfg
-from rnnkit.common.config import option
 from rnnkit.common.io import atomic_savefig
 from rnnkit.data.padded import batches
+from rnnkit.tasks.music.config import MusicConfig, MusicSettings, defaults
 from rnnkit.tasks.music.data import Chorale, load_chorales, piano_roll
-from rnnkit.tasks.music.model import MusicConfig, MusicModel, generate, nll_per_step
+from rnnkit.tasks.music.model import MusicModel, generate, nll_per_step
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train.optim import OptimConfig
-from rnnkit.train.trainer import FitResult, StepResult, Trainer, TrainerConfig
-
-
-@dataclass
-class MusicDataConfig:
-    path: str | None = option(None, "JSON file {split: [chorale, ...]} (JSB Chorales layout)")
-    train_split: str = option("train", "the split to train on")
-    valid_split: str = option("valid", "the split to validate on")
-    batch_size: int = option(8, "chorales per batch", min=1)
-
-
-def defaults() -> cfg.Sections:
-    return {
-        "model": MusicConfig(),
-        "data": MusicDataConfig(),
-        "optim": OptimConfig(optimizer="rmsprop", lr=1e-3),
-        "trainer": TrainerConfig(out="runs/music", epochs=100, clip_norm=1.0),
-    }
+from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 
 def configure(
     file: str | Path | None = None, overrides: tuple[str, ...] = (), **sections: Any
-) -> cfg.Sections:
+) -> MusicSettings:
     return cfg.merge(cfg.resolve(defaults(), file, overrides), sections, "configure()")
 
 
@@ -125,12 +107,12 @@ class MusicRun:
     parameters: int
 
 
-def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = print) -> MusicRun:
+def train(sections: MusicSettings | None = None, log: Callable[[str], None] = print) -> MusicRun:
     """Train a music model; report train and validation NLL per step of the best one."""
     sections = sections or defaults()
-    model_c: MusicConfig = sections["model"]
-    data_c: MusicDataConfig = sections["data"]
-    trainer_c: TrainerConfig = sections["trainer"]
+    model_c = sections.model
+    data_c = sections.data
+    trainer_c = sections.trainer
     if data_c.path is None:
         raise ValueError("data.path is required: a chorales JSON file (--data.path FILE)")
     splits = load_chorales(data_c.path)
@@ -149,7 +131,7 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
         f"{len(train_rolls)} chorales ({len(valid_rolls)} validation); run in {out_dir}"
     )
     task = MusicTask(train_rolls, valid_rolls, data_c.batch_size, trainer_c.seed)
-    result = Trainer(model, task, trainer_c, sections["optim"], out_dir, extra, log).fit()
+    result = Trainer(model, task, trainer_c, sections.optim, out_dir, extra, log).fit()
     best = load(out_dir)
     return MusicRun(
         out_dir, result, nll(best, train_rolls), nll(best, valid_rolls), model.num_parameters()
@@ -158,9 +140,23 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
 
 def load(path: str | Path, which: str = "best") -> MusicModel:
     checkpoint, _, sections = ckpt.open_run(path, "music", defaults(), which)
-    model = MusicModel(sections["model"])
+    model = MusicModel(sections.model)
     ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
     return model.eval()
+
+
+def evaluate_file(run: str | Path, path: str | Path, split: str | None = None) -> dict[str, Any]:
+    """NLL per time step (nats) of a trained model on one split of a chorales JSON file:
+    ``split``, else "test" when the file has one, else its only split."""
+    model = load(run)
+    splits = load_chorales(path)
+    if split is None:
+        split = "test" if "test" in splits or len(splits) != 1 else next(iter(splits))
+    if split not in splits:
+        raise ValueError(f"{path} has no split {split!r}; it has {sorted(splits)}")
+    rolls = _rolls(splits[split], model.config)
+    steps = sum(r.shape[0] - 1 for r in rolls)
+    return {"split": split, "chorales": len(rolls), "steps": steps, "nll": nll(model, rolls)}
 
 
 def generate_from(

@@ -12,25 +12,13 @@ averaged over time steps (the "NLL per time step" of the literature). Shapes: ro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.common.config import option
 from rnnkit.decoding.bernoulli import sample_bernoulli
-from rnnkit.nn.factory import CELL_NAMES, recurrent_layer
-
-
-@dataclass
-class MusicConfig:
-    cell: str = option("gru_reset_before", "recurrent cell kind", choices=CELL_NAMES)
-    hidden_size: int = option(46, "hidden units (Chung 2014: tanh 100, GRU 46, LSTM 36)", min=1)
-    num_layers: int = option(1, "stacked recurrent layers", min=1)
-    dropout: float = option(0.0, "dropout between layers and before the output")
-    low: int = option(21, "lowest MIDI pitch of the roll")
-    high: int = option(108, "highest MIDI pitch of the roll")
+from rnnkit.nn.factory import recurrent_layer
+from rnnkit.tasks.music.config import MusicConfig
 
 
 class MusicModel(nn.Module):

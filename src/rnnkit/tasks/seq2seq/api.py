@@ -30,68 +30,28 @@ import torch
 
 import rnnkit
 from rnnkit.common import config as cfg
-from rnnkit.common.config import option
 from rnnkit.common.io import atomic_savefig, atomic_write_text
 from rnnkit.data.padded import batches, pad
 from rnnkit.data.text import DataError
-from rnnkit.data.tokenizers import KINDS, Tokenizer, tokenizer_from_dict, train_tokenizer
+from rnnkit.data.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 from rnnkit.decoding.beam import Hypothesis, decode
-from rnnkit.tasks.seq2seq.model import Seq2Seq, Seq2SeqConfig
+from rnnkit.tasks.seq2seq.config import (
+    DecodeConfig,
+    Seq2SeqDataConfig,
+    Seq2SeqSettings,
+    defaults,
+)
+from rnnkit.tasks.seq2seq.model import Seq2Seq
 from rnnkit.tasks.seq2seq.parallel import Pair, read_parallel
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train.optim import OptimConfig
-from rnnkit.train.trainer import FitResult, StepResult, Trainer, TrainerConfig
+from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 SOURCE_FILE, TARGET_FILE = "source_tokenizer.json", "target_tokenizer.json"
 
 
-@dataclass
-class Seq2SeqDataConfig:
-    """The parallel files (or the generated dates task), tokenizers and batching."""
-
-    train: str | None = option(
-        None,
-        "training pairs: a source<TAB>target file, or the "
-        "source side of aligned files (with train_target)",
-    )
-    train_target: str | None = option(None, "target side of aligned training files")
-    valid: str | None = option(None, "validation pairs (none: the last 10% of train)")
-    valid_target: str | None = option(None, "target side of aligned validation files")
-    test: str | None = option(None, "test pairs, translated and scored after training")
-    test_target: str | None = option(None, "target side of aligned test files")
-    dates: int = option(0, "generate the dates task with this many training pairs", min=0)
-    dates_valid: int = option(1000, "dates task: validation pairs", min=1)
-    dates_test: int = option(10_000, "dates task: held-out test pairs", min=0)
-    dates_seed: int = option(0, "dates task: the generator's seed")
-    tokenizer: str = option("char", "source and target tokens", choices=KINDS)
-    source_vocab_size: int | None = option(None, "cap on the source vocabulary, specials included")
-    target_vocab_size: int | None = option(None, "cap on the target vocabulary, specials included")
-    batch_size: int = option(64, "pairs per batch", min=1)
-    encoding: str = option("utf-8", "text encoding of the files")
-
-
-@dataclass
-class DecodeConfig:
-    """How translations are searched for (the report after training, and translate)."""
-
-    beam: int = option(1, "beam width (1: greedy)", min=1)
-    length_penalty: float = option(0.6, "alpha of Wu et al. 2016's lp; 0: no normalisation")
-    max_length: int | None = option(None, "most target tokens (none: longest training + 10)")
-
-
-def defaults() -> cfg.Sections:
-    return {
-        "model": Seq2SeqConfig(),
-        "data": Seq2SeqDataConfig(),
-        "decode": DecodeConfig(),
-        "optim": OptimConfig(lr=2e-3),
-        "trainer": TrainerConfig(out="runs/seq2seq", epochs=10, clip_norm=1.0),
-    }
-
-
 def configure(
     file: str | Path | None = None, overrides: tuple[str, ...] = (), **sections: Any
-) -> cfg.Sections:
+) -> Seq2SeqSettings:
     return cfg.merge(cfg.resolve(defaults(), file, overrides), sections, "configure()")
 
 
@@ -308,12 +268,14 @@ def evaluate_pairs(
     }
 
 
-def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = print) -> Seq2SeqRun:
+def train(
+    sections: Seq2SeqSettings | None = None, log: Callable[[str], None] = print
+) -> Seq2SeqRun:
     """Train an encoder-decoder; score its best checkpoint on the validation (and test) pairs."""
-    sections = dict(sections or defaults())
-    model_c: Seq2SeqConfig = sections["model"]
-    data: Seq2SeqDataConfig = sections["data"]
-    trainer_c: TrainerConfig = sections["trainer"]
+    sections = sections or defaults()
+    model_c = sections.model
+    data = sections.data
+    trainer_c = sections.trainer
     torch.manual_seed(trainer_c.seed)
     train_p, valid_p, test_p = read_data(data)
     source = train_tokenizer(
@@ -324,10 +286,11 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
     )
     tokenizers = PairTokenizers(source, target)
     task = Seq2SeqTask(tokenizers, train_p, valid_p, data.batch_size, trainer_c.seed)
-    decode_c: DecodeConfig = sections["decode"]
+    decode_c = sections.decode
     if decode_c.max_length is None:
         longest = max(len(t) for t in task.train_tgt)
-        sections["decode"] = decode_c = dataclasses.replace(decode_c, max_length=longest + 10)
+        decode_c = dataclasses.replace(decode_c, max_length=longest + 10)
+        sections = dataclasses.replace(sections, decode=decode_c)
     model = Seq2Seq(model_c, source.vocab_size, target.vocab_size)
     out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {"task": "seq2seq", "rnnkit_version": rnnkit.__version__}
@@ -342,7 +305,7 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
         f"({len(valid_p):,} validation, {len(test_p):,} test); vocabularies {source.vocab_size}"
         f" / {target.vocab_size} {data.tokenizer} tokens; run in {out_dir}"
     )
-    result = Trainer(model, task, trainer_c, sections["optim"], out_dir, extra, log).fit()
+    result = Trainer(model, task, trainer_c, sections.optim, out_dir, extra, log).fit()
     translator = load(out_dir)
     report = {"valid": evaluate_pairs(translator, valid_p)}
     if test_p:
@@ -359,9 +322,9 @@ def load(path: str | Path, which: str = "best") -> Translator:
     checkpoint, _, sections = ckpt.open_run(path, "seq2seq", defaults(), which)
     source = tokenizer_from_dict(ckpt.read_json(checkpoint, SOURCE_FILE))
     target = tokenizer_from_dict(ckpt.read_json(checkpoint, TARGET_FILE))
-    model = Seq2Seq(sections["model"], source.vocab_size, target.vocab_size)
+    model = Seq2Seq(sections.model, source.vocab_size, target.vocab_size)
     ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
-    return Translator(model, PairTokenizers(source, target), sections["decode"])
+    return Translator(model, PairTokenizers(source, target), sections.decode)
 
 
 def translate(
@@ -369,3 +332,22 @@ def translate(
 ) -> list[dict[str, Any]]:
     """Translate ``texts`` with the best checkpoint of a run; see ``Translator.translate``."""
     return load(path).translate(texts, beam)
+
+
+def evaluate_file(
+    run: str | Path,
+    path: str | Path,
+    encoding: str | None = None,
+    target: str | Path | None = None,
+    beam: int | None = None,
+) -> dict[str, Any]:
+    """Translate the sources of a parallel file (source<TAB>target lines, or with
+    ``target`` two aligned files) and score the translations against its targets: exact
+    match (%), corpus BLEU and chrF (0-100), with the run's beam unless ``beam``. The
+    files' encoding is the run's data.encoding unless ``encoding``."""
+    translator = load(run)
+    _, _, sections = ckpt.open_run(run, "seq2seq", defaults())
+    pairs = read_parallel(path, target, encoding or sections.data.encoding)
+    if not pairs:
+        raise ValueError(f"{path}: no pairs to score")
+    return {"pairs": len(pairs)} | evaluate_pairs(translator, pairs, beam)

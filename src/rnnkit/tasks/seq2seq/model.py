@@ -43,34 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.common.config import option
 from rnnkit.data.padded import length_mask
 from rnnkit.data.tokenizers import BOS_ID
 from rnnkit.nn.cells import CELLS
-from rnnkit.nn.factory import CELL_NAMES, cell_module, recurrent_layer
-
-ATTENTIONS = ("bahdanau", "luong")
+from rnnkit.nn.factory import cell_module, recurrent_layer
+from rnnkit.tasks.seq2seq.config import ATTENTIONS, Seq2SeqConfig
 
 State = tuple[tuple[Tensor, ...], ...]
 """The decoder state: one tuple per layer, (h,) or (h, c), each [B, H], then (feed,)."""
-
-
-@dataclass
-class Seq2SeqConfig:
-    """The encoder-decoder's shape (the vocabularies come from the data)."""
-
-    cell: str = option("gru", "recurrent cell kind of the encoder and decoder", choices=CELL_NAMES)
-    embedding_size: int = option(64, "source and target embedding width", min=1)
-    hidden_size: int = option(128, "hidden units per layer (and direction) of both RNNs", min=1)
-    encoder_layers: int = option(1, "stacked encoder layers", min=1)
-    decoder_layers: int = option(1, "stacked decoder layers", min=1)
-    bidirectional: bool = option(True, "read the source in both directions")
-    attention: str = option(
-        "bahdanau", "additive (bahdanau) or general (luong)", choices=ATTENTIONS
-    )
-    attention_size: int = option(128, "width A of the additive attention's hidden layer", min=1)
-    dropout: float = option(0.1, "dropout on embeddings, between layers and before the output")
-    sampling: float = option(0.0, "scheduled sampling: chance of feeding the model's own token")
 
 
 @dataclass

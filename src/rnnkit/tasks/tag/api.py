@@ -27,52 +27,24 @@ import torch
 
 import rnnkit
 from rnnkit.common import config as cfg
-from rnnkit.common.config import option
 from rnnkit.common.io import atomic_write_text
 from rnnkit.data.padded import batches, pad
 from rnnkit.data.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
+from rnnkit.tasks.tag.config import TagDataConfig, TagSettings, defaults
 from rnnkit.tasks.tag.conll import Sentence, format_conll, read_conll
 from rnnkit.tasks.tag.metrics import SpanScores, span_scores
-from rnnkit.tasks.tag.model import Tagger, TaggerConfig
-from rnnkit.tasks.tag.schemes import SCHEMES, allowed_transitions, convert, spans
+from rnnkit.tasks.tag.model import Tagger
+from rnnkit.tasks.tag.schemes import allowed_transitions, convert, spans
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train.optim import OptimConfig
-from rnnkit.train.trainer import FitResult, StepResult, Trainer, TrainerConfig
+from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 WORDS_FILE, CHARS_FILE, TAGS_FILE = "words.json", "chars.json", "tags.json"
 _DIGITS = re.compile(r"\d")
 
 
-@dataclass
-class TagDataConfig:
-    """The CoNLL files, their columns and tag scheme, and batching."""
-
-    train: str | None = option(None, "training file in CoNLL columns")
-    valid: str | None = option(None, "validation file (none: the last 10% of train)")
-    token_column: int = option(0, "column of the tokens")
-    tag_column: int = option(-1, "column of the tags (-1: the last)")
-    scheme: str = option("IOB1", "the files' tag scheme", choices=SCHEMES)
-    train_scheme: str = option("BIOES", "the scheme the model learns", choices=SCHEMES)
-    lowercase: bool = option(True, "look words up lowercased (characters keep case)")
-    zero_digits: bool = option(True, "replace every digit by 0 for the word lookup")
-    singleton_unk: float = option(0.5, "probability of replacing a training singleton by <unk>")
-    batch_size: int = option(10, "sentences per batch", min=1)
-    max_word_length: int = option(30, "characters per word seen by the character BiRNN", min=1)
-    encoding: str = option("utf-8", "text encoding of the files")
-
-
-def defaults() -> cfg.Sections:
-    return {
-        "model": TaggerConfig(),
-        "data": TagDataConfig(),
-        "optim": OptimConfig(optimizer="sgd", lr=0.015, momentum=0.9),
-        "trainer": TrainerConfig(out="runs/tag", epochs=10, clip_norm=5.0),
-    }
-
-
 def configure(
     file: str | Path | None = None, overrides: tuple[str, ...] = (), **sections: Any
-) -> cfg.Sections:
+) -> TagSettings:
     return cfg.merge(cfg.resolve(defaults(), file, overrides), sections, "configure()")
 
 
@@ -204,12 +176,12 @@ class TagRun:
     scores: SpanScores
 
 
-def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = print) -> TagRun:
+def train(sections: TagSettings | None = None, log: Callable[[str], None] = print) -> TagRun:
     """Train a tagger; score its best checkpoint (span F1) on the validation file."""
     sections = sections or defaults()
-    model_c: TaggerConfig = sections["model"]
-    data: TagDataConfig = sections["data"]
-    trainer_c: TrainerConfig = sections["trainer"]
+    model_c = sections.model
+    data = sections.data
+    trainer_c = sections.trainer
     if data.train is None:
         raise ValueError("data.train is required: a CoNLL file (--data.train FILE)")
     torch.manual_seed(trainer_c.seed)
@@ -246,7 +218,7 @@ def train(sections: cfg.Sections | None = None, log: Callable[[str], None] = pri
         f"training a {model_c.cell} tagger ({model_c.output}) on {len(train_s):,} sentences "
         f"({len(valid_s):,} validation), {len(tag_names)} tags; run in {out_dir}"
     )
-    result = Trainer(model, task, trainer_c, sections["optim"], out_dir, extra, log).fit()
+    result = Trainer(model, task, trainer_c, sections.optim, out_dir, extra, log).fit()
     best, best_vocab = load(out_dir)
     predicted = tag_sentences(best, best_vocab, [s.tokens for s in valid_s])
     scores = span_scores([s.tags for s in valid_s], predicted)
@@ -260,11 +232,9 @@ def load(path: str | Path, which: str = "best") -> tuple[Tagger, TagVocabulary]:
     words = tokenizer_from_dict(ckpt.read_json(checkpoint, WORDS_FILE))
     chars = tokenizer_from_dict(ckpt.read_json(checkpoint, CHARS_FILE))
     tag_names = ckpt.read_json(checkpoint, TAGS_FILE)["tags"]
-    data: TagDataConfig = sections["data"]
+    data = sections.data
     constraints = allowed_transitions(tag_names, data.train_scheme)
-    model = Tagger(
-        sections["model"], words.vocab_size, chars.vocab_size, len(tag_names), constraints
-    )
+    model = Tagger(sections.model, words.vocab_size, chars.vocab_size, len(tag_names), constraints)
     ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
     return model.eval(), TagVocabulary(words, chars, tag_names, data)
 
@@ -283,6 +253,35 @@ def predict(path: str | Path, sentences: Sequence[Sequence[str]]) -> list[dict[s
         }
         for s, t in zip(sentences, tags, strict=True)
     ]
+
+
+def evaluate_file(run: str | Path, path: str | Path, encoding: str | None = None) -> dict[str, Any]:
+    """Score a trained tagger on a CoNLL file (the columns and scheme of its training
+    files, and their encoding unless ``encoding``): conlleval's span precision, recall and
+    F1, token accuracy, and F1 by span type, as fractions."""
+    model, vocab = load(run)
+    data = vocab.data
+    sentences = read_conll(
+        path,
+        token_column=data.token_column,
+        tag_column=data.tag_column,
+        scheme=data.scheme,
+        encoding=encoding or data.encoding,
+    )
+    if not sentences:
+        raise ValueError(f"{path}: no sentences to score")
+    predicted = tag_sentences(model, vocab, [s.tokens for s in sentences])
+    scores = span_scores([s.tags for s in sentences], predicted)
+    o = scores.overall
+    return {
+        "sentences": len(sentences),
+        "tokens": sum(len(s.tokens) for s in sentences),
+        "precision": o.precision,
+        "recall": o.recall,
+        "f1": o.f1,
+        "token_accuracy": scores.token_accuracy,
+        "f1_by_type": {kind: s.f1 for kind, s in sorted(scores.by_type.items())},
+    }
 
 
 def format_tagged(predictions: list[dict[str, Any]], as_json: bool) -> str:

@@ -15,30 +15,14 @@ section 4.1). Shapes: words [B, T], chars [B, T, W] (W characters per word, padd
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.common.config import option
 from rnnkit.data.padded import length_mask
-from rnnkit.nn.factory import CELL_NAMES, recurrent_layer
+from rnnkit.nn.factory import recurrent_layer
+from rnnkit.tasks.tag.config import TaggerConfig
 from rnnkit.tasks.tag.crf import CRF
-
-
-@dataclass
-class TaggerConfig:
-    """The tagger's shape (vocabularies and the tag set come from the data)."""
-
-    cell: str = option("lstm", "recurrent cell kind", choices=CELL_NAMES)
-    num_layers: int = option(1, "stacked word-level recurrent layers", min=1)
-    hidden_size: int = option(100, "word-level hidden units per direction", min=1)
-    embedding_size: int = option(100, "word embedding width", min=1)
-    char_embedding_size: int = option(25, "character embedding width (0: no characters)", min=0)
-    char_hidden_size: int = option(25, "character BiRNN hidden units per direction", min=1)
-    output: str = option("crf", "output layer", choices=("crf", "softmax"))
-    dropout: float = option(0.5, "dropout on the word features and before the output")
 
 
 class Tagger(nn.Module):

@@ -1,4 +1,5 @@
-"""`rnnkit generate music`: new pieces from a trained music model, as MIDI and PNG."""
+"""`rnnkit train music` and `rnnkit generate music`: polyphonic music models from the
+shell (`rnnkit eval RUN FILE` scores one, see ``rnnkit.cli.runs``)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,32 @@ from typing import Annotated
 
 import typer
 
-from rnnkit.cli import app
-from rnnkit.cli.lm import _clean_errors
+from rnnkit.cli import TRAIN_SETTINGS, generate_app, overrides_epilog, train_app, with_files
+from rnnkit.cli.errors import boundary
+from rnnkit.tasks.music import config
 
-generate_app = typer.Typer(help="Generate from a trained model.", no_args_is_help=True)
-app.add_typer(generate_app, name="generate")
+
+@train_app.command(
+    "music", context_settings=TRAIN_SETTINGS, epilog=overrides_epilog(config.defaults())
+)
+def train_music(
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Option("--data", help="Chorales JSON file.")] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="JSON or TOML config.")
+    ] = None,
+) -> None:
+    """Train a polyphonic music model on piano rolls (Chung et al. 2014's setting)."""
+    from rnnkit.tasks.music import api as music
+
+    with boundary():
+        args = with_files(ctx.args, path=data)
+        run = music.train(music.configure(config_file, tuple(args)))
+        typer.echo(
+            f"{run.parameters:,} parameters; best checkpoint: train NLL "
+            f"{run.train_nll:.3f}, valid NLL {run.valid_nll:.3f} per time step"
+        )
+        typer.echo(f"run directory: {run.out_dir}")
 
 
 @generate_app.command("music")
@@ -35,7 +57,7 @@ def generate_music(
     from rnnkit.tasks.music import api as music
     from rnnkit.tasks.music.data import chorale_of, write_midi
 
-    with _clean_errors():
+    with boundary():
         prime = json.loads(read_text(primer)) if primer is not None else None
         model, rolls = music.generate_from(
             checkpoint, steps, prime, num_samples=num_samples, temperature=temperature, seed=seed

@@ -1,0 +1,92 @@
+"""The one error boundary: an error from the library ends the command with one line on
+stderr and a non-zero exit status, not a traceback (as git and pip do).
+
+    exit 2    bad input: a config, data, checkpoint or value the library refused
+              (ConfigError, DataError, CheckpointError, TagError: all ValueErrors;
+              KeyError; OSError such as a missing file)
+    exit 1    training diverged (TrainingDiverged), or an unexpected error: a bug,
+              reported as "internal error" with its type
+    exit 130  interrupted (Ctrl-C)
+
+A command whose files' encoding can be chosen names its flag (``boundary("--data.encoding")``),
+and a file that does not decode gets the hint with that flag.
+
+``rnnkit --debug ...`` or ``RNNKIT_DEBUG=1`` shows the full traceback instead.
+``RNNKIT_RAISE_BUGS=1`` (set by the test suite) lets unexpected errors propagate
+while bad input still gets its one line, so a test sees a real bug as the exception it is.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+import typer
+
+_state = {"debug": False}
+
+
+def set_debug(on: bool) -> None:
+    _state["debug"] = on
+
+
+def _debug() -> bool:
+    return _state["debug"] or os.environ.get("RNNKIT_DEBUG", "") not in ("", "0")
+
+
+def _raise_bugs() -> bool:
+    return os.environ.get("RNNKIT_RAISE_BUGS", "") not in ("", "0")
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (a KeyError's without the repr quotes)."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    return " ".join(str(message).split()) or type(error).__name__
+
+
+def _diverged(error: BaseException) -> bool:
+    trainer = sys.modules.get("rnnkit.train.trainer")  # loaded if anything trained
+    return trainer is not None and isinstance(error, trainer.TrainingDiverged)
+
+
+def _hint(error: BaseException, encoding_flag: str | None) -> str:
+    text = sys.modules.get("rnnkit.data.text")
+    if encoding_flag and text is not None and isinstance(error, text.EncodingError):
+        return f", e.g. {encoding_flag} latin-1"
+    return ""
+
+
+@contextmanager
+def boundary(encoding_flag: str | None = None) -> Iterator[None]:
+    """Run a command's body: errors become one line on stderr and an exit status.
+    ``encoding_flag``: the command's flag for its files' encoding, named in the hint for
+    a file that does not decode."""
+    try:
+        yield
+    except (click.exceptions.Exit, click.Abort, click.ClickException, SystemExit):
+        raise
+    except KeyboardInterrupt:
+        if _debug():
+            raise
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except Exception as error:
+        if _debug():
+            raise
+        if _diverged(error):
+            typer.echo(f"error: {one_line(error)}", err=True)
+            raise typer.Exit(1) from None
+        if isinstance(error, ValueError | KeyError | OSError):
+            typer.echo(f"error: {one_line(error)}{_hint(error, encoding_flag)}", err=True)
+            raise typer.Exit(2) from None
+        if _raise_bugs():
+            raise
+        typer.echo(
+            f"error: internal error ({type(error).__name__}: {one_line(error)}); "
+            "rerun with --debug for the traceback",
+            err=True,
+        )
+        raise typer.Exit(1) from None
