@@ -43,47 +43,50 @@ def experiment(
     result.json, curve.png (the metric against training sequences) and grad_norms.png (the
     pre-clipping gradient norm of every step).
     """
-    from dataclasses import replace
+    from rnnkit.cli.errors import boundary
 
-    from rich.console import Console
+    with boundary():
+        from dataclasses import replace
 
-    from rnnkit.synthetic.experiment import ExperimentConfig, load_config, run_experiment
+        from rich.console import Console
 
-    if resume:
-        config = replace(load_config(out), max_sequences=max_sequences, max_seconds=max_seconds)
-    else:
-        config = ExperimentConfig(
-            task=task,
-            size=size,
-            cell=cell,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            lr=lr,
-            clip=clip or None,
-            recurrent_gain=recurrent_gain or None,
-            max_sequences=max_sequences,
-            max_seconds=max_seconds,
-            eval_every=eval_every,
-            eval_size=eval_size,
-            seed=seed,
+        from rnnkit.synthetic.experiment import ExperimentConfig, load_config, run_experiment
+
+        if resume:
+            config = replace(load_config(out), max_sequences=max_sequences, max_seconds=max_seconds)
+        else:
+            config = ExperimentConfig(
+                task=task,
+                size=size,
+                cell=cell,
+                hidden_size=hidden_size,
+                num_layers=num_layers,
+                batch_size=batch_size,
+                optimizer=optimizer,
+                lr=lr,
+                clip=clip or None,
+                recurrent_gain=recurrent_gain or None,
+                max_sequences=max_sequences,
+                max_seconds=max_seconds,
+                eval_every=eval_every,
+                eval_size=eval_size,
+                seed=seed,
+            )
+        console = Console()
+
+        def show(entry: dict[str, float]) -> None:
+            shown = {k: v for k, v in entry.items() if not k.startswith("accuracy_d")}
+            console.print("  ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+
+        result, _, run_dir = run_experiment(config, out, resume=resume, on_eval=show)
+        solved = (
+            f"solved after {result.solved_at} sequences"
+            if result.solved_at is not None
+            else "not solved"
         )
-    console = Console()
-
-    def show(entry: dict[str, float]) -> None:
-        shown = {k: v for k, v in entry.items() if not k.startswith("accuracy_d")}
-        console.print("  ".join(f"{k} {v:.4g}" for k, v in shown.items()))
-
-    result, _, run_dir = run_experiment(config, out, resume=resume, on_eval=show)
-    solved = (
-        f"solved after {result.solved_at} sequences"
-        if result.solved_at is not None
-        else "not solved"
-    )
-    console.print(
-        f"[bold]{config.cell} on {config.task}({config.size})[/bold]: {solved}; "
-        f"stopped: {result.stopped}; "
-        f"{result.sequences} sequences in {result.seconds:.1f} s; clipping fired on "
-        f"{result.clipped_steps} of {len(result.grad_norms)} steps; wrote {run_dir}"
-    )
+        console.print(
+            f"[bold]{config.cell} on {config.task}({config.size})[/bold]: {solved}; "
+            f"stopped: {result.stopped}; "
+            f"{result.sequences} sequences in {result.seconds:.1f} s; clipping fired on "
+            f"{result.clipped_steps} of {len(result.grad_norms)} steps; wrote {run_dir}"
+        )

@@ -1,5 +1,5 @@
-"""The one training loop, shared by every task (language models now; classifiers, taggers,
-seq2seq and music models later).
+"""The one training loop, shared by every task: language models, classifiers, taggers,
+seq2seq, music and forecasting models, and the synthetic long-range problems.
 
 A task supplies batches and a loss; the trainer owns everything else: the optimiser and
 its schedule, truncated BPTT state carry, gradient clipping, the NaN guard, weight
