@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnkit.tasks.lm.model import CELL_NAMES, LanguageModel, LMConfig
+from rnnkit.nn.factory import CELL_NAMES
+from rnnkit.tasks.lm.model import LanguageModel, LMConfig
 
 V = 11
 
