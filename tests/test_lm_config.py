@@ -20,6 +20,8 @@ def test_overrides_file_and_cli_in_order(tmp_path):
             "32",
             "--trainer.max_steps=5",
             "--model.tie_weights",
+            "--model.embedding_size",
+            "32",
             "--data.vocab_size",
             "none",
         ),
@@ -75,8 +77,9 @@ def test_help_table_lists_every_field_with_its_default():
     for section, config in cfg.sections_of(lm.defaults()).items():
         for name in vars(config):
             assert f"--{section}.{name} " in table
-    assert "--model.hidden_size 256  (int)" in table
-    assert "--trainer.max_steps none  (int|none)" in table
+    assert "--model.hidden_size 256  (int, >= 1)" in table
+    assert "--trainer.max_steps none  (int|none, >= 1)" in table
+    assert "--model.dropout 0.0  (float, in [0, 1))" in table
 
 
 def test_a_checkpoint_config_is_a_valid_config_file(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from rnnkit.common.config import check
 from rnnkit.train.optim import OPTIMIZERS, OptimConfig, Schedule, clip_gradients, make_optimizer
 
 
@@ -64,7 +65,7 @@ def test_clip_by_value():
 
 
 def test_bad_optimizer_settings():
-    with pytest.raises(ValueError, match=r"optim.lr must be > 0, got 0.0"):
+    with pytest.raises(ValueError, match=r"optim.lr must be in \(0, 100\], got 0.0"):
         make_optimizer(OptimConfig(lr=0.0), [nn.Parameter(torch.zeros(1))])
     with pytest.raises(ValueError, match=r"optim.decay must be in \(0, 1\]"):
-        OptimConfig(decay=2.0).validate()
+        check(OptimConfig(decay=2.0), "optim")

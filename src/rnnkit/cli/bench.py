@@ -54,6 +54,24 @@ def bench(
 ) -> None:
     """Forward and forward+backward time, GFLOP/s, speedup over torch.nn, fraction of the
     GEMM peak and peak memory per cell and shape, plus single-step streaming latency."""
+    from rnnkit.cli.errors import boundary
+
+    with boundary():
+        _bench(cells, shapes, repeats, warmup, dtype, backend, threads, memory, quick, out)
+
+
+def _bench(
+    cells: str,
+    shapes: str | None,
+    repeats: int | None,
+    warmup: int | None,
+    dtype: str,
+    backend: str | None,
+    threads: int | None,
+    memory: bool,
+    quick: bool,
+    out: Path | None,
+) -> None:
     from rnnkit.nn import kernels
     from rnnkit.tools import bench as harness
 
@@ -63,20 +81,18 @@ def bench(
         "threads": threads,
         "memory": memory,
     }
-    try:
-        overrides["cells"] = harness.parse_cells(cells)
-        if shapes is not None:
-            overrides["shapes"] = harness.parse_shapes(shapes)
-        if repeats is not None:
-            overrides["repeats"] = repeats
-        if warmup is not None:
-            overrides["warmup"] = warmup
-        if quick:
-            config = harness.BenchConfig.quick(**overrides)
-        else:
-            config = dataclasses.replace(harness.BenchConfig(), **overrides)  # type: ignore[arg-type]
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
+    overrides["cells"] = harness.parse_cells(cells)
+    if shapes is not None:
+        overrides["shapes"] = harness.parse_shapes(shapes)
+    if repeats is not None:
+        overrides["repeats"] = repeats
+    if warmup is not None:
+        overrides["warmup"] = warmup
+    if quick:
+        config = harness.BenchConfig.quick(**overrides)
+    else:
+        config = dataclasses.replace(harness.BenchConfig(), **overrides)  # type: ignore[arg-type]
+
     from rich.console import Console
 
     console = Console()
@@ -92,4 +108,4 @@ def bench(
     try:
         harness.run(config, console, checkpoint=save)
     except ValueError as error:  # the backend supports none of the cells asked for
-        raise typer.BadParameter(str(error), param_hint="--backend") from error
+        raise ValueError(f"--backend {config.backend}: {error}") from None

@@ -47,11 +47,61 @@ def diagnose(
     """
     from rich.console import Console
 
-    if lm:
-        numbers = _diagnose_lm(lm, text, units, jacobian, out)
-        _report(Console(), numbers, out)
-        return
+    from rnnkit.cli.errors import boundary
+    from rnnkit.common.config import check_range
 
+    with boundary():
+        check_range("--batch-size", batch_size, min=1)
+        chosen = _parse_units(units)
+        if lm:
+            numbers = _diagnose_lm(lm, text, chosen, jacobian, out)
+        else:
+            numbers = _diagnose_task(
+                task,
+                size,
+                cell,
+                hidden_size,
+                num_layers,
+                batch_size,
+                seed,
+                model,
+                chosen,
+                jacobian,
+                out,
+            )
+        _report(Console(), numbers, out)
+
+
+def _parse_units(units: str) -> list[int] | None:
+    """``--units 0,3,5`` as a list (None when not given)."""
+    if not units:
+        return None
+    try:
+        chosen = [int(u) for u in units.split(",") if u.strip()]
+    except ValueError:
+        raise ValueError(f"--units must be integers, comma-separated: {units!r}") from None
+    return chosen
+
+
+def _check_units(chosen: list[int], hidden_size: int) -> None:
+    bad = [u for u in chosen if not 0 <= u < hidden_size]
+    if bad:
+        raise ValueError(f"--units {bad} are out of range for hidden size {hidden_size}")
+
+
+def _diagnose_task(
+    task: str,
+    size: int,
+    cell: str,
+    hidden_size: int,
+    num_layers: int,
+    batch_size: int,
+    seed: int,
+    model: str,
+    chosen: list[int] | None,
+    jacobian: bool,
+    out: str,
+) -> dict:
     from rnnkit.synthetic import make_problem
     from rnnkit.synthetic.diagnose import diagnose_model
     from rnnkit.synthetic.experiment import ExperimentConfig, build_model, load_run
@@ -68,9 +118,11 @@ def diagnose(
             seed=seed,
         )
         net = build_model(config, make_problem(task, size))
+    if chosen is None:
+        chosen = list(range(min(8, config.hidden_size)))
+    _check_units(chosen, config.hidden_size)
     problem = make_problem(config.task, config.size)
     batch = problem.sample_full(seed, batch_size)
-    chosen = [int(u) for u in units.split(",") if u.strip()] if units else list(range(8))
     out_dir = Path(out)
     numbers = diagnose_model(
         net,
@@ -82,7 +134,7 @@ def diagnose(
         title=f"{config.cell} on {config.task}({config.size})",
     )
     _write_numbers(out_dir, numbers)
-    _report(Console(), numbers, out)
+    return numbers
 
 
 def _write_numbers(out: Path, numbers: dict) -> None:
@@ -91,33 +143,22 @@ def _write_numbers(out: Path, numbers: dict) -> None:
     atomic_write_text(out / "numbers.json", json.dumps(numbers, indent=1))
 
 
-def _diagnose_lm(run: str, text: str, units: str, jacobian: bool, out: str) -> dict:
-    from rnnkit.cli.errors import boundary as _clean_errors
+def _diagnose_lm(run: str, text: str, chosen: list[int] | None, jacobian: bool, out: str) -> dict:
     from rnnkit.tasks.lm import api as lm
     from rnnkit.tasks.lm.diagnose import diagnose_lm
 
-    with _clean_errors():
-        if not text:
-            raise ValueError("--lm needs --text TEXT (or --text @FILE): the text to run")
-        if text.startswith("@"):
-            path = Path(text[1:])
-            try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                raise ValueError(f"cannot read the --text file {path}: {e}") from None
-        model, tokenizer, _ = lm.load(run)
-        chosen = None
-        if units:
-            try:
-                chosen = [int(u) for u in units.split(",") if u.strip()]
-            except ValueError:
-                raise ValueError(f"--units must be integers, comma-separated: {units!r}") from None
-            bad = [u for u in chosen if not 0 <= u < model.rnn.hidden_size]
-            if bad:
-                raise ValueError(
-                    f"--units {bad} are out of range for hidden size {model.rnn.hidden_size}"
-                )
-        numbers = diagnose_lm(model, tokenizer, text, out, units=chosen, jacobian=jacobian)
+    if not text:
+        raise ValueError("--lm needs --text TEXT (or --text @FILE): the text to run")
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read the --text file {path}: {e}") from None
+    model, tokenizer, _ = lm.load(run)
+    if chosen is not None:
+        _check_units(chosen, model.rnn.hidden_size)
+    numbers = diagnose_lm(model, tokenizer, text, out, units=chosen, jacobian=jacobian)
     _write_numbers(Path(out), numbers)
     return numbers
 

@@ -51,11 +51,13 @@ def forecast_command(
     """
     import json
 
+    from rnnkit.common.config import check_range
     from rnnkit.tasks.forecast import api as forecast
     from rnnkit.tasks.forecast.series import read_csv
     from rnnkit.train import checkpoint as ckpt
 
     with boundary():
+        check_range("--steps", steps, min=1)
         meta = ckpt.read_json(ckpt.resolve(checkpoint), ckpt.CONFIG_FILE).get("meta", {})
         series = read_csv(csv, time_column, meta.get("columns"))
         out = forecast.forecast_series(checkpoint, series.values, steps)

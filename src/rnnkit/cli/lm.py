@@ -89,6 +89,7 @@ def train_lm(
     from rnnkit.tasks.lm import api as lm
 
     with boundary("--data.encoding"):
+        cfg.check_range("--samples", samples, min=0)
         args = list(ctx.args)
         if text is not None:
             args += ["--data.text", str(text)]
@@ -147,18 +148,20 @@ def sample_command(
     from rnnkit.tasks.lm import api as lm
 
     with boundary():
-        values = {
-            "prime": prime,
-            "max_tokens": max_tokens,
-            "num_samples": num_samples,
-            "temperature": temperature,
-            "top_k": top_k,
-            "top_p": top_p,
-            "greedy": greedy,
-            "seed": None if no_seed else seed,
-            "allow_unk": allow_unk,
-            "stop_at_eos": stop_at_eos,
+        flags = {  # field: (its flag, the value given)
+            "prime": ("--prime", prime),
+            "max_tokens": ("--max-tokens", max_tokens),
+            "num_samples": ("--num-samples", num_samples),
+            "temperature": ("--temperature", temperature),
+            "top_k": ("--top-k", top_k),
+            "top_p": ("--top-p", top_p),
+            "greedy": ("--greedy", greedy),
+            "seed": ("--seed", None if no_seed else seed),
+            "allow_unk": ("--allow-unk", allow_unk),
+            "stop_at_eos": ("--stop-at-eos", stop_at_eos),
         }
-        config = cfg.update(SampleConfig(), values, "sample").validate()
+        config = SampleConfig(
+            **{name: cfg.coerce(_S, name, value, flag) for name, (flag, value) in flags.items()}
+        )
         model, tokenizer, _ = lm.load(checkpoint)
         _stream_samples(model, tokenizer, config)

@@ -53,11 +53,18 @@ def generate_music(
     tempo: float = typer.Option(90.0, "--tempo", help="Beats per minute in the MIDI file."),
 ) -> None:
     """Sample chorales; write piece-N.mid and piece-N.png for each."""
+    from rnnkit.common.config import check_range
     from rnnkit.data.text import read_text
     from rnnkit.tasks.music import api as music
     from rnnkit.tasks.music.data import chorale_of, write_midi
 
     with boundary():
+        check_range("--steps", steps, min=1)
+        check_range("--num-samples", num_samples, min=1)
+        check_range("--temperature", temperature, gt=0)
+        check_range("--seed", seed, min=0, max=2**32 - 1)
+        # MIDI stores a tempo as microseconds per beat in 3 bytes: 3.58 bpm is the slowest
+        check_range("--tempo", tempo, min=4, max=1000)
         prime = json.loads(read_text(primer)) if primer is not None else None
         model, rolls = music.generate_from(
             checkpoint, steps, prime, num_samples=num_samples, temperature=temperature, seed=seed

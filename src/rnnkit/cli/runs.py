@@ -93,7 +93,11 @@ def eval_command(
     import importlib
     import json
 
+    from rnnkit.common.config import check_range
+
     with boundary("--encoding"):
+        check_range("--batch-size", batch_size, min=1)
+        check_range("--bptt", bptt, min=1)
         if file is not None and text is not None and file != text:
             raise ValueError("give the file once: FILE or --text FILE")
         path = file or text

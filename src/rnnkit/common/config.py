@@ -14,7 +14,10 @@ a plain dict of sections works too). It resolves in three layers, each overridin
 before: the defaults, a JSON or TOML file (``{"model": {"hidden_size": 512}}``), and
 ``--section.field value`` arguments (``--model.hidden_size 512``, or
 ``--model.hidden_size=512``). Unknown sections or fields, values of the wrong type and
-values outside a field's choices fail with a message that names them. The resolved config
+values outside a field's choices or range (``min``/``max`` inclusive, ``gt``/``lt``
+exclusive) fail with a message that names the flag, the value and what was expected; then
+each section's ``validate()`` (when it has one) checks what spans fields, so a run is refused
+before any data is read or model built. The resolved config
 is saved in every checkpoint as ``{section: {field: value}}`` (``to_dict``) and read back
 with ``from_dict``.
 """
@@ -102,10 +105,58 @@ def coerce(config: Any, name: str, value: Any, where: str) -> Any:
     choices = f.metadata.get("choices")
     if choices is not None and out not in choices:
         raise ConfigError(f"{where} must be one of {', '.join(map(str, choices))}; got {out!r}")
-    low = f.metadata.get("min")
-    if low is not None and out < low:
-        raise ConfigError(f"{where} must be >= {low}, got {out!r}")
+    if out is not None:
+        check_range(where, out, optional=optional, **f.metadata)
     return out
+
+
+def check_range(where: str, value: Any, optional: bool = False, **bounds: Any) -> None:
+    """Refuse ``value`` outside ``bounds`` (``min``/``max`` inclusive, ``gt``/``lt``
+    exclusive; other keys are ignored) with a message that names ``where`` (a flag, e.g.
+    ``--samples``), the value and the range: the same check and words for a command's own
+    options as for config fields."""
+    if value is not None and not _in_range(bounds, value):
+        none = " (or none)" if optional else ""
+        raise ConfigError(f"{where} must be {range_text(bounds)}{none}, got {value!r}")
+
+
+def _in_range(metadata: Mapping[str, Any], value: Any) -> bool:
+    low, high = metadata.get("min"), metadata.get("max")
+    above, below = metadata.get("gt"), metadata.get("lt")
+    return (
+        (low is None or value >= low)
+        and (high is None or value <= high)
+        and (above is None or value > above)
+        and (below is None or value < below)
+    )
+
+
+def range_text(metadata: Mapping[str, Any]) -> str:
+    """A field's range as the help and the messages write it: ``>= 1``, ``in [0, 1)``;
+    empty when the field has none."""
+    low = ("[", metadata["min"]) if "min" in metadata else ("(", metadata.get("gt"))
+    high = ("]", metadata["max"]) if "max" in metadata else (")", metadata.get("lt"))
+    if low[1] is not None and high[1] is not None:
+        return f"in {low[0]}{low[1]}, {high[1]}{high[0]}"
+    if low[1] is not None:
+        return f"{'>=' if low[0] == '[' else '>'} {low[1]}"
+    if high[1] is not None:
+        return f"{'<=' if high[0] == ']' else '<'} {high[1]}"
+    return ""
+
+
+def check(config: Any, where: str) -> Any:
+    """``config`` itself once every field is of its type, in its choices and range
+    (``where``: the section's name in messages, ``--model``), and its ``validate()`` (the
+    checks that span fields) passes. For a config built in Python, not from a file or flags."""
+    for name in _fields(config):
+        coerce(config, name, getattr(config, name), f"{where}.{name}")
+    return _validated(config)
+
+
+def _validated(config: Any) -> Any:
+    validate = getattr(config, "validate", None)
+    return validate() if validate is not None else config
 
 
 def update(config: Any, values: Mapping[str, Any], where: str) -> Any:
@@ -127,8 +178,11 @@ def sections_of(settings: Any) -> Sections:
     return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
 
 
-def merge(settings: S, data: Mapping[str, Any], where: str) -> S:
-    """Apply a nested mapping {section: {field: value}} (a parsed config file)."""
+def merge(settings: S, data: Mapping[str, Any], where: str, validate: bool = True) -> S:
+    """Apply a nested mapping {section: {field: value}} (a parsed config file; ``where``
+    ``--`` for command-line overrides, so that messages name the flag). Each section given
+    is then checked by its ``validate()`` unless ``validate`` is false (a saved config,
+    whose machine-dependent settings such as threads are not this machine's)."""
     sections = sections_of(settings)
     out = dict(sections)
     for section, values in data.items():
@@ -138,7 +192,10 @@ def merge(settings: S, data: Mapping[str, Any], where: str) -> S:
             )
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where}: section {section!r} must be a table of fields")
-        out[section] = update(out[section], values, f"{where}: {section}")
+        name = f"--{section}" if where == "--" else f"{where}: {section}"
+        out[section] = update(out[section], values, name)
+        if validate:
+            out[section] = _validated(out[section])
     if isinstance(settings, Mapping):
         return out  # type: ignore[return-value]
     return dataclasses.replace(settings, **out)  # type: ignore[type-var]
@@ -198,13 +255,23 @@ def parse_overrides(args: Sequence[str]) -> dict[str, dict[str, str]]:
 
 
 def resolve(defaults: S, file: str | Path | None = None, overrides: Sequence[str] = ()) -> S:
-    """Defaults, then the config file, then ``--section.field value`` overrides."""
+    """Defaults, then the config file, then ``--section.field value`` overrides; then every
+    section's ``validate()``, once all three layers are in (a file may set a pair of fields
+    that only the overrides make consistent)."""
     sections = defaults
     if file is not None:
         data = read_file(file)
         data.pop("meta", None)  # provenance in a checkpoint's config.json, not a setting
-        sections = merge(sections, data, str(file))
-    return merge(sections, parse_overrides(overrides), "--")
+        sections = merge(sections, data, str(file), validate=False)
+    sections = merge(sections, parse_overrides(overrides), "--", validate=False)
+    return _validate_all(sections)
+
+
+def _validate_all(settings: S) -> S:
+    checked = {name: _validated(c) for name, c in sections_of(settings).items()}
+    if isinstance(settings, Mapping):
+        return checked  # type: ignore[return-value]
+    return dataclasses.replace(settings, **checked)  # type: ignore[type-var]
 
 
 def to_dict(settings: Any) -> dict[str, dict[str, Any]]:
@@ -215,7 +282,7 @@ def to_dict(settings: Any) -> dict[str, dict[str, Any]]:
 def from_dict(defaults: S, data: Mapping[str, Any], where: str = "config") -> S:
     """Settings from a saved ``to_dict``; fields absent there keep their defaults."""
     known = sections_of(defaults)
-    return merge(defaults, {k: v for k, v in data.items() if k in known}, where)
+    return merge(defaults, {k: v for k, v in data.items() if k in known}, where, validate=False)
 
 
 def help_table(settings: Any) -> str:
@@ -228,6 +295,8 @@ def help_table(settings: Any) -> str:
             choices = f.metadata.get("choices")
             kind = "|".join(map(str, choices)) if choices else base.__name__
             kind += "|none" if optional else ""
+            bounds = range_text(f.metadata)
+            kind += f", {bounds}" if bounds else ""
             default = getattr(config, name)
             shown = "none" if default is None else repr(default) if default == "" else default
             lines.append(
@@ -237,5 +306,6 @@ def help_table(settings: Any) -> str:
 
 
 def option(default: Any, help: str, **metadata: Any) -> Any:
-    """A dataclass field with its help text (and ``choices``/``min``) in the metadata."""
+    """A dataclass field with its help text and its allowed values in the metadata:
+    ``choices``, or a range by ``min``/``max`` (inclusive) and ``gt``/``lt`` (exclusive)."""
     return dataclasses.field(default=default, metadata={"help": help, **metadata})

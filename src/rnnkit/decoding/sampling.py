@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from rnnkit.common.config import check
 from rnnkit.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from rnnkit.decoding.config import SampleConfig
 
@@ -104,7 +105,7 @@ def generate(
     model: StepModel, tokenizer: Tokenizer, config: SampleConfig | None = None
 ) -> Iterator[Tensor]:
     """Yield ids [N] (one per continuation) each step, up to ``config.max_tokens`` steps."""
-    config = (config or SampleConfig()).validate()
+    config = check(config or SampleConfig(), "sample")
     if tokenizer.vocab_size != model.vocab_size:
         raise ValueError(
             f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary "

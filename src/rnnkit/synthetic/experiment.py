@@ -27,9 +27,11 @@ import torch
 from torch import nn
 
 import rnnkit
+from rnnkit.common.config import check_range
 from rnnkit.common.io import atomic_write_text
+from rnnkit.common.names import CELL_NAMES
 from rnnkit.nn.factory import recurrent_layer
-from rnnkit.synthetic import Problem, make_problem
+from rnnkit.synthetic import PROBLEMS, Problem, make_problem
 from rnnkit.synthetic.model import SequenceModel
 from rnnkit.synthetic.task import ProblemTask
 from rnnkit.train import checkpoint as ckpt
@@ -70,6 +72,18 @@ class ExperimentConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.task not in PROBLEMS:
+            raise ValueError(f"task must be one of {', '.join(PROBLEMS)}, got {self.task!r}")
+        try:
+            make_problem(self.task, self.size)  # each problem checks its own size
+        except ValueError as error:
+            raise ValueError(f"size {self.size!r} does not fit {self.task}: {error}") from None
+        if self.cell not in CELL_NAMES:
+            raise ValueError(f"cell must be one of {', '.join(CELL_NAMES)}, got {self.cell!r}")
+        lr = next(f for f in fields(OptimConfig) if f.name == "lr")
+        check_range("lr", self.lr, **lr.metadata)  # the trainer's range for a learning rate
+        check_range("recurrent_gain", self.recurrent_gain, optional=True, gt=0)
+        check_range("seed", self.seed, min=0, max=2**32 - 1)
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.clip is not None and not self.clip > 0:

@@ -51,6 +51,7 @@ from rnnkit.common.io import atomic_write_text
 from rnnkit.nn import kernels, runner
 from rnnkit.nn.cells import CELLS, Cell
 from rnnkit.nn.layers import RNNBase
+from rnnkit.train.config import THREADS_PER_CORE
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,12 @@ class BenchConfig:
             raise ValueError(f"warmup must be at least 0, got {self.warmup}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
+        cores = os.cpu_count() or 1
+        if self.threads is not None and self.threads > THREADS_PER_CORE * cores:
+            raise ValueError(
+                f"threads must be at most {THREADS_PER_CORE * cores} "
+                f"({THREADS_PER_CORE} per core, {cores} cores), got {self.threads}"
+            )
 
     @classmethod
     def quick(cls, **overrides: object) -> BenchConfig:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from rnnkit.common.config import check
 from rnnkit.train.config import OPTIMIZERS, SCHEDULES, OptimConfig
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
 
 
 def make_optimizer(config: OptimConfig, params) -> torch.optim.Optimizer:
-    c = config.validate()
+    c = check(config, "optim")
     if c.optimizer == "sgd":
         return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
     if c.optimizer == "adam":

@@ -24,7 +24,9 @@ class ClassifierConfig:
     bidirectional: bool = option(True, "read the sentence in both directions")
     embedding_size: int = option(300, "word embedding width", min=1)
     pooling: str = option("max", "how the states become one vector", choices=POOLINGS)
-    dropout: float = option(0.5, "dropout on embeddings, between layers and before the output")
+    dropout: float = option(
+        0.5, "dropout on embeddings, between layers and before the output", min=0, lt=1
+    )
 
 
 @dataclass
@@ -40,10 +42,13 @@ class ClassifyDataConfig:
     lowercase: bool = option(False, "lowercase the text")
     tokenizer: str = option("word", "token unit", choices=TOKENIZER_KINDS)
     min_count: int = option(1, "tokens seen fewer times become <unk>", min=1)
-    vocab_size: int | None = option(None, "cap on the vocabulary, specials included")
+    vocab_size: int | None = option(None, "cap on the vocabulary, specials included", min=1)
     batch_size: int = option(32, "sentences per batch", min=1)
     word_dropout: float = option(
-        0.0, "probability of replacing each training word by <unk> (Iyyer et al. 2015, sec. 3)"
+        0.0,
+        "probability of replacing each training word by <unk> (Iyyer et al. 2015, sec. 3)",
+        min=0,
+        lt=1,
     )
     vectors: str | None = option(None, "word2vec/GloVe text file to initialise embeddings")
     pretrained_lm: str | None = option(

@@ -199,10 +199,7 @@ def train(
     _, actual, origins = windows(values, model_c.window, H, start, len(values))
     mean, std = model_forecast(best, scaler, values, origins, H, data.difference)
     forecasts = {"rnnkit " + model_c.cell: mean}
-    order = tuple(int(v) for v in data.arima_order.split(","))
-    if len(order) != 3:
-        raise ValueError(f"data.arima_order must be p,d,q, got {data.arima_order!r}")
-    forecasts |= baselines(values, origins, H, data.season, order, train_end)  # type: ignore[arg-type]
+    forecasts |= baselines(values, origins, H, data.season, data.order(), train_end)
     m = data.season
     scale = float(np.abs(values[m:train_end] - values[: train_end - m]).mean())
     scores = {name: errors(f, actual, scale) for name, f in forecasts.items()}
@@ -282,6 +279,7 @@ def forecast_series(
 ) -> dict[str, np.ndarray]:
     """Forecast past the end of ``values`` [N, V]: {"mean" [H, V], and with a Gaussian
     head "low"/"high" [H, V] at mean -+ z std}."""
+    cfg.check_range("horizon", horizon, min=1)
     model, scaler, difference = load(path)
     needed = model.config.window + difference
     if len(values) < needed:

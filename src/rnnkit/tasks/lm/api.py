@@ -223,7 +223,7 @@ def train(
         sections = sections or defaults()
         out_dir = ckpt.fresh_run_dir(sections.trainer.out)
         tokenizer = None
-    model_c = sections.model.validate()
+    model_c = cfg.check(sections.model, "model")
     data_c = sections.data
     trainer_c = sections.trainer
     torch.manual_seed(trainer_c.seed)
@@ -301,6 +301,8 @@ def evaluate_file(
     ``evaluate_text``'s figures, the tokenizer kind and the unit ("character" or "token"). The
     encoding, streams and window default to the run's (data.encoding, data.eval_batch_size,
     data.bptt)."""
+    cfg.check_range("batch_size", batch_size, min=1)
+    cfg.check_range("bptt", bptt, min=1)
     model, tokenizer, sections = load(run)
     data = sections.data
     figures = evaluate_text(
@@ -308,8 +310,8 @@ def evaluate_file(
         tokenizer,
         path,
         encoding or data.encoding,
-        batch_size or data.eval_batch_size,
-        bptt or data.bptt,
+        data.eval_batch_size if batch_size is None else batch_size,
+        data.bptt if bptt is None else bptt,
     )
     unit = "character" if tokenizer.kind == "char" else "token"
     return figures | {"tokenizer": tokenizer.kind, "unit": unit}

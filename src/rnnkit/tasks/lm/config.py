@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rnnkit.common.config import option
+from rnnkit.common.config import ConfigError, option
 from rnnkit.common.names import CELL_NAMES
 from rnnkit.decoding.config import SampleConfig
 from rnnkit.train.config import OptimConfig, TrainerConfig
@@ -24,7 +24,9 @@ class LMConfig:
     hidden_size: int = option(256, "hidden units per layer", min=1)
     input: str = option("embedding", "input encoding", choices=("embedding", "onehot"))
     embedding_size: int = option(128, "embedding width (ignored for onehot input)", min=1)
-    dropout: float = option(0.0, "dropout on the input, between layers and before the output")
+    dropout: float = option(
+        0.0, "dropout on the input, between layers and before the output", min=0, lt=1
+    )
     tie_weights: bool = option(False, "share the embedding and output matrices (needs D = H)")
     init: str = option(
         "default",
@@ -32,21 +34,18 @@ class LMConfig:
         "orthogonal recurrent blocks, Xavier input blocks, zero biases; default: torch.nn's",
         choices=("default", "uniform", "orthogonal"),
     )
-    init_scale: float = option(0.1, "bound of the uniform init")
+    init_scale: float = option(0.1, "bound of the uniform init", gt=0)
     unit_forget_bias: bool = option(True, "LSTM forget-gate bias 1 (Jozefowicz 2015, sec. 3)")
 
     def validate(self) -> LMConfig:
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        """The checks that span fields (each field's range is in its ``option``)."""
         if self.tie_weights and self.input == "onehot":
-            raise ValueError("model.tie_weights needs model.input=embedding, not onehot")
+            raise ConfigError("--model.tie_weights needs --model.input embedding, not onehot")
         if self.tie_weights and self.embedding_size != self.hidden_size:
-            raise ValueError(
-                "model.tie_weights needs model.embedding_size == model.hidden_size, got "
+            raise ConfigError(
+                "--model.tie_weights needs --model.embedding_size == --model.hidden_size, got "
                 f"{self.embedding_size} and {self.hidden_size}"
             )
-        if self.init_scale <= 0:
-            raise ValueError(f"model.init_scale must be > 0, got {self.init_scale}")
         return self
 
 
@@ -56,10 +55,10 @@ class DataConfig:
 
     text: str | None = option(None, f"training text file (none: Python's {DEFAULT_CORPUS})")
     valid_text: str | None = option(None, "validation text file (none: the tail of text)")
-    valid_fraction: float = option(0.05, "fraction of text held out when no valid_text")
+    valid_fraction: float = option(0.05, "fraction of text held out when no valid_text", gt=0, lt=1)
     encoding: str = option("utf-8", "text encoding of the files")
     tokenizer: str = option("char", "token unit", choices=("char", "word", "bpe"))
-    vocab_size: int | None = option(None, "cap on the vocabulary, specials included")
+    vocab_size: int | None = option(None, "cap on the vocabulary, specials included", min=1)
     min_count: int = option(1, "drop tokens seen fewer times (char, word)", min=1)
     batch_size: int = option(32, "parallel streams B", min=1)
     bptt: int = option(64, "steps per truncated-BPTT window T", min=1)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.common.config import check
 from rnnkit.nn.cells import set_forget_bias
 from rnnkit.nn.factory import recurrent_layer
 from rnnkit.tasks.lm.config import LMConfig
@@ -34,7 +35,7 @@ class LanguageModel(nn.Module):
 
     def __init__(self, config: LMConfig, vocab_size: int) -> None:
         super().__init__()
-        self.config = config.validate()
+        self.config = check(config, "model")
         if vocab_size < 2:
             raise ValueError(
                 f"the vocabulary has {vocab_size} token(s); a language model needs at least 2"

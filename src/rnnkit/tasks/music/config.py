@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rnnkit.common.config import option
+from rnnkit.common.config import ConfigError, option
 from rnnkit.common.names import CELL_NAMES
 from rnnkit.train.config import OptimConfig, TrainerConfig
 
@@ -17,9 +17,14 @@ class MusicConfig:
     cell: str = option("gru_reset_before", "recurrent cell kind", choices=CELL_NAMES)
     hidden_size: int = option(46, "hidden units (Chung 2014: tanh 100, GRU 46, LSTM 36)", min=1)
     num_layers: int = option(1, "stacked recurrent layers", min=1)
-    dropout: float = option(0.0, "dropout between layers and before the output")
-    low: int = option(21, "lowest MIDI pitch of the roll")
-    high: int = option(108, "highest MIDI pitch of the roll")
+    dropout: float = option(0.0, "dropout between layers and before the output", min=0, lt=1)
+    low: int = option(21, "lowest MIDI pitch of the roll", min=0, max=127)
+    high: int = option(108, "highest MIDI pitch of the roll", min=0, max=127)
+
+    def validate(self) -> MusicConfig:
+        if self.low >= self.high:
+            raise ConfigError(f"--model.low must be < --model.high, got {self.low} and {self.high}")
+        return self
 
 
 @dataclass

@@ -28,8 +28,12 @@ class Seq2SeqConfig:
         "bahdanau", "additive (bahdanau) or general (luong)", choices=ATTENTIONS
     )
     attention_size: int = option(128, "width A of the additive attention's hidden layer", min=1)
-    dropout: float = option(0.1, "dropout on embeddings, between layers and before the output")
-    sampling: float = option(0.0, "scheduled sampling: chance of feeding the model's own token")
+    dropout: float = option(
+        0.1, "dropout on embeddings, between layers and before the output", min=0, lt=1
+    )
+    sampling: float = option(
+        0.0, "scheduled sampling: chance of feeding the model's own token", min=0, max=1
+    )
 
 
 @dataclass
@@ -49,10 +53,14 @@ class Seq2SeqDataConfig:
     dates: int = option(0, "generate the dates task with this many training pairs", min=0)
     dates_valid: int = option(1000, "dates task: validation pairs", min=1)
     dates_test: int = option(10_000, "dates task: held-out test pairs", min=0)
-    dates_seed: int = option(0, "dates task: the generator's seed")
+    dates_seed: int = option(0, "dates task: the generator's seed", min=0, max=2**32 - 1)
     tokenizer: str = option("char", "source and target tokens", choices=TOKENIZER_KINDS)
-    source_vocab_size: int | None = option(None, "cap on the source vocabulary, specials included")
-    target_vocab_size: int | None = option(None, "cap on the target vocabulary, specials included")
+    source_vocab_size: int | None = option(
+        None, "cap on the source vocabulary, specials included", min=1
+    )
+    target_vocab_size: int | None = option(
+        None, "cap on the target vocabulary, specials included", min=1
+    )
     batch_size: int = option(64, "pairs per batch", min=1)
     encoding: str = option("utf-8", "text encoding of the files")
 
@@ -62,8 +70,8 @@ class DecodeConfig:
     """How translations are searched for (the report after training, and translate)."""
 
     beam: int = option(1, "beam width (1: greedy)", min=1)
-    length_penalty: float = option(0.6, "alpha of Wu et al. 2016's lp; 0: no normalisation")
-    max_length: int | None = option(None, "most target tokens (none: longest training + 10)")
+    length_penalty: float = option(0.6, "alpha of Wu et al. 2016's lp; 0: no normalisation", min=0)
+    max_length: int | None = option(None, "most target tokens (none: longest training + 10)", min=1)
 
 
 @dataclass

@@ -24,7 +24,7 @@ class TaggerConfig:
     char_embedding_size: int = option(25, "character embedding width (0: no characters)", min=0)
     char_hidden_size: int = option(25, "character BiRNN hidden units per direction", min=1)
     output: str = option("crf", "output layer", choices=("crf", "softmax"))
-    dropout: float = option(0.5, "dropout on the word features and before the output")
+    dropout: float = option(0.5, "dropout on the word features and before the output", min=0, lt=1)
 
 
 @dataclass
@@ -33,13 +33,15 @@ class TagDataConfig:
 
     train: str | None = option(None, "training file in CoNLL columns")
     valid: str | None = option(None, "validation file (none: the last 10% of train)")
-    token_column: int = option(0, "column of the tokens")
-    tag_column: int = option(-1, "column of the tags (-1: the last)")
+    token_column: int = option(0, "column of the tokens", min=0)
+    tag_column: int = option(-1, "column of the tags (-1: the last)", min=-1)
     scheme: str = option("IOB1", "the files' tag scheme", choices=SCHEMES)
     train_scheme: str = option("BIOES", "the scheme the model learns", choices=SCHEMES)
     lowercase: bool = option(True, "look words up lowercased (characters keep case)")
     zero_digits: bool = option(True, "replace every digit by 0 for the word lookup")
-    singleton_unk: float = option(0.5, "probability of replacing a training singleton by <unk>")
+    singleton_unk: float = option(
+        0.5, "probability of replacing a training singleton by <unk>", min=0, max=1
+    )
     batch_size: int = option(10, "sentences per batch", min=1)
     max_word_length: int = option(30, "characters per word seen by the character BiRNN", min=1)
     encoding: str = option("utf-8", "text encoding of the files")
