@@ -100,7 +100,13 @@ def train_lm(
             run = lm.train(lm.configure(config, tuple(args)))
         else:
             changes = cfg.read_file(config) if config else {}
-            for section, values in cfg.parse_overrides(args).items():
+            overrides = cfg.parse_overrides(args)
+            # each value's type and range, before the run is read (its config then checks
+            # the settings that span fields)
+            if config:
+                cfg.merge(lm_config.defaults(), changes, str(config), validate=False)
+            cfg.merge(lm_config.defaults(), overrides, "--", validate=False)
+            for section, values in overrides.items():
                 changes.setdefault(section, {}).update(values)
             run = lm.train(resume=resume, changes=changes)
         r = run.result
