@@ -36,8 +36,8 @@ def test_tied_weights_share_one_matrix():
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"tie_weights": True}, r"embedding_size == model.hidden_size, got 128 and 256"),
-        ({"tie_weights": True, "input": "onehot"}, "needs model.input=embedding"),
+        ({"tie_weights": True}, r"embedding_size == --model.hidden_size, got 128 and 256"),
+        ({"tie_weights": True, "input": "onehot"}, "needs --model.input embedding"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
     ],
 )
