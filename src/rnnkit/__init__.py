@@ -10,7 +10,9 @@ package (the CLI's ``--help``) does not load torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rnnkit.common.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -42,9 +44,4 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        import rnnkit.nn
-
-        return getattr(rnnkit.nn, name)
-    raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, "rnnkit.nn"))

@@ -8,40 +8,37 @@ layer = rnn.recurrent_layer("lstm", 32, 64)               # any cell by name
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rnnkit.common.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from rnnkit.nn.cell_modules import GRUCell, LSTMCell, RNNCell
     from rnnkit.nn.cells import CELLS
-    from rnnkit.nn.factory import CELL_NAMES, recurrent_layer
+    from rnnkit.nn.factory import CELL_NAMES, cell_module, recurrent_layer
     from rnnkit.nn.kernels import get_backend, set_backend, use_backend
     from rnnkit.nn.layers import GRU, LSTM, RNN, RNNBase
 
 # Loaded on first use, so that ``import rnnkit.nn.reference`` (NumPy only) loads no torch.
-_WHERE = {
-    "GRUCell": "cell_modules",
-    "LSTMCell": "cell_modules",
-    "RNNCell": "cell_modules",
-    "CELLS": "cells",
-    "CELL_NAMES": "factory",
-    "recurrent_layer": "factory",
-    "get_backend": "kernels",
-    "set_backend": "kernels",
-    "use_backend": "kernels",
-    "GRU": "layers",
-    "LSTM": "layers",
-    "RNN": "layers",
-    "RNNBase": "layers",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"rnnkit.nn.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'rnnkit.nn' has no attribute {name!r}")
-
-
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "GRUCell": "rnnkit.nn.cell_modules",
+        "LSTMCell": "rnnkit.nn.cell_modules",
+        "RNNCell": "rnnkit.nn.cell_modules",
+        "CELLS": "rnnkit.nn.cells",
+        "CELL_NAMES": "rnnkit.nn.factory",
+        "recurrent_layer": "rnnkit.nn.factory",
+        "cell_module": "rnnkit.nn.factory",
+        "get_backend": "rnnkit.nn.kernels",
+        "set_backend": "rnnkit.nn.kernels",
+        "use_backend": "rnnkit.nn.kernels",
+        "GRU": "rnnkit.nn.layers",
+        "LSTM": "rnnkit.nn.layers",
+        "RNN": "rnnkit.nn.layers",
+        "RNNBase": "rnnkit.nn.layers",
+    },
+)
 __all__ = [
     "CELLS",
     "CELL_NAMES",
@@ -52,6 +49,7 @@ __all__ = [
     "LSTMCell",
     "RNNBase",
     "RNNCell",
+    "cell_module",
     "get_backend",
     "recurrent_layer",
     "set_backend",
