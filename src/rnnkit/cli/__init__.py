@@ -44,6 +44,7 @@ def _root(
 ) -> None:
     """Recurrent neural networks: train, sample, evaluate, benchmark."""
     errors.set_debug(debug)
+    errors.show_notices()
 
 
 def overrides_epilog(defaults: Any) -> str:

@@ -38,7 +38,10 @@ def diagnose(
         "the 8 whose state varies most over the text).",
     ),
     jacobian: bool = typer.Option(True, help="Also the exact ||dh_T/dh_t|| (H backwards)."),
-    out: str = typer.Option("runs/diagnose", help="Where numbers.json and PNGs go."),
+    out: str = typer.Option(
+        "runs/diagnose",
+        help="Folder for numbers.json and the PNGs (a fresh numbered one if it holds files).",
+    ),
 ) -> None:
     """Write gradient_flow.png, jacobian.png, gates.png, heatmap.png and numbers.json.
 
@@ -51,25 +54,29 @@ def diagnose(
     from rnnkit.common.config import check_range
 
     with boundary():
+        from rnnkit.train import run_folder
+
         check_range("--batch-size", batch_size, min=1)
         chosen = _parse_units(units)
-        if lm:
-            numbers = _diagnose_lm(lm, text, chosen, jacobian, out)
-        else:
-            numbers = _diagnose_task(
-                task,
-                size,
-                cell,
-                hidden_size,
-                num_layers,
-                batch_size,
-                seed,
-                model,
-                chosen,
-                jacobian,
-                out,
-            )
-        _report(Console(), numbers, out)
+        # A folder of its own (--out, else --out-2, ...): earlier results are never replaced.
+        with run_folder.claim(out) as folder:
+            if lm:
+                numbers = _diagnose_lm(lm, text, chosen, jacobian, str(folder))
+            else:
+                numbers = _diagnose_task(
+                    task,
+                    size,
+                    cell,
+                    hidden_size,
+                    num_layers,
+                    batch_size,
+                    seed,
+                    model,
+                    chosen,
+                    jacobian,
+                    str(folder),
+                )
+        _report(Console(), numbers, str(folder))
 
 
 def _parse_units(units: str) -> list[int] | None:

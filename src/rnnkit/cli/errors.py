@@ -22,6 +22,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 import typer
@@ -39,6 +40,27 @@ def _debug() -> bool:
 
 def _raise_bugs() -> bool:
     return os.environ.get("RNNKIT_RAISE_BUGS", "") not in ("", "0")
+
+
+def show_notices() -> None:
+    """Print the library's notices (``rnnkit.common.notices``) as ``note: ...`` lines on
+    stderr; other warnings keep Python's format."""
+    import warnings
+
+    from rnnkit.common.notices import Notice
+
+    shown = warnings.showwarning
+    if getattr(shown, "rnnkit_notices", False):
+        return
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, Notice):
+            typer.echo(f"note: {' '.join(str(message).split())}", err=True)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    show.rnnkit_notices = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 def one_line(error: BaseException) -> str:

@@ -40,9 +40,13 @@ def train_music(
 @generate_app.command("music")
 def generate_music(
     checkpoint: Annotated[Path, typer.Argument(help="Run directory (uses best/) or checkpoint.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the MIDI and PNG files.")] = Path(
-        "generated"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Folder for the MIDI and PNG files (a fresh numbered one if it holds files).",
+        ),
+    ] = Path("generated"),
     steps: int = typer.Option(64, "--steps", help="Steps (quarter notes) to generate."),
     num_samples: int = typer.Option(1, "--num-samples", "-n", help="Pieces to generate."),
     temperature: float = typer.Option(1.0, "--temperature", help="Divide logits by this."),
@@ -57,6 +61,7 @@ def generate_music(
     from rnnkit.data.text import read_text
     from rnnkit.tasks.music import api as music
     from rnnkit.tasks.music.data import chorale_of, write_midi
+    from rnnkit.train import run_folder
 
     with boundary():
         check_range("--steps", steps, min=1)
@@ -66,13 +71,20 @@ def generate_music(
         # MIDI stores a tempo as microseconds per beat in 3 bytes: 3.58 bpm is the slowest
         check_range("--tempo", tempo, min=4, max=1000)
         prime = json.loads(read_text(primer)) if primer is not None else None
-        model, rolls = music.generate_from(
-            checkpoint, steps, prime, num_samples=num_samples, temperature=temperature, seed=seed
-        )
-        out.mkdir(parents=True, exist_ok=True)
-        low = model.config.low
-        for n in range(num_samples):
-            roll = rolls[:, n]
-            write_midi(chorale_of(roll, low), out / f"piece-{n + 1}.mid", tempo_bpm=tempo)
-            music.plot_roll(roll, low, out / f"piece-{n + 1}.png", f"sample {n + 1}")
-            typer.echo(f"{out / f'piece-{n + 1}.mid'}: {int(roll.sum())} notes over {steps} steps")
+        # A folder of its own (--out, else --out-2, ...): earlier pieces are never replaced.
+        with run_folder.claim(out) as folder:
+            model, rolls = music.generate_from(
+                checkpoint,
+                steps,
+                prime,
+                num_samples=num_samples,
+                temperature=temperature,
+                seed=seed,
+            )
+            low = model.config.low
+            for n in range(num_samples):
+                roll = rolls[:, n]
+                midi = folder / f"piece-{n + 1}.mid"
+                write_midi(chorale_of(roll, low), midi, tempo_bpm=tempo)
+                music.plot_roll(roll, low, folder / f"piece-{n + 1}.png", f"sample {n + 1}")
+                typer.echo(f"{midi}: {int(roll.sum())} notes over {steps} steps")

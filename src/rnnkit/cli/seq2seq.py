@@ -59,15 +59,19 @@ def translate_command(
     attention: Annotated[
         Path | None, typer.Option("--attention", help="Write attention heat maps to this PNG.")
     ] = None,
+    force: bool = typer.Option(False, "--force", help="Replace an existing --attention file."),
 ) -> None:
     """Translate texts with a trained encoder-decoder: one output line per non-blank input
     line (--json: source, translation, log-probability score, finished)."""
+    from rnnkit.common.io import check_new_file
     from rnnkit.data.text import read_text
     from rnnkit.tasks.seq2seq import api as seq2seq
 
     with boundary():
         if beam is not None and beam < 1:
             raise ValueError(f"--beam must be >= 1, got {beam}")
+        if attention is not None:
+            check_new_file(attention, "--attention", force)
         if text is not None:
             texts = [text]
         elif file is not None:

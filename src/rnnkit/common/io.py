@@ -110,6 +110,19 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     shutil.rmtree(previous, ignore_errors=True)
 
 
+def check_new_file(target: str | os.PathLike[str], flag: str, force: bool = False) -> Path:
+    """A user-named output file, checked before any work: a folder or a link is refused,
+    and so is an existing file unless ``force`` (the command's ``--force``)."""
+    target = Path(target)
+    if target.is_symlink():
+        raise UnsafePathError(f"{flag} {str(target)!r} is a symbolic link; name a file")
+    if target.is_dir():
+        raise UnsafePathError(f"{flag} {str(target)!r} is a folder; name a file")
+    if target.exists() and not force:
+        raise FileExistsError(f"{flag} {str(target)!r} exists; pass --force to replace it")
+    return target
+
+
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)

@@ -35,6 +35,7 @@ from rnnkit.synthetic import PROBLEMS, Problem, make_problem
 from rnnkit.synthetic.model import SequenceModel
 from rnnkit.synthetic.task import ProblemTask
 from rnnkit.train import checkpoint as ckpt
+from rnnkit.train import run_folder
 from rnnkit.train.metrics import MetricsLog
 from rnnkit.train.metrics import read as read_metrics
 from rnnkit.train.optim import OptimConfig
@@ -200,7 +201,25 @@ def run_experiment(
     """Train until solved, ``max_sequences`` or ``max_seconds``; write the run under
     ``out`` (a fresh numbered sibling if ``out`` already holds a run, unless ``resume``:
     then continue the run in ``out`` exactly). -> (result, final model, run directory)."""
+    if resume:
+        with run_folder.lock(out) as run_dir:
+            return _run(config, run_dir, resume, on_eval)
+    with run_folder.claim(out) as run_dir:
+        return _run(config, run_dir, resume, on_eval)
+
+
+def _run(
+    config: ExperimentConfig,
+    run_dir: Path,
+    resume: bool,
+    on_eval: Callable[[dict[str, float]], None] | None,
+) -> tuple[ExperimentResult, SequenceModel, Path]:
+    """``run_experiment`` in the locked run folder ``run_dir``."""
     problem = make_problem(config.task, config.size)
+    if resume:  # the checkpoint's tensors against the config, before building anything
+        _check_resumable(config, load_config(run_dir))
+        checkpoint = ckpt.resolve(run_dir, prefer=("last", "best"))
+        ckpt.check_fits(checkpoint, lambda: build_model(config, problem), config)
     model = build_model(config, problem)
     task = ProblemTask(
         problem,
@@ -210,11 +229,9 @@ def run_experiment(
         seed=config.seed,
         on_eval=on_eval,
     )
-    run_dir = Path(out) if resume else ckpt.fresh_run_dir(out)
     trainer = _trainer(config, model, task, run_dir)
     start = time.perf_counter()
     if resume:
-        _check_resumable(config, load_config(run_dir))
         trainer.resume(run_dir)
         stopped = ""
     else:
@@ -322,10 +339,18 @@ def load_config(run: str | Path) -> ExperimentConfig:
     """The config of an experiment run directory or checkpoint."""
     checkpoint = ckpt.resolve(run, prefer=("last", "best"))
     saved = ckpt.read_json(checkpoint, ckpt.CONFIG_FILE)
-    if saved.get("meta", {}).get("task") != KIND:
-        found = saved.get("meta", {}).get("task")
+    meta = saved.get("meta")
+    found = meta.get("task") if isinstance(meta, dict) else None
+    if found != KIND:
         raise ckpt.CheckpointError(f"{checkpoint} holds a {found!r} model, not an experiment")
-    return ExperimentConfig(**saved["experiment"])
+    fields = saved.get("experiment")
+    try:
+        return ExperimentConfig(**fields)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        raise ckpt.CheckpointError(
+            f"{checkpoint / ckpt.CONFIG_FILE}: 'experiment' is not a valid experiment config "
+            f"({error})"
+        ) from None
 
 
 def load_run(path: str | Path) -> tuple[SequenceModel, ExperimentConfig]:
@@ -338,10 +363,14 @@ def load_run(path: str | Path) -> tuple[SequenceModel, ExperimentConfig]:
     legacy = path / "model.safetensors" if path.is_dir() else path
     if legacy.is_file() and not (legacy.parent / ckpt.CONFIG_FILE).is_file():
         return _load_legacy(legacy)
-    config = load_config(path)
-    model = build_model(config, make_problem(config.task, config.size))
-    checkpoint = ckpt.resolve(path, prefer=("last", "best"))
-    ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
+    return ckpt.load_run(path, "last", _load)
+
+
+def _load(checkpoint: Path) -> tuple[SequenceModel, ExperimentConfig]:
+    config = load_config(checkpoint)
+    problem = make_problem(config.task, config.size)
+    model = ckpt.build_model(checkpoint, lambda: build_model(config, problem), config)
+    assert isinstance(model, SequenceModel)
     return model.eval(), config
 
 

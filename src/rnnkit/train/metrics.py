@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,11 @@ class MetricsLog:
         }
         self._file.write(json.dumps(clean) + "\n")
 
-    def flush(self) -> None:
+    def flush(self, sync: bool = False) -> None:
+        """Hand the records to the OS; ``sync``: and wait until they are on disk."""
         self._file.flush()
+        if sync:
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
         self._file.close()

@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from rnnkit.train import checkpoint as ckpt
+from rnnkit.train import run_folder
 from rnnkit.train.config import TrainerConfig
 from rnnkit.train.metrics import MetricsLog, plot
 from rnnkit.train.optim import OptimConfig, Schedule, clip_gradients, make_optimizer, set_lr
@@ -119,6 +120,32 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(
             f"trainer.device must be cpu, cuda, cuda:N or auto, got {name!r}"
         ) from None
+
+
+def _checked_state(checkpoint: Path) -> dict[str, Any]:
+    """state.json, with every field the resume reads checked for its type."""
+    state = ckpt.read_json(checkpoint, ckpt.STATE_JSON)
+    where = str(checkpoint / ckpt.STATE_JSON)
+    for name in ("step", "epoch", "position", "clip_count"):
+        value = state.get(name)
+        if type(value) is not int or value < 0:
+            raise ckpt.CheckpointError(f"{where}: {name} must be an integer >= 0, got {value!r}")
+    for name in ("best_valid", "last_valid", "best_score", "last_score"):
+        value = state.get(name)
+        if value is not None and type(value) not in (int, float):
+            raise ckpt.CheckpointError(f"{where}: {name} must be a number or null, got {value!r}")
+    optimizer = state.get("optimizer")
+    if (
+        not isinstance(optimizer, dict)
+        or not isinstance(optimizer.get("param_groups"), list)
+        or not isinstance(optimizer.get("scalars"), dict)
+    ):
+        raise ckpt.CheckpointError(
+            f"{where}: optimizer must be an object with param_groups and scalars"
+        )
+    if not isinstance(state.get("schedule"), dict):
+        raise ckpt.CheckpointError(f"{where}: schedule must be an object")
+    return state
 
 
 class _StopOnInterrupt:
@@ -192,6 +219,7 @@ class Trainer:
         self.last_valid: float | None = None
         self.best_score: float | None = None  # tasks with a score: the best is chosen by it
         self.last_score: float | None = None
+        self._metrics: MetricsLog | None = None  # open while fit() runs
 
     @property
     def evaluated_model(self) -> nn.Module:
@@ -232,12 +260,22 @@ class Trainer:
         }
 
     def save(self, name: str = "last") -> Path:
+        # The log reaches the disk before the checkpoint does, so a run killed after this
+        # checkpoint and resumed from it has every step's record up to it (no gaps).
+        if self._metrics is not None:
+            self._metrics.flush(sync=True)
         return ckpt.write_atomic(self.out_dir / name, self.state_files())
 
     def resume(self, checkpoint: str | Path) -> None:
         """Continue exactly where ``checkpoint`` stopped: weights, optimiser, schedule,
         RNG, position in the epoch and the carried recurrent state."""
         path = ckpt.resolve(checkpoint, prefer=("last", "best"))
+        with run_folder.lock(self.out_dir):
+            self._resume(path)
+
+    def _resume(self, path: Path) -> None:
+        run_folder.remove_temporaries(self.out_dir)  # a writer killed mid-checkpoint
+        state = _checked_state(path)
         saved = ckpt.read_tensors(path, ckpt.MODEL_FILE)
         tensors = ckpt.read_tensors(path, ckpt.STATE_TENSORS)
         training = {
@@ -252,16 +290,39 @@ class Trainer:
         if self.average is not None:
             ckpt.load_model_tensors(self.average.module, saved)
             self.average.n_averaged.fill_(int(tensors[_AVERAGED_STEPS]) if training else 0)
-        state = ckpt.read_json(path, ckpt.STATE_JSON)
-        ckpt.optimizer_from_files(self.optimizer, tensors, state["optimizer"])
-        ckpt.restore_rng(tensors)
+        try:  # the optimiser's, the RNG's and the schedule's own checks, on foreign values
+            ckpt.optimizer_from_files(self.optimizer, tensors, state["optimizer"])
+            ckpt.restore_rng(tensors)
+            self.schedule.load_state_dict(state["schedule"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+            raise ckpt.CheckpointError(
+                f"{str(path)!r} cannot be resumed: its optimiser, RNG or schedule state does "
+                f"not fit this run ({type(error).__name__}: {error})"
+            ) from None
         self.carry = ckpt.unflatten_state({k: v.to(self.device) for k, v in tensors.items()})
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.clip_count = state["clip_count"]
         self.best_valid, self.last_valid = state["best_valid"], state["last_valid"]
         self.best_score, self.last_score = state.get("best_score"), state.get("last_score")
-        self.schedule.load_state_dict(state["schedule"])
+        self._keep_best_of(path)
         MetricsLog.truncate(self.out_dir / "metrics.jsonl", self.step)
+
+    def _keep_best_of(self, resumed: Path) -> None:
+        """Take the best figures from ``best/`` when it is newer than the checkpoint resumed
+        from (a kill between saving best/ and last/), so a resumed run never replaces
+        ``best/`` with a worse model."""
+        best = self.out_dir / "best"
+        if resumed == best or not (best / ckpt.STATE_JSON).is_file():
+            return
+        state = ckpt.read_json(best, ckpt.STATE_JSON)
+        loss, score = state.get("best_valid"), state.get("best_score")
+        if loss is None:
+            return
+        if score is not None:
+            if self.best_score is None or score > self.best_score:
+                self.best_valid, self.best_score = loss, score
+        elif self.best_valid is None or loss < self.best_valid:
+            self.best_valid = loss
 
     # --- the loop -----------------------------------------------------------------
 
@@ -362,14 +423,25 @@ class Trainer:
         return str(getattr(self.task, "unit", "tok"))
 
     def fit(self) -> FitResult:
-        """Train until the epochs (or ``max_steps`` / ``max_minutes``) are done."""
-        from tqdm.auto import tqdm
-
+        """Train until the epochs (or ``max_steps`` / ``max_minutes``) are done, holding
+        the run folder's lock (``rnnkit.train.run_folder``)."""
         c = self.config
         if c.threads:
             torch.set_num_threads(c.threads)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        metrics = MetricsLog(self.out_dir / "metrics.jsonl")
+        with run_folder.lock(self.out_dir):
+            return self._fit()
+
+    def _fit(self) -> FitResult:
+        from tqdm.auto import tqdm
+
+        c = self.config
+        run_folder.remove_temporaries(self.out_dir)
+        metrics = self._metrics = MetricsLog(self.out_dir / "metrics.jsonl")
+        if self.step == 0:
+            # A checkpoint before the first step: a run killed at any moment from here on
+            # can be resumed (and is never mistaken for leftovers to clean up).
+            self.save("last")
         start_time, tokens, stopped = time.perf_counter(), 0, "done"
         deadline = start_time + 60 * c.max_minutes if c.max_minutes else math.inf
         bar = tqdm(
@@ -453,14 +525,13 @@ class Trainer:
                         f"{rate:,.0f} {self._unit}/s, clipped {self.clip_count}/{self.step} steps"
                     )
                     self.save("last")
-                    metrics.flush()
                     plot(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
                     solved = getattr(self.task, "solved", None)
                     if solved is not None and solved():
                         stopped = "solved"
             if stopped not in ("done", "solved"):
-                # Stopped between two steps: checkpoint the exact position for --resume.
-                self.save("last")
+                # Stopped between two steps: checkpoint the exact position for --resume,
+                # after the validation, so the checkpoint knows the best loss so far.
                 if self.position and stopped != "interrupted":
                     valid = self.validate(observe=False)
                     metrics.write(
@@ -476,13 +547,15 @@ class Trainer:
                         }
                     )
                     bar.write(f"stopped ({stopped}) at step {self.step}: {self._valid_text(valid)}")
-                elif stopped == "interrupted":
+                self.save("last")
+                if stopped == "interrupted":
                     bar.write(
                         f"interrupted at step {self.step}; checkpoint in {self.out_dir / 'last'}"
                     )
         finally:
             interrupt.restore()
             bar.close()
+            self._metrics = None
             metrics.close()
         if self.step:
             plot(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")

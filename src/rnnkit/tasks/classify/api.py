@@ -37,6 +37,7 @@ from rnnkit.tasks.classify.model import Classifier
 from rnnkit.tasks.classify.pretrained import init_from_language_model
 from rnnkit.tasks.classify.vectors import load_vectors
 from rnnkit.train import checkpoint as ckpt
+from rnnkit.train import run_folder
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -154,6 +155,12 @@ def train(
 ) -> ClassifyRun:
     """Train a classifier; score its best checkpoint on the validation set."""
     sections = sections or defaults()
+    with run_folder.claim(sections.trainer.out) as out_dir:
+        return _train(sections, out_dir, log)
+
+
+def _train(sections: ClassifySettings, out_dir: Path, log: Callable[[str], None]) -> ClassifyRun:
+    """``train`` in the claimed and locked run folder ``out_dir``."""
     model_c = sections.model
     data_c = sections.data
     trainer_c = sections.trainer
@@ -186,7 +193,6 @@ def train(
             )
             log(transfer.describe(path, "backward" if reverse else "forward"))
     task = ClassifyTask(tokenizer, labels, train_examples, valid_examples, data_c, trainer_c.seed)
-    out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {"task": "classify", "rnnkit_version": rnnkit.__version__}
     extra = {
         ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
@@ -207,11 +213,19 @@ def train(
 
 
 def load(path: str | Path, which: str = "best") -> tuple[Classifier, Tokenizer, LabelSet]:
-    checkpoint, _, sections = ckpt.open_run(path, "classify", defaults(), which)
+    return ckpt.load_run(path, which, _load)
+
+
+def _load(checkpoint: Path) -> tuple[Classifier, Tokenizer, LabelSet]:
+    _, sections = ckpt.open_checkpoint(checkpoint, "classify", defaults())
     tokenizer = tokenizer_from_dict(ckpt.read_json(checkpoint, TOKENIZER_FILE))
     labels = LabelSet.from_dict(ckpt.read_json(checkpoint, LABELS_FILE))
-    model = Classifier(sections.model, tokenizer.vocab_size, len(labels.names))
-    ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
+    model = ckpt.build_model(
+        checkpoint,
+        lambda: Classifier(sections.model, tokenizer.vocab_size, len(labels.names)),
+        sections.model,
+    )
+    assert isinstance(model, Classifier)
     model.lowercase = sections.data.lowercase  # type: ignore[assignment]
     return model.eval(), tokenizer, labels
 

@@ -45,6 +45,7 @@ from rnnkit.tasks.forecast.series import (
     windows,
 )
 from rnnkit.train import checkpoint as ckpt
+from rnnkit.train import run_folder
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 SCALER_FILE = "scaler.json"
@@ -156,6 +157,12 @@ def train(
     sections: ForecastSettings | None = None, log: Callable[[str], None] = print
 ) -> ForecastRun:
     sections = sections or defaults()
+    with run_folder.claim(sections.trainer.out) as out_dir:
+        return _train(sections, out_dir, log)
+
+
+def _train(sections: ForecastSettings, out_dir: Path, log: Callable[[str], None]) -> ForecastRun:
+    """``train`` in the claimed and locked run folder ``out_dir``."""
     model_c = sections.model
     data = sections.data
     trainer_c = sections.trainer
@@ -177,7 +184,6 @@ def train(
         data.batch_size,
         trainer_c.seed,
     )
-    out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {
         "task": "forecast",
         "rnnkit_version": rnnkit.__version__,
@@ -243,9 +249,18 @@ def model_forecast(
 
 def load(path: str | Path, which: str = "best") -> tuple[Forecaster, Scaler, bool]:
     """(model, scaler, whether it models differences) from a run or checkpoint."""
-    checkpoint, saved, sections = ckpt.open_run(path, "forecast", defaults(), which)
-    model = Forecaster(sections.model, len(saved["meta"]["columns"]))
-    ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
+    return ckpt.load_run(path, which, _load)
+
+
+def _load(checkpoint: Path) -> tuple[Forecaster, Scaler, bool]:
+    saved, sections = ckpt.open_checkpoint(checkpoint, "forecast", defaults())
+    columns = saved["meta"].get("columns")
+    if not isinstance(columns, list) or not columns:
+        raise ckpt.CheckpointError(f"{checkpoint / ckpt.CONFIG_FILE} lacks meta.columns")
+    model = ckpt.build_model(
+        checkpoint, lambda: Forecaster(sections.model, len(columns)), sections.model
+    )
+    assert isinstance(model, Forecaster)
     scaler = Scaler.from_dict(ckpt.read_json(checkpoint, SCALER_FILE))
     return model.eval(), scaler, sections.data.difference
 

@@ -29,6 +29,7 @@ from rnnkit.tasks.lm.batching import LMBatches, split_train_valid
 from rnnkit.tasks.lm.config import DEFAULT_CORPUS, DataConfig, LMSettings, defaults
 from rnnkit.tasks.lm.model import LanguageModel, bits_per_token, perplexity
 from rnnkit.train import checkpoint as ckpt
+from rnnkit.train import run_folder
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -215,15 +216,30 @@ def train(
     if resume is not None:
         if sections is not None:
             raise ValueError("pass changes=, not sections=, when resuming")
-        sections = resume_sections(resume, changes)
-        checkpoint = ckpt.resolve(resume, prefer=("last", "best"))
-        out_dir = checkpoint.parent
-        tokenizer = tokenizer_from_dict(ckpt.read_json(checkpoint, TOKENIZER_FILE))
-    else:
-        sections = sections or defaults()
-        out_dir = ckpt.fresh_run_dir(sections.trainer.out)
-        tokenizer = None
+        with run_folder.lock(ckpt.resolve(resume, prefer=("last", "best")).parent) as out_dir:
+            checkpoint = ckpt.resolve(resume, prefer=("last", "best"))  # now no one writes it
+            return _train(resume_sections(resume, changes), out_dir, checkpoint, log)
+    sections = sections or defaults()
+    with run_folder.claim(sections.trainer.out) as out_dir:
+        return _train(sections, out_dir, None, log)
+
+
+def _train(
+    sections: LMSettings,
+    out_dir: Path,
+    checkpoint: Path | None,
+    log: Callable[[str], None],
+) -> LMRun:
+    """Train (or resume from ``checkpoint``) in the locked run folder ``out_dir``."""
+    tokenizer = (
+        None
+        if checkpoint is None
+        else tokenizer_from_dict(ckpt.read_json(checkpoint, TOKENIZER_FILE))
+    )
     model_c = cfg.check(sections.model, "model")
+    if checkpoint is not None and tokenizer is not None:  # before building or reading data
+        vocab_size = tokenizer.vocab_size
+        ckpt.check_fits(checkpoint, lambda: LanguageModel(model_c, vocab_size), model_c)
     data_c = sections.data
     trainer_c = sections.trainer
     torch.manual_seed(trainer_c.seed)
@@ -236,7 +252,7 @@ def train(
         TOKENIZER_FILE: tokenizer.to_dict(),
     }
     trainer = Trainer(model, task, trainer_c, sections.optim, out_dir, extra, log)
-    if resume is not None:
+    if checkpoint is not None:
         trainer.resume(checkpoint)
         log(f"resuming {out_dir} at step {trainer.step} (epoch {trainer.epoch})")
     else:
@@ -257,16 +273,18 @@ def load(
 ) -> tuple[LanguageModel, Tokenizer, LMSettings]:
     """A trained model from a run directory (its ``best`` checkpoint, or ``which``) or a
     checkpoint directory, in eval mode; with its tokenizer and config sections."""
-    prefer = ("best", "last") if which == "best" else ("last", "best")
-    checkpoint = ckpt.resolve(path, prefer=prefer)
-    data = ckpt.read_json(checkpoint, ckpt.CONFIG_FILE)
-    if data.get("meta", {}).get("task") != "lm":
-        raise ckpt.CheckpointError(f"{checkpoint} is not a language-model checkpoint")
-    sections = cfg.from_dict(defaults(), data, str(checkpoint / ckpt.CONFIG_FILE))
-    tokenizer = tokenizer_from_dict(ckpt.read_json(checkpoint, TOKENIZER_FILE))
-    model = LanguageModel(sections.model, tokenizer.vocab_size)
-    ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
+    model, tokenizer, sections = ckpt.load_run(path, which, _load)
     return model.to(device).eval(), tokenizer, sections
+
+
+def _load(checkpoint: Path) -> tuple[LanguageModel, Tokenizer, LMSettings]:
+    _, sections = ckpt.open_checkpoint(checkpoint, "lm", defaults())
+    tokenizer = tokenizer_from_dict(ckpt.read_json(checkpoint, TOKENIZER_FILE))
+    model = ckpt.build_model(
+        checkpoint, lambda: LanguageModel(sections.model, tokenizer.vocab_size), sections.model
+    )
+    assert isinstance(model, LanguageModel)
+    return model, tokenizer, sections
 
 
 def evaluate_text(

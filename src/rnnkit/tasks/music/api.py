@@ -28,6 +28,7 @@ from rnnkit.tasks.music.config import MusicConfig, MusicSettings, defaults
 from rnnkit.tasks.music.data import Chorale, load_chorales, piano_roll
 from rnnkit.tasks.music.model import MusicModel, generate, nll_per_step
 from rnnkit.train import checkpoint as ckpt
+from rnnkit.train import run_folder
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 
@@ -110,6 +111,12 @@ class MusicRun:
 def train(sections: MusicSettings | None = None, log: Callable[[str], None] = print) -> MusicRun:
     """Train a music model; report train and validation NLL per step of the best one."""
     sections = sections or defaults()
+    with run_folder.claim(sections.trainer.out) as out_dir:
+        return _train(sections, out_dir, log)
+
+
+def _train(sections: MusicSettings, out_dir: Path, log: Callable[[str], None]) -> MusicRun:
+    """``train`` in the claimed and locked run folder ``out_dir``."""
     model_c = sections.model
     data_c = sections.data
     trainer_c = sections.trainer
@@ -123,7 +130,6 @@ def train(sections: MusicSettings | None = None, log: Callable[[str], None] = pr
     train_rolls = _rolls(splits[data_c.train_split], model_c)
     valid_rolls = _rolls(splits[data_c.valid_split], model_c)
     model = MusicModel(model_c)
-    out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {"task": "music", "rnnkit_version": rnnkit.__version__}
     extra = {ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta}}
     log(
@@ -139,9 +145,13 @@ def train(sections: MusicSettings | None = None, log: Callable[[str], None] = pr
 
 
 def load(path: str | Path, which: str = "best") -> MusicModel:
-    checkpoint, _, sections = ckpt.open_run(path, "music", defaults(), which)
-    model = MusicModel(sections.model)
-    ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
+    return ckpt.load_run(path, which, _load)
+
+
+def _load(checkpoint: Path) -> MusicModel:
+    _, sections = ckpt.open_checkpoint(checkpoint, "music", defaults())
+    model = ckpt.build_model(checkpoint, lambda: MusicModel(sections.model), sections.model)
+    assert isinstance(model, MusicModel)
     return model.eval()
 
 

@@ -44,6 +44,7 @@ from rnnkit.tasks.seq2seq.config import (
 from rnnkit.tasks.seq2seq.model import Seq2Seq
 from rnnkit.tasks.seq2seq.parallel import Pair, read_parallel
 from rnnkit.train import checkpoint as ckpt
+from rnnkit.train import run_folder
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 SOURCE_FILE, TARGET_FILE = "source_tokenizer.json", "target_tokenizer.json"
@@ -273,6 +274,12 @@ def train(
 ) -> Seq2SeqRun:
     """Train an encoder-decoder; score its best checkpoint on the validation (and test) pairs."""
     sections = sections or defaults()
+    with run_folder.claim(sections.trainer.out) as out_dir:
+        return _train(sections, out_dir, log)
+
+
+def _train(sections: Seq2SeqSettings, out_dir: Path, log: Callable[[str], None]) -> Seq2SeqRun:
+    """``train`` in the claimed and locked run folder ``out_dir``."""
     model_c = sections.model
     data = sections.data
     trainer_c = sections.trainer
@@ -292,7 +299,6 @@ def train(
         decode_c = dataclasses.replace(decode_c, max_length=longest + 10)
         sections = dataclasses.replace(sections, decode=decode_c)
     model = Seq2Seq(model_c, source.vocab_size, target.vocab_size)
-    out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {"task": "seq2seq", "rnnkit_version": rnnkit.__version__}
     extra = {
         ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
@@ -319,11 +325,19 @@ def train(
 
 
 def load(path: str | Path, which: str = "best") -> Translator:
-    checkpoint, _, sections = ckpt.open_run(path, "seq2seq", defaults(), which)
+    return ckpt.load_run(path, which, _load)
+
+
+def _load(checkpoint: Path) -> Translator:
+    _, sections = ckpt.open_checkpoint(checkpoint, "seq2seq", defaults())
     source = tokenizer_from_dict(ckpt.read_json(checkpoint, SOURCE_FILE))
     target = tokenizer_from_dict(ckpt.read_json(checkpoint, TARGET_FILE))
-    model = Seq2Seq(sections.model, source.vocab_size, target.vocab_size)
-    ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
+    model = ckpt.build_model(
+        checkpoint,
+        lambda: Seq2Seq(sections.model, source.vocab_size, target.vocab_size),
+        sections.model,
+    )
+    assert isinstance(model, Seq2Seq)
     return Translator(model, PairTokenizers(source, target), sections.decode)
 
 

@@ -36,6 +36,7 @@ from rnnkit.tasks.tag.metrics import SpanScores, span_scores
 from rnnkit.tasks.tag.model import Tagger
 from rnnkit.tasks.tag.schemes import allowed_transitions, convert, spans
 from rnnkit.train import checkpoint as ckpt
+from rnnkit.train import run_folder
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 WORDS_FILE, CHARS_FILE, TAGS_FILE = "words.json", "chars.json", "tags.json"
@@ -179,6 +180,12 @@ class TagRun:
 def train(sections: TagSettings | None = None, log: Callable[[str], None] = print) -> TagRun:
     """Train a tagger; score its best checkpoint (span F1) on the validation file."""
     sections = sections or defaults()
+    with run_folder.claim(sections.trainer.out) as out_dir:
+        return _train(sections, out_dir, log)
+
+
+def _train(sections: TagSettings, out_dir: Path, log: Callable[[str], None]) -> TagRun:
+    """``train`` in the claimed and locked run folder ``out_dir``."""
     model_c = sections.model
     data = sections.data
     trainer_c = sections.trainer
@@ -206,7 +213,6 @@ def train(sections: TagSettings | None = None, log: Callable[[str], None] = prin
     constraints = allowed_transitions(tag_names, data.train_scheme)
     model = Tagger(model_c, words.vocab_size, chars.vocab_size, len(tag_names), constraints)
     task = TagTask(vocab, train_s, valid_s, trainer_c.seed)
-    out_dir = ckpt.fresh_run_dir(trainer_c.out)
     meta = {"task": "tag", "rnnkit_version": rnnkit.__version__}
     extra = {
         ckpt.CONFIG_FILE: cfg.to_dict(sections) | {"meta": meta},
@@ -228,14 +234,24 @@ def train(sections: TagSettings | None = None, log: Callable[[str], None] = prin
 
 
 def load(path: str | Path, which: str = "best") -> tuple[Tagger, TagVocabulary]:
-    checkpoint, _, sections = ckpt.open_run(path, "tag", defaults(), which)
+    return ckpt.load_run(path, which, _load)
+
+
+def _load(checkpoint: Path) -> tuple[Tagger, TagVocabulary]:
+    _, sections = ckpt.open_checkpoint(checkpoint, "tag", defaults())
     words = tokenizer_from_dict(ckpt.read_json(checkpoint, WORDS_FILE))
     chars = tokenizer_from_dict(ckpt.read_json(checkpoint, CHARS_FILE))
     tag_names = ckpt.read_json(checkpoint, TAGS_FILE)["tags"]
     data = sections.data
     constraints = allowed_transitions(tag_names, data.train_scheme)
-    model = Tagger(sections.model, words.vocab_size, chars.vocab_size, len(tag_names), constraints)
-    ckpt.load_model_tensors(model, ckpt.read_tensors(checkpoint, ckpt.MODEL_FILE))
+    model = ckpt.build_model(
+        checkpoint,
+        lambda: Tagger(
+            sections.model, words.vocab_size, chars.vocab_size, len(tag_names), constraints
+        ),
+        sections.model,
+    )
+    assert isinstance(model, Tagger)
     return model.eval(), TagVocabulary(words, chars, tag_names, data)
 
 
