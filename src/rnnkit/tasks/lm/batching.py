@@ -17,7 +17,8 @@ and widened to int64 alone, so the corpus costs no resident memory beyond the wi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -144,7 +145,7 @@ class LMBatches:
             # [B, L] -> [L, B]: column b is the contiguous slice b of the corpus.
             data = ids[: batch_size * L].to(torch.int64).reshape(batch_size, L).t().contiguous()
             self._data = data if device is None else data.to(device)
-        self._schedules: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._schedules: dict[int, Sequence[int]] = {}
 
     @property
     def data(self) -> Tensor:
@@ -169,10 +170,11 @@ class LMBatches:
 
     def lengths(self, epoch: int = 0) -> list[int]:
         """The window lengths T of an epoch, in order."""
-        return self._schedule(epoch)[1].tolist()
+        starts = np.asarray(self._schedule(epoch), dtype=np.int64)
+        return np.diff(starts, append=self.stream_length - 1).tolist()
 
     def num_windows(self, epoch: int = 0) -> int:
-        return len(self._schedule(epoch)[0])
+        return len(self._schedule(epoch))
 
     def __len__(self) -> int:
         return self.num_windows(self.epoch)
@@ -183,17 +185,20 @@ class LMBatches:
     def windows(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """The windows of ``epoch`` (deterministic per ``(seed, epoch)``), skipping the
         first ``start``: resuming at ``start = k`` yields exactly windows k, k + 1, ..."""
-        starts, lengths = self._schedule(epoch)
+        starts = self._schedule(epoch)
         if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= len(starts):
             raise ValueError(
                 f"start must be an integer in [0, {len(starts)}] (windows in epoch {epoch}), "
                 f"got {start!r}"
             )
-        return self._windows(starts[start:].tolist(), lengths[start:].tolist())
+        return self._windows(starts, start)
 
-    def _windows(self, starts: list[int], lengths: list[int]) -> Iterator[tuple[Tensor, Tensor]]:
-        for s, T in zip(starts, lengths, strict=True):
-            rows = self._rows(s, s + T + 1)  # [T + 1, B]
+    def _windows(self, starts: Sequence[int], first: int) -> Iterator[tuple[Tensor, Tensor]]:
+        n, steps = len(starts), self.stream_length - 1
+        for k in range(first, n):
+            # windows tile the stream: each ends where the next starts
+            s, end = int(starts[k]), int(starts[k + 1]) if k + 1 < n else steps
+            rows = self._rows(s, end + 1)  # [T + 1, B]
             yield rows[:-1], rows[1:]  # each [T, B], views of rows
 
     def _rows(self, start: int, stop: int) -> Tensor:
@@ -209,8 +214,8 @@ class LMBatches:
             raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
         return epoch
 
-    def _schedule(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(window starts, window lengths) of an epoch."""
+    def _schedule(self, epoch: int) -> Sequence[int]:
+        """The window starts of an epoch (a window ends where the next starts)."""
         epoch = self._check_epoch(epoch)
         key = epoch if self.variable_bptt else 0
         if key not in self._schedules:
@@ -219,22 +224,20 @@ class LMBatches:
             self._schedules[key] = self._make_schedule(epoch)
         return self._schedules[key]
 
-    def _make_schedule(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    def _make_schedule(self, epoch: int) -> Sequence[int]:
         steps = self.stream_length - 1  # the last token of a stream is only a target
         if not self.variable_bptt:
-            starts = np.arange(0, steps, self.bptt)
-            return starts, np.minimum(self.bptt, steps - starts)
+            return range(0, steps, self.bptt)  # no memory however long the corpus
         rng = np.random.default_rng([self.seed, epoch])
-        starts_list, lengths_list = [], []
+        starts = array("q")  # 8 bytes a window, not a Python int each
         s = 0
         while s < steps:
             base = self.bptt if rng.random() < VARIABLE_BPTT_P_FULL else self.bptt / 2
             T = max(VARIABLE_BPTT_MIN, int(rng.normal(base, VARIABLE_BPTT_STD)))
             T = min(T, self.bptt + VARIABLE_BPTT_MAX_EXTRA, steps - s)
-            starts_list.append(s)
-            lengths_list.append(T)
+            starts.append(s)
             s += T
-        return np.array(starts_list, dtype=np.int64), np.array(lengths_list, dtype=np.int64)
+        return starts
 
     def __repr__(self) -> str:
         return (
