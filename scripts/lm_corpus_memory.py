@@ -4,18 +4,21 @@
 
 Writes a random text of --mb megabytes (ASCII letters, spaces, line ends: a character
 vocabulary under 256, so 1-byte ids) to a folder under /tmp, and trains a tiny character
-model on it for a few steps in a child process; then does the same on a 64 kB piece of
-it. The figure is the difference of the two children's peak RSS (``ru_maxrss`` from
-``os.wait4``: RLIMIT_AS cannot bound a process that imports torch), divided by the big
-text's characters: what the corpus costs, with the interpreter, torch and the model
-taken out. Prints one JSON line; deletes the folder unless --keep.
+model on it for a few steps in a child process, and the same on a 64 kB text of the same
+kind before and after. The figure is the big run's peak RSS minus the smaller of the two
+tiny runs' (the first may compile the fused kernels), divided by the big text's
+characters: what the corpus costs, with the interpreter, torch and the model taken out.
+Each run reports its own peak, ``getrusage(RUSAGE_SELF).ru_maxrss`` at exit (RLIMIT_AS
+cannot bound a process that imports torch); the children's maximum that ``wait4`` gives
+also counts the processes a run starts (torch's extension loader runs ninja), and varied
+by 0.13 GB between identical tiny runs here.
+Prints one JSON line; deletes the folder unless --keep.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -44,21 +47,34 @@ def write_text(path: Path, size: int, seed: int = 0) -> None:
             left -= n
 
 
-def peak_rss(command: list[str], log: Path) -> tuple[int, float]:
-    """(peak RSS in bytes, seconds) of ``command`` run as a child process."""
+# `python -m rnnkit ARGS` that writes its own peak RSS (KiB on Linux) to argv[1] at exit.
+RNNKIT_REPORTING_PEAK = """
+import atexit, resource, runpy, sys
+out = sys.argv[1]
+def record():
+    with open(out, "w") as f:
+        f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+atexit.register(record)
+sys.argv = ["rnnkit", *sys.argv[2:]]
+runpy.run_module("rnnkit", run_name="__main__", alter_sys=True)
+"""
+
+
+def peak_rss(args: list[str], log: Path) -> tuple[int, float]:
+    """(peak RSS in bytes, seconds) of ``python -m rnnkit ARGS`` in a child process."""
+    peak = log.with_suffix(".peak")
+    command = [sys.executable, "-c", RNNKIT_REPORTING_PEAK, str(peak), *args]
     started = time.perf_counter()
     with open(log, "wb") as out:
-        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed ({child.returncode}); see {log}")
-    return usage.ru_maxrss * 1024, time.perf_counter() - started  # Linux: KiB
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        sys.exit(f"rnnkit {' '.join(args)} failed ({code}); see {log}")
+    return int(peak.read_text()) * 1024, time.perf_counter() - started
 
 
 def train_command(text: Path, out: Path, args: argparse.Namespace) -> list[str]:
     return [
-        sys.executable, "-m", "rnnkit", "train", "lm",
+        "train", "lm",
         "--data.text", str(text),
         "--data.valid_fraction", str(args.valid_fraction),
         "--data.batch_size", "8", "--data.bptt", "16", "--data.eval_batch_size", "8",
@@ -89,8 +105,10 @@ def main() -> None:
         chars = int(args.mb * 1e6)
         write_text(big, chars)
         write_text(tiny, TINY_BYTES)
-        base, base_s = peak_rss(train_command(tiny, work / "run-tiny", args), work / "tiny.log")
+        before, base_s = peak_rss(train_command(tiny, work / "run-tiny", args), work / "t.log")
         peak, peak_s = peak_rss(train_command(big, work / "run-big", args), work / "big.log")
+        after, _ = peak_rss(train_command(tiny, work / "run-tiny", args), work / "t2.log")
+        base = min(before, after)
         cache = work / "run-big" / "cache" / "train.ids"
         print(
             json.dumps(
