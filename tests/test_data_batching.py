@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import assume, given, settings
@@ -210,3 +211,54 @@ def test_split_train_valid():
             split_train_valid(ids, bad)
     with pytest.raises(ValueError, match=r"valid_fraction=0.001 of 100 tokens leaves 100 for"):
         split_train_valid(ids, 0.001)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+@pytest.mark.parametrize("variable_bptt", [False, True])
+@pytest.mark.parametrize("batch_size, bptt", [(1, 7), (3, 1), (7, 10), (16, 35)])
+def test_memory_mapped_ids_give_the_windows_of_the_int64_tensor(
+    tmp_path, dtype, variable_bptt, batch_size, bptt
+):
+    ids = corpus(3001)  # int64, values < 50
+    path = tmp_path / "ids.bin"
+    ids.numpy().astype(dtype).tofile(path)
+    mapped = np.memmap(path, dtype=dtype, mode="r", shape=(3001,))
+    reference = LMBatches(ids, batch_size, bptt, variable_bptt=variable_bptt, seed=4)
+    lean = LMBatches(mapped, batch_size, bptt, variable_bptt=variable_bptt, seed=4)
+    assert lean.stream_length == reference.stream_length
+    assert torch.equal(lean.data, reference.data)
+    for epoch in (0, 3):
+        assert lean.lengths(epoch) == reference.lengths(epoch)
+        n = reference.num_windows(epoch)
+        for start in (0, 1, n // 2, n):
+            pairs = zip(reference.windows(epoch, start), lean.windows(epoch, start), strict=True)
+            for (x, y), (xl, yl) in pairs:
+                assert xl.dtype == yl.dtype == torch.int64
+                assert torch.equal(x, xl)
+                assert torch.equal(y, yl)
+
+
+def test_numpy_ids_are_not_copied_and_splits_are_views(tmp_path):
+    path = tmp_path / "ids.bin"
+    corpus(2000).numpy().astype(np.uint8).tofile(path)
+    mapped = np.memmap(path, dtype=np.uint8, mode="r", shape=(2000,))
+    train, valid = split_train_valid(mapped, 0.1)
+    assert np.shares_memory(train, mapped)
+    assert np.shares_memory(valid, mapped)
+    batches = LMBatches(train, B, BPTT)
+    assert np.shares_memory(batches._grid, mapped)  # the streams are a view, not a copy
+    strided = LMBatches(np.arange(2 * N)[::2], B, BPTT)  # a strided array works too
+    assert torch.equal(strided.data, torch.arange(0, 2 * N, 2)[: B * L].view(B, L).t())
+
+
+def test_bad_numpy_ids():
+    with pytest.raises(
+        ValueError,
+        match=r"ids must be a 1-D array of integer token ids, got "
+        r"dtype float64 and shape \(10,\)",
+    ):
+        LMBatches(np.zeros(10), 1, BPTT)
+    with pytest.raises(ValueError, match=r"got dtype bool and shape \(10,\)"):
+        LMBatches(np.zeros(10, dtype=bool), 1, BPTT)
+    with pytest.raises(ValueError, match=r"got dtype uint8 and shape \(2, 5\)"):
+        LMBatches(np.zeros((2, 5), dtype=np.uint8), 1, BPTT)

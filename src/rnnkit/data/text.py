@@ -4,7 +4,8 @@ Files are read in binary and decoded incrementally, so a multibyte character spl
 across two reads is decoded whole and a bad byte is reported at its offset. Line ends
 are normalised to ``"\\n"`` as Python's text mode does (``\\r\\n`` and ``\\r`` alike).
 ``iter_text`` cuts its chunks only where every tokenizer's result is unchanged by the
-cut (see ``_cut``), so ``encode_file`` equals encoding the whole file at once.
+cut (see ``_cut``), so encoding chunk by chunk (``rnnkit.data.ids``) equals encoding the
+whole file at once.
 """
 
 from __future__ import annotations
@@ -15,15 +16,8 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
-import torch
 
 from rnnkit.common.checks import positive_int
-
-if TYPE_CHECKING:
-    from rnnkit.data.tokenizers import Tokenizer
 
 # Cuts that change no tokenizer's output: after a newline, or before a single space,
 # with a non-whitespace character on each side. Char tokens never span characters, word
@@ -179,21 +173,3 @@ def _chunks(path: str | os.PathLike[str], encoding: str, chunk_chars: int) -> It
 def read_text(path: str | os.PathLike[str], encoding: str = "utf-8") -> str:
     """The whole file as one string (line ends normalised); errors as ``iter_text``."""
     return "".join(_decoded_blocks(path, encoding, 1 << 20))
-
-
-def encode_file(
-    tokenizer: Tokenizer,
-    path: str | os.PathLike[str],
-    encoding: str = "utf-8",
-    *,
-    chunk_chars: int = 1 << 20,
-) -> torch.Tensor:
-    """Token ids of a whole file as an int64 tensor [N], built chunk by chunk.
-
-    Only one chunk's Python objects exist at a time; the ids accumulate in NumPy arrays.
-    """
-    parts = [tokenizer.encode_array(chunk) for chunk in iter_text(path, encoding, chunk_chars)]
-    ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    if ids.size == 0:
-        raise DataError(f"{Path(path)}: the file holds no tokens (only whitespace?)")
-    return torch.from_numpy(ids.astype(np.int64, copy=False))

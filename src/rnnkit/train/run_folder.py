@@ -30,7 +30,7 @@ from pathlib import Path
 
 LOCK_FILE = "run.lock"
 # What a run leaves before its first checkpoint: taken over by the next claim.
-_LEFTOVERS = {"metrics.jsonl", "loss.png", LOCK_FILE}
+_LEFTOVERS = {"metrics.jsonl", "loss.png", "cache", LOCK_FILE}  # cache/: the token ids
 # A folder holding any of these is a run, resumable or finished: never taken over.
 _CHECKPOINTS = {"last", "best", "last.previous", "best.previous"}
 
@@ -220,8 +220,7 @@ def claim(out: str | os.PathLike[str]) -> Iterator[Path]:
         if not created and not _takeable(folder, had_lock_file):  # changed meanwhile
             os.close(fd)
             continue
-        for name in set(os.listdir(folder)) & (_LEFTOVERS - {LOCK_FILE}):
-            os.unlink(folder / name)
+        _remove(folder, set(os.listdir(folder)) & (_LEFTOVERS - {LOCK_FILE}))
         remove_temporaries(folder)
         _held[folder.resolve()] = [fd, 0]
         try:
@@ -248,7 +247,14 @@ def _clean_unused(folder: Path, created: bool) -> bool:
     if created:
         shutil.rmtree(folder, ignore_errors=True)
         return True
-    for name in names - {LOCK_FILE}:
-        path = folder / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    _remove(folder, names - {LOCK_FILE})
     return False
+
+
+def _remove(folder: Path, names: set[str]) -> None:
+    for name in names:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()

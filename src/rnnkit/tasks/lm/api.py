@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 import rnnkit
 from rnnkit.common import config as cfg
-from rnnkit.data import encode_file, iter_text, train_tokenizer
+from rnnkit.data import cached_ids, encode_ids, id_dtype, iter_text, train_tokenizer
 from rnnkit.data.tokenizers import SPECIALS, Tokenizer, tokenizer_from_dict
 from rnnkit.tasks.lm.batching import LMBatches, split_train_valid
 from rnnkit.tasks.lm.config import DEFAULT_CORPUS, DataConfig, LMSettings, defaults
@@ -33,6 +34,7 @@ from rnnkit.train import run_folder
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 TOKENIZER_FILE = "tokenizer.json"
+CACHE_DIR = "cache"  # in the run folder: the token ids, memory-mapped (load_corpus)
 
 
 def configure(
@@ -65,31 +67,47 @@ def _check_vocabulary(tokenizer: Tokenizer, source: str) -> None:
 
 
 def load_corpus(
-    data: DataConfig, tokenizer: Tokenizer | None = None
-) -> tuple[Tokenizer, Tensor, Tensor]:
-    """(tokenizer, train ids [N], valid ids [M]); a new tokenizer unless one is given."""
+    data: DataConfig, tokenizer: Tokenizer | None = None, cache_dir: Path | None = None
+) -> tuple[Tokenizer, np.ndarray, np.ndarray]:
+    """(tokenizer, train ids [N], valid ids [M]) as 1-D arrays of ``id_dtype(vocab)``; a
+    new tokenizer (learned in a first pass over the text) unless one is given.
+
+    With ``cache_dir`` (the run folder's ``cache/``), the ids of ``data.text`` and
+    ``data.valid_text`` are encoded into ``train.ids`` and ``valid.ids`` there, or
+    reused from them (``rnnkit.data.cached_ids``), and memory-mapped: the corpus is never
+    in memory. Without it, or for the default corpus, they are in memory.
+    """
     source = data.text or DEFAULT_CORPUS
     if data.text is None:
         text = default_corpus()
         tokenizer = tokenizer or train_tokenizer(
             data.tokenizer, [text], vocab_size=data.vocab_size, min_count=data.min_count
         )
-        ids = torch.tensor(tokenizer.encode(text), dtype=torch.int64)
+        ids = tokenizer.encode_array(text).astype(id_dtype(tokenizer.vocab_size))
     else:
         if tokenizer is None:
             texts = iter_text(data.text, data.encoding)
             tokenizer = train_tokenizer(
                 data.tokenizer, texts, vocab_size=data.vocab_size, min_count=data.min_count
             )
-        ids = encode_file(tokenizer, data.text, data.encoding)
+        ids = _encoded(tokenizer, data.text, data.encoding, cache_dir, "train")
     _check_vocabulary(tokenizer, source)
     if data.valid_text is not None:
-        return tokenizer, ids, encode_file(tokenizer, data.valid_text, data.encoding)
+        valid_ids = _encoded(tokenizer, data.valid_text, data.encoding, cache_dir, "valid")
+        return tokenizer, ids, valid_ids
     train, valid = split_train_valid(ids, data.valid_fraction)
     return tokenizer, train, valid
 
 
-def _streams(ids: Tensor, batch_size: int, bptt: int, what: str, **kw: Any) -> LMBatches:
+def _encoded(
+    tokenizer: Tokenizer, path: str, encoding: str, cache_dir: Path | None, name: str
+) -> np.ndarray:
+    if cache_dir is None:
+        return encode_ids(tokenizer, path, encoding)
+    return cached_ids(tokenizer, path, Path(cache_dir) / f"{name}.ids", encoding)
+
+
+def _streams(ids: np.ndarray, batch_size: int, bptt: int, what: str, **kw: Any) -> LMBatches:
     """LMBatches with at most as many streams as the text can fill (2+ tokens each)."""
     fitting = min(batch_size, ids.shape[0] // 2)
     if fitting < 1:
@@ -121,7 +139,12 @@ class LMTask:
     """The trainer task: windows of B streams, cross-entropy on the next token."""
 
     def __init__(
-        self, tokenizer: Tokenizer, train: Tensor, valid: Tensor, data: DataConfig, seed: int
+        self,
+        tokenizer: Tokenizer,
+        train: np.ndarray,
+        valid: np.ndarray,
+        data: DataConfig,
+        seed: int,
     ) -> None:
         self.tokenizer = tokenizer
         self.train = _streams(
@@ -243,7 +266,7 @@ def _train(
     data_c = sections.data
     trainer_c = sections.trainer
     torch.manual_seed(trainer_c.seed)
-    tokenizer, train_ids, valid_ids = load_corpus(data_c, tokenizer)
+    tokenizer, train_ids, valid_ids = load_corpus(data_c, tokenizer, out_dir / CACHE_DIR)
     model = LanguageModel(model_c, tokenizer.vocab_size)
     task = LMTask(tokenizer, train_ids, valid_ids, data_c, trainer_c.seed)
     meta = {"task": "lm", "rnnkit_version": rnnkit.__version__, "vocab_size": tokenizer.vocab_size}
@@ -259,13 +282,13 @@ def _train(
         log(
             f"training a {model_c.num_layers}x{model_c.hidden_size} {model_c.cell} "
             f"({model.num_parameters():,} parameters) on {data_c.text or DEFAULT_CORPUS}: "
-            f"{train_ids.numel():,} training and {valid_ids.numel():,} validation "
+            f"{len(train_ids):,} training and {len(valid_ids):,} validation "
             f"{tokenizer.kind} tokens, vocabulary {tokenizer.vocab_size}; run in {out_dir}"
         )
     result = trainer.fit()
     final = trainer.evaluated_model  # the weight average, when the run keeps one
     assert isinstance(final, LanguageModel)
-    return LMRun(out_dir, final, tokenizer, sections, result, train_ids.numel(), valid_ids.numel())
+    return LMRun(out_dir, final, tokenizer, sections, result, len(train_ids), len(valid_ids))
 
 
 def load(
@@ -296,9 +319,9 @@ def evaluate_text(
     bptt: int = 64,
 ) -> dict[str, float]:
     """Loss (nats per token), perplexity, bits per token and the share of <unk> on a file."""
-    ids = encode_file(tokenizer, path, encoding)
+    ids = encode_ids(tokenizer, path, encoding)
     loss, count = evaluate(model, _streams(ids, batch_size, bptt, "evaluation"))
-    unk = float((ids == tokenizer.unk_id).float().mean())
+    unk = float(np.mean(ids == tokenizer.unk_id))
     return {
         "loss": loss,
         "perplexity": perplexity(loss),

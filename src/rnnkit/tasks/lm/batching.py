@@ -7,17 +7,26 @@ and the same rows shifted by one as targets, so row t of window k + 1 continues 
 T_k - 1 of window k in every column: the hidden state that the trainer carries (and
 detaches) from one window to the next belongs to the same stream of text. This is the
 layout of Zaremba et al. 2014's code and of PyTorch's word_language_model ``batchify``.
+
+The ids may be a torch tensor or a NumPy integer array. A tensor is laid out once as an
+int64 tensor ``data`` [L, B] (8 bytes a token, on ``device`` if given) and windows are
+views of it. A NumPy array (``rnnkit.data.cached_ids``'s memory map of 1- or 2-byte ids)
+is never copied: ``data`` is a strided view of it, and each window is gathered from it
+and widened to int64 alone, so the corpus costs no resident memory beyond the windows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
+from numpy.lib.stride_tricks import as_strided
 from torch import Tensor
 
-from rnnkit.common.checks import positive_int, tensor
+from rnnkit.common.checks import positive_int
 
 # AWD-LSTM's variable BPTT (Merity et al. 2017, section 4.1): the base length is bptt
 # with probability 0.95, else bptt / 2; the window length is drawn from
@@ -30,8 +39,22 @@ VARIABLE_BPTT_MIN = 5
 VARIABLE_BPTT_MAX_EXTRA = 40
 
 
-def _token_ids(name: str, ids: object) -> Tensor:
-    ids = tensor(name, ids)
+TokenIds = TypeVar("TokenIds", Tensor, np.ndarray)
+
+
+def _token_ids(name: str, ids: object) -> Tensor | np.ndarray:
+    if isinstance(ids, np.ndarray):
+        if ids.ndim != 1 or ids.dtype.kind not in "iu":
+            raise ValueError(
+                f"{name} must be a 1-D array of integer token ids, got dtype {ids.dtype} "
+                f"and shape {ids.shape}"
+            )
+        return ids
+    if not isinstance(ids, Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor, got {type(ids).__name__} "
+            "(or a 1-D NumPy array of integer ids)"
+        )
     if (
         ids.dim() != 1
         or ids.dtype.is_floating_point
@@ -45,13 +68,14 @@ def _token_ids(name: str, ids: object) -> Tensor:
     return ids
 
 
-def split_train_valid(ids: Tensor, valid_fraction: float) -> tuple[Tensor, Tensor]:
+def split_train_valid(ids: TokenIds, valid_fraction: float) -> tuple[TokenIds, TokenIds]:
     """The first ``1 - valid_fraction`` of the corpus for training, the tail for validation.
 
     A contiguous split (no shuffling): a language model's validation text must be text
-    it has not seen, not sentences interleaved with its training text. Returns views.
+    it has not seen, not sentences interleaved with its training text. Returns views
+    (of a memory map too: nothing is read).
     """
-    ids = _token_ids("ids", ids)
+    _token_ids("ids", ids)
     if (
         isinstance(valid_fraction, bool)
         or not isinstance(valid_fraction, int | float)
@@ -85,7 +109,7 @@ class LMBatches:
 
     def __init__(
         self,
-        ids: Tensor,
+        ids: Tensor | np.ndarray,
         batch_size: int,
         bptt: int,
         *,
@@ -110,11 +134,30 @@ class LMBatches:
                 "smaller batch_size or more text"
             )
         self.stream_length = L
-        # [B, L] -> [L, B]: column b is the contiguous slice b of the corpus.
-        self.data = ids[: batch_size * L].to(torch.int64).reshape(batch_size, L).t().contiguous()
-        if device is not None:
-            self.data = self.data.to(device)
-        self._schedules: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.device = None if device is None else torch.device(device)
+        self._data: Tensor | None = None
+        self._grid: np.ndarray | None = None
+        if isinstance(ids, np.ndarray):
+            # [L, B] view, element [t, b] = ids[b * L + t]: no byte of the corpus is read.
+            step = ids.strides[0]
+            self._grid = as_strided(ids, (L, batch_size), (step, L * step), writeable=False)
+        else:
+            # [B, L] -> [L, B]: column b is the contiguous slice b of the corpus.
+            data = ids[: batch_size * L].to(torch.int64).reshape(batch_size, L).t().contiguous()
+            self._data = data if device is None else data.to(device)
+        self._schedules: dict[int, Sequence[int]] = {}
+
+    @property
+    def data(self) -> Tensor:
+        """The streams as int64 [L, B]. For NumPy ids this is a new copy of the whole
+        corpus at every call: for tests and small texts, never for training."""
+        if self._data is not None:
+            return self._data
+        assert self._grid is not None
+        return self._to_device(torch.from_numpy(self._grid.astype(np.int64)))
+
+    def _to_device(self, x: Tensor) -> Tensor:
+        return x if self.device is None else x.to(self.device)
 
     @property
     def num_tokens(self) -> int:
@@ -127,10 +170,11 @@ class LMBatches:
 
     def lengths(self, epoch: int = 0) -> list[int]:
         """The window lengths T of an epoch, in order."""
-        return self._schedule(epoch)[1].tolist()
+        starts = np.asarray(self._schedule(epoch), dtype=np.int64)
+        return np.diff(starts, append=self.stream_length - 1).tolist()
 
     def num_windows(self, epoch: int = 0) -> int:
-        return len(self._schedule(epoch)[0])
+        return len(self._schedule(epoch))
 
     def __len__(self) -> int:
         return self.num_windows(self.epoch)
@@ -141,25 +185,37 @@ class LMBatches:
     def windows(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """The windows of ``epoch`` (deterministic per ``(seed, epoch)``), skipping the
         first ``start``: resuming at ``start = k`` yields exactly windows k, k + 1, ..."""
-        starts, lengths = self._schedule(epoch)
+        starts = self._schedule(epoch)
         if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= len(starts):
             raise ValueError(
                 f"start must be an integer in [0, {len(starts)}] (windows in epoch {epoch}), "
                 f"got {start!r}"
             )
-        return self._windows(starts[start:].tolist(), lengths[start:].tolist())
+        return self._windows(starts, start)
 
-    def _windows(self, starts: list[int], lengths: list[int]) -> Iterator[tuple[Tensor, Tensor]]:
-        for s, T in zip(starts, lengths, strict=True):
-            yield self.data[s : s + T], self.data[s + 1 : s + 1 + T]  # each [T, B]
+    def _windows(self, starts: Sequence[int], first: int) -> Iterator[tuple[Tensor, Tensor]]:
+        n, steps = len(starts), self.stream_length - 1
+        for k in range(first, n):
+            # windows tile the stream: each ends where the next starts
+            s, end = int(starts[k]), int(starts[k + 1]) if k + 1 < n else steps
+            rows = self._rows(s, end + 1)  # [T + 1, B]
+            yield rows[:-1], rows[1:]  # each [T, B], views of rows
+
+    def _rows(self, start: int, stop: int) -> Tensor:
+        """Rows [start, stop) of the streams, int64 [stop - start, B]."""
+        if self._data is not None:
+            return self._data[start:stop]
+        assert self._grid is not None
+        # astype gathers the B strided slices into one contiguous int64 block
+        return self._to_device(torch.from_numpy(self._grid[start:stop].astype(np.int64)))
 
     def _check_epoch(self, epoch: int) -> int:
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
         return epoch
 
-    def _schedule(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(window starts, window lengths) of an epoch."""
+    def _schedule(self, epoch: int) -> Sequence[int]:
+        """The window starts of an epoch (a window ends where the next starts)."""
         epoch = self._check_epoch(epoch)
         key = epoch if self.variable_bptt else 0
         if key not in self._schedules:
@@ -168,22 +224,20 @@ class LMBatches:
             self._schedules[key] = self._make_schedule(epoch)
         return self._schedules[key]
 
-    def _make_schedule(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    def _make_schedule(self, epoch: int) -> Sequence[int]:
         steps = self.stream_length - 1  # the last token of a stream is only a target
         if not self.variable_bptt:
-            starts = np.arange(0, steps, self.bptt)
-            return starts, np.minimum(self.bptt, steps - starts)
+            return range(0, steps, self.bptt)  # no memory however long the corpus
         rng = np.random.default_rng([self.seed, epoch])
-        starts_list, lengths_list = [], []
+        starts = array("q")  # 8 bytes a window, not a Python int each
         s = 0
         while s < steps:
             base = self.bptt if rng.random() < VARIABLE_BPTT_P_FULL else self.bptt / 2
             T = max(VARIABLE_BPTT_MIN, int(rng.normal(base, VARIABLE_BPTT_STD)))
             T = min(T, self.bptt + VARIABLE_BPTT_MAX_EXTRA, steps - s)
-            starts_list.append(s)
-            lengths_list.append(T)
+            starts.append(s)
             s += T
-        return np.array(starts_list, dtype=np.int64), np.array(lengths_list, dtype=np.int64)
+        return starts
 
     def __repr__(self) -> str:
         return (
