@@ -113,3 +113,41 @@ def test_a_bad_argument_is_one_line_before_any_work(args, names, tmp_path, monke
     assert names in lines[0], lines[0]
     assert result.stdout == ""
     assert list(tmp_path.iterdir()) == []  # no run folder, no output file
+
+
+FILE_CASES: list[tuple[dict[str, str], list[str], str]] = [  # (files to make, argv, named)
+    ({"out.png": "mine"}, ["translate", RUN, "a text", "--attention", "out.png"], "--force"),
+    ({"folder/x": ""}, ["translate", RUN, "a text", "--attention", "folder"], "is a folder"),
+    ({"p.json": "[1, 2]"}, ["generate", "music", RUN, "--primer", "p.json"], "p.json"),
+    ({"p.json": "5"}, ["generate", "music", RUN, "--primer", "p.json"], "p.json"),
+    ({"p.json": '[["a"]]'}, ["generate", "music", RUN, "--primer", "p.json"], "p.json"),
+    ({"p.json": "[["}, ["generate", "music", RUN, "--primer", "p.json"], "not valid JSON"),
+    ({"runs": "a file"}, ["train", "lm", "--trainer.out", "runs"], "is a file"),
+    ({"m.safetensors": "xx"}, ["diagnose", "--model", "m.safetensors"], "damaged"),
+]
+
+
+@pytest.mark.parametrize(
+    "files, args, names", FILE_CASES, ids=[" ".join(a) + f" {f}" for f, a, _ in FILE_CASES]
+)
+def test_a_bad_file_argument_is_one_line_and_touches_nothing(
+    files, args, names, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    before = sorted(
+        (p.relative_to(tmp_path), p.read_bytes() if p.is_file() else None)
+        for p in tmp_path.rglob("*")
+    )
+    result = CliRunner().invoke(app, args, input="")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert names in lines[0], lines[0]
+    after = sorted(
+        (p.relative_to(tmp_path), p.read_bytes() if p.is_file() else None)
+        for p in tmp_path.rglob("*")
+    )
+    assert after == before

@@ -163,9 +163,9 @@ def _checksums_garbage(c: Path) -> None:
 
 
 DAMAGE = [
-    (_truncate, "damaged: its tensors cover"),
+    (_truncate, "damaged: its header describes .* bytes of tensor data but the file holds"),
     (_weights_bit, "SHA-256 differs"),
-    (_header_bit, "damaged"),
+    (_header_bit, "damaged: its SHA-256 differs"),
     (_huge_header, "header claims"),
     (_pickle_weights, "damaged"),
     (_empty_weights, "too short for a safetensors header"),

@@ -149,7 +149,8 @@ def test_a_second_resume_of_a_run_in_training_is_refused(corpus, tmp_path):
     out = tmp_path / "run"
     code, _, err = _finish(_rnnkit(*_args(corpus, out, "--trainer.max_steps", "5")))
     assert code == 0, err
-    first = _rnnkit("train", "lm", "--resume", str(out), "--trainer.epochs", "30")
+    longer = ("--trainer.epochs", "30", "--trainer.max_steps", "100000")
+    first = _rnnkit("train", "lm", "--resume", str(out), *longer)
     assert first.stdout is not None
     while "resuming" not in first.stdout.readline():  # it holds the lock from here on
         assert first.poll() is None

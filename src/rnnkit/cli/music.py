@@ -3,7 +3,6 @@ shell (`rnnkit eval RUN FILE` scores one, see ``rnnkit.cli.runs``)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -58,9 +57,8 @@ def generate_music(
 ) -> None:
     """Sample chorales; write piece-N.mid and piece-N.png for each."""
     from rnnkit.common.config import check_range
-    from rnnkit.data.text import read_text
     from rnnkit.tasks.music import api as music
-    from rnnkit.tasks.music.data import chorale_of, write_midi
+    from rnnkit.tasks.music.data import chorale_of, read_primer, write_midi
     from rnnkit.train import run_folder
 
     with boundary():
@@ -70,7 +68,7 @@ def generate_music(
         check_range("--seed", seed, min=0, max=2**32 - 1)
         # MIDI stores a tempo as microseconds per beat in 3 bytes: 3.58 bpm is the slowest
         check_range("--tempo", tempo, min=4, max=1000)
-        prime = json.loads(read_text(primer)) if primer is not None else None
+        prime = read_primer(primer) if primer is not None else None
         # A folder of its own (--out, else --out-2, ...): earlier pieces are never replaced.
         with run_folder.claim(out) as folder:
             model, rolls = music.generate_from(

@@ -375,14 +375,23 @@ def _load(checkpoint: Path) -> tuple[SequenceModel, ExperimentConfig]:
 
 
 def _load_legacy(path: Path) -> tuple[SequenceModel, ExperimentConfig]:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        metadata: dict[str, Any] = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    ckpt.read_header(path)  # a damaged or foreign file: one message, before reading on
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata: dict[str, Any] = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as error:
+        raise ckpt.CheckpointError(f"{str(path)!r} is damaged: {error}") from None
     if "config" not in metadata:
         raise ckpt.CheckpointError(f"{path} is not a model written by `rnnkit experiment`")
-    config = ExperimentConfig(**json.loads(metadata["config"]))
+    try:
+        config = ExperimentConfig(**json.loads(metadata["config"]))
+    except (TypeError, ValueError) as error:
+        raise ckpt.CheckpointError(
+            f"{path}: its metadata is not an experiment config ({error})"
+        ) from None
     model = build_model(config, make_problem(config.task, config.size))
-    model.load_state_dict(tensors)
+    ckpt.load_model_tensors(model, tensors)
     return model.eval(), config

@@ -36,10 +36,27 @@ def load_chorales(path: str | os.PathLike[str]) -> dict[str, list[Chorale]]:
         if not isinstance(chorales, list):
             raise DataError(f"{p}: split {split!r} is not a list of chorales")
         for n, chorale in enumerate(chorales):
-            if not isinstance(chorale, list) or not all(
-                isinstance(step, list) and all(isinstance(q, int) for q in step) for step in chorale
-            ):
+            if not is_chorale(chorale):
                 raise DataError(f"{p}: {split}[{n}] is not a list of lists of MIDI pitches")
+    return data
+
+
+def is_chorale(data: object) -> bool:
+    """Whether ``data`` is a chorale: a list of steps, each a list of integer MIDI pitches."""
+    return isinstance(data, list) and all(
+        isinstance(step, list) and all(type(q) is int for q in step) for step in data
+    )
+
+
+def read_primer(path: str | os.PathLike[str]) -> Chorale:
+    """A primer file: one chorale as JSON, e.g. ``[[60, 64, 67], [62]]``."""
+    p = Path(path)
+    try:
+        data = json.loads(read_text(p))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{p}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not is_chorale(data) or not data:
+        raise DataError(f"{p}: a primer is a non-empty list of steps, each a list of MIDI pitches")
     return data
 
 
