@@ -107,7 +107,37 @@ class RNNBase(nn.Module):
         own last step (a zero-length sequence returns its initial state).
         hx: h_0 [num_layers * num_directions, B, H] (a tuple (h_0, c_0) for the LSTM).
         Returns (output, h_n) or, for the LSTM, (output, (h_n, c_n)).
+
+        Under ``torch.autocast``, the layer computes in the parameters' precision (fp32)
+        and returns what ``torch.nn`` returns there: the autocast dtype for the RNN and
+        the LSTM, the input's dtype for the GRU; parameter gradients stay fp32.
         """
+        amp = _autocast_dtype(input)
+        if amp is not None:
+            return self._forward_autocast(input, hx, lengths, amp)
+        return self._forward(input, hx, lengths)
+
+    def _forward_autocast(self, input, hx, lengths, amp: torch.dtype):
+        """``forward`` under autocast. Autocast does not reach into a fused kernel (a
+        pybind call), so the layer turns it off and casts at its boundary."""
+        like = input.data if isinstance(input, PackedSequence) else input
+        compute = self._parameters[self._weight_names[0][0][0]].dtype  # type: ignore[union-attr]
+        if not like.is_floating_point() or compute not in (torch.float32, torch.float64):
+            return self._forward(input, hx, lengths)  # the general path's checks speak
+        returned = like.dtype if self.cell.name.startswith("gru") else amp
+
+        def cast(t, dtype):
+            if isinstance(t, PackedSequence):
+                return t._replace(data=t.data.to(dtype))
+            if isinstance(t, tuple | list):
+                return tuple(cast(s, dtype) for s in t)
+            return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+
+        with torch.autocast(like.device.type, enabled=False):
+            out, h = self._forward(cast(input, compute), cast(hx, compute), lengths)
+        return cast(out, returned), cast(h, returned)
+
+    def _forward(self, input, hx, lengths):
         if hx is not None and lengths is None and not torch.is_grad_enabled():
             stepped = self._stream_step(input, hx)
             if stepped is not None:
@@ -226,6 +256,17 @@ class RNNBase(nn.Module):
         if not batched:
             states = [s.unsqueeze(1) for s in states]
         return [tuple(s[k] for s in states) for k in range(n)]
+
+
+def _autocast_dtype(input) -> torch.dtype | None:
+    """The autocast dtype in force for ``input``'s device, or None."""
+    like = input.data if isinstance(input, PackedSequence) else input
+    if not isinstance(like, Tensor):
+        return None
+    device = like.device.type
+    if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
+        return None
+    return torch.get_autocast_dtype(device)
 
 
 def _repack(out: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:

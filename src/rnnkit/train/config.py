@@ -68,6 +68,12 @@ class TrainerConfig:
         0, f"CPU threads for torch (0: torch's default; at most {THREADS_PER_CORE} per core)", min=0
     )
     device: str = option("cpu", "cpu, cuda, or auto (cuda when available)")
+    precision: str = option(
+        "fp32",
+        "bf16: forward passes and losses under bf16 autocast (parameters, their gradients "
+        "and the optimiser stay fp32)",
+        choices=("fp32", "bf16"),
+    )
     average: float = option(
         0.0,
         "keep an exponential moving average of the weights with this decay per step "

@@ -221,6 +221,13 @@ class Trainer:
         self.last_score: float | None = None
         self._metrics: MetricsLog | None = None  # open while fit() runs
 
+    def _autocast(self) -> torch.autocast:
+        """bf16 autocast for ``--trainer.precision bf16`` (the forward and the loss; the
+        backward runs outside it, as torch recommends), else a no-op."""
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"
+        )
+
     @property
     def evaluated_model(self) -> nn.Module:
         """The weights that are validated and saved: the average when averaging."""
@@ -336,7 +343,8 @@ class Trainer:
 
     def train_step(self, batch: Any) -> tuple[float, int, float, bool]:
         """One optimiser step -> (loss, count, pre-clip gradient norm, clipped?)."""
-        result = self.task.train_step(self.model, batch, self.carry)
+        with self._autocast():
+            result = self.task.train_step(self.model, batch, self.carry)
         loss = float(result.loss.detach())
         if not math.isfinite(loss):
             raise self._diverged("the loss", loss)
@@ -368,7 +376,7 @@ class Trainer:
         loss did), or for a task without a score, when the loss did."""
         model = self.evaluated_model
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             result = self.task.evaluate(model)
         model.train()
         loss, score = (

@@ -99,7 +99,7 @@ class ClassifyTask:
         ids, lengths, labels = batch
         device = next(model.parameters()).device
         logits = model(ids.to(device), lengths.to(device))
-        return StepResult(F.cross_entropy(logits, labels.to(device)), len(labels))
+        return StepResult(F.cross_entropy(logits.float(), labels.to(device)), len(labels))
 
     def predict_valid(self, model: torch.nn.Module) -> tuple[float, list[int]]:
         """(mean cross-entropy, predicted label ids) on the validation set."""
@@ -109,7 +109,7 @@ class ClassifyTask:
             ids, lengths = pad([self.valid_ids[r] for r in rows])
             logits = model(ids.to(device), lengths.to(device))
             gold = torch.tensor([self.valid_labels[r] for r in rows], device=device)
-            total += float(F.cross_entropy(logits, gold, reduction="sum"))
+            total += float(F.cross_entropy(logits.float(), gold, reduction="sum"))
             predicted += logits.argmax(1).tolist()
         return total / len(self.valid_ids), predicted
 

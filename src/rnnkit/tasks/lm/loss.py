@@ -111,6 +111,10 @@ def projected_cross_entropy(
         )
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    device = h.device.type
+    if torch.is_autocast_enabled(device):  # the log-sum-exp of every logit stays fp32
+        with torch.autocast(device, enabled=False):
+            return projected_cross_entropy(h.float(), weight.float(), bias, target, reduction)
     mean = reduction == "mean"
     tensors = (h, weight) if bias is None else (h, weight, bias)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):

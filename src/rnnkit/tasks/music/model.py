@@ -45,7 +45,7 @@ class MusicModel(nn.Module):
 
 def nll_per_step(logits: Tensor, targets: Tensor, mask: Tensor) -> tuple[Tensor, int]:
     """(summed NLL over masked steps and all pitches, number of steps); mask [T, B]."""
-    per_pitch = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    per_pitch = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
     return (per_pitch.sum(2) * mask).sum(), int(mask.sum())
 
 

@@ -225,7 +225,7 @@ class Seq2Seq(nn.Module):
         with 0; the decoder is fed <bos> y_1 .. y_n. -> (loss, tokens counted)."""
         bos = torch.full_like(target[:, :1], BOS_ID)
         logits, _ = self(source, lengths, torch.cat([bos, target[:, :-1]], dim=1))
-        loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=0)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=0)
         return loss, int(target_lengths.sum())
 
     def describe(self) -> dict[str, Any]:

@@ -107,7 +107,7 @@ class Tagger(nn.Module):
         mask = length_mask(lengths, scores.shape[1])  # [B, T]
         if self.crf is not None:
             return self.crf.neg_log_likelihood(scores, tags, mask).mean()
-        return F.cross_entropy(scores[mask], tags[mask], reduction="sum") / scores.shape[0]
+        return F.cross_entropy(scores[mask].float(), tags[mask], reduction="sum") / scores.shape[0]
 
     def decode_of(self, scores: Tensor, lengths: Tensor) -> list[list[int]]:
         """``decode`` from tag scores [B, T, K] already computed by ``emissions``."""

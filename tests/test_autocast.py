@@ -1,0 +1,128 @@
+"""The layers under ``torch.autocast("cpu", dtype=torch.bfloat16)``: they run, return the
+dtypes torch.nn returns there, keep parameter gradients fp32, and (computing in the
+parameters' fp32 inside) give the fp32 results rounded to the returned dtype, with every
+gradient equal to the fp32 one of the same (rounded) upstream gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from helpers import rnnkit_class, torch_class
+from registry import B, D, H, T, layer_configs, make_layer, sample_lengths
+
+BF16 = torch.bfloat16
+CONFIGS = layer_configs(num_layers=(1, 2), dtypes=(torch.float32,))
+
+
+def _run(module, config, x, lengths, hx, upstream_dtype, autocast: bool):
+    """(outputs, gradients of a fixed linear loss w.r.t. x, the states and the weights);
+    the loss weights are rounded to ``upstream_dtype`` first, as the backward of a cast
+    from that dtype rounds them. ``autocast``: the forward (not the backward) under bf16
+    autocast, as torch recommends."""
+    with torch.autocast("cpu", dtype=BF16, enabled=autocast):
+        outs, loss, leaves = _forward(module, config, x, lengths, hx, upstream_dtype)
+    return outs, list(torch.autograd.grad(loss, leaves))
+
+
+def _forward(module, config, x, lengths, hx, upstream_dtype):
+    bf = config.batch_first
+    if config.lengths == "packed":
+        packed = pack_padded_sequence(x, lengths, batch_first=bf, enforce_sorted=False)
+        out, final = module(packed, hx)
+        assert isinstance(out, PackedSequence)
+        out, _ = pad_packed_sequence(out, batch_first=bf, total_length=T)
+    elif config.lengths == "padded":
+        out, final = module(x, hx, lengths=lengths)
+    else:
+        out, final = module(x, hx)
+    finals = final if isinstance(final, tuple) else (final,)
+    g = torch.Generator().manual_seed(3)
+    loss = torch.zeros(())
+    for tensor in (out, *finals):
+        weights = torch.randn(tensor.shape, generator=g).to(upstream_dtype).float()
+        loss = loss + (tensor.float() * weights).sum()
+    states = [] if hx is None else list(hx) if isinstance(hx, tuple) else [hx]
+    outs = [out.detach(), *(f.detach() for f in finals)]
+    return outs, loss, [x, *states, *module.parameters()]
+
+
+def _inputs(config, seed):
+    g = torch.Generator().manual_seed(seed)
+    shape = (B, T, D) if config.batch_first else (T, B, D)
+    x = torch.randn(shape, generator=g).requires_grad_()
+    lengths = sample_lengths(g) if config.lengths != "full" else None
+    hx = None
+    if config.initial_state:
+        n = config.num_layers * (2 if config.bidirectional else 1)
+        parts = [torch.randn(n, B, H, generator=g).requires_grad_() for _ in range(2)]
+        hx = tuple(parts) if config.cell == "lstm" else parts[0]
+    return x, lengths, hx
+
+
+def _returned(cell: str) -> torch.dtype:
+    """torch.nn's output dtype under bf16 autocast for an fp32 input."""
+    return torch.float32 if cell.startswith("gru") else BF16
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.id for c in CONFIGS])
+def test_bf16_autocast_returns_the_rounded_fp32_results(config, one_thread):
+    layer = make_layer(rnnkit_class, config)
+    returned = _returned(config.cell)
+    x, lengths, hx = _inputs(config, seed=1)
+    outs, grads = _run(layer, config, x, lengths, hx, returned, autocast=True)
+    ref_outs, ref_grads = _run(layer, config, x, lengths, hx, returned, autocast=False)
+    for i, (got, ref) in enumerate(zip(outs, ref_outs, strict=True)):
+        assert got.dtype == returned, f"output {i}"
+        assert torch.equal(got, ref.to(returned)), f"output {i}"
+    for i, (got, ref) in enumerate(zip(grads, ref_grads, strict=True)):
+        assert got.dtype == torch.float32, f"gradient {i}"
+        assert torch.equal(got, ref), f"gradient {i}"
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm"])
+@pytest.mark.parametrize("input_dtype", [torch.float32, BF16])
+def test_the_dtypes_are_torch_nns(cell, input_dtype):
+    config = next(c for c in CONFIGS if c.cell == cell and c.lengths == "full")
+    ours, theirs = make_layer(rnnkit_class, config), make_layer(torch_class, config)
+    x = torch.randn(T, B, D).to(input_dtype)
+    with torch.autocast("cpu", dtype=BF16):
+        (out, final), (ref_out, ref_final) = ours(x), theirs(x)
+    finals = final if isinstance(final, tuple) else (final,)
+    ref_finals = ref_final if isinstance(ref_final, tuple) else (ref_final,)
+    assert out.dtype == ref_out.dtype
+    assert [f.dtype for f in finals] == [f.dtype for f in ref_finals]
+
+
+def test_a_streaming_step_under_autocast_matches_the_fp32_step():
+    layer = rnnkit_class("lstm")(D, H, num_layers=2)
+    x, h = torch.randn(1, B, D), (torch.zeros(2, B, H), torch.zeros(2, B, H))
+    with torch.no_grad():
+        ref, _ = layer(x, h)
+        with torch.autocast("cpu", dtype=BF16):
+            got, _ = layer(x, h)
+    assert got.dtype == BF16 and torch.equal(got, ref.to(BF16))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_language_model_trains_in_bf16_to_its_fp32_loss(cell, tmp_path, one_thread):
+    """--trainer.precision bf16: the same run's validation loss within 0.01 nats of fp32's
+    (the recurrent layers compute in fp32 inside; the LSTM's outputs are rounded to bf16
+    between layers, as torch.nn's are)."""
+    from rnnkit.tasks.lm import api as lm
+
+    (tmp_path / "t.txt").write_text(lm.default_corpus()[:12000], encoding="utf-8")
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        overrides = (
+            *("--data.text", str(tmp_path / "t.txt"), "--model.cell", cell),
+            *("--model.hidden_size", "32", "--model.embedding_size", "16"),
+            *("--trainer.epochs", "1", "--trainer.progress", "false"),
+            *("--trainer.precision", precision, "--trainer.out", str(tmp_path / precision)),
+        )
+        run = lm.train(lm.configure(overrides=overrides), log=str)
+        losses[precision] = run.result.valid_loss
+        saved = lm.load(run.out_dir)[2]
+        assert saved.trainer.precision == precision  # kept in the run for --resume
+    assert abs(losses["bf16"] - losses["fp32"]) < 0.01, losses
