@@ -116,3 +116,17 @@ def test_bench_bounds_smoke():
         assert min(b.ours_ms, b.baseline_ms, b.floor_ms, b.floor_gflops, b.peak_gflops) > 0
         assert b.ceiling == pytest.approx(b.baseline_ms / b.floor_ms)
         assert b.speedup == pytest.approx(b.baseline_ms / b.ours_ms)
+
+
+def test_a_bf16_autocast_run_times_both_under_autocast(tmp_path):
+    output = _run(
+        "--cells", "lstm,gru", "--dtype", "bfloat16", "--no-memory", "--out", str(tmp_path / "b")
+    )
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert "(fp32 weights under bf16 autocast)" in output
+    peaks = data["machine"]["gemm_peaks_gflops"]
+    assert set(peaks) == {"float32", "bfloat16"} and all(_positive(v) for v in peaks.values())
+    assert data["gemm_peak_gflops"] == peaks["bfloat16"]
+    assert all(r["dtype"] == "bfloat16" and _positive(r["fwd_ms"]) for r in data["rows"])
+    assert {r["baseline"] for r in data["rows"]} == {"torch.nn.LSTM", "torch.nn.GRU"}
+    assert bench._autocast["dtype"] is None  # switched off after the run

@@ -35,7 +35,13 @@ def bench(
     warmup: Annotated[
         int | None, typer.Option(help=f"Untimed calls before timing. Default {DEFAULT_WARMUP}.")
     ] = None,
-    dtype: Annotated[str, typer.Option(help="float32 or float64.")] = DEFAULT_DTYPE,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="float32, float64, or bfloat16: fp32 weights under bf16 autocast, ours and "
+            "torch.nn's alike."
+        ),
+    ] = DEFAULT_DTYPE,
     backend: Annotated[
         str | None,
         typer.Option(help="auto, composite or fused. Default: the current one (RNNKIT_BACKEND)."),

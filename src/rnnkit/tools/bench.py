@@ -74,7 +74,12 @@ SHAPES = {
 }
 QUICK_SHAPE = Shape("tiny", 8, 2, 16, 32)
 STREAM_SHAPE = Shape("stream", 1, 1, 256, 256)
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
+"""The parameters' and inputs' dtype per ``--dtype``; "bfloat16" is fp32 weights and inputs
+with every layer call (ours and torch.nn's alike) under ``torch.autocast(bfloat16)``, the
+way a user asks for bf16 on a CPU; the backward runs outside autocast, as torch advises."""
+AUTOCAST = {"bfloat16": torch.bfloat16}
+_autocast: dict[str, torch.dtype | None] = {"dtype": None}  # set by run() and memory_probe
 _TORCH_LAYERS: dict[str, Callable[..., nn.Module]] = {
     "RNN_TANH": lambda D, H, dtype: nn.RNN(D, H, nonlinearity="tanh", dtype=dtype),
     "RNN_RELU": lambda D, H, dtype: nn.RNN(D, H, nonlinearity="relu", dtype=dtype),
@@ -250,7 +255,9 @@ def time_alternating(
 
 
 def gemm_peak_gflops(n: int, dtype: torch.dtype, repeats: int) -> float:
-    """Median GFLOP/s of [n, n] @ [n, n] with torch.mm: the peak a fused RNN can approach."""
+    """Median GFLOP/s of [n, n] @ [n, n] with torch.mm in ``dtype``: the peak a layer in
+    that precision can approach (on CPU, fp32 is MKL's or OpenBLAS's GEMM as torch was
+    built, bf16 is oneDNN's)."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     out = torch.empty(n, n, dtype=dtype)
     (ms,), _ = time_alternating([lambda: torch.mm(a, b, out=out)], max(repeats, 5), 2)
@@ -272,10 +279,12 @@ def _layers(cell: Cell, D: int, H: int, dtype: torch.dtype):
 
 
 def _call(module: nn.Module, backend: str | None, x: Tensor, hx=None):
-    if backend is None:
-        return module(x, hx)
-    with kernels.use_backend(backend):
-        return module(x, hx)
+    amp = _autocast["dtype"]
+    with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+        if backend is None:
+            return module(x, hx)
+        with kernels.use_backend(backend):
+            return module(x, hx)
 
 
 def _inference(module: nn.Module, backend: str | None, x: Tensor) -> Callable[[], object]:
@@ -295,7 +304,7 @@ def _training(
         module.zero_grad(set_to_none=True)
         x.grad = None
         out, _ = _call(module, backend, x)
-        out.backward(dout)
+        out.backward(dout.to(out.dtype))  # under autocast the output may be bf16
 
     return run
 
@@ -369,6 +378,7 @@ def memory_probe(spec_json: str) -> None:
     spec = json.loads(spec_json)
     torch.set_num_threads(spec["threads"])
     dtype = DTYPES[spec["dtype"]]
+    _autocast["dtype"] = AUTOCAST.get(spec["dtype"])
     ours, base, base_backend, _ = _layers(CELLS[spec["cell"]], spec["D"], spec["H"], dtype)
     module, backend = (ours, spec["backend"]) if spec["impl"] == "ours" else (base, base_backend)
     x = torch.randn(spec["T"], spec["B"], spec["D"], dtype=dtype, requires_grad=True)
@@ -542,6 +552,11 @@ def machine_info(threads: int) -> dict:
     }
 
 
+def _peak_dtype(name: str) -> torch.dtype:
+    """The dtype of the products a ``--dtype`` run does: bf16 under autocast."""
+    return AUTOCAST.get(name, DTYPES[name])
+
+
 def run(
     cfg: BenchConfig,
     console: Console | None = None,
@@ -560,14 +575,24 @@ def run(
     previous_threads = torch.get_num_threads()
     threads = cfg.threads or previous_threads
     torch.set_num_threads(threads)
+    _autocast["dtype"] = AUTOCAST.get(cfg.dtype)
     try:
         machine = machine_info(threads)
-        peak = gemm_peak_gflops(cfg.peak_size, DTYPES[cfg.dtype], cfg.repeats)
+        peak = gemm_peak_gflops(cfg.peak_size, _peak_dtype(cfg.dtype), cfg.repeats)
+        machine["gemm_peaks_gflops"] = {
+            name: peak if name == cfg.dtype else gemm_peak_gflops(cfg.peak_size, dt, cfg.repeats)
+            for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16))
+        }
         if console:
+            others = ", ".join(
+                f"{name} {rate:.1f}" for name, rate in machine["gemm_peaks_gflops"].items()
+            )
             console.print(
-                f"{machine['cpu']}, torch {machine['torch']}, {threads} threads, {cfg.dtype}; "
-                f"GEMM peak {peak:.1f} GFLOP/s (torch.mm {cfg.peak_size}^3, median); "
-                f"backend {cfg.backend!r}; load average {machine['load_average_at_start']}"
+                f"{machine['cpu']}, torch {machine['torch']}, {threads} threads, {cfg.dtype}"
+                + (" (fp32 weights under bf16 autocast)" if cfg.dtype in AUTOCAST else "")
+                + f"; GEMM peak {peak:.1f} GFLOP/s (torch.mm {cfg.peak_size}^3, median; "
+                f"{others}); backend {cfg.backend!r}; load average "
+                f"{machine['load_average_at_start']}"
             )
         result = BenchResult(
             config=dataclasses.asdict(cfg),
@@ -589,7 +614,7 @@ def run(
                 checkpoint(result)
         # The same GEMM again: how far the machine's speed drifted during the run.
         result.gemm_peak_gflops_at_end = gemm_peak_gflops(
-            cfg.peak_size, DTYPES[cfg.dtype], cfg.repeats
+            cfg.peak_size, _peak_dtype(cfg.dtype), cfg.repeats
         )
         if hasattr(os, "getloadavg"):
             machine["load_average_at_end"] = os.getloadavg()
@@ -607,6 +632,7 @@ def run(
         return result
     finally:
         torch.set_num_threads(previous_threads)
+        _autocast["dtype"] = None
 
 
 # -- output ----------------------------------------------------------------------------
