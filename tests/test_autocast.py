@@ -1,7 +1,12 @@
 """The layers under ``torch.autocast("cpu", dtype=torch.bfloat16)``: they run, return the
-dtypes torch.nn returns there, keep parameter gradients fp32, and (computing in the
-parameters' fp32 inside) give the fp32 results rounded to the returned dtype, with every
-gradient equal to the fp32 one of the same (rounded) upstream gradient."""
+dtypes torch.nn returns there and keep parameter gradients fp32.
+
+- The composite path computes in the parameters' fp32: its results are the fp32 ones
+  rounded to the returned dtype, every gradient equal to the fp32 one of the same
+  (rounded) upstream gradient.
+- The fused kernel computes its large products in bf16 (fp32 accumulation): its outputs
+  and every gradient are within BF16_BOUND of the fp32 ones, normwise.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,16 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+import rnnkit
 from helpers import rnnkit_class, torch_class
 from registry import B, D, H, T, layer_configs, make_layer, sample_lengths
 
 BF16 = torch.bfloat16
 CONFIGS = layer_configs(num_layers=(1, 2), dtypes=(torch.float32,))
+BF16_BOUND = 8 * 2.0**-8
+"""Normwise relative error of the fused kernel's bf16 products against fp32: 8 bf16 unit
+roundoffs. Inputs and weights are rounded to bf16 (2^-8 relative each) before each large
+product, which accumulates in fp32; a wrong index or gate is off by O(1), not by this."""
 
 
 def _run(module, config, x, lengths, hx, upstream_dtype, autocast: bool):
@@ -67,18 +77,43 @@ def _returned(cell: str) -> torch.dtype:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.id for c in CONFIGS])
-def test_bf16_autocast_returns_the_rounded_fp32_results(config, one_thread):
+def test_the_composite_path_under_autocast_gives_the_rounded_fp32_results(config, one_thread):
     layer = make_layer(rnnkit_class, config)
     returned = _returned(config.cell)
     x, lengths, hx = _inputs(config, seed=1)
-    outs, grads = _run(layer, config, x, lengths, hx, returned, autocast=True)
-    ref_outs, ref_grads = _run(layer, config, x, lengths, hx, returned, autocast=False)
+    with rnnkit.use_backend("composite"):
+        outs, grads = _run(layer, config, x, lengths, hx, returned, autocast=True)
+        ref_outs, ref_grads = _run(layer, config, x, lengths, hx, returned, autocast=False)
     for i, (got, ref) in enumerate(zip(outs, ref_outs, strict=True)):
         assert got.dtype == returned, f"output {i}"
         assert torch.equal(got, ref.to(returned)), f"output {i}"
     for i, (got, ref) in enumerate(zip(grads, ref_grads, strict=True)):
         assert got.dtype == torch.float32, f"gradient {i}"
         assert torch.equal(got, ref), f"gradient {i}"
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.id for c in CONFIGS])
+def test_the_fused_kernel_under_autocast_is_within_the_bf16_bound(config, one_thread):
+    layer = make_layer(rnnkit_class, config)
+    returned = _returned(config.cell)
+    x, lengths, hx = _inputs(config, seed=1)
+    with rnnkit.use_backend("fused"):
+        outs, grads = _run(layer, config, x, lengths, hx, returned, autocast=True)
+        ref_outs, ref_grads = _run(layer, config, x, lengths, hx, returned, autocast=False)
+    # ReLU's derivative jumps at 0: a pre-activation that rounding moves across 0 changes
+    # that unit's gradient by O(1), in any bf16 implementation. Its outputs are compared.
+    smooth = config.cell != "rnn_relu"
+    for what, got, ref in [
+        *((f"output {i}", g, r) for i, (g, r) in enumerate(zip(outs, ref_outs, strict=True))),
+        *(
+            (f"gradient {i}", g, r)
+            for i, (g, r) in enumerate(zip(grads, ref_grads, strict=True))
+            if smooth
+        ),
+    ]:
+        assert got.dtype == (returned if what.startswith("output") else torch.float32), what
+        error = float((got.double() - ref.double()).norm())
+        assert error <= BF16_BOUND * float(ref.double().norm()) + 1e-6, (what, error)
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm"])
@@ -93,6 +128,17 @@ def test_the_dtypes_are_torch_nns(cell, input_dtype):
     ref_finals = ref_final if isinstance(ref_final, tuple) else (ref_final,)
     assert out.dtype == ref_out.dtype
     assert [f.dtype for f in finals] == [f.dtype for f in ref_finals]
+
+
+def test_the_bf16_products_change_the_fused_results():
+    """The bound test above cannot tell bf16 products from fp32 ones: this one can."""
+    layer = rnnkit_class("gru")(D, H)
+    x = torch.randn(T, B, D)
+    with torch.no_grad(), rnnkit.use_backend("fused"):
+        ref, _ = layer(x)
+        with torch.autocast("cpu", dtype=BF16):
+            got, _ = layer(x)
+    assert got.dtype == torch.float32 and not torch.equal(got, ref)
 
 
 def test_a_streaming_step_under_autocast_matches_the_fp32_step():

@@ -21,6 +21,7 @@ from rnnkit.common import checks as _checks
 from rnnkit.nn import kernels
 from rnnkit.nn.cells import LSTM as LSTM_CELL
 from rnnkit.nn.cells import Cell, State, gru_cell, rnn_cell, set_forget_bias
+from rnnkit.nn.kernels.precision import reduced_products
 
 
 class RNNBase(nn.Module):
@@ -108,9 +109,12 @@ class RNNBase(nn.Module):
         hx: h_0 [num_layers * num_directions, B, H] (a tuple (h_0, c_0) for the LSTM).
         Returns (output, h_n) or, for the LSTM, (output, (h_n, c_n)).
 
-        Under ``torch.autocast``, the layer computes in the parameters' precision (fp32)
-        and returns what ``torch.nn`` returns there: the autocast dtype for the RNN and
-        the LSTM, the input's dtype for the GRU; parameter gradients stay fp32.
+        Under ``torch.autocast("cpu", dtype=torch.bfloat16)``, the fused kernel computes
+        its large products (input projection, dx, weight gradients) in bf16 with fp32
+        accumulation and everything else (gates, states, the recurrent step) in fp32; the
+        composite path computes in fp32. The layer returns what ``torch.nn`` returns there:
+        the autocast dtype for the RNN and the LSTM, the input's dtype for the GRU;
+        parameter gradients stay fp32.
         """
         amp = _autocast_dtype(input)
         if amp is not None:
@@ -133,7 +137,8 @@ class RNNBase(nn.Module):
                 return tuple(cast(s, dtype) for s in t)
             return t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
 
-        with torch.autocast(like.device.type, enabled=False):
+        products = amp if like.device.type == "cpu" and amp == torch.bfloat16 else None
+        with torch.autocast(like.device.type, enabled=False), reduced_products(products):
             out, h = self._forward(cast(input, compute), cast(hx, compute), lengths)
         return cast(out, returned), cast(h, returned)
 

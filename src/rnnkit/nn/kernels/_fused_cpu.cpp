@@ -493,20 +493,35 @@ void dispatch_cell(int64_t cell, const F& f) {
   }
 }
 
-void mm_into(Tensor out, const Tensor& a, const Tensor& b) { at::mm_out(out, a, b); }
+// The big products over all T*B rows (the input projection, dx and the weight gradients):
+// with bf16 set (a layer under bf16 autocast), a @ b in bf16 with fp32 accumulation through
+// ATen (oneDNN on CPU), the result back in a's dtype; the gate math, the states and the
+// per-step recurrent products stay in a's dtype.
+Tensor mm_mixed(const Tensor& a, const Tensor& b, bool bf16) {
+  if (!bf16) return at::mm(a, b);
+  return at::mm(a.to(at::kBFloat16), b.to(at::kBFloat16)).to(a.scalar_type());
+}
+
+void mm_into(Tensor out, const Tensor& a, const Tensor& b, bool bf16) {
+  if (bf16) {
+    out.copy_(mm_mixed(a, b, true));
+  } else {
+    at::mm_out(out, a, b);
+  }
+}
 
 const int64_t* lengths_ptr(const Tensor& lengths) {
   return lengths.numel() ? lengths.data_ptr<int64_t>() : nullptr;
 }
 
 // forward(cell, x [T,B,D], lengths [B] int64 or empty, h0s, c0s, w_ih, w_hh, b_ih, b_hh,
-// training) -> [out [T,B,dirs*H], then per direction h_T (, c_T), then, when training, per
+// training, bf16 (the input projection in bf16, see mm_mixed)) -> [out [T,B,dirs*H], then per direction h_T (, c_T), then, when training, per
 // direction the saved buffers hbuf, cbuf, gates, ghn (empty tensors where a cell has none)].
 // Empty tensors stand for absent biases and for "all rows full".
 std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<Tensor> h0s,
                             std::vector<Tensor> c0s, std::vector<Tensor> w_ih,
                             std::vector<Tensor> w_hh, std::vector<Tensor> b_ih,
-                            std::vector<Tensor> b_hh, bool training) {
+                            std::vector<Tensor> b_hh, bool training, bool bf16) {
   x = x.contiguous();
   const int64_t T = x.size(0), B = x.size(1), D = x.size(2);
   const int64_t dirs = int64_t(w_ih.size()), H = w_hh[0].size(1), G = num_gates(cell) * H;
@@ -517,7 +532,12 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
   std::vector<Tensor> bhh(dirs);
   for (int64_t d = 0; d < dirs; ++d) {
     // Every step's input projection in one GEMM: [T*B, D] @ [D, G] (+ b_ih).
-    gx[d] = b_ih[d].numel() ? at::addmm(b_ih[d], x2d, w_ih[d].t()) : at::mm(x2d, w_ih[d].t());
+    if (bf16) {
+      gx[d] = mm_mixed(x2d, w_ih[d].t(), true);
+      if (b_ih[d].numel()) gx[d].add_(b_ih[d]);
+    } else {
+      gx[d] = b_ih[d].numel() ? at::addmm(b_ih[d], x2d, w_ih[d].t()) : at::mm(x2d, w_ih[d].t());
+    }
     bhh[d] = b_hh[d].numel() ? b_hh[d].contiguous() : at::zeros({G}, x.options());
     whh[d] = w_hh[d].contiguous();
     const int64_t slots = training ? T + 1 : 2;
@@ -614,14 +634,15 @@ std::vector<Tensor> step(int64_t cell, Tensor x, Tensor h, Tensor c, Tensor w_ih
 }
 
 // backward(cell, x, lengths, dout [T,B,dirs*H], dh_T, dc_T, saved (4 per direction, as
-// forward returned them), w_ih, w_hh, has_b_ih, has_b_hh, need_dx) -> [dx (or empty), then
+// forward returned them), w_ih, w_hh, has_b_ih, has_b_hh, need_dx, bf16 (dx and the weight
+// gradients in bf16, see mm_mixed)) -> [dx (or empty), then
 // per direction dh0, dc0 (or empty), dw_ih, dw_hh, db_ih (or empty), db_hh (or empty)].
 // The weight gradients are large GEMMs over all T*B rows after the reverse loop.
 std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout,
                              std::vector<Tensor> dhT, std::vector<Tensor> dcT,
                              std::vector<Tensor> saved, std::vector<Tensor> w_ih,
                              std::vector<Tensor> w_hh, bool has_b_ih, bool has_b_hh,
-                             bool need_dx) {
+                             bool need_dx, bool bf16) {
   x = x.contiguous();
   dout = dout.contiguous();
   const int64_t T = x.size(0), B = x.size(1), D = x.size(2);
@@ -665,22 +686,28 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     const Tensor g2d = dG[d].view({T * B, Gs});
     const Tensor dgx = g2d.narrow(1, 0, G);  // [T*B, G] = dL/d(x W_ih^T + b_ih)
     Tensor hprev = saved[4 * d].narrow(0, d == 1 ? 1 : 0, T).reshape({T * B, H});
-    if (need_dx) dx.addmm_(dgx, w_ih[d]);     // [TB,G] @ [G,D]
-    result.push_back(at::mm(dgx.t(), x2d));  // dW_ih [G, D]
+    if (need_dx) {  // [TB,G] @ [G,D]
+      if (bf16) {
+        dx.add_(mm_mixed(dgx, w_ih[d], true));
+      } else {
+        dx.addmm_(dgx, w_ih[d]);
+      }
+    }
+    result.push_back(mm_mixed(dgx.t(), x2d, bf16));  // dW_ih [G, D]
     Tensor dw_hh, db_hh;
     if (cell == GRU) {  // the n block of dL/d(h U^T + b_h) is dan * r, stored at 3H
       dw_hh = at::empty({G, H}, x.options());
-      mm_into(dw_hh.narrow(0, 0, 2 * H), g2d.narrow(1, 0, 2 * H).t(), hprev);
-      mm_into(dw_hh.narrow(0, 2 * H, H), g2d.narrow(1, 3 * H, H).t(), hprev);
+      mm_into(dw_hh.narrow(0, 0, 2 * H), g2d.narrow(1, 0, 2 * H).t(), hprev, bf16);
+      mm_into(dw_hh.narrow(0, 2 * H, H), g2d.narrow(1, 3 * H, H).t(), hprev, bf16);
       if (has_b_hh)
         db_hh = at::cat({g2d.narrow(1, 0, 2 * H).sum(0), g2d.narrow(1, 3 * H, H).sum(0)});
     } else if (cell == GRU_RESET_BEFORE) {  // U_n multiplies r * h
       dw_hh = at::empty({G, H}, x.options());
-      mm_into(dw_hh.narrow(0, 0, 2 * H), dgx.narrow(1, 0, 2 * H).t(), hprev);
+      mm_into(dw_hh.narrow(0, 0, 2 * H), dgx.narrow(1, 0, 2 * H).t(), hprev, bf16);
       const Tensor r = saved[4 * d + 2].view({T * B, G}).narrow(1, 0, H);
-      mm_into(dw_hh.narrow(0, 2 * H, H), dgx.narrow(1, 2 * H, H).t(), r * hprev);
+      mm_into(dw_hh.narrow(0, 2 * H, H), dgx.narrow(1, 2 * H, H).t(), r * hprev, bf16);
     } else {
-      dw_hh = at::mm(dgx.t(), hprev);
+      dw_hh = mm_mixed(dgx.t(), hprev, bf16);
     }
     const Tensor db_ih = (has_b_ih || (has_b_hh && !db_hh.defined())) ? dgx.sum(0) : none;
     if (has_b_hh && !db_hh.defined()) db_hh = db_ih.clone();

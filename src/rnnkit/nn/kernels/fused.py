@@ -49,6 +49,7 @@ from torch import Tensor
 
 from rnnkit.common.io import atomic_write_bytes
 from rnnkit.nn.cells import Cell, State
+from rnnkit.nn.kernels.precision import products
 
 CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "gru": 2, "gru_reset_before": 3, "lstm": 4}
 _SOURCE = Path(__file__).with_name("_fused_cpu.cpp")
@@ -155,7 +156,9 @@ class _FusedLayer(torch.autograd.Function):
     b_hh (None where absent). Outputs: the layer output, then per direction its states."""
 
     @staticmethod
-    def forward(ctx, code: int, x: Tensor, lengths: Tensor, dirs: int, *flat: Tensor | None):
+    def forward(
+        ctx, code: int, x: Tensor, lengths: Tensor, dirs: int, bf16: bool, *flat: Tensor | None
+    ):
         ext = load()
         assert ext is not None
         n_states = 2 if code == CELL_CODES["lstm"] else 1
@@ -167,9 +170,9 @@ class _FusedLayer(torch.autograd.Function):
         w_hh = [g[n_states + 1] for g in groups]
         b_ih = [_bias(g[n_states + 2], x) for g in groups]
         b_hh = [_bias(g[n_states + 3], x) for g in groups]
-        res = ext.forward(code, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, True)
+        res = ext.forward(code, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, True, bf16)
         n_out = 1 + dirs * n_states
-        ctx.code, ctx.dirs, ctx.n_states = code, dirs, n_states
+        ctx.code, ctx.dirs, ctx.n_states, ctx.bf16 = code, dirs, n_states, bf16
         ctx.has_b = (groups[0][n_states + 2] is not None, groups[0][n_states + 3] is not None)
         ctx.save_for_backward(x, lengths, *w_ih, *w_hh, *res[n_out:])
         return tuple(res[:n_out])
@@ -199,8 +202,9 @@ class _FusedLayer(torch.autograd.Function):
             has_b_ih,
             has_b_hh,
             need_dx,
+            ctx.bf16,
         )
-        grads: list[Tensor | None] = [None, res[0] if need_dx else None, None, None]
+        grads: list[Tensor | None] = [None, res[0] if need_dx else None, None, None, None]
         for d in range(dirs):
             dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = res[1 + 6 * d : 7 + 6 * d]
             grads += [dh0, dc0][:n_states]
@@ -218,6 +222,7 @@ def run_layer(
     """``rnnkit.nn.runner.run_layer``'s contract, fused: x [T, B, D] -> (out [T, B, dirs*H],
     final states per direction). Differentiable w.r.t. x, states and weights."""
     code = CELL_CODES[cell.name]
+    bf16 = products() == torch.bfloat16 and x.dtype == torch.float32
     dirs = len(weights)
     n_states = cell.num_states
     lengths_arg = x.new_empty(0, dtype=torch.int64) if lengths is None else lengths.contiguous()
@@ -226,7 +231,7 @@ def run_layer(
         flat += [*state, *w]
     tensors = [t for t in (x, *flat) if t is not None]
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        res = _FusedLayer.apply(code, x, lengths_arg, dirs, *flat)
+        res = _FusedLayer.apply(code, x, lengths_arg, dirs, bf16, *flat)
     else:  # inference: no autograd node, nothing saved
         ext = load()
         assert ext is not None
@@ -241,6 +246,7 @@ def run_layer(
             [_bias(w[2], x) for w in weights],
             [_bias(w[3], x) for w in weights],
             False,
+            bf16,
         )
     out = res[0]
     finals = [tuple(res[1 + d * n_states : 1 + (d + 1) * n_states]) for d in range(dirs)]
