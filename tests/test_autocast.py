@@ -4,7 +4,7 @@ dtypes torch.nn returns there and keep parameter gradients fp32.
 - The composite path computes in the parameters' fp32: its results are the fp32 ones
   rounded to the returned dtype, every gradient equal to the fp32 one of the same
   (rounded) upstream gradient.
-- The fused kernel computes its large products in bf16 (fp32 accumulation): its outputs
+- The fused kernel computes its matrix products in bf16 (fp32 accumulation): its outputs
   and every gradient are within BF16_BOUND of the fp32 ones, normwise.
 """
 
@@ -22,7 +22,7 @@ BF16 = torch.bfloat16
 CONFIGS = layer_configs(num_layers=(1, 2), dtypes=(torch.float32,))
 BF16_BOUND = 8 * 2.0**-8
 """Normwise relative error of the fused kernel's bf16 products against fp32: 8 bf16 unit
-roundoffs. Inputs and weights are rounded to bf16 (2^-8 relative each) before each large
+roundoffs. Inputs, states and weights are rounded to bf16 (2^-8 relative each) before each
 product, which accumulates in fp32; a wrong index or gate is off by O(1), not by this."""
 
 

@@ -110,11 +110,10 @@ class RNNBase(nn.Module):
         Returns (output, h_n) or, for the LSTM, (output, (h_n, c_n)).
 
         Under ``torch.autocast("cpu", dtype=torch.bfloat16)``, the fused kernel computes
-        its large products (input projection, dx, weight gradients) in bf16 with fp32
-        accumulation and everything else (gates, states, the recurrent step) in fp32; the
-        composite path computes in fp32. The layer returns what ``torch.nn`` returns there:
-        the autocast dtype for the RNN and the LSTM, the input's dtype for the GRU;
-        parameter gradients stay fp32.
+        its matrix products in bf16 with fp32 accumulation and its gates and states in
+        fp32; the composite path computes in fp32. The layer returns what ``torch.nn``
+        returns there: the autocast dtype for the RNN and the LSTM, the input's dtype for
+        the GRU; parameter gradients stay fp32.
         """
         amp = _autocast_dtype(input)
         if amp is not None:

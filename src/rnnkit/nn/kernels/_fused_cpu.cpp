@@ -141,11 +141,44 @@ Tensor view(const S* p, int64_t rows, int64_t cols, int64_t ld, bool transposed)
   return transposed ? v.t() : v;
 }
 
+// Under bf16 autocast a direction's recurrent weights get a bf16 copy, announced to the
+// thread running that direction: a product whose B lies in the fp32 weights then runs in
+// bf16 on the copy, A rounded to bf16, through ATen (oneDNN), the result added in fp32.
+struct Bf16Mirror {
+  const float* fp32 = nullptr;
+  int64_t numel = 0;
+  const at::BFloat16* bf16 = nullptr;
+};
+thread_local Bf16Mirror tl_mirror;
+
+struct MirrorGuard {  // sets the thread's mirror for a scope (none when bf16 is undefined)
+  explicit MirrorGuard(const Tensor& w, const Tensor& bf16) {
+    if (bf16.defined())
+      tl_mirror = {w.data_ptr<float>(), w.numel(), bf16.data_ptr<at::BFloat16>()};
+  }
+  ~MirrorGuard() { tl_mirror = {}; }
+};
+
 // ta: A is stored [K, M] (op(A) = A^T); tb: B is stored [N, K].
 template <typename S>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const S* A, int64_t lda,
           const S* B, int64_t ldb, S beta, S* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
+  if constexpr (std::is_same_v<S, float>) {
+    const Bf16Mirror& m = tl_mirror;
+    if (m.fp32 != nullptr && K > 0 && B >= m.fp32 && B < m.fp32 + m.numel) {
+      const Tensor a = view(A, ta ? K : M, ta ? M : K, lda, ta).to(at::kBFloat16);
+      const Tensor b = view(m.bf16 + (B - m.fp32), tb ? N : K, tb ? K : N, ldb, tb);
+      Tensor c = view(C, M, N, ldc, false);
+      const Tensor r = at::mm(a, b);  // [M, N] bf16, fp32 accumulation inside
+      if (beta == S(0)) {
+        c.copy_(r);
+      } else {
+        c.add_(r);
+      }
+      return;
+    }
+  }
   if (K == 0) {
     for (int64_t i = 0; i < M; ++i)
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == S(0) ? S(0) : beta * C[i * ldc + j];
@@ -495,8 +528,8 @@ void dispatch_cell(int64_t cell, const F& f) {
 
 // The big products over all T*B rows (the input projection, dx and the weight gradients):
 // with bf16 set (a layer under bf16 autocast), a @ b in bf16 with fp32 accumulation through
-// ATen (oneDNN on CPU), the result back in a's dtype; the gate math, the states and the
-// per-step recurrent products stay in a's dtype.
+// ATen (oneDNN on CPU), the result back in a's dtype. The per-step recurrent products go
+// bf16 through Bf16Mirror; the gate math and the states stay in a's dtype.
 Tensor mm_mixed(const Tensor& a, const Tensor& b, bool bf16) {
   if (!bf16) return at::mm(a, b);
   return at::mm(a.to(at::kBFloat16), b.to(at::kBFloat16)).to(a.scalar_type());
@@ -515,7 +548,7 @@ const int64_t* lengths_ptr(const Tensor& lengths) {
 }
 
 // forward(cell, x [T,B,D], lengths [B] int64 or empty, h0s, c0s, w_ih, w_hh, b_ih, b_hh,
-// training, bf16 (the input projection in bf16, see mm_mixed)) -> [out [T,B,dirs*H], then per direction h_T (, c_T), then, when training, per
+// training, bf16 (the products in bf16, see mm_mixed and Bf16Mirror)) -> [out [T,B,dirs*H], then per direction h_T (, c_T), then, when training, per
 // direction the saved buffers hbuf, cbuf, gates, ghn (empty tensors where a cell has none)].
 // Empty tensors stand for absent biases and for "all rows full".
 std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<Tensor> h0s,
@@ -553,9 +586,13 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
     scratch[d] = at::empty({B, 3 * H}, x.options());
   }
   const bool overlap = overlap_directions(dirs, B, G, H);
+  std::vector<Tensor> whh_bf16(dirs);  // undefined unless bf16 (see Bf16Mirror)
+  if (bf16 && x.scalar_type() == at::kFloat)
+    for (int64_t d = 0; d < dirs; ++d) whh_bf16[d] = whh[d].to(at::kBFloat16);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_fused_forward", [&] {
     using S = scalar_t;
     for_directions(overlap, dirs, [&](int64_t d) {
+      const MirrorGuard mirror(whh[d], whh_bf16[d]);
       Dir<S> dir{T, B, H, d == 1, training, lengths_ptr(lengths), gx[d].data_ptr<S>(),
                  cell == GRU ? ghn[d].data_ptr<S>() : nullptr, hbuf[d].data_ptr<S>(),
                  lstm ? cbuf[d].data_ptr<S>() : nullptr, out.data_ptr<S>() + d * H, dirs * H,
@@ -659,9 +696,13 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     whh[d] = w_hh[d].contiguous();
   }
   const bool overlap = overlap_directions(dirs, B, G, H);
+  std::vector<Tensor> whh_bf16(dirs);  // undefined unless bf16 (see Bf16Mirror)
+  if (bf16 && x.scalar_type() == at::kFloat)
+    for (int64_t d = 0; d < dirs; ++d) whh_bf16[d] = whh[d].to(at::kBFloat16);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_fused_backward", [&] {
     using S = scalar_t;
     for_directions(overlap, dirs, [&](int64_t d) {
+      const MirrorGuard mirror(whh[d], whh_bf16[d]);
       Tensor hbuf = saved[4 * d], cbuf = saved[4 * d + 1], gates = saved[4 * d + 2];
       Tensor ghn = saved[4 * d + 3];
       Dir<S> dir{T, B, H, d == 1, true, lengths_ptr(lengths),

@@ -2,9 +2,9 @@
 
 Autocast does not reach into a compiled kernel, so a layer under ``torch.autocast`` says
 what it wants here: ``with reduced_products(torch.bfloat16): ...`` makes the fused CPU
-kernel compute its products over all T*B rows (the input projection, dx and the weight
-gradients) in bf16 with fp32 accumulation; its gate math, states and per-step recurrent
-products stay fp32. The composite path ignores it (it computes in the parameters' dtype).
+kernel compute its matrix products (the input projection, the per-step recurrent product,
+dx and the weight gradients) in bf16 with fp32 accumulation; its gate math and states stay
+fp32. The composite path ignores it (it computes in the parameters' dtype).
 """
 
 from __future__ import annotations
