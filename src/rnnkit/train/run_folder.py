@@ -223,11 +223,15 @@ def claim(out: str | os.PathLike[str]) -> Iterator[Path]:
         _remove(folder, set(os.listdir(folder)) & (_LEFTOVERS - {LOCK_FILE}))
         remove_temporaries(folder)
         _held[folder.resolve()] = [fd, 0]
+        removed = False
         try:
             with lock(folder):  # takes over the entry just made: released with the block
-                yield folder
+                try:
+                    yield folder
+                finally:  # still locked: no other process can be taking the folder over
+                    removed = _clean_unused(folder, created)
         finally:
-            if _clean_unused(folder, created):
+            if removed:
                 for parent in made:
                     with contextlib.suppress(OSError):
                         parent.rmdir()  # only if still empty
