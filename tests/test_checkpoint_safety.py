@@ -278,3 +278,18 @@ def test_the_cli_prints_the_fallback_as_one_note_and_a_total_loss_as_one_error(r
     assert result.exit_code == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "damaged" in lines[0]
+
+
+def test_a_resume_takes_the_best_loss_from_a_newer_best(run):
+    """A kill between saving best/ and last/ leaves last/ with a stale best loss: the
+    resumed run must not then replace best/ with a worse model."""
+    best = json.loads((run / "best" / ckpt.STATE_JSON).read_text())["best_valid"]
+    _rewrite_json(run / "last" / ckpt.STATE_JSON, lambda s: s | {"best_valid": 99.0})
+    resumed = lm.train(resume=run, log=str)
+    assert resumed.result.best_valid_loss == best
+
+
+def test_a_damaged_best_does_not_stop_a_resume_from_last(run):
+    (run / "best" / ckpt.STATE_JSON).write_text("{")
+    resumed = lm.train(resume=run, log=str)
+    assert resumed.result.step > 0

@@ -321,15 +321,20 @@ class Trainer:
         best = self.out_dir / "best"
         if resumed == best or not (best / ckpt.STATE_JSON).is_file():
             return
-        state = ckpt.read_json(best, ckpt.STATE_JSON)
+        try:
+            state = ckpt.read_json(best, ckpt.STATE_JSON)
+        except ckpt.CheckpointError:
+            return  # a damaged best/ tells nothing; the one resumed from is checked
         loss, score = state.get("best_valid"), state.get("best_score")
-        if loss is None:
+        if not isinstance(loss, int | float) or isinstance(loss, bool):
+            return
+        if score is not None and (not isinstance(score, int | float) or isinstance(score, bool)):
             return
         if score is not None:
-            if self.best_score is None or score > self.best_score:
-                self.best_valid, self.best_score = loss, score
-        elif self.best_valid is None or loss < self.best_valid:
-            self.best_valid = loss
+            if self.best_score is None or float(score) > self.best_score:
+                self.best_valid, self.best_score = float(loss), float(score)
+        elif self.best_valid is None or float(loss) < self.best_valid:
+            self.best_valid = float(loss)
 
     # --- the loop -----------------------------------------------------------------
 
