@@ -108,14 +108,10 @@ def torch_class(cell: str):
     }[cell]
 
 
-def outputs_and_grads(module, config, x, lengths, hx, pack_padded: bool = False) -> list[Tensor]:
-    """Run a layer in ``config``'s length mode on leaves ``x`` and ``hx`` (None, a tensor or
-    a tuple), and return its output (padded to T), final states, then the gradients of a
-    random linear loss of both with respect to x, the initial states and every parameter.
-
-    ``pack_padded`` feeds a "padded" config as a PackedSequence (for torch.nn, which has
-    no ``lengths=``).
-    """
+def run_in_length_mode(module, config, x, lengths, hx, pack_padded: bool = False):
+    """Run a layer in ``config``'s length mode -> (output padded to T, final states as a
+    tuple). ``pack_padded`` feeds a "padded" config as a PackedSequence (for torch.nn,
+    which has no ``lengths=``)."""
     from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
     from registry import T
@@ -130,7 +126,15 @@ def outputs_and_grads(module, config, x, lengths, hx, pack_padded: bool = False)
         out, final = module(x, hx, lengths=lengths)
     else:
         out, final = module(x, hx)
-    finals = final if isinstance(final, tuple) else (final,)
+    return out, (final if isinstance(final, tuple) else (final,))
+
+
+def outputs_and_grads(module, config, x, lengths, hx, pack_padded: bool = False) -> list[Tensor]:
+    """Run a layer in ``config``'s length mode (``run_in_length_mode``) on leaves ``x`` and
+    ``hx`` (None, a tensor or a tuple), and return its output (padded to T), final states,
+    then the gradients of a random linear loss of both with respect to x, the initial
+    states and every parameter."""
+    out, finals = run_in_length_mode(module, config, x, lengths, hx, pack_padded)
     g = torch.Generator().manual_seed(2)
     loss = (out * random_loss_weights(out.shape, g, out.dtype)).sum()
     for f in finals:

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
-from helpers import rnnkit_class, torch_class
+from helpers import rnnkit_class, run_in_length_mode, torch_class
 from registry import B, D, H, T, layer_configs, make_layer, sample_lengths
 
 BF16 = torch.bfloat16
@@ -37,17 +36,7 @@ def _run(module, config, x, lengths, hx, upstream_dtype, autocast: bool):
 
 
 def _forward(module, config, x, lengths, hx, upstream_dtype):
-    bf = config.batch_first
-    if config.lengths == "packed":
-        packed = pack_padded_sequence(x, lengths, batch_first=bf, enforce_sorted=False)
-        out, final = module(packed, hx)
-        assert isinstance(out, PackedSequence)
-        out, _ = pad_packed_sequence(out, batch_first=bf, total_length=T)
-    elif config.lengths == "padded":
-        out, final = module(x, hx, lengths=lengths)
-    else:
-        out, final = module(x, hx)
-    finals = final if isinstance(final, tuple) else (final,)
+    out, finals = run_in_length_mode(module, config, x, lengths, hx)
     g = torch.Generator().manual_seed(3)
     loss = torch.zeros(())
     for tensor in (out, *finals):

@@ -281,7 +281,6 @@ class Trainer:
             self._resume(path)
 
     def _resume(self, path: Path) -> None:
-        run_folder.remove_temporaries(self.out_dir)  # a writer killed mid-checkpoint
         state = _checked_state(path)
         saved = ckpt.read_tensors(path, ckpt.MODEL_FILE)
         tensors = ckpt.read_tensors(path, ckpt.STATE_TENSORS)
@@ -449,7 +448,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         c = self.config
-        run_folder.remove_temporaries(self.out_dir)
+        run_folder.remove_temporaries(self.out_dir)  # left by a writer killed mid-checkpoint
         metrics = self._metrics = MetricsLog(self.out_dir / "metrics.jsonl")
         if self.step == 0:
             # A checkpoint before the first step: a run killed at any moment from here on
