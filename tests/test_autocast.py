@@ -225,16 +225,18 @@ def _new_parameter(layer):
     "edit", [_edit_in_place, _load_other_weights, _optimiser_step, _new_parameter]
 )
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_streaming_under_autocast_sees_every_weight_change(cell, edit, step_calls):
-    """The streaming step keeps bf16 copies of the weights between calls: after an edit,
-    its results are the edited layer's, not the copies'."""
+@pytest.mark.parametrize("autocast", [True, False])
+def test_streaming_sees_every_weight_change(cell, edit, autocast, step_calls):
+    """The streaming step keeps the weights (and under autocast their bf16 copies) between
+    calls: after an edit, its results are the edited layer's, not the kept ones'."""
     layer = rnnkit_class(cell)(D, H).eval()
     xs, hx = _stream_inputs(cell, 1, B)
-    before = _stream(layer, xs, hx)  # builds the copies
+    before = _stream(layer, xs, hx, autocast=autocast)  # keeps the weights
     edit(layer)
-    got = _stream(layer, xs, hx)
-    general = _stream(layer, xs, hx, general=True)
+    got = _stream(layer, xs, hx, autocast=autocast)
+    general = _stream(layer, xs, hx, general=True, autocast=autocast)
     assert len(step_calls) == 2 * xs.shape[0]
+    _assert_within_bf16_bound(got, general, "after the edit")
     _assert_within_bf16_bound(got, _stream(layer, xs, hx, autocast=False), "after the edit")
     change = float((general[0].double() - before[0].double()).norm())
     assert change > 10 * BF16_BOUND * float(general[0].double().norm())  # the test can tell

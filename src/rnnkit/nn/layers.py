@@ -193,15 +193,13 @@ class RNNBase(nn.Module):
             return None
         compute, device = first.dtype, first.device
         shape = (self.num_layers, input.shape[0 if self.batch_first else 1], self.hidden_size)
-        amp = torch.is_autocast_enabled("cpu") and device.type == "cpu"
+        amp = torch.is_autocast_enabled("cpu") and first.is_cpu
         if amp:  # as _forward_autocast: fp32 or bf16 in, bf16 products, torch.nn's dtypes out
             if compute != torch.float32 or torch.get_autocast_dtype("cpu") != torch.bfloat16:
                 return None
             allowed: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
-            gru = self.cell.name.startswith("gru")
-            returned = parts[0].dtype if gru else torch.bfloat16  # as _forward_autocast
         else:
-            allowed, returned = (compute,), compute
+            allowed = (compute,)
         if input.dtype not in allowed or input.device != device:
             return None
         for part in parts:
@@ -209,6 +207,9 @@ class RNNBase(nn.Module):
                 return None
             if part.device != device:
                 return None
+        returned = compute
+        if amp:  # as _forward_autocast: the GRU returns its state's dtype, the others bf16
+            returned = parts[0].dtype if self.cell.name.startswith("gru") else torch.bfloat16
         step = kernels.select_step(self.cell, first)
         if step is None:
             return None
@@ -235,32 +236,38 @@ class RNNBase(nn.Module):
 
     def _stream_weights(self, bf16: bool) -> list[tuple[Tensor | None, ...]]:
         """Per layer (w_ih, w_hh, b_ih, b_hh) for ``_stream_step``: the parameters, or with
-        ``bf16`` bf16 copies of the two matrices (the biases stay fp32). The copies are
-        kept while every parameter is the same tensor with the same storage and version;
-        any in-place edit (an optimiser step, ``load_state_dict``, ``p.mul_()`` under
+        ``bf16`` bf16 copies of the two matrices (the biases stay fp32). Both lists are kept
+        while every parameter is the same tensor with the same storage and version; any
+        in-place edit (an optimiser step, ``load_state_dict``, ``p.mul_()`` under
         ``no_grad``) bumps the version, so they are rebuilt. Edits through ``p.data``
         bypass the version counter and are not seen: use in-place ops on ``p``."""
         params = cast(dict[str, Tensor], self._parameters)  # every name is registered
-        layers = [[params[name] for name in names] for (names,) in self._weight_names]
-        if not bf16:
-            return [
-                (w[0], w[1], w[2], w[3]) if self.bias else (w[0], w[1], None, None) for w in layers
-            ]
-        flat = [p for w in layers for p in w]
-        key = [(p._version, p.data_ptr()) for p in flat]
-        cached = self.__dict__.get("_bf16_stream")
-        if (
-            cached is not None
-            and cached[1] == key
-            and all(p is q for p, q in zip(cached[0], flat, strict=True))
-        ):
-            return cached[2]
-        copies: list[tuple[Tensor | None, ...]] = [
-            (w[0].bfloat16(), w[1].bfloat16(), *((w[2], w[3]) if self.bias else (None, None)))
-            for w in layers
+        cached = self.__dict__.get("_stream_cache")
+        if cached is not None:
+            for name, p, version, ptr in cached[0]:
+                if params[name] is not p or p._version != version or p.data_ptr() != ptr:
+                    break
+            else:
+                if not bf16:
+                    return cached[1]
+                if cached[2] is not None:
+                    return cached[2]
+        names = [name for (layer,) in self._weight_names for name in layer]
+        seen = [
+            (name, params[name], params[name]._version, params[name].data_ptr()) for name in names
         ]
-        self.__dict__["_bf16_stream"] = (flat, key, copies)
-        return copies
+        layers = [[params[name] for name in layer] for (layer,) in self._weight_names]
+        weights: list[tuple[Tensor | None, ...]] = [
+            (w[0], w[1], w[2], w[3]) if self.bias else (w[0], w[1], None, None) for w in layers
+        ]
+        copies: list[tuple[Tensor | None, ...]] | None = None
+        if bf16:
+            copies = [
+                (ws[0].bfloat16(), ws[1].bfloat16(), *w[2:])
+                for ws, w in zip(layers, weights, strict=True)
+            ]
+        self.__dict__["_stream_cache"] = (seen, weights, copies)
+        return copies if copies is not None else weights
 
     def _time_major_input(self, input, lengths):
         """-> (x [T, B, D], lengths [B] or None, batched?, the input PackedSequence or None)."""

@@ -139,7 +139,7 @@ def compile_info() -> dict[str, Any]:
 
 def supports(cell: Cell, x: Tensor) -> bool:
     """CPU fp32/fp64 inputs of the five cells, where the extension builds."""
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+    if not x.is_cpu or x.dtype not in (torch.float32, torch.float64):
         return False
     if cell.name not in CELL_CODES:
         return False
