@@ -20,8 +20,8 @@ RNN, whose derivative comes from its output) and, for the reset-after GRU, ``U_n
 ``[T, B, H]``. Nothing else: gx is overwritten in place.
 
 Streaming: ``step`` is one inference step of one layer-direction (T = 1, a given state,
-no grad) in one C++ call, every buffer carved from one allocation; ``RNNBase._stream_step``
-calls it.
+no grad) in one C++ call with its own matrix-vector products in the calling thread (on
+bf16 copies of the weights under bf16 autocast); ``RNNBase._stream_step`` calls it.
 
 Building: the extension is compiled with ``torch.utils.cpp_extension.load`` on the first
 supported call and cached in the torch extensions directory, keyed by the source, the
