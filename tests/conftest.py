@@ -46,6 +46,23 @@ def one_thread():
 
 
 @pytest.fixture
+def step_calls(monkeypatch):
+    """Counts the calls of the fused single-step function (the streaming fast path)."""
+    from rnnkit.nn import kernels
+    from rnnkit.nn.kernels import fused
+
+    calls: list[int] = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return fused.step(*args, **kwargs)
+
+    kernel = kernels.Kernel("fused_cpu", fused.supports, fused.run_layer, counting)
+    monkeypatch.setattr(kernels, "_kernels", [kernel])
+    return calls
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"needs the shared data sets at {SHARED_DATA} (absent on this machine)")

@@ -15,7 +15,7 @@ import torch
 
 import rnnkit
 from helpers import rnnkit_class, run_in_length_mode, torch_class
-from registry import B, D, H, T, layer_configs, make_layer, sample_lengths
+from registry import ALL_CELLS, B, D, H, T, layer_configs, make_layer, sample_lengths
 
 BF16 = torch.bfloat16
 CONFIGS = layer_configs(num_layers=(1, 2), dtypes=(torch.float32,))
@@ -130,14 +130,127 @@ def test_the_bf16_products_change_the_fused_results():
     assert got.dtype == torch.float32 and not torch.equal(got, ref)
 
 
-def test_a_streaming_step_under_autocast_matches_the_fp32_step():
-    layer = rnnkit_class("lstm")(D, H, num_layers=2)
-    x, h = torch.randn(1, B, D), (torch.zeros(2, B, H), torch.zeros(2, B, H))
+def _stream(layer, xs, hx, *, general=False, autocast=True):
+    """Feed xs [T, B, D] one step at a time, carrying the state: [outputs, final states].
+    general=True takes the general path (lengths= of ones, which the fast path declines)."""
+    outs = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=BF16, enabled=autocast):
+        for t in range(xs.shape[0]):
+            lengths = torch.ones(xs.shape[1], dtype=torch.int64) if general else None
+            out, hx = layer(xs[t : t + 1], hx, lengths=lengths)
+            outs.append(out)
+    return [torch.cat(outs), *(hx if isinstance(hx, tuple) else (hx,))]
+
+
+def _stream_inputs(cell: str, num_layers: int, batch: int, steps: int = 5, size=(D, H)):
+    g = torch.Generator().manual_seed(num_layers + batch)
+    xs = torch.randn(steps, batch, size[0], generator=g)
+    parts = [torch.randn(num_layers, batch, size[1], generator=g) for _ in range(2)]
+    return xs, (tuple(parts) if cell == "lstm" else parts[0])
+
+
+def _assert_within_bf16_bound(got, ref, what):
+    for i, (g, r) in enumerate(zip(got, ref, strict=True)):
+        error = float((g.double() - r.double()).norm())
+        assert error <= BF16_BOUND * float(r.double().norm()) + 1e-6, (what, i, error)
+
+
+@pytest.mark.parametrize("cell", ALL_CELLS)
+@pytest.mark.parametrize(
+    "num_layers,batch,size", [(1, 1, (D, H)), (2, 3, (D, H)), (1, 2, (37, 70))]
+)
+def test_streaming_under_autocast_is_the_general_paths_bf16_step(
+    cell, num_layers, batch, size, step_calls
+):
+    """Several steps with the state carried (bf16 states fed back, as a sampler does):
+    torch.nn's dtypes, bf16 products (not the fp32 results), within the bf16 bound of the
+    fp32 results, as the general path under autocast. 37 and 70 features exercise the
+    kernel's vector loops and their tails."""
+    options = {"nonlinearity": "relu"} if cell == "rnn_relu" else {}
+    layer = rnnkit_class(cell)(size[0], size[1], num_layers=num_layers, **options).eval()
+    assert layer.cell.name == cell
+    xs, hx = _stream_inputs(cell, num_layers, batch, size=size)
+    got = _stream(layer, xs, hx)
+    assert len(step_calls) == xs.shape[0] * num_layers
+    general = _stream(layer, xs, hx, general=True)
+    assert len(step_calls) == xs.shape[0] * num_layers
+    fp32 = _stream(layer, xs, hx, autocast=False)
+    returned = _returned(cell)
+    assert [t.dtype for t in got] == [returned] * len(got) == [t.dtype for t in general]
+    _assert_within_bf16_bound(got, fp32, "streamed")
+    _assert_within_bf16_bound(general, fp32, "general")
+    assert not torch.equal(got[0], fp32[0].to(returned))  # the products really are bf16
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm"])
+def test_streaming_under_autocast_returns_torch_nns_dtypes(cell, step_calls):
+    config = next(c for c in CONFIGS if c.cell == cell and c.lengths == "full")
+    ours, theirs = make_layer(rnnkit_class, config), make_layer(torch_class, config)
+    xs, hx = _stream_inputs(cell, config.num_layers, B, steps=1)
+    hx_bf16 = tuple(s.to(BF16) for s in hx) if cell == "lstm" else hx.to(BF16)
+    for x, h in ((xs, hx), (xs.to(BF16), hx), (xs, hx_bf16)):  # then the returned states
+        with torch.no_grad(), torch.autocast("cpu", dtype=BF16):
+            (out, h), (ref_out, ref_h) = ours(x, h), theirs(x, h)
+            (out, h), (ref_out, ref_h) = ours(x, h), theirs(x, ref_h)
+        finals = h if isinstance(h, tuple) else (h,)
+        ref_finals = ref_h if isinstance(ref_h, tuple) else (ref_h,)
+        assert [out.dtype, *(f.dtype for f in finals)] == [
+            ref_out.dtype,
+            *(f.dtype for f in ref_finals),
+        ]
+    assert step_calls
+
+
+def _edit_in_place(layer):
     with torch.no_grad():
-        ref, _ = layer(x, h)
-        with torch.autocast("cpu", dtype=BF16):
-            got, _ = layer(x, h)
-    assert got.dtype == BF16 and torch.equal(got, ref.to(BF16))
+        layer.weight_hh_l0.mul_(-1.0)
+
+
+def _load_other_weights(layer):
+    layer.load_state_dict(type(layer)(D, H).state_dict())
+
+
+def _optimiser_step(layer):
+    x, h = torch.randn(3, B, D), torch.randn(1, B, H)
+    out, _ = layer(x, (h, h) if isinstance(layer, rnnkit.LSTM) else h)
+    out.square().sum().backward()
+    torch.optim.SGD(layer.parameters(), lr=1.0).step()
+
+
+def _new_parameter(layer):
+    layer.weight_ih_l0 = torch.nn.Parameter(torch.randn_like(layer.weight_ih_l0))
+
+
+@pytest.mark.parametrize(
+    "edit", [_edit_in_place, _load_other_weights, _optimiser_step, _new_parameter]
+)
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("autocast", [True, False])
+def test_streaming_sees_every_weight_change(cell, edit, autocast, step_calls):
+    """The streaming step keeps the weights (and under autocast their bf16 copies) between
+    calls: after an edit, its results are the edited layer's, not the kept ones'."""
+    layer = rnnkit_class(cell)(D, H).eval()
+    xs, hx = _stream_inputs(cell, 1, B)
+    before = _stream(layer, xs, hx, autocast=autocast)  # keeps the weights
+    edit(layer)
+    got = _stream(layer, xs, hx, autocast=autocast)
+    general = _stream(layer, xs, hx, general=True, autocast=autocast)
+    assert len(step_calls) == 2 * xs.shape[0]
+    _assert_within_bf16_bound(got, general, "after the edit")
+    _assert_within_bf16_bound(got, _stream(layer, xs, hx, autocast=False), "after the edit")
+    change = float((general[0].double() - before[0].double()).norm())
+    assert change > 10 * BF16_BOUND * float(general[0].double().norm())  # the test can tell
+
+
+def test_streaming_under_autocast_leaves_bad_input_to_the_general_paths_errors(step_calls):
+    layer = rnnkit.LSTM(D, H).eval()
+    x, h = torch.randn(1, B, D), torch.zeros(1, B + 1, H)
+    with torch.no_grad(), torch.autocast("cpu", dtype=BF16):
+        with pytest.raises(ValueError, match="h_0"):
+            layer(x, (h, h))
+        with pytest.raises(TypeError, match="tuple"):
+            layer(x, h)
+    assert not step_calls
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

@@ -283,20 +283,6 @@ def test_inputs_without_grad_in_grad_mode():
 # ---- streaming: the single-step fast path --------------------------------------------
 
 
-@pytest.fixture
-def step_calls(monkeypatch):
-    """Counts the calls of the fused single-step function (the streaming fast path)."""
-    calls: list[int] = []
-
-    def counting(*args):
-        calls.append(1)
-        return fused.step(*args)
-
-    kernel = kernels.Kernel("fused_cpu", fused.supports, fused.run_layer, counting)
-    monkeypatch.setattr(kernels, "_kernels", [kernel])
-    return calls
-
-
 def _stream(layer, xs, hx, fast=True):
     """Feed xs [T, B, D] one step at a time; fast=False takes the general path (lengths=
     of all ones, which the fast path does not accept)."""
@@ -311,19 +297,24 @@ def _stream(layer, xs, hx, fast=True):
 
 
 @pytest.mark.parametrize("cell_name", ALL_CELLS)
-@pytest.mark.parametrize("num_layers,bias,batch_first", [(1, True, False), (3, False, True)])
+@pytest.mark.parametrize(
+    "num_layers,bias,batch_first,size",
+    [(1, True, False, (5, 7)), (3, False, True, (5, 7)), (2, True, False, (37, 70))],
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_streaming_steps_match_the_whole_sequence(
-    cell_name, num_layers, bias, batch_first, dtype, step_calls
+    cell_name, num_layers, bias, batch_first, size, dtype, step_calls
 ):
+    """37 and 70 features exercise the step's vector loops and their tails."""
     g = torch.Generator().manual_seed(num_layers)
     options = {"num_layers": num_layers, "bias": bias, "batch_first": batch_first}
     if cell_name == "rnn_relu":
         options["nonlinearity"] = "relu"
-    layer = rnnkit_class(cell_name)(5, 7, dtype=dtype, **options).eval()
+    D_, H_ = size
+    layer = rnnkit_class(cell_name)(D_, H_, dtype=dtype, **options).eval()
     assert layer.cell.name == cell_name
-    xs = torch.randn(9, 3, 5, generator=g, dtype=dtype)
-    shape = (num_layers, 3, 7)
+    xs = torch.randn(9, 3, D_, generator=g, dtype=dtype)
+    shape = (num_layers, 3, H_)
     hx = torch.randn(*shape, generator=g, dtype=dtype)
     hx = (hx, torch.randn(*shape, generator=g, dtype=dtype)) if cell_name == "lstm" else hx
     fast_out, fast_h = _stream(layer, xs, hx)

@@ -11,6 +11,7 @@ padded variable-length batches. Nothing here is specific to one cell: a layer is
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -112,9 +113,13 @@ class RNNBase(nn.Module):
         Under ``torch.autocast("cpu", dtype=torch.bfloat16)``, the fused kernel computes
         its matrix products in bf16 with fp32 accumulation and its gates and states in
         fp32; the composite path computes in fp32. The layer returns what ``torch.nn``
-        returns there: the autocast dtype for the RNN and the LSTM, the input's dtype for
-        the GRU; parameter gradients stay fp32.
+        returns there: the autocast dtype for the RNN and the LSTM, the state's dtype for
+        the GRU (the input's without a state); parameter gradients stay fp32.
         """
+        if hx is not None and lengths is None and not torch.is_grad_enabled():
+            stepped = self._stream_step(input, hx)
+            if stepped is not None:
+                return stepped
         amp = _autocast_dtype(input)
         if amp is not None:
             return self._forward_autocast(input, hx, lengths, amp)
@@ -127,7 +132,10 @@ class RNNBase(nn.Module):
         compute = self._parameters[self._weight_names[0][0][0]].dtype  # type: ignore[union-attr]
         if not like.is_floating_point() or compute not in (torch.float32, torch.float64):
             return self._forward(input, hx, lengths)  # the general path's checks speak
-        returned = like.dtype if self.cell.name.startswith("gru") else amp
+        returned = amp
+        if self.cell.name.startswith("gru"):  # as torch.nn.GRU: the state's dtype, if given
+            given = isinstance(hx, Tensor) and hx.is_floating_point()
+            returned = hx.dtype if given else like.dtype
 
         def cast(t, dtype):
             if isinstance(t, PackedSequence):
@@ -142,10 +150,6 @@ class RNNBase(nn.Module):
         return cast(out, returned), cast(h, returned)
 
     def _forward(self, input, hx, lengths):
-        if hx is not None and lengths is None and not torch.is_grad_enabled():
-            stepped = self._stream_step(input, hx)
-            if stepped is not None:
-                return stepped
         x, lengths, batched, packed = self._time_major_input(input, lengths)
         states = self._initial_states(hx, x.shape[1], x, batched)
         run_layer = kernels.select(self.cell, x)
@@ -170,8 +174,10 @@ class RNNBase(nn.Module):
     def _stream_step(self, input, hx):
         """The streaming fast path: one time step of a batched tensor with a given state,
         no autograd, one direction, on a kernel with a single-step function (the fused
-        CPU one). Returns None, and the general path runs (and validates), whenever any of
-        that does not hold. Same results as the general path; far less per-call work."""
+        CPU one), in the parameters' dtype or under bf16 autocast on CPU. Returns None, and
+        the general path runs (and validates), whenever any of that does not hold. Same
+        results as the general path (under autocast: the same bf16 products and returned
+        dtypes); far less per-call work."""
         if type(input) is not Tensor or input.dim() != 3 or self.num_directions != 1:
             return None
         if input.shape[1 if self.batch_first else 0] != 1 or input.shape[2] != self.input_size:
@@ -182,29 +188,86 @@ class RNNBase(nn.Module):
         parts = tuple(hx) if two and isinstance(hx, tuple | list) and len(hx) == 2 else (hx,)
         if len(parts) != self.cell.num_states:
             return None
-        x = input[:, 0] if self.batch_first else input[0]  # [B, D]
-        shape = (self.num_layers, x.shape[0], self.hidden_size)
-        for part in parts:
-            if type(part) is not Tensor or part.shape != shape or part.dtype != x.dtype:
-                return None
-            if part.device != x.device:
-                return None
-        params = self._parameters
-        first = params[self._weight_names[0][0][0]]
-        if first is None or first.dtype != x.dtype or first.device != x.device:
+        first = self._parameters[self._weight_names[0][0][0]]
+        if first is None:
             return None
-        step = kernels.select_step(self.cell, x)
+        compute, device = first.dtype, first.device
+        shape = (self.num_layers, input.shape[0 if self.batch_first else 1], self.hidden_size)
+        amp = torch.is_autocast_enabled("cpu") and first.is_cpu
+        if amp:  # as _forward_autocast: fp32 or bf16 in, bf16 products, torch.nn's dtypes out
+            if compute != torch.float32 or torch.get_autocast_dtype("cpu") != torch.bfloat16:
+                return None
+            allowed: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
+        else:
+            allowed = (compute,)
+        if input.dtype not in allowed or input.device != device:
+            return None
+        for part in parts:
+            if type(part) is not Tensor or part.shape != shape or part.dtype not in allowed:
+                return None
+            if part.device != device:
+                return None
+        returned = compute
+        if amp:  # as _forward_autocast: the GRU returns its state's dtype, the others bf16
+            returned = parts[0].dtype if self.cell.name.startswith("gru") else torch.bfloat16
+        step = kernels.select_step(self.cell, first)
         if step is None:
             return None
-        finals = []
-        for layer, (names,) in enumerate(self._weight_names):
-            w = [params[name] for name in names]
-            weights = (w[0], w[1], w[2], w[3]) if self.bias else (w[0], w[1], None, None)
-            x, state = step(self.cell, x, tuple(p[layer] for p in parts), weights)
+        weights = self._stream_weights(amp)
+        rounded = returned == torch.bfloat16 and amp
+        x, finals, last = input, [], self.num_layers - 1
+        for layer in range(self.num_layers):
+            state = parts if last == 0 else tuple(p[layer] for p in parts)
+            x, state = step(
+                self.cell,
+                x,
+                state,
+                weights[layer],
+                y_bf16=rounded and layer == last,
+                state_bf16=rounded,
+            )
             finals.append(state)
-        final = tuple(torch.stack([f[k] for f in finals]) for k in range(len(parts)))
-        out = x.unsqueeze(1 if self.batch_first else 0)
+        if last == 0:
+            final = finals[0]
+        else:
+            final = tuple(torch.cat([f[k] for f in finals]) for k in range(len(parts)))
+        out = x.transpose(0, 1) if self.batch_first else x  # [1, B, H] -> the input's layout
         return out, (final if two else final[0])
+
+    def _stream_weights(self, bf16: bool) -> list[tuple[Tensor | None, ...]]:
+        """Per layer (w_ih, w_hh, b_ih, b_hh) for ``_stream_step``: the parameters, or with
+        ``bf16`` bf16 copies of the two matrices (the biases stay fp32). Both lists are kept
+        while every parameter is the same tensor with the same storage and version; any
+        in-place edit (an optimiser step, ``load_state_dict``, ``p.mul_()`` under
+        ``no_grad``) bumps the version, so they are rebuilt. Edits through ``p.data``
+        bypass the version counter and are not seen: use in-place ops on ``p``."""
+        params = cast(dict[str, Tensor], self._parameters)  # every name is registered
+        cached = self.__dict__.get("_stream_cache")
+        if cached is not None:
+            for name, p, version, ptr in cached[0]:
+                if params[name] is not p or p._version != version or p.data_ptr() != ptr:
+                    break
+            else:
+                if not bf16:
+                    return cached[1]
+                if cached[2] is not None:
+                    return cached[2]
+        names = [name for (layer,) in self._weight_names for name in layer]
+        seen = [
+            (name, params[name], params[name]._version, params[name].data_ptr()) for name in names
+        ]
+        layers = [[params[name] for name in layer] for (layer,) in self._weight_names]
+        weights: list[tuple[Tensor | None, ...]] = [
+            (w[0], w[1], w[2], w[3]) if self.bias else (w[0], w[1], None, None) for w in layers
+        ]
+        copies: list[tuple[Tensor | None, ...]] | None = None
+        if bf16:
+            copies = [
+                (ws[0].bfloat16(), ws[1].bfloat16(), *w[2:])
+                for ws, w in zip(layers, weights, strict=True)
+            ]
+        self.__dict__["_stream_cache"] = (seen, weights, copies)
+        return copies if copies is not None else weights
 
     def _time_major_input(self, input, lengths):
         """-> (x [T, B, D], lengths [B] or None, batched?, the input PackedSequence or None)."""

@@ -20,6 +20,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from torch import Tensor
 
@@ -28,9 +29,24 @@ from rnnkit.nn.cells import Cell, State
 
 BACKENDS = ("auto", "composite", "fused")
 RunLayer = Callable[[Cell, Tensor, "Tensor | None", list[State], list], tuple[Tensor, list[State]]]
-Step = Callable[[Cell, Tensor, State, tuple], tuple[Tensor, State]]
-"""One inference step of one layer-direction: (cell, x [B, D], state, (w_ih, w_hh, b_ih,
-b_hh)) -> (output [B, H], new state); no autograd."""
+
+
+class Step(Protocol):
+    """One inference step of one layer-direction: (cell, x [1, B, D], state, (w_ih, w_hh,
+    b_ih, b_hh)) -> (output [1, B, H], new state, each [1, B, H]); no autograd. bf16
+    weights ask for bf16 products; ``y_bf16``/``state_bf16`` for bf16 results (see
+    ``fused.step``)."""
+
+    def __call__(
+        self,
+        cell: Cell,
+        x: Tensor,
+        state: State,
+        weights: tuple,
+        *,
+        y_bf16: bool = False,
+        state_bf16: bool = False,
+    ) -> tuple[Tensor, State]: ...
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@
 
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -681,55 +682,234 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
   return result;
 }
 
-// step(cell, x [B,D], h [B,H], c [B,H] or empty, w_ih, w_hh, b_ih, b_hh) -> [y [B,H],
-// h' [B,H], c' [B,H] (or empty)]: one inference step of one layer-direction, for streaming.
-// The same forward_step as a whole layer, with every buffer carved from one allocation and
-// the input projection a raw GEMM into it: at B = 1 the per-call cost is the weights' read.
+// ---- Streaming: one inference step of one layer-direction (step, below).
+// At B = 1 a step is two matrix-vector products that read every weight once: they are done
+// here (dot_rows), in the calling thread, rather than by sgemm_, whose M = 1 call costs
+// more than the read at these sizes and whose second thread, woken per call, costs more
+// than it saves (docs/kernels.md). The gate math is forward_step's, row by row.
+template <typename W, typename V, typename A>
+void dot_rows_plain(const W* w, const V* v, int64_t K, int64_t r0, int64_t r1, A* out) {
+  for (int64_t r = r0; r < r1; ++r) {  // out[r] += <w[r, :], v>
+    const W* wr = w + r * K;
+    A s = A(0);
+#pragma omp simd reduction(+ : s)
+    for (int64_t k = 0; k < K; ++k) s += A(wr[k]) * A(v[k]);
+    out[r] += s;
+  }
+}
+
+template <typename W, typename V, typename A>
+void dot_rows(const W* w, const V* v, int64_t K, int64_t r0, int64_t r1, A* out) {
+  dot_rows_plain(w, v, K, r0, r1, out);
+}
+
+#if defined(__AVX512F__)
+// Four rows at a time, so that four independent FMA chains hide the FMA latency.
+inline void dot_rows(const float* w, const float* v, int64_t K, int64_t r0, int64_t r1,
+                     float* out) {
+  const __mmask16 tail = __mmask16((1u << (K % 16)) - 1);
+  const int64_t k_end = K - K % 16;
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const float* w0 = w + r * K;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t k = 0; k < k_end; k += 16) {
+      const __m512 x = _mm512_loadu_ps(v + k);
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), x, a0);
+      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + K + k), x, a1);
+      a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + 2 * K + k), x, a2);
+      a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + 3 * K + k), x, a3);
+    }
+    if (tail) {
+      const __m512 x = _mm512_maskz_loadu_ps(tail, v + k_end);
+      a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w0 + k_end), x, a0);
+      a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w0 + K + k_end), x, a1);
+      a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w0 + 2 * K + k_end), x, a2);
+      a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w0 + 3 * K + k_end), x, a3);
+    }
+    out[r] += _mm512_reduce_add_ps(a0);
+    out[r + 1] += _mm512_reduce_add_ps(a1);
+    out[r + 2] += _mm512_reduce_add_ps(a2);
+    out[r + 3] += _mm512_reduce_add_ps(a3);
+  }
+  dot_rows_plain(w, v, K, r, r1, out);
+}
+#endif
+
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+// bf16 pairs multiplied and summed into fp32 lanes (vdpbf16ps), four rows at a time.
+inline void dot_rows(const at::BFloat16* w, const at::BFloat16* v, int64_t K, int64_t r0,
+                     int64_t r1, float* out) {
+  const __mmask32 tail = __mmask32((uint64_t(1) << (K % 32)) - 1);
+  const int64_t k_end = K - K % 32;
+  auto load = [](const at::BFloat16* p) { return (__m512bh)_mm512_loadu_si512(p); };
+  auto load_tail = [tail](const at::BFloat16* p) {
+    return (__m512bh)_mm512_maskz_loadu_epi16(tail, p);
+  };
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const at::BFloat16* w0 = w + r * K;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t k = 0; k < k_end; k += 32) {
+      const __m512bh x = load(v + k);
+      a0 = _mm512_dpbf16_ps(a0, load(w0 + k), x);
+      a1 = _mm512_dpbf16_ps(a1, load(w0 + K + k), x);
+      a2 = _mm512_dpbf16_ps(a2, load(w0 + 2 * K + k), x);
+      a3 = _mm512_dpbf16_ps(a3, load(w0 + 3 * K + k), x);
+    }
+    if (tail) {
+      const __m512bh x = load_tail(v + k_end);
+      a0 = _mm512_dpbf16_ps(a0, load_tail(w0 + k_end), x);
+      a1 = _mm512_dpbf16_ps(a1, load_tail(w0 + K + k_end), x);
+      a2 = _mm512_dpbf16_ps(a2, load_tail(w0 + 2 * K + k_end), x);
+      a3 = _mm512_dpbf16_ps(a3, load_tail(w0 + 3 * K + k_end), x);
+    }
+    out[r] += _mm512_reduce_add_ps(a0);
+    out[r + 1] += _mm512_reduce_add_ps(a1);
+    out[r + 2] += _mm512_reduce_add_ps(a2);
+    out[r + 3] += _mm512_reduce_add_ps(a3);
+  }
+  dot_rows_plain(w, v, K, r, r1, out);
+}
+#endif
+
+// out[b, :R] += w [R, K] v[b, :K] for every batch row b (the weights re-read per row: the
+// step is for small B).
+template <typename W, typename A>
+void gemv(const W* w, const W* v, int64_t B, int64_t K, int64_t R, A* out, int64_t ldo) {
+  for (int64_t b = 0; b < B; ++b) dot_rows(w, v + b * K, K, 0, R, out + b * ldo);
+}
+
+// Contiguous t (float, double or bf16) into n values of T.
+template <typename T>
+void load_as(const Tensor& t, T* dst, int64_t n) {
+  switch (t.scalar_type()) {
+    case at::kFloat: std::copy_n(t.data_ptr<float>(), n, dst); return;
+    case at::kDouble: std::copy_n(t.data_ptr<double>(), n, dst); return;
+    case at::kBFloat16: std::copy_n(t.data_ptr<at::BFloat16>(), n, dst); return;
+    default: TORCH_CHECK(false, "rnnkit fused step: unsupported dtype ", t.scalar_type());
+  }
+}
+
+template <typename S>
+void store_as(const S* src, Tensor& out) {
+  if (out.scalar_type() == at::kBFloat16) {
+    std::copy_n(src, out.numel(), out.data_ptr<at::BFloat16>());
+  } else {
+    std::copy_n(src, out.numel(), out.data_ptr<S>());
+  }
+}
+
+// The step in compute dtype S with products on weights of dtype W (S, or bf16 for S float).
+template <typename S, typename W>
+void stream_step(int64_t cell, const Tensor& x, const Tensor& h, const Tensor& c,
+                 const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh,
+                 Tensor& y, Tensor& h_new, Tensor& c_new) {
+  const int64_t D = w_ih.size(1), H = w_hh.size(1), G = num_gates(cell) * H, B = h.numel() / H;
+  const bool lstm = cell == LSTM, rb = cell == GRU_RESET_BEFORE;
+  std::vector<W> xv(B * D), hv(B * H);  // the products' right-hand sides
+  std::vector<S> hs(B * H), cs(lstm ? B * H : 0), bhh(G, S(0));
+  std::vector<S> gx(B * G, S(0)), gh(B * G, S(0)), hn(B * H), cn(lstm ? B * H : 0);
+  load_as(x, xv.data(), B * D);
+  load_as(h, hs.data(), B * H);
+  std::copy(hs.begin(), hs.end(), hv.begin());
+  if (lstm) load_as(c, cs.data(), B * H);
+  if (b_ih.numel())
+    for (int64_t b = 0; b < B; ++b) load_as(b_ih, gx.data() + b * G, G);
+  if (b_hh.numel()) load_as(b_hh, bhh.data(), G);
+  const W *wi = w_ih.data_ptr<W>(), *wh = w_hh.data_ptr<W>();
+  // gx = x W_ih^T + b_ih, gh = h U^T (the reset-before GRU: U_rz only; U_n needs r first)
+  gemv(wi, xv.data(), B, D, G, gx.data(), G);
+  gemv(wh, hv.data(), B, H, rb ? 2 * H : G, gh.data(), G);
+  const S* bh = bhh.data();
+  for (int64_t b = 0; b < B; ++b) {
+    S *a = gx.data() + b * G, *u = gh.data() + b * G;
+    const S* hp = hs.data() + b * H;
+    S* hb = hn.data() + b * H;
+    if (cell == RNN_TANH || cell == RNN_RELU) {
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) hb[j] = act(a[j] + u[j] + bh[j], cell == RNN_RELU);
+    } else if (lstm) {
+      const S* cp = cs.data() + b * H;
+      S* cb = cn.data() + b * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S i = sigmoid(a[j] + u[j] + bh[j]);
+        const S f = sigmoid(a[H + j] + u[H + j] + bh[H + j]);
+        const S g = tanh_(a[2 * H + j] + u[2 * H + j] + bh[2 * H + j]);
+        const S o = sigmoid(a[3 * H + j] + u[3 * H + j] + bh[3 * H + j]);
+        cb[j] = f * cp[j] + i * g;
+        hb[j] = o * tanh_(cb[j]);
+      }
+    } else if (cell == GRU) {
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S r = sigmoid(a[j] + u[j] + bh[j]);
+        const S z = sigmoid(a[H + j] + u[H + j] + bh[H + j]);
+        const S n = tanh_(a[2 * H + j] + r * (u[2 * H + j] + bh[2 * H + j]));
+        hb[j] = n + z * (hp[j] - n);
+      }
+    } else {  // reset-before: r h into hv, for the U_n product below
+      W* rh = hv.data() + b * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        a[j] = sigmoid(a[j] + u[j] + bh[j]);
+        a[H + j] = sigmoid(a[H + j] + u[H + j] + bh[H + j]);
+        rh[j] = W(a[j] * hp[j]);
+      }
+    }
+  }
+  if (rb) {
+    gemv(wh + 2 * H * H, hv.data(), B, H, H, gh.data() + 2 * H, G);
+    for (int64_t b = 0; b < B; ++b) {
+      const S *a = gx.data() + b * G, *u = gh.data() + b * G, *hp = hs.data() + b * H;
+      S* hb = hn.data() + b * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S n = tanh_(a[2 * H + j] + u[2 * H + j] + bh[2 * H + j]);
+        hb[j] = n + a[H + j] * (hp[j] - n);
+      }
+    }
+  }
+  store_as(hn.data(), y);
+  store_as(hn.data(), h_new);
+  if (lstm) store_as(cn.data(), c_new);
+}
+
+// step(cell, x [.., D], h [.., H], c [.., H] or empty, w_ih [G, D], w_hh [G, H], b_ih, b_hh,
+// y_bf16, state_bf16) -> [y [1, B, H], h' [1, B, H], c' [1, B, H] (or empty)]: one inference
+// step of one layer-direction (T = 1, a given state), for streaming. x, h and c may be fp32,
+// fp64 or bf16 (the states a layer under bf16 autocast returned); the weights are the
+// layer's fp32/fp64 ones, or bf16 copies for bf16 products (under bf16 autocast: x and h are
+// rounded to bf16, the products accumulate in fp32). Gates and states compute in fp32 (fp64
+// for fp64 weights); y and the new states come back in bf16 where asked, else in that dtype.
 std::vector<Tensor> step(int64_t cell, Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh,
-                         Tensor b_ih, Tensor b_hh) {
+                         Tensor b_ih, Tensor b_hh, bool y_bf16, bool state_bf16) {
+  const int64_t H = w_hh.size(1), B = h.numel() / H;
+  w_ih = w_ih.contiguous();
+  w_hh = w_hh.contiguous();
+  TORCH_CHECK(x.numel() == B * w_ih.size(1) && w_ih.size(0) == num_gates(cell) * H,
+              "rnnkit fused step: shapes");
   x = x.contiguous();
   h = h.contiguous();
   c = c.contiguous();
-  w_ih = w_ih.contiguous();
-  w_hh = w_hh.contiguous();
   b_ih = b_ih.contiguous();
-  const int64_t B = x.size(0), D = x.size(1), H = w_hh.size(1), G = num_gates(cell) * H;
-  const bool lstm = cell == LSTM;
-  // [gx: B*G | states: 2*B*H | cells: 2*B*H (LSTM) | y: B*H | ghn: B*H | scratch: 3*B*H]
-  const int64_t n_state = B * H;
-  Tensor buf = at::empty({B * G + (lstm ? 4 : 2) * n_state + 5 * n_state}, x.options());
-  const bool has_bhh = b_hh.numel() > 0;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_fused_step", [&] {
-    using S = scalar_t;
-    S* gx = buf.data_ptr<S>();
-    S* hbuf = gx + B * G;
-    S* cbuf = lstm ? hbuf + 2 * n_state : nullptr;
-    S* y = hbuf + (lstm ? 4 : 2) * n_state;
-    S* ghn = y + n_state;
-    S* scratch = ghn + n_state;
-    std::memcpy(hbuf, h.data_ptr<S>(), sizeof(S) * n_state);
-    if (lstm) std::memcpy(cbuf, c.data_ptr<S>(), sizeof(S) * n_state);
-    S beta = S(0);
-    if (b_ih.numel()) {
-      const S* b = b_ih.data_ptr<S>();
-      for (int64_t r = 0; r < B; ++r) std::memcpy(gx + r * G, b, sizeof(S) * G);
-      beta = S(1);
-    }
-    gemm<S>(false, true, B, G, D, x.data_ptr<S>(), D, w_ih.data_ptr<S>(), D, beta, gx, G);
-    Tensor zeros = has_bhh ? b_hh.contiguous() : at::zeros({G}, x.options());
-    Schedule full;  // one step, every row
-    full.T = 1, full.B = B, full.N = B;
-    Dir<S> dir{1, B, H, false, false, &full, gx, ghn, hbuf, cbuf, y, H, scratch};
-    dispatch_cell<S>(cell, [&](auto k) {
-      forward_step<S, decltype(k)::value>(dir, 0, w_hh.data_ptr<S>(), zeros.data_ptr<S>());
-    });
-  });
-  // Views into the one buffer, in the layouts the caller expects; y and h' do not overlap.
-  const int64_t y_at = B * G + (lstm ? 4 : 2) * n_state;
-  Tensor y = buf.narrow(0, y_at, n_state).view({B, H});
-  Tensor h_new = buf.narrow(0, B * G + n_state, n_state).view({B, H});
-  Tensor c_new = lstm ? buf.narrow(0, B * G + 3 * n_state, n_state).view({B, H})
-                      : at::empty({0}, x.options());
+  b_hh = b_hh.contiguous();
+  const auto w = w_ih.scalar_type();
+  const auto compute = w == at::kBFloat16 ? at::kFloat : w;
+  const auto opts = x.options().dtype(compute);
+  Tensor y = at::empty({1, B, H}, y_bf16 ? opts.dtype(at::kBFloat16) : opts);
+  const auto state_opts = state_bf16 ? opts.dtype(at::kBFloat16) : opts;
+  Tensor h_new = at::empty({1, B, H}, state_opts);
+  Tensor c_new = at::empty({cell == LSTM ? 1 : 0, B, H}, state_opts);
+  if (w == at::kBFloat16) {
+    stream_step<float, at::BFloat16>(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, y, h_new, c_new);
+  } else if (w == at::kFloat) {
+    stream_step<float, float>(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, y, h_new, c_new);
+  } else {
+    TORCH_CHECK(w == at::kDouble, "rnnkit fused step: weights of dtype ", w);
+    stream_step<double, double>(cell, x, h, c, w_ih, w_hh, b_ih, b_hh, y, h_new, c_new);
+  }
   return {y, h_new, c_new};
 }
 

@@ -24,8 +24,8 @@ Saved for backward (per direction): the states entering and leaving every step
 ``U_n h + b_hn`` ``[N, H]``. Nothing else: gx is overwritten in place.
 
 Streaming: ``step`` is one inference step of one layer-direction (T = 1, a given state,
-no grad) in one C++ call, every buffer carved from one allocation; ``RNNBase._stream_step``
-calls it.
+no grad) in one C++ call with its own matrix-vector products in the calling thread (on
+bf16 copies of the weights under bf16 autocast); ``RNNBase._stream_step`` calls it.
 
 Building: the extension is compiled with ``torch.utils.cpp_extension.load`` on the first
 supported call and cached in the torch extensions directory, keyed by the source, the
@@ -143,7 +143,7 @@ def compile_info() -> dict[str, Any]:
 
 def supports(cell: Cell, x: Tensor) -> bool:
     """CPU fp32/fp64 inputs of the five cells, where the extension builds."""
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+    if not x.is_cpu or x.dtype not in (torch.float32, torch.float64):
         return False
     if cell.name not in CELL_CODES:
         return False
@@ -257,15 +257,40 @@ def run_layer(
     return out, finals
 
 
-def step(cell: Cell, x: Tensor, state: State, weights: tuple) -> tuple[Tensor, State]:
-    """One inference step of one layer-direction, for streaming: x [B, D], state ([B, H],)
-    or (h, c), weights (w_ih, w_hh, b_ih, b_hh) -> (output [B, H], new state). No autograd:
-    callers use it under ``torch.no_grad()`` only."""
-    ext = load()
+_NONE = torch.empty(0)  # an absent bias or cell state (the extension reads numel() only)
+
+
+def step(
+    cell: Cell,
+    x: Tensor,
+    state: State,
+    weights: tuple,
+    *,
+    y_bf16: bool = False,
+    state_bf16: bool = False,
+) -> tuple[Tensor, State]:
+    """One inference step of one layer-direction, for streaming (T = 1, a given state): x
+    [1, B, D] (or anything holding B contiguous rows of D), state (h,) or (h, c), each
+    [1, B, H] or [B, H], weights (w_ih, w_hh, b_ih, b_hh) -> (output [1, B, H], new state,
+    each [1, B, H]). No autograd: callers use it under ``torch.no_grad()`` only.
+
+    bf16 weights (copies of fp32 ones) make the two products bf16 with fp32 accumulation
+    (x and h rounded to bf16), as the whole-layer kernel under bf16 autocast; x and the
+    states may then be bf16 too. The gates and states compute in fp32 (fp64 for fp64
+    weights); ``y_bf16``/``state_bf16`` return the output/new states rounded to bf16."""
+    ext = _module if _module is not None else load()
     assert ext is not None
     w_ih, w_hh, b_ih, b_hh = weights
-    c = state[1] if cell.num_states == 2 else x.new_empty(0)
-    y, h, c_new = ext.step(
-        CELL_CODES[cell.name], x, state[0], c, w_ih, w_hh, _bias(b_ih, x), _bias(b_hh, x)
+    y, h, c = ext.step(
+        CELL_CODES[cell.name],
+        x,
+        state[0],
+        state[1] if len(state) == 2 else _NONE,
+        w_ih,
+        w_hh,
+        _NONE if b_ih is None else b_ih,
+        _NONE if b_hh is None else b_hh,
+        y_bf16,
+        state_bf16,
     )
-    return y, ((h, c_new) if cell.num_states == 2 else (h,))
+    return y, ((h, c) if len(state) == 2 else (h,))
