@@ -1,0 +1,241 @@
+"""Which library runs the fused kernel's fp32 products, chosen by timing them on this machine.
+
+Candidates (``_fused_cpu.cpp``, next to ``gemm<S>()``):
+    "mkl"     MKL's ``sgemm_`` as libtorch_cpu exports it, called from the time loop (the
+              default, and the reference the others must beat).
+    "onednn"  oneDNN's matmul through ATen (``mkldnn::_linear_pointwise``): the per-step
+              products on a packed copy of the recurrent weights, made once per layer call;
+              the input projection unpacked.
+    "aten"    ``at::addmm`` on views of the same memory (whatever BLAS this torch dispatches
+              to); always available, so it is the fallback of last resort.
+
+fp64 always runs MKL's ``dgemm_`` (or ATen where it is missing), bf16 autocast always ATen's
+bf16 products; only fp32 is chosen. The weight and input gradients after the reverse loop
+stay ``at::mm``.
+
+The choice, ``choose(B, G, H)`` for a layer of batch B, G gate rows and H hidden units:
+    1. ``RNNKIT_GEMM=mkl|onednn|aten`` forces one (an unknown or unavailable name is an
+       error naming it and the choices);
+    2. else the shape is bucketed (each of B, G, H rounded up to a power of two) and the
+       bucket's choice is read from the cache file, ``$RNNKIT_CACHE_DIR/gemm.json`` or
+       ``~/.cache/rnnkit/gemm.json``, under this machine's key (CPU model and flags,
+       torch version, thread count);
+    3. else the bucket is probed: each available candidate runs what one direction of a
+       layer call does (``gemm_time``: the input projection, then the per-step products on
+       one weight), rounds interleaved, and the fastest median wins; a candidate other than
+       "mkl" must beat it by ``MARGIN``, so noise does not flip the choice. The probe runs
+       under a file lock and is written atomically, so concurrent processes (ranks) agree,
+       and once written it is never re-timed: every run on the machine makes the same
+       choice. An unreadable or corrupt cache is ignored and re-probed, never an error.
+
+``chosen()`` reports what this process chose, for ``rnnkit bench``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnkit.common.io import atomic_write_text
+
+CANDIDATES = ("mkl", "onednn", "aten")
+DEFAULT = "mkl"
+FALLBACK = "aten"
+ENV = "RNNKIT_GEMM"
+MARGIN = 0.05
+"""a candidate replaces the default only if its median round is this much faster"""
+ROUNDS = 5
+"""timed rounds per candidate (after one untimed), interleaved across candidates"""
+ROUND_FLOPS = 1.5e8
+"""about this many FLOPs per round (2 to 32 steps), so a round takes milliseconds"""
+PROBE_SECONDS = 1.0
+"""after this long a probe stops at the end of a round, once each candidate has two"""
+_CACHE_VERSION = 1
+
+_lock = threading.Lock()
+_choices: dict[tuple[int, int, int], str] = {}
+_timings: dict[tuple[int, int, int], dict[str, float]] = {}
+probes = 0
+"""how many buckets this process has timed (tests check that the cache is reused)"""
+
+
+def _ext() -> Any:
+    from rnnkit.nn.kernels import fused
+
+    ext = fused.load()
+    if ext is None:
+        raise RuntimeError("the fused CPU kernels are not available, so there is no GEMM to choose")
+    return ext
+
+
+def available(name: str) -> bool:
+    """Whether candidate ``name`` can run here (its library and symbols are present)."""
+    return bool(_ext().gemm_available(name))
+
+
+def _override() -> str | None:
+    name = os.environ.get(ENV, "").strip()
+    if not name:
+        return None
+    if name not in CANDIDATES:
+        raise ValueError(f"{ENV} must be one of {', '.join(CANDIDATES)}, got {name!r}")
+    if not available(name):
+        raise ValueError(f"{ENV}={name} names a GEMM library that is not available here")
+    return name
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def bucket(B: int, G: int, H: int) -> tuple[int, int, int]:
+    """The probed shape for a layer: B, G, H each rounded up to a power of two."""
+    return _pow2(B), _pow2(G), _pow2(H)
+
+
+def machine_key() -> str:
+    """What a choice is valid for: the CPU (model and flags), the torch and the threads."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags"))]
+        cpu = "".join(sorted(set(lines)))
+    except OSError:
+        pass
+    text = f"{cpu}|{platform.machine()}|torch {torch.__version__}|{torch.get_num_threads()}"
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def cache_path() -> Path:
+    root = os.environ.get("RNNKIT_CACHE_DIR") or Path.home() / ".cache" / "rnnkit"
+    return Path(root) / "gemm.json"
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    """The cache's contents, or an empty one if it is missing, unreadable or corrupt."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"version": _CACHE_VERSION, "machines": {}}
+    if (
+        not isinstance(data, dict)
+        or data.get("version") != _CACHE_VERSION
+        or not isinstance(data.get("machines"), dict)
+    ):
+        return {"version": _CACHE_VERSION, "machines": {}}
+    return data
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock beside the cache, so concurrent processes probe a bucket once;
+    without a writable directory there is no cache and no lock."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def probe(M: int, N: int, K: int, candidates: tuple[str, ...] = CANDIDATES) -> dict[str, float]:
+    """Median seconds of one round (``gemm_time``) per available candidate at M batch rows,
+    N gate rows, K hidden units; a missing candidate is left out."""
+    global probes
+    ext = _ext()
+    names = [c for c in candidates if available(c)]
+    steps = int(min(32, max(2, ROUND_FLOPS // (4 * M * N * K))))
+    rounds: dict[str, list[float]] = {c: [] for c in names}
+    deadline = time.perf_counter() + PROBE_SECONDS
+    for r in range(ROUNDS + 1):
+        for c in names:
+            seconds = ext.gemm_time(c, M, N, K, steps)
+            if r > 0:  # the first round warms caches, thread pools and oneDNN's primitives
+                rounds[c].append(seconds)
+        if r >= 2 and time.perf_counter() > deadline:
+            break
+    probes += 1
+    return {c: statistics.median(t) for c, t in rounds.items()}
+
+
+def pick(medians: dict[str, float]) -> str:
+    """The fastest median; the default unless another beats it by ``MARGIN``; "aten" when
+    nothing else ran."""
+    if not medians:
+        return FALLBACK
+    best = min(medians, key=lambda c: medians[c])
+    if DEFAULT in medians and medians[best] > (1 - MARGIN) * medians[DEFAULT]:
+        return DEFAULT
+    return best
+
+
+def choose(B: int, G: int, H: int) -> str:
+    """The library for a layer's fp32 products at batch B, G gate rows, H hidden units."""
+    forced = _override()
+    if forced is not None:
+        return forced
+    key = bucket(B, G, H)
+    name = _choices.get(key)
+    if name is not None:
+        return name
+    with _lock:
+        if key not in _choices:
+            _choices[key] = _cached_or_probed(key)
+        return _choices[key]
+
+
+def _cached_or_probed(key: tuple[int, int, int]) -> str:
+    path, machine, entry = cache_path(), machine_key(), "x".join(map(str, key))
+    with _file_lock(path):
+        data = _read_cache(path)
+        mine = data["machines"].get(machine)
+        if not isinstance(mine, dict):
+            mine = data["machines"][machine] = {}
+        known = mine.get(entry)
+        if isinstance(known, dict) and known.get("choice") in CANDIDATES:
+            if available(known["choice"]):
+                return str(known["choice"])
+        medians = probe(*key)
+        _timings[key] = medians
+        name = pick(medians)
+        mine[entry] = {"choice": name, "seconds": medians}
+        with contextlib.suppress(OSError):  # no writable cache: choose again next process
+            atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
+        return name
+
+
+def chosen() -> dict[str, Any]:
+    """What this process chose: ``override`` (the ``RNNKIT_GEMM`` value or None), ``buckets``
+    ({"BxGxH": name}), ``probed`` (the medians of buckets timed in this process), ``cache``."""
+    return {
+        "override": os.environ.get(ENV) or None,
+        "buckets": {"x".join(map(str, k)): v for k, v in sorted(_choices.items())},
+        "probed": {"x".join(map(str, k)): v for k, v in sorted(_timings.items())},
+        "cache": str(cache_path()),
+    }
+
+
+def forget() -> None:
+    """Drop this process's choices (tests; a changed ``RNNKIT_CACHE_DIR``)."""
+    global probes
+    with _lock:
+        _choices.clear()
+        _timings.clear()
+        probes = 0
