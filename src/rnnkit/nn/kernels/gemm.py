@@ -28,7 +28,8 @@ The choice, ``choose(B, G, H)`` for a layer of batch B, G gate rows and H hidden
        and once written it is never re-timed: every run on the machine makes the same
        choice. An unreadable or corrupt cache is ignored and re-probed, never an error.
 
-``chosen()`` reports what this process chose, for ``rnnkit bench``.
+``chosen()`` reports what this process chose and ``peaks(n)`` times every candidate on an
+n^3 product, for ``rnnkit bench``.
 """
 
 from __future__ import annotations
@@ -219,6 +220,21 @@ def _cached_or_probed(key: tuple[int, int, int]) -> str:
         with contextlib.suppress(OSError):  # no writable cache: choose again next process
             atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
         return name
+
+
+def peaks(n: int, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of each available candidate on [n, n] x [n, n] products along the kernel's
+    own path (``gemm_time`` with one step: the input projection, then one recurrent product,
+    packing included), median of ``repeats`` interleaved rounds after one untimed."""
+    ext = _ext()
+    names = [c for c in CANDIDATES if available(c)]
+    rounds: dict[str, list[float]] = {c: [] for c in names}
+    for r in range(max(1, repeats) + 1):
+        for c in names:
+            seconds = ext.gemm_time(c, n, n, n, 1)
+            if r > 0:
+                rounds[c].append(seconds)
+    return {c: 4 * n**3 / statistics.median(t) / 1e9 for c, t in rounds.items()}
 
 
 def chosen() -> dict[str, Any]:
