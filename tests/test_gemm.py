@@ -158,3 +158,15 @@ def test_override_with_a_missing_library_is_an_error(cache, monkeypatch):
 def test_the_extension_refuses_an_unknown_backend():
     with pytest.raises(RuntimeError, match="unknown GEMM backend 'blis'"):
         fused.load().set_gemm_backend("blis")
+
+
+def test_the_probe_tool_prints_every_available_library(capsys, cache, one_thread):
+    from rnnkit.tools import gemm_probe
+
+    gemm_probe.main(["--threads", "1", "--rounds", "1", "--shapes", "2x48x16", "--peak-size", "32"])
+    out = capsys.readouterr().out
+    names = [c for c in gemm.CANDIDATES if gemm.available(c)]
+    assert out.splitlines()[1].split()[-len(names) - 1 :] == [*names, "choice"]
+    assert out.splitlines()[2].split()[-1] in names
+    assert out.splitlines()[3].startswith("32^3: ")
+    assert not cache.exists()  # it measures only

@@ -156,24 +156,37 @@ def _file_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def probe(M: int, N: int, K: int, candidates: tuple[str, ...] = CANDIDATES) -> dict[str, float]:
+def probe_steps(M: int, N: int, K: int) -> int:
+    """Steps per probe round: a round is 4 M N K FLOPs per step (projection and product)."""
+    return int(min(32, max(2, ROUND_FLOPS // (4 * M * N * K))))
+
+
+def probe(
+    M: int,
+    N: int,
+    K: int,
+    candidates: tuple[str, ...] = CANDIDATES,
+    rounds: int = ROUNDS,
+    budget: float = PROBE_SECONDS,
+) -> dict[str, float]:
     """Median seconds of one round (``gemm_time``) per available candidate at M batch rows,
-    N gate rows, K hidden units; a missing candidate is left out."""
+    N gate rows, K hidden units; a missing candidate is left out. At most ``rounds`` timed
+    rounds each, fewer (at least two) past ``budget`` seconds."""
     global probes
     ext = _ext()
     names = [c for c in candidates if available(c)]
-    steps = int(min(32, max(2, ROUND_FLOPS // (4 * M * N * K))))
-    rounds: dict[str, list[float]] = {c: [] for c in names}
-    deadline = time.perf_counter() + PROBE_SECONDS
-    for r in range(ROUNDS + 1):
+    steps = probe_steps(M, N, K)
+    times: dict[str, list[float]] = {c: [] for c in names}
+    deadline = time.perf_counter() + budget
+    for r in range(max(1, rounds) + 1):
         for c in names:
             seconds = ext.gemm_time(c, M, N, K, steps)
             if r > 0:  # the first round warms caches, thread pools and oneDNN's primitives
-                rounds[c].append(seconds)
+                times[c].append(seconds)
         if r >= 2 and time.perf_counter() > deadline:
             break
     probes += 1
-    return {c: statistics.median(t) for c, t in rounds.items()}
+    return {c: statistics.median(t) for c, t in times.items()}
 
 
 def pick(medians: dict[str, float]) -> str:
