@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for M, N, K in args.shapes:
         medians = gemm.probe(M, N, K, tuple(names), args.rounds, budget=float("inf"))
         steps = gemm.probe_steps(M, N, K)
-        rates = [4 * M * N * K * steps / medians[c] / 1e9 for c in names]
+        rates = [6 * M * N * K * steps / medians[c] / 1e9 for c in names]
         print(
             f"{M:>4} x{N:>5} x{K:>5} {steps:>5} "
             + " ".join(f"{r:8.1f}" for r in rates)

@@ -317,6 +317,22 @@ Tensor project(const Tensor& x, const Tensor& w, const Tensor& b) {
   return b.numel() ? at::addmm(b, x, w.t()) : at::mm(x, w.t());
 }
 
+// The weight gradients over all T*B rows, a [G, R] (a transposed view) @ b [R, K]: oneDNN
+// under the onednn backend (fp32), else at::mm (MKL here).
+Tensor mm_products(const Tensor& a, const Tensor& b) {
+  if (a.scalar_type() == at::kFloat && gemm_backend_now() == GEMM_ONEDNN)
+    return onednn_linear(a, b.t().contiguous(), Tensor());
+  return at::mm(a, b);
+}
+
+void mm_products_into(Tensor out, const Tensor& a, const Tensor& b) {
+  if (a.scalar_type() == at::kFloat && gemm_backend_now() == GEMM_ONEDNN) {
+    out.copy_(mm_products(a, b));
+  } else {
+    at::mm_out(out, a, b);
+  }
+}
+
 int gemm_backend_code(const std::string& name) {
   for (int i = 0; i < int(std::size(kGemmNames)); ++i)
     if (name == kGemmNames[i]) return i;
@@ -341,8 +357,9 @@ void set_gemm_backend(const std::string& name) {
 std::string gemm_backend() { return kGemmNames[g_gemm.load()]; }
 
 // gemm_time(name, M, N, K, steps) -> seconds of one round under that backend, for the probe:
-// what one direction of a layer call of `steps` steps does with W [N, K] = W_ih = W_hh (D = H):
-// the input projection gx [steps*M, N] = x W^T + b, then per step gx[s] += x[s] W^T.
+// what one direction of a training layer call of `steps` steps does with W [N, K] = W_ih =
+// W_hh (D = H): the input projection gx [steps*M, N] = x W^T + b, per step gx[s] += x[s] W^T,
+// then a weight gradient gx^T x [N, K].
 double gemm_time(const std::string& name, int64_t M, int64_t N, int64_t K, int64_t steps) {
   TORCH_CHECK(gemm_available(name), "GEMM backend '", name, "' is not available here");
   const Tensor x = at::randn({steps * M, K}), w = at::randn({N, K}) / std::sqrt(double(K));
@@ -355,6 +372,7 @@ double gemm_time(const std::string& name, int64_t M, int64_t N, int64_t K, int64
     for (int64_t s = 0; s < steps; ++s)
       gemm<float>(false, true, M, N, K, x.data_ptr<float>() + s * M * K, K,
                   w.data_ptr<float>(), K, 1.0f, gx.data_ptr<float>() + s * M * N, N);
+    mm_products(gx.t(), x);
   }
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
   tl_gemm = -1;
@@ -694,7 +712,7 @@ void dispatch_cell(int64_t cell, const F& f) {
 // ATen (oneDNN on CPU), the result back in a's dtype. The per-step recurrent products go
 // bf16 through Bf16Mirror; the gate math and the states stay in a's dtype.
 Tensor mm_mixed(const Tensor& a, const Tensor& b, bool bf16) {
-  if (!bf16) return at::mm(a, b);
+  if (!bf16) return mm_products(a, b);
   return at::mm(a.to(at::kBFloat16), b.to(at::kBFloat16)).to(a.scalar_type());
 }
 
@@ -702,7 +720,7 @@ void mm_into(Tensor out, const Tensor& a, const Tensor& b, bool bf16) {
   if (bf16) {
     out.copy_(mm_mixed(a, b, true));
   } else {
-    at::mm_out(out, a, b);
+    mm_products_into(out, a, b);
   }
 }
 

@@ -5,13 +5,12 @@ Candidates (``_fused_cpu.cpp``, next to ``gemm<S>()``):
               default, and the reference the others must beat).
     "onednn"  oneDNN's matmul through ATen (``mkldnn::_linear_pointwise``): the per-step
               products on a packed copy of the recurrent weights, made once per layer call;
-              the input projection unpacked.
+              the input projection and the weight gradients unpacked.
     "aten"    ``at::addmm`` on views of the same memory (whatever BLAS this torch dispatches
               to); always available, so it is the fallback of last resort.
 
 fp64 always runs MKL's ``dgemm_`` (or ATen where it is missing), bf16 autocast always ATen's
-bf16 products; only fp32 is chosen. The weight and input gradients after the reverse loop
-stay ``at::mm``.
+bf16 products; only fp32 is chosen. The input gradient dx stays ``at::addmm`` (MKL).
 
 The choice, ``choose(B, G, H)`` for a layer of batch B, G gate rows and H hidden units:
     1. ``RNNKIT_GEMM=mkl|onednn|aten`` forces one (an unknown or unavailable name is an
@@ -21,12 +20,13 @@ The choice, ``choose(B, G, H)`` for a layer of batch B, G gate rows and H hidden
        ``~/.cache/rnnkit/gemm.json``, under this machine's key (CPU model and flags,
        torch version, thread count);
     3. else the bucket is probed: each available candidate runs what one direction of a
-       layer call does (``gemm_time``: the input projection, then the per-step products on
-       one weight), rounds interleaved, and the fastest median wins; a candidate other than
-       "mkl" must beat it by ``MARGIN``, so noise does not flip the choice. The probe runs
-       under a file lock and is written atomically, so concurrent processes (ranks) agree,
-       and once written it is never re-timed: every run on the machine makes the same
-       choice. An unreadable or corrupt cache is ignored and re-probed, never an error.
+       training layer call does (``gemm_time``: the input projection, the per-step
+       products on one weight, a weight gradient), rounds interleaved, and the fastest
+       median wins; a candidate other than "mkl" must beat it by ``MARGIN``, so noise does
+       not flip the choice. The probe runs under a file lock and is written atomically, so
+       concurrent processes (ranks) agree, and once written it is never re-timed: every run
+       on the machine makes the same choice. An unreadable or corrupt cache is ignored and
+       re-probed, never an error.
 
 ``chosen()`` reports what this process chose and ``peaks(n)`` times every candidate on an
 n^3 product, for ``rnnkit bench``.
@@ -157,8 +157,9 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def probe_steps(M: int, N: int, K: int) -> int:
-    """Steps per probe round: a round is 4 M N K FLOPs per step (projection and product)."""
-    return int(min(32, max(2, ROUND_FLOPS // (4 * M * N * K))))
+    """Steps per probe round: a round is 6 M N K FLOPs per step (projection, product and
+    weight gradient)."""
+    return int(min(32, max(2, ROUND_FLOPS // (6 * M * N * K))))
 
 
 def probe(
@@ -237,8 +238,9 @@ def _cached_or_probed(key: tuple[int, int, int]) -> str:
 
 def peaks(n: int, repeats: int = 5) -> dict[str, float]:
     """GFLOP/s of each available candidate on [n, n] x [n, n] products along the kernel's
-    own path (``gemm_time`` with one step: the input projection, then one recurrent product,
-    packing included), median of ``repeats`` interleaved rounds after one untimed."""
+    own path (``gemm_time`` with one step: the input projection, one recurrent product with
+    its packing, a weight gradient), median of ``repeats`` interleaved rounds after one
+    untimed."""
     ext = _ext()
     names = [c for c in CANDIDATES if available(c)]
     rounds: dict[str, list[float]] = {c: [] for c in names}
@@ -247,7 +249,7 @@ def peaks(n: int, repeats: int = 5) -> dict[str, float]:
             seconds = ext.gemm_time(c, n, n, n, 1)
             if r > 0:
                 rounds[c].append(seconds)
-    return {c: 4 * n**3 / statistics.median(t) / 1e9 for c, t in rounds.items()}
+    return {c: 6 * n**3 / statistics.median(t) / 1e9 for c, t in rounds.items()}
 
 
 def chosen() -> dict[str, Any]:
