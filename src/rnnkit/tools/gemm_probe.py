@@ -2,8 +2,8 @@
 
 For each shape bucket (B batch rows, G gate rows, H hidden units) it times every available
 fp32 GEMM library of the fused kernel as ``rnnkit.nn.kernels.gemm.probe`` does (rounds
-interleaved, medians) and prints GFLOP/s and the library ``pick`` would choose, then each
-library's rate on an N^3 product (``gemm.peaks``). It measures only: it neither reads nor
+interleaved, the fastest round) and prints GFLOP/s and the library ``pick`` would choose,
+then each library's rate on an N^3 product (``gemm.peaks``). It measures only: it neither reads nor
 writes the choice cache. The figures in ``docs/kernels.md`` come from it.
 """
 
@@ -39,16 +39,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     names = [c for c in gemm.CANDIDATES if gemm.available(c)]
     missing = [c for c in gemm.CANDIDATES if c not in names]
-    print(f"torch {torch.__version__}, {args.threads} threads; GFLOP/s, median of {args.rounds}")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads; GFLOP/s of the fastest of "
+        f"{args.rounds} rounds (2048^3: median)"
+    )
     print(f"{'B x G x H':>16} {'steps':>5} " + " ".join(f"{c:>8}" for c in names) + "  choice")
     for M, N, K in args.shapes:
-        medians = gemm.probe(M, N, K, tuple(names), args.rounds, budget=float("inf"))
+        seconds = gemm.probe(M, N, K, tuple(names), args.rounds, budget=float("inf"))
         steps = gemm.probe_steps(M, N, K)
-        rates = [6 * M * N * K * steps / medians[c] / 1e9 for c in names]
+        rates = [6 * M * N * K * steps / seconds[c] / 1e9 for c in names]
         print(
             f"{M:>4} x{N:>5} x{K:>5} {steps:>5} "
             + " ".join(f"{r:8.1f}" for r in rates)
-            + f"  {gemm.pick(medians)}"
+            + f"  {gemm.pick(seconds)}"
         )
     peaks = gemm.peaks(args.peak_size, args.rounds)
     print(f"{args.peak_size}^3: " + ", ".join(f"{c} {r:.1f}" for c, r in peaks.items()))

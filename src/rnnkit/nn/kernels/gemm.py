@@ -21,8 +21,10 @@ The choice, ``choose(B, G, H)`` for a layer of batch B, G gate rows and H hidden
        torch version, thread count);
     3. else the bucket is probed: each available candidate runs what one direction of a
        training layer call does (``gemm_time``: the input projection, the per-step
-       products on one weight, a weight gradient), rounds interleaved, and the fastest
-       median wins; a candidate other than "mkl" must beat it by ``MARGIN``, so noise does
+       products on one weight, a weight gradient), rounds interleaved, and the one with the
+       fastest round wins (the minimum, not the median: on a shared machine other
+       processes only ever add time, and a round takes milliseconds, so some rounds run
+       undisturbed); a candidate other than "mkl" must beat it by ``MARGIN``, so noise does
        not flip the choice. The probe runs under a file lock and is written atomically, so
        concurrent processes (ranks) agree, and once written it is never re-timed: every run
        on the machine makes the same choice. An unreadable or corrupt cache is ignored and
@@ -56,11 +58,11 @@ DEFAULT = "mkl"
 FALLBACK = "aten"
 ENV = "RNNKIT_GEMM"
 MARGIN = 0.05
-"""a candidate replaces the default only if its median round is this much faster"""
+"""a candidate replaces the default only if its fastest round is this much faster"""
 ROUNDS = 5
 """timed rounds per candidate (after one untimed), interleaved across candidates"""
-ROUND_FLOPS = 1.5e8
-"""about this many FLOPs per round (2 to 32 steps), so a round takes milliseconds"""
+ROUND_FLOPS = 3e8
+"""about this many FLOPs per round (4 to 32 steps), so a round takes milliseconds"""
 PROBE_SECONDS = 1.0
 """after this long a probe stops at the end of a round, once each candidate has two"""
 _CACHE_VERSION = 1
@@ -159,7 +161,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 def probe_steps(M: int, N: int, K: int) -> int:
     """Steps per probe round: a round is 6 M N K FLOPs per step (projection, product and
     weight gradient)."""
-    return int(min(32, max(2, ROUND_FLOPS // (6 * M * N * K))))
+    return int(min(32, max(4, ROUND_FLOPS // (6 * M * N * K))))
 
 
 def probe(
@@ -170,7 +172,7 @@ def probe(
     rounds: int = ROUNDS,
     budget: float = PROBE_SECONDS,
 ) -> dict[str, float]:
-    """Median seconds of one round (``gemm_time``) per available candidate at M batch rows,
+    """The fastest round's seconds (``gemm_time``) per available candidate at M batch rows,
     N gate rows, K hidden units; a missing candidate is left out. At most ``rounds`` timed
     rounds each, fewer (at least two) past ``budget`` seconds."""
     global probes
@@ -187,16 +189,16 @@ def probe(
         if r >= 2 and time.perf_counter() > deadline:
             break
     probes += 1
-    return {c: statistics.median(t) for c, t in times.items()}
+    return {c: min(t) for c, t in times.items()}
 
 
-def pick(medians: dict[str, float]) -> str:
-    """The fastest median; the default unless another beats it by ``MARGIN``; "aten" when
-    nothing else ran."""
-    if not medians:
+def pick(seconds: dict[str, float]) -> str:
+    """The fastest; the default unless another beats it by ``MARGIN``; "aten" when nothing
+    else ran."""
+    if not seconds:
         return FALLBACK
-    best = min(medians, key=lambda c: medians[c])
-    if DEFAULT in medians and medians[best] > (1 - MARGIN) * medians[DEFAULT]:
+    best = min(seconds, key=lambda c: seconds[c])
+    if DEFAULT in seconds and seconds[best] > (1 - MARGIN) * seconds[DEFAULT]:
         return DEFAULT
     return best
 
@@ -227,10 +229,10 @@ def _cached_or_probed(key: tuple[int, int, int]) -> str:
         if isinstance(known, dict) and known.get("choice") in CANDIDATES:
             if available(known["choice"]):
                 return str(known["choice"])
-        medians = probe(*key)
-        _timings[key] = medians
-        name = pick(medians)
-        mine[entry] = {"choice": name, "seconds": medians}
+        seconds = probe(*key)
+        _timings[key] = seconds
+        name = pick(seconds)
+        mine[entry] = {"choice": name, "seconds": seconds}
         with contextlib.suppress(OSError):  # no writable cache: choose again next process
             atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
         return name
@@ -254,7 +256,8 @@ def peaks(n: int, repeats: int = 5) -> dict[str, float]:
 
 def chosen() -> dict[str, Any]:
     """What this process chose: ``override`` (the ``RNNKIT_GEMM`` value or None), ``buckets``
-    ({"BxGxH": name}), ``probed`` (the medians of buckets timed in this process), ``cache``."""
+    ({"BxGxH": name}), ``probed`` (the probe's seconds per bucket timed in this process),
+    ``cache``."""
     return {
         "override": os.environ.get(ENV) or None,
         "buckets": {"x".join(map(str, k)): v for k, v in sorted(_choices.items())},
