@@ -167,12 +167,18 @@ struct MirrorGuard {  // sets the thread's mirror for a scope (none when bf16 is
 //   mkl     MKL's sgemm_ as exported by libtorch_cpu (the default); big products at::mm.
 //   onednn  oneDNN's matmul through ATen's mkldnn::_linear_pointwise: the per-step products
 //           on a copy of the recurrent weights packed once per layer call (PackGuard), the
-//           input projection unpacked; every other product as mkl.
+//           input projection and the weight gradients unpacked; dx and the products of
+//           step() as mkl.
 //   aten    at::addmm on views of the same memory (the dispatcher picks the library).
 enum GemmBackend : int { GEMM_MKL = 0, GEMM_ONEDNN = 1, GEMM_ATEN = 2 };
 const char* const kGemmNames[] = {"mkl", "onednn", "aten"};
 std::atomic<int> g_gemm{GEMM_MKL};
 thread_local int tl_gemm = -1;  // a per-thread override, for the probe (gemm_time)
+
+struct GemmOverride {  // sets this thread's backend for a scope
+  explicit GemmOverride(int code) { tl_gemm = code; }
+  ~GemmOverride() { tl_gemm = -1; }
+};
 
 int gemm_backend_now() { return tl_gemm >= 0 ? tl_gemm : g_gemm.load(std::memory_order_relaxed); }
 
@@ -364,7 +370,7 @@ double gemm_time(const std::string& name, int64_t M, int64_t N, int64_t K, int64
   TORCH_CHECK(gemm_available(name), "GEMM backend '", name, "' is not available here");
   const Tensor x = at::randn({steps * M, K}), w = at::randn({N, K}) / std::sqrt(double(K));
   const Tensor b = at::zeros({N});
-  tl_gemm = gemm_backend_code(name);
+  const GemmOverride backend(gemm_backend_code(name));
   const auto start = std::chrono::steady_clock::now();
   {
     Tensor gx = project(x, w, b);  // [steps*M, N]
@@ -375,7 +381,6 @@ double gemm_time(const std::string& name, int64_t M, int64_t N, int64_t K, int64
     mm_products(gx.t(), x);
   }
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-  tl_gemm = -1;
   return took.count();
 }
 
