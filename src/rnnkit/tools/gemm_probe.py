@@ -2,9 +2,10 @@
 
 For each shape bucket (B batch rows, G gate rows, H hidden units) it times every available
 fp32 GEMM library of the fused kernel as ``rnnkit.nn.kernels.gemm.probe`` does (rounds
-interleaved, the fastest round) and prints GFLOP/s and the library ``pick`` would choose,
-then each library's rate on an N^3 product (``gemm.peaks``). It measures only: it neither reads nor
-writes the choice cache. The figures in ``docs/kernels.md`` come from it.
+interleaved, each product's fastest time, summed) and prints GFLOP/s and the library
+``pick`` would choose, then each library's rate on an N^3 product (``gemm.peaks``). It
+measures only: it neither reads nor writes the choice cache. The figures in
+``docs/kernels.md`` come from it.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     names = [c for c in gemm.CANDIDATES if gemm.available(c)]
     missing = [c for c in gemm.CANDIDATES if c not in names]
     print(
-        f"torch {torch.__version__}, {args.threads} threads; GFLOP/s of the fastest of "
-        f"{args.rounds} rounds (2048^3: median)"
+        f"torch {torch.__version__}, {args.threads} threads; GFLOP/s of a probe round "
+        f"(each product's fastest of {args.rounds}; {args.peak_size}^3: median round)"
     )
     print(f"{'B x G x H':>16} {'steps':>5} " + " ".join(f"{c:>8}" for c in names) + "  choice")
     for M, N, K in args.shapes:

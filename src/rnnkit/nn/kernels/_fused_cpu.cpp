@@ -362,26 +362,37 @@ void set_gemm_backend(const std::string& name) {
 
 std::string gemm_backend() { return kGemmNames[g_gemm.load()]; }
 
-// gemm_time(name, M, N, K, steps) -> seconds of one round under that backend, for the probe:
-// what one direction of a training layer call of `steps` steps does with W [N, K] = W_ih =
-// W_hh (D = H): the input projection gx [steps*M, N] = x W^T + b, per step gx[s] += x[s] W^T,
-// then a weight gradient gx^T x [N, K].
-double gemm_time(const std::string& name, int64_t M, int64_t N, int64_t K, int64_t steps) {
+// gemm_time(name, M, N, K, steps) -> seconds of each product of one round under that backend,
+// for the probe: what one direction of a training layer call of `steps` steps does with
+// W [N, K] = W_ih = W_hh (D = H): the input projection gx [steps*M, N] = x W^T + b, per step
+// gx[s] += x[s] W^T (the first with the packing, under onednn), then a weight gradient
+// gx^T x [N, K]; steps + 2 times in that order.
+std::vector<double> gemm_time(const std::string& name, int64_t M, int64_t N, int64_t K,
+                              int64_t steps) {
   TORCH_CHECK(gemm_available(name), "GEMM backend '", name, "' is not available here");
   const Tensor x = at::randn({steps * M, K}), w = at::randn({N, K}) / std::sqrt(double(K));
   const Tensor b = at::zeros({N});
   const GemmOverride backend(gemm_backend_code(name));
-  const auto start = std::chrono::steady_clock::now();
+  std::vector<double> seconds;
+  auto last = std::chrono::steady_clock::now();
+  const auto lap = [&] {
+    const auto now = std::chrono::steady_clock::now();
+    seconds.push_back(std::chrono::duration<double>(now - last).count());
+    last = now;
+  };
+  Tensor gx = project(x, w, b);  // [steps*M, N]
+  lap();
   {
-    Tensor gx = project(x, w, b);  // [steps*M, N]
     const PackGuard pack(w);
-    for (int64_t s = 0; s < steps; ++s)
+    for (int64_t s = 0; s < steps; ++s) {
       gemm<float>(false, true, M, N, K, x.data_ptr<float>() + s * M * K, K,
                   w.data_ptr<float>(), K, 1.0f, gx.data_ptr<float>() + s * M * N, N);
-    mm_products(gx.t(), x);
+      lap();
+    }
   }
-  const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-  return took.count();
+  mm_products(gx.t(), x);
+  lap();
+  return seconds;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1052,5 +1063,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_gemm_backend", &set_gemm_backend, "the library of the fp32 products (see gemm.py)");
   m.def("gemm_backend", &gemm_backend, "the library of the fp32 products now");
   m.def("gemm_available", &gemm_available, "whether a GEMM backend can run here");
-  m.def("gemm_time", &gemm_time, "seconds of one probe round under a GEMM backend");
+  m.def("gemm_time", &gemm_time, "seconds of each product of one probe round under a GEMM backend");
 }

@@ -22,13 +22,14 @@ The choice, ``choose(B, G, H)`` for a layer of batch B, G gate rows and H hidden
     3. else the bucket is probed: each available candidate runs what one direction of a
        training layer call does (``gemm_time``: the input projection, the per-step
        products on one weight, a weight gradient), rounds interleaved, and the one with the
-       fastest round wins (the minimum, not the median: on a shared machine other
-       processes only ever add time, and a round takes milliseconds, so some rounds run
-       undisturbed); a candidate other than "mkl" must beat it by ``MARGIN``, so noise does
-       not flip the choice. The probe runs under a file lock and is written atomically, so
-       concurrent processes (ranks) agree, and once written it is never re-timed: every run
-       on the machine makes the same choice. An unreadable or corrupt cache is ignored and
-       re-probed, never an error.
+       fastest round wins. A round's time is the sum over its products of each product's
+       fastest time across the rounds (not a median: on a shared machine other processes
+       only ever add time, and one product takes micro- to milliseconds, so some run
+       undisturbed even when no whole round does). A candidate other than "mkl" must beat
+       it by ``MARGIN``, so noise does not flip the choice. The probe runs under a file
+       lock and is written atomically, so concurrent processes (ranks) agree, and once
+       written it is never re-timed: every run on the machine makes the same choice. An
+       unreadable or corrupt cache is ignored and re-probed, never an error.
 
 ``chosen()`` reports what this process chose and ``peaks(n)`` times every candidate on an
 n^3 product, for ``rnnkit bench``.
@@ -172,14 +173,15 @@ def probe(
     rounds: int = ROUNDS,
     budget: float = PROBE_SECONDS,
 ) -> dict[str, float]:
-    """The fastest round's seconds (``gemm_time``) per available candidate at M batch rows,
-    N gate rows, K hidden units; a missing candidate is left out. At most ``rounds`` timed
-    rounds each, fewer (at least two) past ``budget`` seconds."""
+    """Seconds of a round (``gemm_time``) per available candidate at M batch rows, N gate
+    rows, K hidden units: each product's fastest time over the rounds, summed. A missing
+    candidate is left out. At most ``rounds`` timed rounds each, fewer (at least two) past
+    ``budget`` seconds."""
     global probes
     ext = _ext()
     names = [c for c in candidates if available(c)]
     steps = probe_steps(M, N, K)
-    times: dict[str, list[float]] = {c: [] for c in names}
+    times: dict[str, list[list[float]]] = {c: [] for c in names}
     deadline = time.perf_counter() + budget
     for r in range(max(1, rounds) + 1):
         for c in names:
@@ -189,7 +191,7 @@ def probe(
         if r >= 2 and time.perf_counter() > deadline:
             break
     probes += 1
-    return {c: min(t) for c, t in times.items()}
+    return {c: sum(map(min, zip(*t, strict=True))) for c, t in times.items()}
 
 
 def pick(seconds: dict[str, float]) -> str:
@@ -248,7 +250,7 @@ def peaks(n: int, repeats: int = 5) -> dict[str, float]:
     rounds: dict[str, list[float]] = {c: [] for c in names}
     for r in range(max(1, repeats) + 1):
         for c in names:
-            seconds = ext.gemm_time(c, n, n, n, 1)
+            seconds = sum(ext.gemm_time(c, n, n, n, 1))
             if r > 0:
                 rounds[c].append(seconds)
     return {c: 6 * n**3 / statistics.median(t) / 1e9 for c, t in rounds.items()}
