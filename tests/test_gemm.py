@@ -42,7 +42,7 @@ def _available_except(monkeypatch, *missing: str) -> None:
 
 @pytest.mark.parametrize("shape, lengths", SHAPES, ids=["bidirectional", "B1", "H32"])
 @pytest.mark.parametrize("cell_name", ALL_CELLS)
-def test_every_backend_matches_the_reference(monkeypatch, cell_name, shape, lengths):
+def test_every_backend_matches_the_reference(cache, monkeypatch, cell_name, shape, lengths):
     """Each available library's forward and backward within the fp32 error model's bound
     of the exact result (computed once per problem, as in test_kernels.py); fp64 always
     runs dgemm_."""
@@ -53,6 +53,7 @@ def test_every_backend_matches_the_reference(monkeypatch, cell_name, shape, leng
     )
     for backend in [b for b in gemm.CANDIDATES if gemm.available(b)]:
         monkeypatch.setenv(gemm.ENV, backend)
+        gemm.forget()  # it is read once per process
         actual = _run_with_grads(fused.run_layer, cell, x, lengths, states, weights)
         assert fused.load().gemm_backend() == backend  # it ran
         for k, (a, e, bound) in enumerate(zip(actual, truth, bounds, strict=True)):
@@ -60,13 +61,14 @@ def test_every_backend_matches_the_reference(monkeypatch, cell_name, shape, leng
 
 
 @pytest.mark.parametrize("backend", gemm.CANDIDATES)
-def test_streaming_step_under_every_backend(monkeypatch, backend):
+def test_streaming_step_under_every_backend(cache, monkeypatch, backend):
     if not gemm.available(backend):
         pytest.skip(f"{backend} is not available here")
     cell, x, _, states, weights = _layer_problem("lstm", 1, 2, 5, 7, 1, torch.float64, None)
     with torch.no_grad():
         expected, _ = fused.run_layer(cell, x, None, states, weights)
         monkeypatch.setenv(gemm.ENV, backend)
+        gemm.forget()
         w32 = tuple(w.float() for w in weights[0])
         y, _ = fused.step(cell, x[0].float(), tuple(s.float() for s in states[0]), w32)
     assert_rel_close(y, expected[0].float(), 1e-5, f"step under {backend}")

@@ -231,7 +231,7 @@ class BenchResult:
     rows: list[Row]
     gemm_peak_gflops_at_end: float | None = None
     compile_report: object = None
-    gemm_choices: object = None
+    gemm_choices: dict | None = None
     """``rnnkit.nn.kernels.gemm.chosen()`` at the end: the library per shape bucket"""
     complete: bool = False
 
@@ -660,7 +660,13 @@ def run(
                 f"GEMM peak at the end: {result.gemm_peak_gflops_at_end:.1f} GFLOP/s; "
                 f"fused kernels' first-use compile cost: {shown}"
             )
-            console.print(f"fp32 GEMM library per shape bucket (BxGxH): {result.gemm_choices}")
+            choices = gemm.chosen()
+            buckets = ", ".join(f"{k} {v}" for k, v in choices["buckets"].items()) or "none"
+            forced = f"forced by RNNKIT_GEMM={choices['override']}; " if choices["override"] else ""
+            console.print(
+                f"fp32 GEMM library per shape bucket (BxGxH): {forced}{buckets} "
+                f"(cache {choices['cache']})"
+            )
         if checkpoint:
             checkpoint(result)
         return result
@@ -689,7 +695,7 @@ def _cell_table(rows: list[Row], peak: float) -> Table:
         table.add_column(column, justify="right")
     for r in rows:
         ran = r.ran_fwd if r.ran_fwd == r.ran_train else f"{r.ran_fwd}/{r.ran_train}"
-        ran += f" [{r.gemm}]" if r.gemm else ""
+        ran += f" ({r.gemm})" if r.gemm else ""
         percent = None if r.train_peak_fraction is None else 100 * r.train_peak_fraction
         table.add_row(
             r.shape,
@@ -722,7 +728,7 @@ def _stream_table(rows: list[Row], calls: int) -> Table:
     for r in rows:
         table.add_row(
             r.cell,
-            r.ran_fwd + (f" [{r.gemm}]" if r.gemm else ""),
+            r.ran_fwd + (f" ({r.gemm})" if r.gemm else ""),
             r.baseline,
             f"{r.fwd_ms * 1e3:.1f}",
             f"{r.base_fwd_ms * 1e3:.1f}",

@@ -37,13 +37,11 @@ Why C++ and not Numba, what bounds the speed, and what was tried: ``docs/kernels
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
@@ -155,18 +153,16 @@ _gemm_lock = threading.Lock()
 _gemm_set: str | None = None
 
 
-@contextlib.contextmanager
-def _gemm_for(ext: ModuleType, x: Tensor, batch: int, w_hh: Tensor) -> Iterator[None]:
-    """Hold the extension's GEMM library on ``gemm.choose``'s choice for this layer (fp32
-    only) for one call; the lock keeps another thread from switching it meanwhile."""
-    with _gemm_lock:
-        if x.dtype == torch.float32:
-            global _gemm_set
-            name = gemm.choose(batch, w_hh.shape[0], w_hh.shape[1])
-            if name != _gemm_set:
-                ext.set_gemm_backend(name)
-                _gemm_set = name
-        yield
+def _use_gemm(ext: ModuleType, x: Tensor, batch: int, w_hh: Tensor) -> None:
+    """Set the extension's GEMM library to ``gemm.choose``'s choice for this layer (fp32
+    only). Callers hold ``_gemm_lock`` from here through the call that uses it, so another
+    thread cannot switch it meanwhile."""
+    global _gemm_set
+    if x.dtype == torch.float32:
+        name = gemm.choose(batch, w_hh.shape[0], w_hh.shape[1])
+        if name != _gemm_set:
+            ext.set_gemm_backend(name)
+            _gemm_set = name
 
 
 def _bias(b: Tensor | None, like: Tensor) -> Tensor:
@@ -193,7 +189,8 @@ class _FusedLayer(torch.autograd.Function):
         w_hh = [g[n_states + 1] for g in groups]
         b_ih = [_bias(g[n_states + 2], x) for g in groups]
         b_hh = [_bias(g[n_states + 3], x) for g in groups]
-        with _gemm_for(ext, x, x.shape[1], cast(Tensor, w_hh[0])):
+        with _gemm_lock:
+            _use_gemm(ext, x, x.shape[1], cast(Tensor, w_hh[0]))
             res = ext.forward(code, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, True, bf16)
         n_out = 1 + dirs * n_states
         ctx.code, ctx.dirs, ctx.n_states, ctx.bf16 = code, dirs, n_states, bf16
@@ -213,7 +210,8 @@ class _FusedLayer(torch.autograd.Function):
         dc = [dfinal[d * n_states + 1] for d in range(dirs)] if n_states == 2 else []
         need_dx = ctx.needs_input_grad[1]
         has_b_ih, has_b_hh = ctx.has_b
-        with _gemm_for(ext, x, x.shape[1], w_hh[0]):
+        with _gemm_lock:
+            _use_gemm(ext, x, x.shape[1], w_hh[0])
             res = ext.backward(
                 ctx.code,
                 x,
@@ -260,7 +258,8 @@ def run_layer(
     else:  # inference: no autograd node, nothing saved
         ext = load()
         assert ext is not None
-        with _gemm_for(ext, x, x.shape[1], weights[0][1]):
+        with _gemm_lock:
+            _use_gemm(ext, x, x.shape[1], weights[0][1])
             res = ext.forward(
                 code,
                 x,
@@ -287,7 +286,8 @@ def step(cell: Cell, x: Tensor, state: State, weights: tuple) -> tuple[Tensor, S
     assert ext is not None
     w_ih, w_hh, b_ih, b_hh = weights
     c = state[1] if cell.num_states == 2 else x.new_empty(0)
-    with _gemm_for(ext, x, x.shape[0], w_hh):
+    with _gemm_lock:
+        _use_gemm(ext, x, x.shape[0], w_hh)
         y, h, c_new = ext.step(
             CELL_CODES[cell.name], x, state[0], c, w_ih, w_hh, _bias(b_ih, x), _bias(b_hh, x)
         )

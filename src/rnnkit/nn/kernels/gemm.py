@@ -14,7 +14,7 @@ bf16 products; only fp32 is chosen. The input gradient dx stays ``at::addmm`` (M
 
 The choice, ``choose(B, G, H)`` for a layer of batch B, G gate rows and H hidden units:
     1. ``RNNKIT_GEMM=mkl|onednn|aten`` forces one (an unknown or unavailable name is an
-       error naming it and the choices);
+       error naming it and the choices); it is read at the first choice of a process;
     2. else the shape is bucketed (each of B, G, H rounded up to a power of two) and the
        bucket's choice is read from the cache file, ``$RNNKIT_CACHE_DIR/gemm.json`` or
        ``~/.cache/rnnkit/gemm.json``, under this machine's key (CPU model and flags,
@@ -70,6 +70,8 @@ _CACHE_VERSION = 1
 
 _lock = threading.Lock()
 _choices: dict[tuple[int, int, int], str] = {}
+_by_shape: dict[tuple[int, int, int], str] = {}  # (B, G, H) -> name: the per-call fast path
+_forced: list[str | None] = []  # RNNKIT_GEMM as read at the first choice; forget() rereads
 _timings: dict[tuple[int, int, int], dict[str, float]] = {}
 probes = 0
 """how many buckets this process has timed (tests check that the cache is reused)"""
@@ -90,13 +92,19 @@ def available(name: str) -> bool:
 
 
 def _override() -> str | None:
+    """``RNNKIT_GEMM``, checked; read once per process (like ``RNNKIT_BACKEND``): a layer
+    call asks for every step of a stream."""
+    if _forced:
+        return _forced[0]
     name = os.environ.get(ENV, "").strip()
     if not name:
+        _forced.append(None)
         return None
     if name not in CANDIDATES:
         raise ValueError(f"{ENV} must be one of {', '.join(CANDIDATES)}, got {name!r}")
     if not available(name):
         raise ValueError(f"{ENV}={name} names a GEMM library that is not available here")
+    _forced.append(name)
     return name
 
 
@@ -210,13 +218,14 @@ def choose(B: int, G: int, H: int) -> str:
     forced = _override()
     if forced is not None:
         return forced
-    key = bucket(B, G, H)
-    name = _choices.get(key)
+    name = _by_shape.get((B, G, H))
     if name is not None:
         return name
+    key = bucket(B, G, H)
     with _lock:
         if key not in _choices:
             _choices[key] = _cached_or_probed(key)
+        _by_shape[B, G, H] = _choices[key]
         return _choices[key]
 
 
@@ -269,9 +278,12 @@ def chosen() -> dict[str, Any]:
 
 
 def forget() -> None:
-    """Drop this process's choices (tests; a changed ``RNNKIT_CACHE_DIR``)."""
+    """Drop this process's choices and its reading of ``RNNKIT_GEMM`` (tests; a changed
+    ``RNNKIT_CACHE_DIR`` or ``RNNKIT_GEMM``)."""
     global probes
     with _lock:
         _choices.clear()
+        _by_shape.clear()
+        _forced.clear()
         _timings.clear()
         probes = 0
