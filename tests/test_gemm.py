@@ -172,3 +172,9 @@ def test_the_probe_tool_prints_every_available_library(capsys, cache, one_thread
     assert out.splitlines()[2].split()[-1] in names
     assert out.splitlines()[3].startswith("32^3: ")
     assert not cache.exists()  # it measures only
+
+
+def test_layer_seconds_scales_the_products_and_counts_the_packing_once():
+    # projection 1, step 1 = 5 (packing 3 + step 2), steps 2..4 = 2, gradient 1; s = 4
+    seconds = gemm.layer_seconds([1.0, 5.0, 2.0, 2.0, 2.0, 1.0])
+    assert seconds == pytest.approx(gemm.LAYER_STEPS / 4 * (1 + 4 * 2 + 1) + 3)

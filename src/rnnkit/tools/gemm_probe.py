@@ -2,10 +2,10 @@
 
 For each shape bucket (B batch rows, G gate rows, H hidden units) it times every available
 fp32 GEMM library of the fused kernel as ``rnnkit.nn.kernels.gemm.probe`` does (rounds
-interleaved, each product's fastest time, summed) and prints GFLOP/s and the library
-``pick`` would choose, then each library's rate on an N^3 product (``gemm.peaks``). It
-measures only: it neither reads nor writes the choice cache. The figures in
-``docs/kernels.md`` come from it.
+interleaved, each product's fastest time, scaled to a layer of ``gemm.LAYER_STEPS`` steps)
+and prints GFLOP/s and the library ``pick`` would choose, then each library's rate on an
+N^3 product (``gemm.peaks``). It measures only: it neither reads nor writes the choice
+cache. The figures in ``docs/kernels.md`` come from it.
 """
 
 from __future__ import annotations
@@ -41,14 +41,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     names = [c for c in gemm.CANDIDATES if gemm.available(c)]
     missing = [c for c in gemm.CANDIDATES if c not in names]
     print(
-        f"torch {torch.__version__}, {args.threads} threads; GFLOP/s of a probe round "
-        f"(each product's fastest of {args.rounds}; {args.peak_size}^3: median round)"
+        f"torch {torch.__version__}, {args.threads} threads; GFLOP/s of the probe's estimate "
+        f"for a {gemm.LAYER_STEPS}-step layer direction (projection, steps, weight gradient; "
+        f"each product's fastest of {args.rounds} rounds; {args.peak_size}^3: median round)"
     )
-    print(f"{'B x G x H':>16} {'steps':>5} " + " ".join(f"{c:>8}" for c in names) + "  choice")
+    print(f"{'B x G x H':>16} {'round':>5} " + " ".join(f"{c:>8}" for c in names) + "  choice")
     for M, N, K in args.shapes:
         seconds = gemm.probe(M, N, K, tuple(names), args.rounds, budget=float("inf"))
         steps = gemm.probe_steps(M, N, K)
-        rates = [6 * M * N * K * steps / seconds[c] / 1e9 for c in names]
+        rates = [6 * M * N * K * gemm.LAYER_STEPS / seconds[c] / 1e9 for c in names]
         print(
             f"{M:>4} x{N:>5} x{K:>5} {steps:>5} "
             + " ".join(f"{r:8.1f}" for r in rates)

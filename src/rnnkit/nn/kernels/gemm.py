@@ -21,11 +21,12 @@ The choice, ``choose(B, G, H)`` for a layer of batch B, G gate rows and H hidden
        torch version, thread count);
     3. else the bucket is probed: each available candidate runs what one direction of a
        training layer call does (``gemm_time``: the input projection, the per-step
-       products on one weight, a weight gradient), rounds interleaved, and the one with the
-       fastest round wins. A round's time is the sum over its products of each product's
-       fastest time across the rounds (not a median: on a shared machine other processes
-       only ever add time, and one product takes micro- to milliseconds, so some run
-       undisturbed even when no whole round does). A candidate other than "mkl" must beat
+       products on one weight, a weight gradient), rounds interleaved, and the fastest
+       wins. Each product's fastest time across the rounds is taken (not a median: on a
+       shared machine other processes only ever add time, and one product takes micro- to
+       milliseconds, so some run undisturbed even when no whole round does), and the round
+       is scaled to a layer of ``LAYER_STEPS`` steps, with the packing of the first step
+       counted once, as a layer call pays it. A candidate other than "mkl" must beat
        it by ``MARGIN``, so noise does not flip the choice. The probe runs under a file
        lock and is written atomically, so concurrent processes (ranks) agree, and once
        written it is never re-timed: every run on the machine makes the same choice. An
@@ -64,6 +65,8 @@ ROUNDS = 5
 """timed rounds per candidate (after one untimed), interleaved across candidates"""
 ROUND_FLOPS = 3e8
 """about this many FLOPs per round (4 to 32 steps), so a round takes milliseconds"""
+LAYER_STEPS = 64
+"""the sequence length the probe's estimate is for (a round runs fewer steps)"""
 PROBE_SECONDS = 1.0
 """after this long a probe stops at the end of a round, once each candidate has two"""
 _CACHE_VERSION = 1
@@ -181,10 +184,10 @@ def probe(
     rounds: int = ROUNDS,
     budget: float = PROBE_SECONDS,
 ) -> dict[str, float]:
-    """Seconds of a round (``gemm_time``) per available candidate at M batch rows, N gate
-    rows, K hidden units: each product's fastest time over the rounds, summed. A missing
-    candidate is left out. At most ``rounds`` timed rounds each, fewer (at least two) past
-    ``budget`` seconds."""
+    """Estimated seconds of one direction of a ``LAYER_STEPS``-step training call per
+    available candidate at M batch rows, N gate rows, K hidden units, from rounds of
+    ``gemm_time`` (see ``layer_seconds``). A missing candidate is left out. At most
+    ``rounds`` timed rounds each, fewer (at least two) past ``budget`` seconds."""
     global probes
     ext = _ext()
     names = [c for c in candidates if available(c)]
@@ -199,7 +202,18 @@ def probe(
         if r >= 2 and time.perf_counter() > deadline:
             break
     probes += 1
-    return {c: sum(map(min, zip(*t, strict=True))) for c, t in times.items()}
+    return {c: layer_seconds([min(p) for p in zip(*t, strict=True)]) for c, t in times.items()}
+
+
+def layer_seconds(best: list[float]) -> float:
+    """A ``LAYER_STEPS``-step layer direction's seconds from the fastest time of each product
+    of a round of s steps, [projection, step 1 (with the packing), steps 2..s, weight
+    gradient]: the projection, the steps and the gradient scale with the length; the
+    packing, step 1 less a later step, does not."""
+    projection, first, rest, gradient = best[0], best[1], best[2:-1], best[-1]
+    step = sum(rest) / len(rest) if rest else first
+    steps = len(best) - 2
+    return LAYER_STEPS / steps * (projection + steps * step + gradient) + max(0.0, first - step)
 
 
 def pick(seconds: dict[str, float]) -> str:
