@@ -178,3 +178,16 @@ def test_layer_seconds_scales_the_products_and_counts_the_packing_once():
     # projection 1, step 1 = 5 (packing 3 + step 2), steps 2..4 = 2, gradient 1; s = 4
     seconds = gemm.layer_seconds([1.0, 5.0, 2.0, 2.0, 2.0, 1.0])
     assert seconds == pytest.approx(gemm.LAYER_STEPS / 4 * (1 + 4 * 2 + 1) + 3)
+
+
+def test_a_choice_is_made_per_thread_count(cache):
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 1):
+            torch.set_num_threads(n)
+            gemm.choose(2, 8, 8)
+    finally:
+        torch.set_num_threads(threads)
+    assert gemm.probes == 2
+    assert len(json.loads(cache.read_text())["machines"]) == 2
+    assert set(gemm.chosen()["buckets"]) == {"2x8x8@1", "2x8x8@2"}

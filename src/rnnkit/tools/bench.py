@@ -664,7 +664,7 @@ def run(
             buckets = ", ".join(f"{k} {v}" for k, v in choices["buckets"].items()) or "none"
             forced = f"forced by RNNKIT_GEMM={choices['override']}; " if choices["override"] else ""
             console.print(
-                f"fp32 GEMM library per shape bucket (BxGxH): {forced}{buckets} "
+                f"fp32 GEMM library per shape bucket (BxGxH@threads): {forced}{buckets} "
                 f"(cache {choices['cache']})"
             )
         if checkpoint:

@@ -72,10 +72,10 @@ PROBE_SECONDS = 1.0
 _CACHE_VERSION = 1
 
 _lock = threading.Lock()
-_choices: dict[tuple[int, int, int], str] = {}
-_by_shape: dict[tuple[int, int, int], str] = {}  # (B, G, H) -> name: the per-call fast path
+_choices: dict[tuple[int, ...], str] = {}  # (bucket, threads) -> name
+_by_shape: dict[tuple[int, ...], str] = {}  # (B, G, H, threads) -> name: the per-call path
 _forced: list[str | None] = []  # RNNKIT_GEMM as read at the first choice; forget() rereads
-_timings: dict[tuple[int, int, int], dict[str, float]] = {}
+_timings: dict[tuple[int, ...], dict[str, float]] = {}
 probes = 0
 """how many buckets this process has timed (tests check that the cache is reused)"""
 
@@ -232,15 +232,17 @@ def choose(B: int, G: int, H: int) -> str:
     forced = _override()
     if forced is not None:
         return forced
-    name = _by_shape.get((B, G, H))
+    threads = torch.get_num_threads()  # part of the machine key: a choice per thread count
+    name = _by_shape.get((B, G, H, threads))
     if name is not None:
         return name
     key = bucket(B, G, H)
+    full = (*key, threads)
     with _lock:
-        if key not in _choices:
-            _choices[key] = _cached_or_probed(key)
-        _by_shape[B, G, H] = _choices[key]
-        return _choices[key]
+        if full not in _choices:
+            _choices[full] = _cached_or_probed(key)
+        _by_shape[B, G, H, threads] = _choices[full]
+        return _choices[full]
 
 
 def _cached_or_probed(key: tuple[int, int, int]) -> str:
@@ -255,7 +257,7 @@ def _cached_or_probed(key: tuple[int, int, int]) -> str:
             if available(known["choice"]):
                 return str(known["choice"])
         seconds = probe(*key)
-        _timings[key] = seconds
+        _timings[(*key, torch.get_num_threads())] = seconds
         name = pick(seconds)
         mine[entry] = {"choice": name, "seconds": seconds}
         with contextlib.suppress(OSError):  # no writable cache: choose again next process
@@ -281,12 +283,12 @@ def peaks(n: int, repeats: int = 5) -> dict[str, float]:
 
 def chosen() -> dict[str, Any]:
     """What this process chose: ``override`` (the ``RNNKIT_GEMM`` value or None), ``buckets``
-    ({"BxGxH": name}), ``probed`` (the probe's seconds per bucket timed in this process),
-    ``cache``."""
+    ({"BxGxH@threads": name}), ``probed`` (the probe's seconds per bucket timed in this
+    process), ``cache``."""
     return {
-        "override": os.environ.get(ENV) or None,
-        "buckets": {"x".join(map(str, k)): v for k, v in sorted(_choices.items())},
-        "probed": {"x".join(map(str, k)): v for k, v in sorted(_timings.items())},
+        "override": _forced[0] if _forced else os.environ.get(ENV) or None,
+        "buckets": {"{}x{}x{}@{}".format(*k): v for k, v in sorted(_choices.items())},
+        "probed": {"{}x{}x{}@{}".format(*k): v for k, v in sorted(_timings.items())},
         "cache": str(cache_path()),
     }
 
