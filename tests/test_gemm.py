@@ -191,3 +191,14 @@ def test_a_choice_is_made_per_thread_count(cache):
     assert gemm.probes == 2
     assert len(json.loads(cache.read_text())["machines"]) == 2
     assert set(gemm.chosen()["buckets"]) == {"2x8x8@1", "2x8x8@2"}
+
+
+def test_probing_leaves_torchs_random_numbers_alone(cache):
+    """A probe runs at a layer's first call: a seeded run must draw the same numbers
+    whether this machine's choice was cached or not."""
+    torch.manual_seed(5)
+    gemm.choose(2, 8, 8)
+    assert gemm.probes == 1
+    drawn = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(3), drawn)

@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <dlfcn.h>
@@ -370,7 +371,10 @@ std::string gemm_backend() { return kGemmNames[g_gemm.load()]; }
 std::vector<double> gemm_time(const std::string& name, int64_t M, int64_t N, int64_t K,
                               int64_t steps) {
   TORCH_CHECK(gemm_available(name), "GEMM backend '", name, "' is not available here");
-  const Tensor x = at::randn({steps * M, K}), w = at::randn({N, K}) / std::sqrt(double(K));
+  // A generator of its own: a probe at a layer's first call must not move torch's RNG.
+  const at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0);
+  const Tensor x = at::randn({steps * M, K}, gen);
+  const Tensor w = at::randn({N, K}, gen) / std::sqrt(double(K));
   const Tensor b = at::zeros({N});
   const GemmOverride backend(gemm_backend_code(name));
   std::vector<double> seconds;
