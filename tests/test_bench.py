@@ -75,6 +75,16 @@ def test_quick_run_writes_csv_and_json(tmp_path):
     assert data["memory_method"].startswith("not measured")
     assert all(row["mem_train_mib"] is None for row in rows)
 
+    varlen = data["varlen"]  # one tiny variable-length case per cell
+    assert [(r["cell"], r["T"]) for r in varlen] == [(c, bench.QUICK_SHAPE.T) for c in cells]
+    for r in varlen:
+        assert r["tokens"] <= r["T"] * r["B"] and r["full_B"] >= 1
+        for key in ("fwd_ms", "packed_fwd_ms", "full_fwd_ms", "train_ms", "packed_train_ms"):
+            assert _positive(r[key]), key
+        assert r["train_vs_packed"] == pytest.approx(r["packed_train_ms"] / r["train_ms"])
+        assert r["train_vs_full"] == pytest.approx(r["train_ms"] / r["full_train_ms"])
+    assert "variable lengths uniform in [T/10, T]" in output
+
 
 def test_memory_probe_reports_the_peak_a_call_adds():
     config = bench.BenchConfig.quick(threads=1)
@@ -85,7 +95,10 @@ def test_memory_probe_reports_the_peak_a_call_adds():
     assert peak["train"] > 1 and peak["fwd"] >= 0
 
 
-@pytest.mark.parametrize("args", [["--cells", "nope"], ["--shapes", "S9"], ["--repeats", "0"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--cells", "nope"], ["--shapes", "S9"], ["--repeats", "0"], ["--varlen", "10,x"]],
+)
 def test_bad_options_fail_with_a_message(args):
     result = CliRunner().invoke(app, ["bench", "--quick", *args])
     assert result.exit_code == 2
@@ -97,6 +110,13 @@ def test_shapes_parse_names_and_custom_sizes():
     (custom,) = bench.parse_shapes("10,2,3,4")
     assert (custom.T, custom.B, custom.D, custom.H) == (10, 2, 3, 4)
     assert [s.B for s in bench.parse_shapes("S4,5x1x2x3")] == [128, 1]
+
+
+def test_varlen_parses_lengths_and_none():
+    assert bench.parse_varlen("100,400") == (100, 400)
+    assert bench.parse_varlen("none") == ()
+    with pytest.raises(ValueError, match="at least 1"):
+        bench.parse_varlen("0")
 
 
 def test_gemm_flops_formula():

@@ -154,3 +154,63 @@ def test_variable_lengths_equal_each_sequence_alone(config: LayerConfig):
         assert not out[L:, b].any(), f"padding of sequence {b} is not zero"
         for s in range(S):
             assert_rel_close(finals[s][:, b], alone_finals[s][:, 0], 1e-12, f"final of {b}")
+
+
+GRADIENTS = [
+    c
+    for c in layer_configs(lengths=("padded",), num_layers=(1, 2), dtypes=(torch.float64,))
+    if c.initial_state and not c.batch_first
+]
+
+
+@pytest.mark.parametrize("config", GRADIENTS, ids=lambda c: c.id)
+def test_variable_length_gradients_equal_each_sequence_alone(config: LayerConfig):
+    """Backward too, with a sequence of length 0 among unsorted lengths: the gradients of
+    the batched call (input, initial states, every weight) equal the sums over B separate
+    calls on the unpadded sequences; a length-0 sequence passes dL/dh_n to dL/dh_0."""
+    layer = make_layer(rnnkit_class, config)
+    layer.batch_first = False
+    g = torch.Generator().manual_seed(5)
+    lengths = sample_lengths(g)
+    lengths[B // 2] = 0
+    n, S = config.num_layers * layer.num_directions, layer.cell.num_states
+    x = torch.randn(T, B, D, generator=g, dtype=torch.float64, requires_grad=True)
+    states = [
+        torch.randn(n, B, H, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(S)
+    ]
+    dy = torch.randn(T, B, layer.num_directions * H, generator=g, dtype=torch.float64)
+    dfinal = [torch.randn(n, B, H, generator=g, dtype=torch.float64) for _ in range(S)]
+    params = list(layer.parameters())
+
+    def loss(out, final) -> torch.Tensor:
+        finals = final if isinstance(final, tuple) else (final,)
+        return (out * dy[: out.shape[0], : out.shape[1]]).sum() + sum(
+            (f * df).sum() for f, df in zip(finals, dfinal, strict=True)
+        )
+
+    out, final = layer(x, tuple(states) if S == 2 else states[0], lengths=lengths)
+    batched = torch.autograd.grad(loss(out, final), [x, *states, *params])
+
+    expected = [torch.zeros_like(t) for t in batched]
+    for b, L in enumerate(lengths.tolist()):
+        alone = [s[:, b : b + 1].detach().requires_grad_() for s in states]
+        if L == 0:  # never runs: h_n = h_0
+            for s in range(S):
+                expected[1 + s][:, b] += dfinal[s][:, b]
+            continue
+        xb = x[:L, b : b + 1].detach().requires_grad_()
+        out_b, final_b = layer(xb, tuple(alone) if S == 2 else alone[0])
+        finals_b = final_b if isinstance(final_b, tuple) else (final_b,)
+        value = (out_b[:, 0] * dy[:L, b]).sum() + sum(
+            (f[:, 0] * df[:, b]).sum() for f, df in zip(finals_b, dfinal, strict=True)
+        )
+        grads = torch.autograd.grad(value, [xb, *alone, *params])
+        expected[0][:L, b] += grads[0][:, 0]
+        for s in range(S):
+            expected[1 + s][:, b] += grads[1 + s][:, 0]
+        for k in range(len(params)):
+            expected[1 + S + k] += grads[1 + S + k]
+    names = ["d input", *(f"d initial state {s}" for s in range(S))]
+    names += [f"d {name}" for name, _ in layer.named_parameters()]
+    for name, a, e in zip(names, batched, expected, strict=True):
+        assert_rel_close(a, e, 1e-11, name)

@@ -131,3 +131,28 @@ def test_projected_target_outside_the_vocabulary_is_refused():
     x, w = torch.randn(2, 3, requires_grad=True), torch.randn(4, 3)
     with pytest.raises((IndexError, RuntimeError), match=r"out of bounds|outside the vocabulary"):
         projected_cross_entropy(x, w, None, torch.tensor([0, 4])).backward()
+
+
+def test_under_bf16_autocast_the_products_are_bf16_and_the_rest_fp32():
+    """The three products take bf16 operands (fp32 accumulation), as F.linear does under
+    autocast: the loss and every gradient are fp32 and within a few bf16 roundoffs of the
+    fp32 ones, normwise (products of bf16-rounded operands: 2^-8 relative per operand,
+    8 roundoffs of headroom), and differ from them (no silent fp32 fallback)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 16, generator=g, requires_grad=True)
+    w = torch.randn(50, 16, generator=g, requires_grad=True)
+    b = torch.randn(50, generator=g, requires_grad=True)
+    target = torch.randint(0, 50, (40,), generator=g)
+    exact = projected_cross_entropy(x, w, b, target)
+    exact_grads = torch.autograd.grad(exact, (x, w, b))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = projected_cross_entropy(x, w, b, target)
+    mixed_grads = torch.autograd.grad(mixed, (x, w, b))
+    bound = 8 * 2.0**-8
+    assert mixed.dtype == torch.float32 and mixed != exact
+    assert abs(mixed - exact) <= bound * abs(exact)
+    for name, a, e in zip("xwb", mixed_grads, exact_grads, strict=True):
+        assert a.dtype == torch.float32, name
+        assert (a - e).norm() <= bound * e.norm(), name
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the inference path
+        assert projected_cross_entropy(x, w, b, target) == mixed

@@ -28,6 +28,13 @@ def bench(
             "TxBxDxH. Default: all, or the tiny shape with --quick."
         ),
     ] = None,
+    varlen: Annotated[
+        str | None,
+        typer.Option(
+            help="T of each variable-length case, comma-separated, or 'none'. "
+            "Default: 100,400, or the tiny shape with --quick."
+        ),
+    ] = None,
     repeats: Annotated[
         int | None,
         typer.Option(help=f"Timed calls per case, median reported. Default {DEFAULT_REPEATS}."),
@@ -59,16 +66,18 @@ def bench(
     ] = None,
 ) -> None:
     """Forward and forward+backward time, GFLOP/s, speedup over torch.nn, fraction of the
-    GEMM peak and peak memory per cell and shape, plus single-step streaming latency."""
+    GEMM peak and peak memory per cell and shape, plus single-step streaming latency and
+    variable-length batches against torch.nn's PackedSequence."""
     from rnnkit.cli.errors import boundary
 
     with boundary():
-        _bench(cells, shapes, repeats, warmup, dtype, backend, threads, memory, quick, out)
+        _bench(cells, shapes, varlen, repeats, warmup, dtype, backend, threads, memory, quick, out)
 
 
 def _bench(
     cells: str,
     shapes: str | None,
+    varlen: str | None,
     repeats: int | None,
     warmup: int | None,
     dtype: str,
@@ -90,6 +99,8 @@ def _bench(
     overrides["cells"] = harness.parse_cells(cells)
     if shapes is not None:
         overrides["shapes"] = harness.parse_shapes(shapes)
+    if varlen is not None:
+        overrides["varlen"] = harness.parse_varlen(varlen)
     if repeats is not None:
         overrides["repeats"] = repeats
     if warmup is not None:

@@ -21,6 +21,10 @@ memory   peak resident memory one call adds (``MEMORY_METHOD``), in a fresh subp
          pools or kernel compilation are left out).
 stream   one call at T=1, B=1, D=H=256 with the state carried over from the previous
          call, microseconds per call, inference.
+varlen   a padded batch (B=64, D=256, H=512) with lengths uniform in [T/10, T], ours with
+         ``lengths=`` against the baseline on the same batch as a PackedSequence (packing
+         included) and against ours on the same tokens as a full batch: B' = round(sum of
+         lengths / T) sequences of length T.
 
 Times are medians of ``repeats`` timed calls after ``warmup`` untimed ones. Ours and the
 baseline alternate call by call, so the noise of a shared machine falls on both alike.
@@ -75,6 +79,7 @@ SHAPES = {
 }
 QUICK_SHAPE = Shape("tiny", 8, 2, 16, 32)
 STREAM_SHAPE = Shape("stream", 1, 1, 256, 256)
+VARLEN_SHAPE = Shape("varlen", 0, 64, 256, 512)  # T from BenchConfig.varlen
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
 """The parameters' and inputs' dtype per ``--dtype``; "bfloat16" is fp32 weights and inputs
 with every layer call (ours and torch.nn's alike) under ``torch.autocast(bfloat16)``, the
@@ -106,6 +111,9 @@ class BenchConfig:
     """calls per timed block of the streaming test (a block's mean is one sample)."""
     peak_size: int = 2048
     """N of the N x N x N GEMM that measures the peak."""
+    varlen: tuple[int, ...] = (100, 400)
+    """T of each variable-length case (none: skip them)."""
+    varlen_shape: Shape = VARLEN_SHAPE
 
     def __post_init__(self) -> None:
         for name in self.cells:
@@ -122,6 +130,8 @@ class BenchConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be at least 0, got {self.warmup}")
+        if any(t < 1 for t in self.varlen):
+            raise ValueError(f"varlen lengths must be at least 1, got {self.varlen}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
         cores = os.cpu_count() or 1
@@ -134,7 +144,15 @@ class BenchConfig:
     @classmethod
     def quick(cls, **overrides: object) -> BenchConfig:
         """One tiny shape, 2 repeats: checks that the harness runs, says nothing on speed."""
-        base = cls(shapes=(QUICK_SHAPE,), repeats=2, warmup=1, stream_calls=5, peak_size=256)
+        base = cls(
+            shapes=(QUICK_SHAPE,),
+            repeats=2,
+            warmup=1,
+            stream_calls=5,
+            peak_size=256,
+            varlen=(QUICK_SHAPE.T,),
+            varlen_shape=QUICK_SHAPE,
+        )
         return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 
 
@@ -166,6 +184,21 @@ def parse_shapes(text: str) -> tuple[Shape, ...]:
         T, B, D, H = (int(d) for d in dims)
         shapes.append(Shape(part, T, B, D, H))
     return tuple(shapes)
+
+
+def parse_varlen(text: str) -> tuple[int, ...]:
+    """'100,400' -> (100, 400); 'none' -> ()."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"--varlen must be comma-separated integers or 'none', got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise ValueError(f"--varlen lengths must be at least 1, got {text!r}")
+    return values
 
 
 def gemm_flops(cell: Cell, shape: Shape) -> tuple[int, int]:
@@ -223,12 +256,43 @@ class Row:
 
 
 @dataclass
+class VarlenRow:
+    """One cell on one variable-length batch: ours with ``lengths=``, the baseline on the
+    PackedSequence, and ours on the same tokens as a full batch, in the same run."""
+
+    cell: str
+    T: int
+    B: int
+    D: int
+    H: int
+    tokens: int
+    full_B: int
+    dtype: str
+    threads: int
+    baseline: str
+    fwd_ms: float
+    packed_fwd_ms: float
+    full_fwd_ms: float
+    train_ms: float
+    packed_train_ms: float
+    full_train_ms: float
+    train_vs_packed: float
+    """the baseline's packed time / ours (target: at least 3)"""
+    train_vs_full: float
+    """ours / ours on the same tokens as a full batch (target: at most 1.15)"""
+    fwd_vs_packed: float
+    fwd_vs_full: float
+    repeats: int
+
+
+@dataclass
 class BenchResult:
     config: dict
     machine: dict
     gemm_peak_gflops: float
     memory_method: str
     rows: list[Row]
+    varlen: list[VarlenRow] = dataclasses.field(default_factory=list)
     gemm_peak_gflops_at_end: float | None = None
     compile_report: object = None
     gemm_choices: dict | None = None
@@ -300,13 +364,13 @@ def _layers(cell: Cell, D: int, H: int, dtype: torch.dtype):
     return ours, theirs, None, f"torch.nn.{type(theirs).__name__}"
 
 
-def _call(module: nn.Module, backend: str | None, x: Tensor, hx=None):
+def _call(module: nn.Module, backend: str | None, x, hx=None, **kwargs):
     amp = _autocast["dtype"]
     with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
         if backend is None:
-            return module(x, hx)
+            return module(x, hx, **kwargs)
         with kernels.use_backend(backend):
-            return module(x, hx)
+            return module(x, hx, **kwargs)
 
 
 def _inference(module: nn.Module, backend: str | None, x: Tensor) -> Callable[[], object]:
@@ -530,6 +594,79 @@ def bench_stream(cell: Cell, cfg: BenchConfig, threads: int) -> Row:
     )
 
 
+def _varlen_calls(
+    module: nn.Module, backend: str | None, x: Tensor, lengths: Tensor | None, packed: bool
+):
+    """-> (inference, training) calls of ``module`` on x [T, B, D]: with ``lengths=``, or
+    on a PackedSequence (the packing timed too) if ``packed``, or full if lengths is None."""
+
+    def call() -> Tensor:
+        if lengths is None:
+            return _call(module, backend, x)[0]
+        if packed:
+            seq = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+            return _call(module, backend, seq)[0].data
+        return _call(module, backend, x, lengths=lengths)[0]
+
+    def inference() -> None:
+        module.eval()
+        with torch.no_grad():
+            call()
+
+    def training() -> None:
+        module.train()
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        out = call()
+        out.backward(torch.ones_like(out))
+
+    return inference, training
+
+
+def bench_varlen(cell: Cell, T: int, cfg: BenchConfig, threads: int) -> VarlenRow:
+    """Variable lengths at T: do they cost only their tokens?"""
+    dtype, shape = DTYPES[cfg.dtype], cfg.varlen_shape
+    ours, base, base_backend, label = _layers(cell, shape.D, shape.H, dtype)
+    g = torch.Generator().manual_seed(2)
+    lengths = torch.randint(max(1, T // 10), T + 1, (shape.B,), generator=g)
+    tokens = int(lengths.sum())
+    full_B = max(1, round(tokens / T))
+    x = torch.randn(T, shape.B, shape.D, generator=g, dtype=dtype, requires_grad=True)
+    x_full = torch.randn(T, full_B, shape.D, generator=g, dtype=dtype, requires_grad=True)
+    mine = _varlen_calls(ours, cfg.backend, x, lengths, packed=False)
+    packed = _varlen_calls(base, base_backend, x, lengths, packed=True)
+    full = _varlen_calls(ours, cfg.backend, x_full, None, packed=False)
+    (fwd, packed_fwd, full_fwd), _ = time_alternating(
+        [mine[0], packed[0], full[0]], cfg.repeats, cfg.warmup
+    )
+    (train, packed_train, full_train), _ = time_alternating(
+        [mine[1], packed[1], full[1]], cfg.repeats, cfg.warmup
+    )
+    return VarlenRow(
+        cell.name,
+        T,
+        shape.B,
+        shape.D,
+        shape.H,
+        tokens,
+        full_B,
+        cfg.dtype,
+        threads,
+        label + " packed",
+        fwd,
+        packed_fwd,
+        full_fwd,
+        train,
+        packed_train,
+        full_train,
+        train_vs_packed=packed_train / train,
+        train_vs_full=train / full_train,
+        fwd_vs_packed=packed_fwd / fwd,
+        fwd_vs_full=fwd / full_fwd,
+        repeats=cfg.repeats,
+    )
+
+
 _REPORT_NAMES = ("compile_report", "compile_info")
 
 
@@ -644,6 +781,13 @@ def run(
                 console.print(_cell_table(cell_rows, peak))
             if checkpoint:
                 checkpoint(result)
+        for name in cfg.cells:
+            varlen = [bench_varlen(CELLS[name], T, cfg, threads) for T in cfg.varlen]
+            result.varlen.extend(varlen)
+            if console and varlen:
+                console.print(_varlen_table(varlen))
+            if checkpoint:
+                checkpoint(result)
         # The same GEMM again: how far the machine's speed drifted during the run.
         result.gemm_peak_gflops_at_end = gemm_peak_gflops(
             cfg.peak_size, _peak_dtype(cfg.dtype), cfg.repeats
@@ -733,6 +877,33 @@ def _stream_table(rows: list[Row], calls: int) -> Table:
             f"{r.fwd_ms * 1e3:.1f}",
             f"{r.base_fwd_ms * 1e3:.1f}",
             f"{r.fwd_speedup:.2f}",
+        )
+    return table
+
+
+def _varlen_table(rows: list[VarlenRow]) -> Table:
+    first = rows[0]
+    table = Table(
+        title=f"{first.cell}, variable lengths uniform in [T/10, T], B={first.B}, "
+        f"D={first.D}, H={first.H} ({first.dtype}, {first.threads} threads, median of "
+        f"{first.repeats}); vs packed = {first.baseline} time / ours; vs full = ours / ours "
+        "on the same tokens as a full batch of B' sequences"
+    )
+    for column in ("T", "tokens", "B'", "fwd ms", "fwd vs packed", "fwd vs full"):
+        table.add_column(column, justify="right")
+    for column in ("train ms", "train vs packed", "train vs full"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(
+            str(r.T),
+            str(r.tokens),
+            str(r.full_B),
+            f"{r.fwd_ms:.2f}",
+            f"{r.fwd_vs_packed:.2f}",
+            f"{r.fwd_vs_full:.2f}",
+            f"{r.train_ms:.2f}",
+            f"{r.train_vs_packed:.2f}",
+            f"{r.train_vs_full:.2f}",
         )
     return table
 

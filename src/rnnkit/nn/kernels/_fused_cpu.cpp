@@ -2,12 +2,19 @@
 // The design note, the contract and the Python side are in fused.py; the equations of each
 // cell are in rnnkit/cells/*.py and the textbook BPTT it mirrors in rnnkit/reference/*.py.
 //
-// Shapes: T time, B batch, D input, H hidden, G = gates * H. All buffers are row-major and
-// time-indexed: gx[t] is [B, G], states live in hbuf [T+1, B, H] where, for the forward
-// direction, hbuf[t] is the state entering step t and hbuf[t+1] the one leaving it; the
-// reverse direction walks the same buffer downwards (enters at t+1, leaves at t). So the
-// states entering every step are one contiguous slice for the weight-gradient GEMM.
-// Variable lengths: at step t a row b with lengths[b] <= t keeps its state and emits 0.
+// Shapes: T time, B batch, D input, H hidden, G = gates * H, N tokens (sum of lengths). The
+// states live in hbuf [T+1, B, H] where, for the forward direction, hbuf[t] is the state
+// entering step t and hbuf[t+1] the one leaving it; the reverse direction walks the same
+// buffer downwards (enters at t+1, leaves at t).
+//
+// Variable lengths cost only their tokens: the rows are taken longest first (as packing
+// sorts them), so the rows still running at time t are the first rows[t], and every step's
+// GEMM and gate loop covers only those. The per-token buffers (the input projection and
+// saved gates gx, the gate gradients dG, the GRU's U_n h) are packed time after time: row b
+// of time t sits at offs[t] + b, so the big products before and after the loop run over
+// the N real tokens only. A row's initial state enters at the step it starts and its final
+// state leaves at the step it ends (in original batch order); padded outputs are 0. With
+// every row full, rows[t] = B, offs[t] = t B and the order is the batch's own.
 
 #include <ATen/ATen.h>
 #include <torch/csrc/utils/pybind.h>
@@ -220,10 +227,13 @@ Tensor onednn_pack(const Tensor& w, int64_t batch) {  // w [N, K] -> packed for 
 
 // Under the onednn backend a direction's fp32 recurrent weights are announced to the thread
 // running it; a product whose B lies in them runs on a packed copy of exactly that block
-// (op(B) as [N, K]), made at its first use in the scope and reused by every later step.
+// (op(B) as [N, K]), made at its first use in the scope and reused by every later step. It
+// is packed for the rows of that first use; with variable lengths later steps have fewer
+// (or, backward, more) rows, which oneDNN takes on the same copy (one packing per block and
+// call, not one per row count).
 struct PackedBlock {
   const float* b;
-  int64_t N, K, ldb, M;
+  int64_t N, K, ldb;
   bool tb;
   Tensor packed;
 };
@@ -247,10 +257,9 @@ const Tensor* packed_block(const float* B, bool tb, int64_t M, int64_t N, int64_
   PackScope& p = tl_pack;
   if (p.base == nullptr || B < p.base || B >= p.base + p.numel) return nullptr;
   for (const PackedBlock& e : p.blocks)
-    if (e.b == B && e.tb == tb && e.M == M && e.N == N && e.K == K && e.ldb == ldb)
-      return &e.packed;
+    if (e.b == B && e.tb == tb && e.N == N && e.K == K && e.ldb == ldb) return &e.packed;
   const Tensor w = tb ? view(B, N, K, ldb, false) : view(B, K, N, ldb, true);  // [N, K]
-  p.blocks.push_back({B, N, K, ldb, M, tb, onednn_pack(w, M)});
+  p.blocks.push_back({B, N, K, ldb, tb, onednn_pack(w, M)});
   return &p.blocks.back().packed;
 }
 
@@ -400,24 +409,73 @@ std::vector<double> gemm_time(const std::string& name, int64_t M, int64_t N, int
 }
 
 // ---------------------------------------------------------------------------------------
-// One direction of one layer: where its buffers live and which step comes next.
+// Which rows run at each time (see the note at the top), and one direction of one layer:
+// where its buffers live and which step comes next.
 // ---------------------------------------------------------------------------------------
+
+struct Schedule {
+  int64_t T = 0, B = 0, N = 0;   // N = tokens
+  std::vector<int64_t> order;    // [B] original batch row of each sorted row; empty: identity
+  std::vector<int64_t> rows;     // [T] rows running at time t; empty: B at every t
+  std::vector<int64_t> offs;     // [T] first packed row of time t; empty: t B
+  bool full() const { return rows.empty(); }
+  // [N] int64: for each packed row, its row in a [T*B] (or, with slot_shift, a [(T+1)*B]
+  // state buffer at time t + slot_shift) layout, sorted rows; original rows if original.
+  Tensor index(int64_t slot_shift, bool original) const {
+    Tensor idx = at::empty({N}, at::TensorOptions().dtype(at::kLong));
+    int64_t* p = idx.data_ptr<int64_t>();
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t b = 0; b < rows[t]; ++b)
+        *p++ = (t + slot_shift) * B + (original ? order[b] : b);
+    return idx;
+  }
+};
+
+// lengths [B] int64 (empty: every row full) -> the schedule; lengths all equal to T is full.
+Schedule schedule(const Tensor& lengths, int64_t T, int64_t B) {
+  Schedule sc;
+  sc.T = T, sc.B = B, sc.N = T * B;
+  if (lengths.numel() == 0) return sc;
+  TORCH_CHECK(lengths.scalar_type() == at::kLong && lengths.numel() == B && lengths.is_contiguous(),
+              "rnnkit fused: lengths must be contiguous int64 [B]");
+  const int64_t* len = lengths.data_ptr<int64_t>();
+  if (std::all_of(len, len + B, [&](int64_t l) { return l == T; })) return sc;
+  sc.order.resize(B);
+  for (int64_t b = 0; b < B; ++b) sc.order[b] = b;
+  std::stable_sort(sc.order.begin(), sc.order.end(),
+                   [&](int64_t i, int64_t j) { return len[i] > len[j]; });
+  sc.rows.assign(T, 0);
+  sc.offs.assign(T, 0);
+  int64_t n = B;
+  sc.N = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    while (n > 0 && len[sc.order[n - 1]] <= t) --n;
+    sc.rows[t] = n;
+    sc.offs[t] = sc.N;
+    sc.N += n;
+  }
+  return sc;
+}
 
 template <typename S>
 struct Dir {
   int64_t T, B, H;
   bool reverse, training;
-  const int64_t* len;  // [B] or nullptr (every row full)
-  S* gx;               // [T, B, G]: x W_ih^T + b_ih; training: overwritten by saved activations
-  S* ghn;              // GRU reset-after: [T, B, H] saved U_n h + b_hn (a [B, H] scratch in inference)
-  S* hbuf;             // [T+1, B, H] (training) or [2, B, H] (inference, ping-pong)
-  S* cbuf;             // LSTM cell states, same layout as hbuf
-  S* out;              // this direction's first column of the layer output [T, B, dirs*H]
-  int64_t ldo;         // dirs * H
-  S* scratch;          // [B, 3H]
+  const Schedule* sc;
+  S* gx;       // [N, G] packed: x W_ih^T + b_ih; training: overwritten by saved activations
+  S* ghn;      // GRU reset-after: [N, H] saved U_n h + b_hn (a [B, H] scratch in inference)
+  S* hbuf;     // [T+1, B, H] (training) or [2, B, H] (inference, ping-pong), sorted rows
+  S* cbuf;     // LSTM cell states, same layout as hbuf
+  S* out;      // this direction's first column of the layer output [T, B, dirs*H]
+  int64_t ldo;  // dirs * H
+  S* scratch;  // [B, 3H]
 
   int64_t time(int64_t s) const { return reverse ? T - 1 - s : s; }
-  bool active(int64_t b, int64_t t) const { return len == nullptr || t < len[b]; }
+  int64_t rows(int64_t t) const { return sc->full() ? B : sc->rows[t]; }
+  int64_t off(int64_t t) const { return sc->full() ? t * B : sc->offs[t]; }
+  int64_t orig(int64_t b) const { return sc->full() ? b : sc->order[b]; }
+  // Rows running at processing step s (0 outside [0, T)).
+  int64_t rows_at(int64_t s) const { return s < 0 || s >= T ? 0 : rows(time(s)); }
   // Slots of the states entering and leaving processing step s (at time t).
   int64_t in_slot(int64_t s, int64_t t) const {
     return training ? (reverse ? t + 1 : t) : s % 2;
@@ -427,11 +485,16 @@ struct Dir {
   }
 };
 
-// Copy a masked row's state through and zero its output.
+// Rows [b0, b1) (sorted) of a [B, H] buffer from / to their original rows of another.
 template <typename S>
-inline void carry_row(const S* hp, S* hn, S* y, int64_t H) {
-  std::memcpy(hn, hp, sizeof(S) * H);
-  std::memset(y, 0, sizeof(S) * H);
+void gather_rows(const Dir<S>& d, const S* from, S* to, int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; ++b)
+    std::memcpy(to + b * d.H, from + d.orig(b) * d.H, sizeof(S) * d.H);
+}
+template <typename S>
+void scatter_rows(const Dir<S>& d, const S* from, S* to, int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; ++b)
+    std::memcpy(to + d.orig(b) * d.H, from + b * d.H, sizeof(S) * d.H);
 }
 
 // ---- Forward of one step, per cell. gx (= x W_ih^T + b_ih) arrives in d.gx[t]; the recurrent
@@ -441,18 +504,17 @@ inline void carry_row(const S* hp, S* hn, S* y, int64_t H) {
 
 template <typename S, int64_t CELL>
 void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
-  const int64_t B = d.B, H = d.H, t = d.time(s);
-  const S* hp = d.hbuf + d.in_slot(s, t) * B * H;  // [B, H] state entering
-  S* hn = d.hbuf + d.out_slot(s, t) * B * H;        // [B, H] state leaving
-  S* y = d.out + t * B * d.ldo;                     // [B, H] with row stride ldo
+  const int64_t B = d.B, H = d.H, t = d.time(s), n = d.rows(t);  // rows b < n run
+  const S* hp = d.hbuf + d.in_slot(s, t) * B * H;  // [n, H] state entering
+  S* hn = d.hbuf + d.out_slot(s, t) * B * H;        // [n, H] state leaving
+  auto y = [&](int64_t b) { return d.out + (t * B + d.orig(b)) * d.ldo; };  // [H] output row
   if constexpr (CELL == RNN_TANH || CELL == RNN_RELU) {
     // a = gx + h U^T; h' = act(a)
-    S* a = d.gx + t * B * H;
-    gemm<S>(false, true, B, H, H, hp, H, w_hh, H, S(1), a, H);  // [B,H] += [B,H] @ [H,H]^T
-    for (int64_t b = 0; b < B; ++b) {
-      if (!d.active(b, t)) { carry_row(hp + b * H, hn + b * H, y + b * d.ldo, H); continue; }
+    S* a = d.gx + d.off(t) * H;
+    gemm<S>(false, true, n, H, H, hp, H, w_hh, H, S(1), a, H);  // [n,H] += [n,H] @ [H,H]^T
+    for (int64_t b = 0; b < n; ++b) {
       const S* ab = a + b * H;
-      S *hb = hn + b * H, *yb = y + b * d.ldo;
+      S *hb = hn + b * H, *yb = y(b);
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const S v = act(ab[j] + b_hh[j], CELL == RNN_RELU);
@@ -461,20 +523,15 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
       }
     }
   } else if constexpr (CELL == LSTM) {
-    // a = gx + h U^T [B, 4H] -> i, f, g, o; c' = f c + i g; h' = o tanh(c')
-    S* a = d.gx + t * B * 4 * H;
-    gemm<S>(false, true, B, 4 * H, H, hp, H, w_hh, H, S(1), a, 4 * H);
+    // a = gx + h U^T [n, 4H] -> i, f, g, o; c' = f c + i g; h' = o tanh(c')
+    S* a = d.gx + d.off(t) * 4 * H;
+    gemm<S>(false, true, n, 4 * H, H, hp, H, w_hh, H, S(1), a, 4 * H);
     const S* cp = d.cbuf + d.in_slot(s, t) * B * H;
     S* cn = d.cbuf + d.out_slot(s, t) * B * H;
-    for (int64_t b = 0; b < B; ++b) {
-      if (!d.active(b, t)) {
-        carry_row(hp + b * H, hn + b * H, y + b * d.ldo, H);
-        std::memcpy(cn + b * H, cp + b * H, sizeof(S) * H);
-        continue;
-      }
+    for (int64_t b = 0; b < n; ++b) {
       S* ab = a + b * 4 * H;  // overwritten with the activations i, f, g, o (saved)
       const S* cpb = cp + b * H;
-      S *cnb = cn + b * H, *hb = hn + b * H, *yb = y + b * d.ldo;
+      S *cnb = cn + b * H, *hb = hn + b * H, *yb = y(b);
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const S i = sigmoid(ab[j] + b_hh[j]), f = sigmoid(ab[H + j] + b_hh[H + j]);
@@ -487,32 +544,31 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
       }
     }
   } else if constexpr (CELL == GRU) {
-    // gh = h U^T [B, 3H] in one GEMM; r, z = sigmoid(gx + gh); n = tanh(gx_n + r (gh_n + b_hn))
+    // gh = h U^T [n, 3H] in one GEMM; r, z = sigmoid(gx + gh); n = tanh(gx_n + r (gh_n + b_hn))
     S* gh = d.scratch;
-    gemm<S>(false, true, B, 3 * H, H, hp, H, w_hh, H, S(0), gh, 3 * H);
-    S* a = d.gx + t * B * 3 * H;
-    S* ghn = d.training ? d.ghn + t * B * H : d.ghn;
-    for (int64_t b = 0; b < B; ++b) {
-      if (!d.active(b, t)) { carry_row(hp + b * H, hn + b * H, y + b * d.ldo, H); continue; }
+    gemm<S>(false, true, n, 3 * H, H, hp, H, w_hh, H, S(0), gh, 3 * H);
+    S* a = d.gx + d.off(t) * 3 * H;
+    S* ghn = d.training ? d.ghn + d.off(t) * H : d.ghn;
+    for (int64_t b = 0; b < n; ++b) {
       S* ab = a + b * 3 * H;  // overwritten with r, z, n (saved)
       const S *ghb = gh + b * 3 * H, *hpb = hp + b * H;
-      S *ghnb = ghn + b * H, *hb = hn + b * H, *yb = y + b * d.ldo;
+      S *ghnb = ghn + b * H, *hb = hn + b * H, *yb = y(b);
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const S r = sigmoid(ab[j] + ghb[j] + b_hh[j]);
         const S z = sigmoid(ab[H + j] + ghb[H + j] + b_hh[H + j]);
         const S hn_ = ghb[2 * H + j] + b_hh[2 * H + j];
-        const S n = tanh_(ab[2 * H + j] + r * hn_);
-        const S h = n + z * (hpb[j] - n);  // (1 - z) n + z h
-        ab[j] = r, ab[H + j] = z, ab[2 * H + j] = n;
+        const S n_ = tanh_(ab[2 * H + j] + r * hn_);
+        const S h = n_ + z * (hpb[j] - n_);  // (1 - z) n + z h
+        ab[j] = r, ab[H + j] = z, ab[2 * H + j] = n_;
         ghnb[j] = hn_, hb[j] = h, yb[j] = h;
       }
     }
   } else {  // GRU_RESET_BEFORE: two dependent GEMMs, r must exist before U_n (r h)
-    S* a = d.gx + t * B * 3 * H;
-    gemm<S>(false, true, B, 2 * H, H, hp, H, w_hh, H, S(1), a, 3 * H);  // a_rz += h U_rz^T
-    S* rh = d.scratch;                                                  // [B, H]
-    for (int64_t b = 0; b < B; ++b) {
+    S* a = d.gx + d.off(t) * 3 * H;
+    gemm<S>(false, true, n, 2 * H, H, hp, H, w_hh, H, S(1), a, 3 * H);  // a_rz += h U_rz^T
+    S* rh = d.scratch;                                                  // [n, H]
+    for (int64_t b = 0; b < n; ++b) {
       S* ab = a + b * 3 * H;
       const S* hpb = hp + b * H;
       S* rhb = rh + b * H;
@@ -523,17 +579,16 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
         rhb[j] = r * hpb[j];
       }
     }
-    gemm<S>(false, true, B, H, H, rh, H, w_hh + 2 * H * H, H, S(1), a + 2 * H, 3 * H);
-    for (int64_t b = 0; b < B; ++b) {
-      if (!d.active(b, t)) { carry_row(hp + b * H, hn + b * H, y + b * d.ldo, H); continue; }
+    gemm<S>(false, true, n, H, H, rh, H, w_hh + 2 * H * H, H, S(1), a + 2 * H, 3 * H);
+    for (int64_t b = 0; b < n; ++b) {
       S* ab = a + b * 3 * H;
       const S* hpb = hp + b * H;
-      S *hb = hn + b * H, *yb = y + b * d.ldo;
+      S *hb = hn + b * H, *yb = y(b);
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const S n = tanh_(ab[2 * H + j] + b_hh[2 * H + j]);
-        const S h = n + ab[H + j] * (hpb[j] - n);
-        ab[2 * H + j] = n;
+        const S n_ = tanh_(ab[2 * H + j] + b_hh[2 * H + j]);
+        const S h = n_ + ab[H + j] * (hpb[j] - n_);
+        ab[2 * H + j] = n_;
         hb[j] = h, yb[j] = h;
       }
     }
@@ -542,37 +597,32 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
 
 // ---- Backward of one step, per cell (mirrors rnnkit/reference/<cell>.py). dh is dL/dh
 // leaving the step (from later steps), dy the output gradient; the step writes the gate
-// pre-activation gradients dG[t] and dL/dh entering the step into dhp (and carries dc).
-// Masked rows pass dh (and dc) straight through and get zero gate gradients.
+// pre-activation gradients dG (packed like gx) and dL/dh entering the step into dhp (and
+// carries dc). Only the rows running at the step take part (the forward's schedule).
 
 template <typename S>
 struct Back {
-  S* dG;         // [T, B, Gs]: RNN/LSTM/reset-before = d(gx); GRU = [dar, daz, dan, dghn]
+  S* dG;         // [N, Gs] packed: RNN/LSTM/reset-before = d(gx); GRU = [dar, daz, dan, dghn]
   const S* dy;   // this direction's first column of dout [T, B, dirs*H]
   int64_t ldo;
-  S* dh;         // [B, H] dL/dh leaving the step
+  S* dh;         // [B, H] dL/dh leaving the step, sorted rows
   S* dhp;        // [B, H] dL/dh entering the step (written)
-  S* dc;         // LSTM: [B, H] carried dL/dc, updated in place
+  S* dc;         // LSTM: [B, H] carried dL/dc, sorted rows, updated in place
   S* scratch;    // [B, 3H]
 };
 
 template <typename S, int64_t CELL>
 void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) {
-  const int64_t B = d.B, H = d.H, t = d.time(s);
+  const int64_t B = d.B, H = d.H, t = d.time(s), nr = d.rows(t);  // rows b < nr run
   const S* hp = d.hbuf + d.in_slot(s, t) * B * H;
   const S* hn = d.hbuf + d.out_slot(s, t) * B * H;
-  const S* dy = k.dy + t * B * k.ldo;
+  auto dy = [&](int64_t b) { return k.dy + (t * B + d.orig(b)) * k.ldo; };  // [H]
   if constexpr (CELL == RNN_TANH || CELL == RNN_RELU) {
     // da = (dh + dy) act'(a); dh_prev = da U
-    S* da = k.dG + t * B * H;
-    for (int64_t b = 0; b < B; ++b) {
+    S* da = k.dG + d.off(t) * H;
+    for (int64_t b = 0; b < nr; ++b) {
       S *dab = da + b * H, *dhpb = k.dhp + b * H;
-      const S *dhb = k.dh + b * H, *dyb = dy + b * k.ldo, *yb = hn + b * H;
-      if (!d.active(b, t)) {
-        std::memset(dab, 0, sizeof(S) * H);
-        std::memcpy(dhpb, dhb, sizeof(S) * H);
-        continue;
-      }
+      const S *dhb = k.dh + b * H, *dyb = dy(b), *yb = hn + b * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const S g = dhb[j] + dyb[j];
@@ -580,22 +630,17 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
         dhpb[j] = S(0);
       }
     }
-    gemm<S>(false, false, B, H, H, da, H, w_hh, H, S(1), k.dhp, H);  // [B,H] @ [H,H]
+    gemm<S>(false, false, nr, H, H, da, H, w_hh, H, S(1), k.dhp, H);  // [nr,H] @ [H,H]
   } else if constexpr (CELL == LSTM) {
     // do = dh tanh(c'); dc = dc' + dh o (1 - tanh(c')^2); di = dc g; df = dc c; dg = dc i
-    const S* gates = d.gx + t * B * 4 * H;  // i, f, g, o
+    const S* gates = d.gx + d.off(t) * 4 * H;  // i, f, g, o
     const S* cp = d.cbuf + d.in_slot(s, t) * B * H;
     const S* cn = d.cbuf + d.out_slot(s, t) * B * H;
-    S* da = k.dG + t * B * 4 * H;
-    for (int64_t b = 0; b < B; ++b) {
+    S* da = k.dG + d.off(t) * 4 * H;
+    for (int64_t b = 0; b < nr; ++b) {
       S *dab = da + b * 4 * H, *dhpb = k.dhp + b * H, *dcb = k.dc + b * H;
-      const S *dhb = k.dh + b * H, *dyb = dy + b * k.ldo, *gb = gates + b * 4 * H;
+      const S *dhb = k.dh + b * H, *dyb = dy(b), *gb = gates + b * 4 * H;
       const S *cpb = cp + b * H, *cnb = cn + b * H;
-      if (!d.active(b, t)) {
-        std::memset(dab, 0, sizeof(S) * 4 * H);
-        std::memcpy(dhpb, dhb, sizeof(S) * H);
-        continue;
-      }
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const S i = gb[j], f = gb[H + j], g = gb[2 * H + j], o = gb[3 * H + j];
@@ -610,23 +655,17 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
         dhpb[j] = S(0);
       }
     }
-    gemm<S>(false, false, B, H, 4 * H, da, 4 * H, w_hh, H, S(1), k.dhp, H);  // [B,4H] @ [4H,H]
+    gemm<S>(false, false, nr, H, 4 * H, da, 4 * H, w_hh, H, S(1), k.dhp, H);  // [nr,4H] @ [4H,H]
   } else if constexpr (CELL == GRU) {
     // dn = dh (1-z); dz = dh (h-n); dan = dn (1-n^2); dr = dan gh_n; dgh_n = dan r
-    const S* gates = d.gx + t * B * 3 * H;  // r, z, n
-    const S* ghn = d.ghn + t * B * H;
-    S* dg = k.dG + t * B * 4 * H;
-    S* dgh = k.scratch;  // [B, 3H] = [dar, daz, dgh_n]: this step's d(h U^T + b_h)
-    for (int64_t b = 0; b < B; ++b) {
+    const S* gates = d.gx + d.off(t) * 3 * H;  // r, z, n
+    const S* ghn = d.ghn + d.off(t) * H;
+    S* dg = k.dG + d.off(t) * 4 * H;
+    S* dgh = k.scratch;  // [nr, 3H] = [dar, daz, dgh_n]: this step's d(h U^T + b_h)
+    for (int64_t b = 0; b < nr; ++b) {
       S *dgb = dg + b * 4 * H, *dghb = dgh + b * 3 * H, *dhpb = k.dhp + b * H;
-      const S *dhb = k.dh + b * H, *dyb = dy + b * k.ldo, *gb = gates + b * 3 * H;
+      const S *dhb = k.dh + b * H, *dyb = dy(b), *gb = gates + b * 3 * H;
       const S *hpb = hp + b * H, *ghnb = ghn + b * H;
-      if (!d.active(b, t)) {
-        std::memset(dgb, 0, sizeof(S) * 4 * H);
-        std::memset(dghb, 0, sizeof(S) * 3 * H);
-        std::memcpy(dhpb, dhb, sizeof(S) * H);
-        continue;
-      }
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const S r = gb[j], z = gb[H + j], n = gb[2 * H + j];
@@ -640,19 +679,14 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
         dhpb[j] = g * z;
       }
     }
-    gemm<S>(false, false, B, H, 3 * H, dgh, 3 * H, w_hh, H, S(1), k.dhp, H);  // [B,3H] @ [3H,H]
+    gemm<S>(false, false, nr, H, 3 * H, dgh, 3 * H, w_hh, H, S(1), k.dhp, H);  // [nr,3H] @ [3H,H]
   } else {  // GRU_RESET_BEFORE: d(rh) = dan U_n, then dr = d(rh) h, dh += d(rh) r + da_rz U_rz
-    const S* gates = d.gx + t * B * 3 * H;
-    S* dg = k.dG + t * B * 3 * H;  // [dar, daz, dan]
-    for (int64_t b = 0; b < B; ++b) {
+    const S* gates = d.gx + d.off(t) * 3 * H;
+    S* dg = k.dG + d.off(t) * 3 * H;  // [dar, daz, dan]
+    for (int64_t b = 0; b < nr; ++b) {
       S *dgb = dg + b * 3 * H, *dhpb = k.dhp + b * H;
-      const S *dhb = k.dh + b * H, *dyb = dy + b * k.ldo, *gb = gates + b * 3 * H;
+      const S *dhb = k.dh + b * H, *dyb = dy(b), *gb = gates + b * 3 * H;
       const S* hpb = hp + b * H;
-      if (!d.active(b, t)) {
-        std::memset(dgb, 0, sizeof(S) * 3 * H);
-        std::memcpy(dhpb, dhb, sizeof(S) * H);
-        continue;
-      }
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const S z = gb[H + j], n = gb[2 * H + j];
@@ -662,10 +696,9 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
         dhpb[j] = g * z;
       }
     }
-    S* drh = k.scratch;  // [B, H] = dan U_n
-    gemm<S>(false, false, B, H, H, dg + 2 * H, 3 * H, w_hh + 2 * H * H, H, S(0), drh, H);
-    for (int64_t b = 0; b < B; ++b) {
-      if (!d.active(b, t)) continue;
+    S* drh = k.scratch;  // [nr, H] = dan U_n
+    gemm<S>(false, false, nr, H, H, dg + 2 * H, 3 * H, w_hh + 2 * H * H, H, S(0), drh, H);
+    for (int64_t b = 0; b < nr; ++b) {
       S *dgb = dg + b * 3 * H, *dhpb = k.dhp + b * H;
       const S *gb = gates + b * 3 * H, *hpb = hp + b * H, *drhb = drh + b * H;
 #pragma omp simd
@@ -675,7 +708,7 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
         dhpb[j] += drhb[j] * r;
       }
     }
-    gemm<S>(false, false, B, H, 2 * H, dg, 3 * H, w_hh, H, S(1), k.dhp, H);  // [B,2H] @ [2H,H]
+    gemm<S>(false, false, nr, H, 2 * H, dg, 3 * H, w_hh, H, S(1), k.dhp, H);  // [nr,2H] @ [2H,H]
   }
 }
 
@@ -702,15 +735,37 @@ void for_directions(bool overlap, int64_t dirs, const F& body) {
   }
 }
 
+// A row's initial state enters at the processing step where it starts, its final state
+// leaves at the step where it ends: rows [rows_at(s-1), rows_at(s)) start at step s and rows
+// [rows_at(s+1), rows_at(s)) end there (rows of length 0 never run: they keep h0). h0, c0, hT,
+// cT are [B, H] in original batch order; c0 and cT are null except for the LSTM.
 template <typename S, int64_t CELL>
-void run_forward(Dir<S>& d, const S* w_hh, const S* b_hh) {
-  for (int64_t s = 0; s < d.T; ++s) forward_step<S, CELL>(d, s, w_hh, b_hh);
+void run_forward(Dir<S>& d, const S* w_hh, const S* b_hh, const S* h0, const S* c0, S* hT,
+                 S* cT) {
+  const int64_t BH = d.B * d.H;
+  for (int64_t s = 0; s < d.T; ++s) {
+    const int64_t t = d.time(s), n = d.rows_at(s);
+    const int64_t in = d.in_slot(s, t) * BH, out = d.out_slot(s, t) * BH;
+    gather_rows(d, h0, d.hbuf + in, d.rows_at(s - 1), n);
+    if (c0) gather_rows(d, c0, d.cbuf + in, d.rows_at(s - 1), n);
+    forward_step<S, CELL>(d, s, w_hh, b_hh);
+    scatter_rows(d, d.hbuf + out, hT, d.rows_at(s + 1), n);
+    if (cT) scatter_rows(d, d.cbuf + out, cT, d.rows_at(s + 1), n);
+  }
 }
 
+// The mirror image: dL/dh_T (and dL/dc_T) enters where a row's forward ended, dL/dh_0 (and
+// dL/dc_0) leaves where it started.
 template <typename S, int64_t CELL>
-void run_backward(Dir<S>& d, Back<S> k, const S* w_hh) {
+void run_backward(Dir<S>& d, Back<S> k, const S* w_hh, const S* dhT, const S* dcT, S* dh0,
+                  S* dc0) {
   for (int64_t s = d.T - 1; s >= 0; --s) {
+    const int64_t n = d.rows_at(s);
+    gather_rows(d, dhT, k.dh, d.rows_at(s + 1), n);
+    if (dcT) gather_rows(d, dcT, k.dc, d.rows_at(s + 1), n);
     backward_step<S, CELL>(d, k, s, w_hh);
+    scatter_rows(d, k.dhp, dh0, d.rows_at(s - 1), n);
+    if (dc0) scatter_rows(d, k.dc, dc0, d.rows_at(s - 1), n);
     std::swap(k.dh, k.dhp);
   }
 }
@@ -744,46 +799,52 @@ void mm_into(Tensor out, const Tensor& a, const Tensor& b, bool bf16) {
   }
 }
 
-const int64_t* lengths_ptr(const Tensor& lengths) {
-  return lengths.numel() ? lengths.data_ptr<int64_t>() : nullptr;
+// x [T, B, D] -> [N, D]: the real tokens, packed as the schedule orders them.
+Tensor packed_input(const Tensor& x, const Schedule& sc) {
+  const Tensor x2d = x.view({sc.T * sc.B, x.size(2)});
+  return sc.full() ? x2d : x2d.index_select(0, sc.index(0, true));
 }
 
 // forward(cell, x [T,B,D], lengths [B] int64 or empty, h0s, c0s, w_ih, w_hh, b_ih, b_hh,
-// training, bf16 (the products in bf16, see mm_mixed and Bf16Mirror)) -> [out [T,B,dirs*H], then per direction h_T (, c_T), then, when training, per
-// direction the saved buffers hbuf, cbuf, gates, ghn (empty tensors where a cell has none)].
+// training, bf16 (the products in bf16, see mm_mixed and Bf16Mirror)) -> [out [T,B,dirs*H],
+// then per direction h_T (, c_T), then, when training, per direction the saved buffers
+// hbuf, cbuf, gates [N, G], ghn [N, H] (empty tensors where a cell has none)].
 // Empty tensors stand for absent biases and for "all rows full".
 std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<Tensor> h0s,
                             std::vector<Tensor> c0s, std::vector<Tensor> w_ih,
                             std::vector<Tensor> w_hh, std::vector<Tensor> b_ih,
                             std::vector<Tensor> b_hh, bool training, bool bf16) {
   x = x.contiguous();
-  const int64_t T = x.size(0), B = x.size(1), D = x.size(2);
+  const int64_t T = x.size(0), B = x.size(1);
   const int64_t dirs = int64_t(w_ih.size()), H = w_hh[0].size(1), G = num_gates(cell) * H;
   const bool lstm = cell == LSTM;
-  Tensor out = at::empty({T, B, dirs * H}, x.options());
-  const Tensor x2d = x.view({T * B, D});
+  const Schedule sc = schedule(lengths, T, B);
+  // Padded positions are never written: they stay 0.
+  Tensor out = sc.full() ? at::empty({T, B, dirs * H}, x.options())
+                         : at::zeros({T, B, dirs * H}, x.options());
+  const Tensor xp = packed_input(x, sc);  // [N, D]
   std::vector<Tensor> gx(dirs), hbuf(dirs), cbuf(dirs), ghn(dirs), scratch(dirs), whh(dirs);
-  std::vector<Tensor> bhh(dirs);
+  std::vector<Tensor> bhh(dirs), h0(dirs), c0(dirs), hT(dirs), cT(dirs);
   for (int64_t d = 0; d < dirs; ++d) {
-    // Every step's input projection in one GEMM: [T*B, D] @ [D, G] (+ b_ih).
+    // Every step's input projection in one GEMM: [N, D] @ [D, G] (+ b_ih).
     if (bf16) {
-      gx[d] = mm_mixed(x2d, w_ih[d].t(), true);
+      gx[d] = mm_mixed(xp, w_ih[d].t(), true);
       if (b_ih[d].numel()) gx[d].add_(b_ih[d]);
     } else {
-      gx[d] = project(x2d, w_ih[d], b_ih[d]);
+      gx[d] = project(xp, w_ih[d], b_ih[d]);
     }
     bhh[d] = b_hh[d].numel() ? b_hh[d].contiguous() : at::zeros({G}, x.options());
     whh[d] = w_hh[d].contiguous();
     const int64_t slots = training ? T + 1 : 2;
     hbuf[d] = at::empty({slots, B, H}, x.options());
-    const bool rev = d == 1;
-    const int64_t first = training && rev ? T : 0;
-    hbuf[d][first].copy_(h0s[d]);
+    h0[d] = h0s[d].to(x.scalar_type()).contiguous();
+    hT[d] = h0[d].clone();  // rows of length 0 end where they start
     if (lstm) {
       cbuf[d] = at::empty({slots, B, H}, x.options());
-      cbuf[d][first].copy_(c0s[d]);
+      c0[d] = c0s[d].to(x.scalar_type()).contiguous();
+      cT[d] = c0[d].clone();
     }
-    if (cell == GRU) ghn[d] = at::empty({training ? T : 1, B, H}, x.options());
+    if (cell == GRU) ghn[d] = at::empty({training ? sc.N : B, H}, x.options());
     scratch[d] = at::empty({B, 3 * H}, x.options());
   }
   const bool overlap = overlap_directions(dirs, B, G, H);
@@ -795,27 +856,29 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
     for_directions(overlap, dirs, [&](int64_t d) {
       const MirrorGuard mirror(whh[d], whh_bf16[d]);
       const PackGuard pack(whh[d]);
-      Dir<S> dir{T, B, H, d == 1, training, lengths_ptr(lengths), gx[d].data_ptr<S>(),
+      Dir<S> dir{T, B, H, d == 1, training, &sc, gx[d].data_ptr<S>(),
                  cell == GRU ? ghn[d].data_ptr<S>() : nullptr, hbuf[d].data_ptr<S>(),
                  lstm ? cbuf[d].data_ptr<S>() : nullptr, out.data_ptr<S>() + d * H, dirs * H,
                  scratch[d].data_ptr<S>()};
       dispatch_cell<S>(cell, [&](auto c) {
-        run_forward<S, decltype(c)::value>(dir, whh[d].data_ptr<S>(), bhh[d].data_ptr<S>());
+        run_forward<S, decltype(c)::value>(
+            dir, whh[d].data_ptr<S>(), bhh[d].data_ptr<S>(), h0[d].data_ptr<S>(),
+            lstm ? c0[d].data_ptr<S>() : nullptr, hT[d].data_ptr<S>(),
+            lstm ? cT[d].data_ptr<S>() : nullptr);
       });
     });
   });
   std::vector<Tensor> result{out};
   for (int64_t d = 0; d < dirs; ++d) {
-    const int64_t last = training ? (d == 1 ? 0 : T) : T % 2;
-    result.push_back(hbuf[d][last].clone());
-    if (lstm) result.push_back(cbuf[d][last].clone());
+    result.push_back(hT[d]);
+    if (lstm) result.push_back(cT[d]);
   }
   if (training) {
     const Tensor none = at::empty({0}, x.options());
     for (int64_t d = 0; d < dirs; ++d) {
       result.push_back(hbuf[d]);
       result.push_back(lstm ? cbuf[d] : none);
-      result.push_back(cell <= RNN_RELU ? none : gx[d].view({T, B, G}));
+      result.push_back(cell <= RNN_RELU ? none : gx[d]);
       result.push_back(cell == GRU ? ghn[d] : none);
     }
   }
@@ -858,7 +921,9 @@ std::vector<Tensor> step(int64_t cell, Tensor x, Tensor h, Tensor c, Tensor w_ih
     }
     gemm<S>(false, true, B, G, D, x.data_ptr<S>(), D, w_ih.data_ptr<S>(), D, beta, gx, G);
     Tensor zeros = has_bhh ? b_hh.contiguous() : at::zeros({G}, x.options());
-    Dir<S> dir{1, B, H, false, false, nullptr, gx, ghn, hbuf, cbuf, y, H, scratch};
+    Schedule full;  // one step, every row
+    full.T = 1, full.B = B, full.N = B;
+    Dir<S> dir{1, B, H, false, false, &full, gx, ghn, hbuf, cbuf, y, H, scratch};
     dispatch_cell<S>(cell, [&](auto k) {
       forward_step<S, decltype(k)::value>(dir, 0, w_hh.data_ptr<S>(), zeros.data_ptr<S>());
     });
@@ -888,12 +953,19 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
   const int64_t dirs = int64_t(w_ih.size()), H = w_hh[0].size(1), G = num_gates(cell) * H;
   const bool lstm = cell == LSTM;
   const int64_t Gs = cell == GRU ? 4 * H : G;  // stored gate-gradient width
+  const Schedule sc = schedule(lengths, T, B);  // the forward's
   std::vector<Tensor> dG(dirs), dh(dirs), dc(dirs), scratch(dirs), whh(dirs);
+  std::vector<Tensor> dhTs(dirs), dcTs(dirs), dh0(dirs), dc0(dirs);
   for (int64_t d = 0; d < dirs; ++d) {
-    dG[d] = at::empty({T, B, Gs}, x.options());
+    dG[d] = at::empty({sc.N, Gs}, x.options());
     dh[d] = at::empty({2, B, H}, x.options());
-    dh[d][0].copy_(dhT[d]);
-    if (lstm) dc[d] = dcT[d].contiguous().clone();
+    dhTs[d] = dhT[d].to(x.scalar_type()).contiguous();
+    dh0[d] = dhTs[d].clone();  // rows of length 0 pass it straight through
+    if (lstm) {
+      dc[d] = at::empty({B, H}, x.options());
+      dcTs[d] = dcT[d].to(x.scalar_type()).contiguous();
+      dc0[d] = dcTs[d].clone();
+    }
     scratch[d] = at::empty({B, 3 * H}, x.options());
     whh[d] = w_hh[d].contiguous();
   }
@@ -908,7 +980,7 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
       const PackGuard pack(whh[d]);
       Tensor hbuf = saved[4 * d], cbuf = saved[4 * d + 1], gates = saved[4 * d + 2];
       Tensor ghn = saved[4 * d + 3];
-      Dir<S> dir{T, B, H, d == 1, true, lengths_ptr(lengths),
+      Dir<S> dir{T, B, H, d == 1, true, &sc,
                  gates.numel() ? gates.data_ptr<S>() : nullptr,
                  ghn.numel() ? ghn.data_ptr<S>() : nullptr, hbuf.data_ptr<S>(),
                  cbuf.numel() ? cbuf.data_ptr<S>() : nullptr, nullptr, dirs * H, nullptr};
@@ -916,28 +988,34 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
                 dh[d][0].data_ptr<S>(), dh[d][1].data_ptr<S>(),
                 lstm ? dc[d].data_ptr<S>() : nullptr, scratch[d].data_ptr<S>()};
       dispatch_cell<S>(cell, [&](auto c) {
-        run_backward<S, decltype(c)::value>(dir, k, whh[d].data_ptr<S>());
+        run_backward<S, decltype(c)::value>(
+            dir, k, whh[d].data_ptr<S>(), dhTs[d].data_ptr<S>(),
+            lstm ? dcTs[d].data_ptr<S>() : nullptr, dh0[d].data_ptr<S>(),
+            lstm ? dc0[d].data_ptr<S>() : nullptr);
       });
     });
   });
-  const Tensor x2d = x.view({T * B, D}), none = at::empty({0}, x.options());
-  Tensor dx = need_dx ? at::zeros({T * B, D}, x.options()) : none;
-  std::vector<Tensor> result{dx};
+  const Tensor xp = packed_input(x, sc), none = at::empty({0}, x.options());  // [N, D]
+  Tensor dxp = need_dx ? at::zeros({sc.N, D}, x.options()) : none;           // [N, D]
+  std::vector<Tensor> result{none};
   for (int64_t d = 0; d < dirs; ++d) {
-    // dh0 sits in slot T % 2 of the ping-pong pair after T swaps.
-    result.push_back(dh[d][T % 2].clone());
-    result.push_back(lstm ? dc[d] : none);
-    const Tensor g2d = dG[d].view({T * B, Gs});
-    const Tensor dgx = g2d.narrow(1, 0, G);  // [T*B, G] = dL/d(x W_ih^T + b_ih)
-    Tensor hprev = saved[4 * d].narrow(0, d == 1 ? 1 : 0, T).reshape({T * B, H});
-    if (need_dx) {  // [TB,G] @ [G,D]
+    result.push_back(dh0[d]);
+    result.push_back(lstm ? dc0[d] : none);
+    const Tensor g2d = dG[d];                  // [N, Gs]
+    const Tensor dgx = g2d.narrow(1, 0, G);  // [N, G] = dL/d(x W_ih^T + b_ih)
+    // [N, H]: the state entering each token's step (slot t, or t + 1 walking backwards).
+    const int64_t shift = d == 1 ? 1 : 0;
+    const Tensor hprev = sc.full()
+        ? saved[4 * d].narrow(0, shift, T).reshape({T * B, H})
+        : saved[4 * d].view({(T + 1) * B, H}).index_select(0, sc.index(shift, false));
+    if (need_dx) {  // [N,G] @ [G,D]
       if (bf16) {
-        dx.add_(mm_mixed(dgx, w_ih[d], true));
+        dxp.add_(mm_mixed(dgx, w_ih[d], true));
       } else {
-        dx.addmm_(dgx, w_ih[d]);
+        dxp.addmm_(dgx, w_ih[d]);
       }
     }
-    result.push_back(mm_mixed(dgx.t(), x2d, bf16));  // dW_ih [G, D]
+    result.push_back(mm_mixed(dgx.t(), xp, bf16));  // dW_ih [G, D]
     Tensor dw_hh, db_hh;
     if (cell == GRU) {  // the n block of dL/d(h U^T + b_h) is dan * r, stored at 3H
       dw_hh = at::empty({G, H}, x.options());
@@ -948,7 +1026,7 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     } else if (cell == GRU_RESET_BEFORE) {  // U_n multiplies r * h
       dw_hh = at::empty({G, H}, x.options());
       mm_into(dw_hh.narrow(0, 0, 2 * H), dgx.narrow(1, 0, 2 * H).t(), hprev, bf16);
-      const Tensor r = saved[4 * d + 2].view({T * B, G}).narrow(1, 0, H);
+      const Tensor r = saved[4 * d + 2].narrow(1, 0, H);  // [N, H]
       mm_into(dw_hh.narrow(0, 2 * H, H), dgx.narrow(1, 2 * H, H).t(), r * hprev, bf16);
     } else {
       dw_hh = mm_mixed(dgx.t(), hprev, bf16);
@@ -959,7 +1037,12 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     result.push_back(has_b_ih ? db_ih : none);
     result.push_back(has_b_hh ? db_hh : none);
   }
-  result[0] = need_dx ? dx.view({T, B, D}) : none;
+  if (need_dx) {  // back to [T, B, D], padded positions 0
+    result[0] = sc.full() ? dxp.view({T, B, D})
+                          : at::zeros({T * B, D}, x.options())
+                                .index_copy_(0, sc.index(0, true), dxp)
+                                .view({T, B, D});
+  }
   return result;
 }
 

@@ -14,12 +14,16 @@ the same results as ``rnnkit.nn.runner.run_layer`` (``tests/test_kernels.py``):
     gate gradients; the weight and input gradients are a few large GEMMs over all T*B rows
     after the loop;
   * a bidirectional layer runs its two directions on two threads when one step's GEMM is
-    too small to occupy the cores by itself.
+    too small to occupy the cores by itself;
+  * variable lengths cost only their tokens: the rows are taken longest first, so each
+    step's GEMM and gate loop cover only the rows still running, and the per-token
+    buffers (gx, the saved gates, their gradients) are packed [N, G] over the N real
+    tokens, so the big products before and after the loop skip the padding.
 
 Saved for backward (per direction): the states entering and leaving every step
-``[T+1, B, H]`` (and the LSTM's cells), the gate activations ``[T, B, G]`` (none for the
-RNN, whose derivative comes from its output) and, for the reset-after GRU, ``U_n h + b_hn``
-``[T, B, H]``. Nothing else: gx is overwritten in place.
+``[T+1, B, H]`` (rows longest first; and the LSTM's cells), the gate activations ``[N, G]``
+(none for the RNN, whose derivative comes from its output) and, for the reset-after GRU,
+``U_n h + b_hn`` ``[N, H]``. Nothing else: gx is overwritten in place.
 
 Streaming: ``step`` is one inference step of one layer-direction (T = 1, a given state,
 no grad) in one C++ call, every buffer carved from one allocation; ``RNNBase._stream_step``

@@ -13,6 +13,10 @@ The column log-sum-exp and P (with its row sums) are two loops in the compiled
 extension (``column_logsumexp``, ``column_softmax_grad_`` in ``kernels/_fused_cpu.cpp``);
 elsewhere torch ops do the same. Because P overwrites the logits, the backward runs
 once: a second backward through the same graph gets autograd's version-check error.
+
+Under bf16 autocast the three products take bf16 operands with fp32 accumulation (as
+``F.linear`` does under autocast), while the logits, the log-sum-exp, P and every
+returned gradient stay fp32.
 """
 
 from __future__ import annotations
@@ -34,12 +38,13 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
         bias: Tensor | None,
         target: Tensor,  # type: ignore[override]
         mean: bool,
+        bf16: bool,
     ) -> Tensor:
-        zt = _logits_t(h, weight, bias)  # [V, N]
+        zt = _logits_t(h, weight, bias, bf16)  # [V, N]
         lse = _column_logsumexp(zt)  # [N]
         losses = lse - zt.gather(0, target[None, :])[0]
         ctx.save_for_backward(zt, lse, h, weight, target)
-        ctx.has_bias, ctx.mean = bias is not None, mean
+        ctx.has_bias, ctx.mean, ctx.bf16 = bias is not None, mean, bf16
         return losses.mean() if mean else losses.sum()
 
     @staticmethod
@@ -49,9 +54,9 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
         scale = grad / target.shape[0] if ctx.mean else grad
         p, db = _column_softmax_grad_(zt, lse, target, scale)  # dL/dz^T in z^T's buffer
         need = ctx.needs_input_grad
-        dh = p.t() @ weight if need[0] else None
-        dw = p @ h if need[1] else None
-        return dh, dw, db if ctx.has_bias and need[2] else None, None, None
+        dh = _mm(p.t(), weight, ctx.bf16) if need[0] else None  # [N, V] @ [V, H]
+        dw = _mm(p, h, ctx.bf16) if need[1] else None  # [V, N] @ [N, H]
+        return dh, dw, db if ctx.has_bias and need[2] else None, None, None, None
 
 
 def _columns_kernel(zt: Tensor) -> Any:
@@ -85,8 +90,18 @@ def _column_softmax_grad_(
     return p, p.sum(1)
 
 
-def _logits_t(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+def _mm(a: Tensor, b: Tensor, bf16: bool) -> Tensor:
+    """a @ b; with bf16, on bf16 copies of both (fp32 accumulation), the result in a's dtype."""
+    if not bf16:
+        return a @ b
+    return (a.to(torch.bfloat16) @ b.to(torch.bfloat16)).to(a.dtype)
+
+
+def _logits_t(h: Tensor, weight: Tensor, bias: Tensor | None, bf16: bool = False) -> Tensor:
     """(h W^T + b)^T = W h^T + b[:, None], [V, N]."""
+    if bf16:
+        zt = _mm(weight, h.t(), True)
+        return zt if bias is None else zt.add_(bias[:, None])
     if bias is None:
         return weight @ h.t()
     return torch.addmm(bias[:, None], weight, h.t())
@@ -112,13 +127,22 @@ def projected_cross_entropy(
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     device = h.device.type
+    bf16 = False
     if torch.is_autocast_enabled(device):  # the log-sum-exp of every logit stays fp32
+        bf16 = torch.get_autocast_dtype(device) == torch.bfloat16
         with torch.autocast(device, enabled=False):
-            return projected_cross_entropy(h.float(), weight.float(), bias, target, reduction)
-    mean = reduction == "mean"
+            h, weight = h.float(), weight.float()
+            bias = None if bias is None else bias.float()
+            return _cross_entropy(h, weight, bias, target, reduction == "mean", bf16)
+    return _cross_entropy(h, weight, bias, target, reduction == "mean", bf16)
+
+
+def _cross_entropy(
+    h: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, mean: bool, bf16: bool
+) -> Tensor:
     tensors = (h, weight) if bias is None else (h, weight, bias)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return _ProjectedCrossEntropy.apply(h, weight, bias, target, mean)
-    zt = _logits_t(h, weight, bias)
+        return _ProjectedCrossEntropy.apply(h, weight, bias, target, mean, bf16)
+    zt = _logits_t(h, weight, bias, bf16)
     losses = _column_logsumexp(zt) - zt.gather(0, target[None, :])[0]
     return losses.mean() if mean else losses.sum()
