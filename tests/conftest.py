@@ -1,5 +1,8 @@
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,12 @@ settings.load_profile("repro")
 # The CLI's error boundary turns bad input into one line and exit 2 as usual, but lets an
 # unexpected exception (a bug) propagate, so a test sees it as the exception it is.
 os.environ.setdefault("RNNKIT_RAISE_BUGS", "1")
+
+# The GEMM choice (rnnkit.nn.kernels.gemm) caches its probes per machine; the suite keeps
+# them in a folder of its own, never in the user's ~/.cache (subprocesses inherit it).
+_GEMM_CACHE = tempfile.mkdtemp(prefix="rnnkit-test-cache-")
+os.environ["RNNKIT_CACHE_DIR"] = _GEMM_CACHE
+atexit.register(shutil.rmtree, _GEMM_CACHE, ignore_errors=True)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -58,6 +58,19 @@ def test_quick_run_writes_csv_and_json(tmp_path):
             for key in ("train_ms", "train_speedup", "train_gflops", "train_peak_fraction"):
                 assert _positive(row[key]), key
     assert "gru_reset_before vs rnnkit composite" in output
+
+    # Which fp32 GEMM library ran, per row and per shape bucket, and each one's peak.
+    from rnnkit.nn.kernels import gemm
+
+    peaks = data["machine"]["gemm_library_peaks_gflops"]
+    assert set(peaks) == {c for c in gemm.CANDIDATES if gemm.available(c)}
+    assert all(_positive(v) for v in peaks.values())
+    assert "fp32 GEMM libraries of the fused kernel" in output
+    for row in rows:
+        fused_fp32 = row["ran_fwd"].startswith("fused") and row["dtype"] == "float32"
+        assert (row["gemm"] in gemm.CANDIDATES) if fused_fp32 else row["gemm"] is None
+    assert "fp32 GEMM library per shape bucket" in output
+    assert set(data["gemm_choices"]["buckets"].values()) <= set(gemm.CANDIDATES)
     assert "first-use compile cost" in output
     assert data["memory_method"].startswith("not measured")
     assert all(row["mem_train_mib"] is None for row in rows)

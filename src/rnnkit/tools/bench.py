@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from rnnkit.common.io import atomic_write_text
 from rnnkit.nn import kernels, runner
 from rnnkit.nn.cells import CELLS, Cell
+from rnnkit.nn.kernels import gemm
 from rnnkit.nn.layers import RNNBase
 from rnnkit.train.config import THREADS_PER_CORE
 
@@ -249,6 +250,9 @@ class Row:
     base_mem_fwd_mib: float | None = None
     base_mem_train_mib: float | None = None
     repeats: int = 0
+    gemm: str | None = None
+    """the library of the fused kernel's fp32 products at this shape (``gemm.choose``);
+    None where none ran (composite, fp64, bf16 autocast)."""
 
 
 @dataclass
@@ -291,6 +295,8 @@ class BenchResult:
     varlen: list[VarlenRow] = dataclasses.field(default_factory=list)
     gemm_peak_gflops_at_end: float | None = None
     compile_report: object = None
+    gemm_choices: dict | None = None
+    """``rnnkit.nn.kernels.gemm.chosen()`` at the end: the library per shape bucket"""
     complete: bool = False
 
 
@@ -326,6 +332,22 @@ def gemm_peak_gflops(n: int, dtype: torch.dtype, repeats: int) -> float:
     out = torch.empty(n, n, dtype=dtype)
     (ms,), _ = time_alternating([lambda: torch.mm(a, b, out=out)], max(repeats, 5), 2)
     return 2 * n**3 / ms / 1e6
+
+
+def library_peaks(n: int, repeats: int) -> dict[str, float]:
+    """GFLOP/s of each fp32 GEMM library the fused kernel can use, on n^3 products
+    (``gemm.peaks``); empty where the kernel did not build."""
+    try:
+        return gemm.peaks(n, max(repeats, 3))
+    except RuntimeError:
+        return {}
+
+
+def row_gemm(cell: Cell, shape: Shape, ran: str, dtype: str) -> str | None:
+    """The library the fused kernel's fp32 products use at this shape, or None."""
+    if not ran.startswith("fused") or dtype != "float32":
+        return None
+    return gemm.choose(shape.B, cell.num_gates * shape.H, shape.H)
 
 
 # -- the implementations ---------------------------------------------------------------
@@ -525,6 +547,7 @@ def bench_case(cell: Cell, shape: Shape, cfg: BenchConfig, threads: int, peak: f
         train_peak_fraction=train_flops / train_ms / 1e6 / peak,
         first_train_ms=first_train,
         repeats=cfg.repeats,
+        gemm=row_gemm(cell, shape, ran_train, cfg.dtype),
     )
     if cfg.memory:
         mine = _measure_memory(cell, shape, cfg, threads, "ours")
@@ -567,6 +590,7 @@ def bench_stream(cell: Cell, cfg: BenchConfig, threads: int) -> Row:
         fwd_gflops=fwd_flops / per_call / 1e6,
         first_fwd_ms=first / cfg.stream_calls,
         repeats=cfg.repeats,
+        gemm=row_gemm(cell, shape, ran, cfg.dtype),
     )
 
 
@@ -720,9 +744,13 @@ def run(
             name: peak if name == cfg.dtype else gemm_peak_gflops(cfg.peak_size, dt, cfg.repeats)
             for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16))
         }
+        machine["gemm_library_peaks_gflops"] = library_peaks(cfg.peak_size, cfg.repeats)
         if console:
             others = ", ".join(
                 f"{name} {rate:.1f}" for name, rate in machine["gemm_peaks_gflops"].items()
+            )
+            libraries = ", ".join(
+                f"{name} {rate:.1f}" for name, rate in machine["gemm_library_peaks_gflops"].items()
             )
             console.print(
                 f"{machine['cpu']}, torch {machine['torch']}, {threads} threads, {cfg.dtype}"
@@ -730,6 +758,10 @@ def run(
                 + f"; GEMM peak {peak:.1f} GFLOP/s (torch.mm {cfg.peak_size}^3, median; "
                 f"{others}); backend {cfg.backend!r}; load average "
                 f"{machine['load_average_at_start']}"
+            )
+            console.print(
+                f"fp32 GEMM libraries of the fused kernel, GFLOP/s at {cfg.peak_size}^3 "
+                f"(median): {libraries or 'n/a'}; chosen per shape: see the 'ran' column"
             )
         result = BenchResult(
             config=dataclasses.asdict(cfg),
@@ -763,6 +795,7 @@ def run(
         if hasattr(os, "getloadavg"):
             machine["load_average_at_end"] = os.getloadavg()
         result.compile_report = compile_report(result.rows)
+        result.gemm_choices = gemm.chosen()
         result.complete = True
         if console:
             report = result.compile_report
@@ -770,6 +803,13 @@ def run(
             console.print(
                 f"GEMM peak at the end: {result.gemm_peak_gflops_at_end:.1f} GFLOP/s; "
                 f"fused kernels' first-use compile cost: {shown}"
+            )
+            choices = gemm.chosen()
+            buckets = ", ".join(f"{k} {v}" for k, v in choices["buckets"].items()) or "none"
+            forced = f"forced by RNNKIT_GEMM={choices['override']}; " if choices["override"] else ""
+            console.print(
+                f"fp32 GEMM library per shape bucket (BxGxH@threads): {forced}{buckets} "
+                f"(cache {choices['cache']})"
             )
         if checkpoint:
             checkpoint(result)
@@ -799,6 +839,7 @@ def _cell_table(rows: list[Row], peak: float) -> Table:
         table.add_column(column, justify="right")
     for r in rows:
         ran = r.ran_fwd if r.ran_fwd == r.ran_train else f"{r.ran_fwd}/{r.ran_train}"
+        ran += f" ({r.gemm})" if r.gemm else ""
         percent = None if r.train_peak_fraction is None else 100 * r.train_peak_fraction
         table.add_row(
             r.shape,
@@ -831,7 +872,7 @@ def _stream_table(rows: list[Row], calls: int) -> Table:
     for r in rows:
         table.add_row(
             r.cell,
-            r.ran_fwd,
+            r.ran_fwd + (f" ({r.gemm})" if r.gemm else ""),
             r.baseline,
             f"{r.fwd_ms * 1e3:.1f}",
             f"{r.base_fwd_ms * 1e3:.1f}",

@@ -19,11 +19,15 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <dlfcn.h>
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -167,6 +171,99 @@ struct MirrorGuard {  // sets the thread's mirror for a scope (none when bf16 is
   ~MirrorGuard() { tl_mirror = {}; }
 };
 
+// Which library runs the fp32 products (set from Python, rnnkit/nn/kernels/gemm.py, which
+// chooses by timing them on this machine; docs/kernels.md). fp64 always takes dgemm_.
+//   mkl     MKL's sgemm_ as exported by libtorch_cpu (the default); big products at::mm.
+//   onednn  oneDNN's matmul through ATen's mkldnn::_linear_pointwise: the per-step products
+//           on a copy of the recurrent weights packed once per layer call (PackGuard), the
+//           input projection and the weight gradients unpacked; dx and the products of
+//           step() as mkl.
+//   aten    at::addmm on views of the same memory (the dispatcher picks the library).
+enum GemmBackend : int { GEMM_MKL = 0, GEMM_ONEDNN = 1, GEMM_ATEN = 2 };
+const char* const kGemmNames[] = {"mkl", "onednn", "aten"};
+std::atomic<int> g_gemm{GEMM_MKL};
+thread_local int tl_gemm = -1;  // a per-thread override, for the probe (gemm_time)
+
+struct GemmOverride {  // sets this thread's backend for a scope
+  explicit GemmOverride(int code) { tl_gemm = code; }
+  ~GemmOverride() { tl_gemm = -1; }
+};
+
+int gemm_backend_now() { return tl_gemm >= 0 ? tl_gemm : g_gemm.load(std::memory_order_relaxed); }
+
+// ATen's oneDNN linear, X [M, K] @ W^T + b with W [N, K] plain or packed by
+// _reorder_linear_weight; looked up once, boxed (its unboxed signature varies by release).
+const c10::OperatorHandle* onednn_op(const char* name) {
+  auto op = c10::Dispatcher::singleton().findSchema({name, ""});
+  return op ? new c10::OperatorHandle(*op) : nullptr;
+}
+
+const c10::OperatorHandle* onednn_linear_op() {
+  static const c10::OperatorHandle* op = onednn_op("mkldnn::_linear_pointwise");
+  return op;
+}
+
+const c10::OperatorHandle* onednn_reorder_op() {
+  static const c10::OperatorHandle* op = onednn_op("mkldnn::_reorder_linear_weight");
+  return op;
+}
+
+bool onednn_available() {
+  return at::hasMKLDNN() && onednn_linear_op() != nullptr && onednn_reorder_op() != nullptr;
+}
+
+Tensor onednn_linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  torch::jit::Stack stack{x, w, b.defined() && b.numel() ? c10::IValue(b) : c10::IValue(),
+                          std::string("none"), c10::List<std::optional<c10::Scalar>>(),
+                          std::string("")};
+  onednn_linear_op()->callBoxed(stack);
+  return stack[0].toTensor();
+}
+
+Tensor onednn_pack(const Tensor& w, int64_t batch) {  // w [N, K] -> packed for M = batch
+  torch::jit::Stack stack{w.contiguous(), batch};
+  onednn_reorder_op()->callBoxed(stack);
+  return stack[0].toTensor();
+}
+
+// Under the onednn backend a direction's fp32 recurrent weights are announced to the thread
+// running it; a product whose B lies in them runs on a packed copy of exactly that block
+// (op(B) as [N, K]), made at its first use in the scope and reused by every later step. It
+// is packed for the rows of that first use; with variable lengths later steps have fewer
+// (or, backward, more) rows, which oneDNN takes on the same copy (one packing per block and
+// call, not one per row count).
+struct PackedBlock {
+  const float* b;
+  int64_t N, K, ldb;
+  bool tb;
+  Tensor packed;
+};
+struct PackScope {
+  const float* base = nullptr;
+  int64_t numel = 0;
+  std::vector<PackedBlock> blocks;
+};
+thread_local PackScope tl_pack;
+
+struct PackGuard {  // announces w for a scope when the onednn backend runs fp32 products
+  explicit PackGuard(const Tensor& w) {
+    if (w.scalar_type() == at::kFloat && gemm_backend_now() == GEMM_ONEDNN)
+      tl_pack.base = w.data_ptr<float>(), tl_pack.numel = w.numel();
+  }
+  ~PackGuard() { tl_pack = {}; }
+};
+
+const Tensor* packed_block(const float* B, bool tb, int64_t M, int64_t N, int64_t K,
+                           int64_t ldb) {
+  PackScope& p = tl_pack;
+  if (p.base == nullptr || B < p.base || B >= p.base + p.numel) return nullptr;
+  for (const PackedBlock& e : p.blocks)
+    if (e.b == B && e.tb == tb && e.N == N && e.K == K && e.ldb == ldb) return &e.packed;
+  const Tensor w = tb ? view(B, N, K, ldb, false) : view(B, K, N, ldb, true);  // [N, K]
+  p.blocks.push_back({B, N, K, ldb, tb, onednn_pack(w, M)});
+  return &p.blocks.back().packed;
+}
+
 // ta: A is stored [K, M] (op(A) = A^T); tb: B is stored [N, K].
 template <typename S>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const S* A, int64_t lda,
@@ -187,6 +284,28 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const S* A, int64_t
       return;
     }
   }
+  if constexpr (std::is_same_v<S, float>) {
+    const int backend = gemm_backend_now();
+    const Tensor* packed = backend == GEMM_ONEDNN && K > 0 && !ta
+                               ? packed_block(B, tb, M, N, K, ldb)
+                               : nullptr;
+    if (packed != nullptr) {
+      const Tensor r = onednn_linear(view(A, M, K, lda, false), *packed, Tensor());  // [M, N]
+      Tensor c = view(C, M, N, ldc, false);
+      if (beta == S(0)) {
+        c.copy_(r);
+      } else {
+        c.add_(r);
+      }
+      return;
+    }
+    if (backend == GEMM_ATEN && K > 0) {
+      view(C, M, N, ldc, false)
+          .addmm_(view(A, ta ? K : M, ta ? M : K, lda, ta),
+                  view(B, tb ? N : K, tb ? K : N, ldb, tb), beta, 1);
+      return;
+    }
+  }
   if (K == 0) {
     for (int64_t i = 0; i < M; ++i)
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == S(0) ? S(0) : beta * C[i * ldc + j];
@@ -204,6 +323,90 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const S* A, int64_t
   Tensor c = view(C, M, N, ldc, false);
   c.addmm_(view(A, ta ? K : M, ta ? M : K, lda, ta), view(B, tb ? N : K, tb ? K : N, ldb, tb),
            beta, 1);
+}
+
+// The input projection over all T*B rows, x [R, D] @ w^T (+ b) with w [G, D]: oneDNN under
+// the onednn backend (fp32; the weight unpacked: one product does not repay a packing),
+// else at::addmm.
+Tensor project(const Tensor& x, const Tensor& w, const Tensor& b) {
+  if (x.scalar_type() == at::kFloat && gemm_backend_now() == GEMM_ONEDNN)
+    return onednn_linear(x, w.contiguous(), b);
+  return b.numel() ? at::addmm(b, x, w.t()) : at::mm(x, w.t());
+}
+
+// The weight gradients over all T*B rows, a [G, R] (a transposed view) @ b [R, K]: oneDNN
+// under the onednn backend (fp32), else at::mm (MKL here).
+Tensor mm_products(const Tensor& a, const Tensor& b) {
+  if (a.scalar_type() == at::kFloat && gemm_backend_now() == GEMM_ONEDNN)
+    return onednn_linear(a, b.t().contiguous(), Tensor());
+  return at::mm(a, b);
+}
+
+void mm_products_into(Tensor out, const Tensor& a, const Tensor& b) {
+  if (a.scalar_type() == at::kFloat && gemm_backend_now() == GEMM_ONEDNN) {
+    out.copy_(mm_products(a, b));
+  } else {
+    at::mm_out(out, a, b);
+  }
+}
+
+int gemm_backend_code(const std::string& name) {
+  for (int i = 0; i < int(std::size(kGemmNames)); ++i)
+    if (name == kGemmNames[i]) return i;
+  TORCH_CHECK(false, "unknown GEMM backend '", name, "'; expected mkl, onednn or aten");
+  return -1;
+}
+
+bool gemm_available(const std::string& name) {
+  switch (gemm_backend_code(name)) {
+    case GEMM_MKL: return kSgemm != nullptr && at::hasMKL();
+    case GEMM_ONEDNN: return onednn_available();
+    default: return true;
+  }
+}
+
+void set_gemm_backend(const std::string& name) {
+  const int code = gemm_backend_code(name);
+  TORCH_CHECK(gemm_available(name), "GEMM backend '", name, "' is not available here");
+  g_gemm.store(code);
+}
+
+std::string gemm_backend() { return kGemmNames[g_gemm.load()]; }
+
+// gemm_time(name, M, N, K, steps) -> seconds of each product of one round under that backend,
+// for the probe: what one direction of a training layer call of `steps` steps does with
+// W [N, K] = W_ih = W_hh (D = H): the input projection gx [steps*M, N] = x W^T + b, per step
+// gx[s] += x[s] W^T (the first with the packing, under onednn), then a weight gradient
+// gx^T x [N, K]; steps + 2 times in that order.
+std::vector<double> gemm_time(const std::string& name, int64_t M, int64_t N, int64_t K,
+                              int64_t steps) {
+  TORCH_CHECK(gemm_available(name), "GEMM backend '", name, "' is not available here");
+  // A generator of its own: a probe at a layer's first call must not move torch's RNG.
+  const at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0);
+  const Tensor x = at::randn({steps * M, K}, gen);
+  const Tensor w = at::randn({N, K}, gen) / std::sqrt(double(K));
+  const Tensor b = at::zeros({N});
+  const GemmOverride backend(gemm_backend_code(name));
+  std::vector<double> seconds;
+  auto last = std::chrono::steady_clock::now();
+  const auto lap = [&] {
+    const auto now = std::chrono::steady_clock::now();
+    seconds.push_back(std::chrono::duration<double>(now - last).count());
+    last = now;
+  };
+  Tensor gx = project(x, w, b);  // [steps*M, N]
+  lap();
+  {
+    const PackGuard pack(w);
+    for (int64_t s = 0; s < steps; ++s) {
+      gemm<float>(false, true, M, N, K, x.data_ptr<float>() + s * M * K, K,
+                  w.data_ptr<float>(), K, 1.0f, gx.data_ptr<float>() + s * M * N, N);
+      lap();
+    }
+  }
+  mm_products(gx.t(), x);
+  lap();
+  return seconds;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -585,7 +788,7 @@ void dispatch_cell(int64_t cell, const F& f) {
 // ATen (oneDNN on CPU), the result back in a's dtype. The per-step recurrent products go
 // bf16 through Bf16Mirror; the gate math and the states stay in a's dtype.
 Tensor mm_mixed(const Tensor& a, const Tensor& b, bool bf16) {
-  if (!bf16) return at::mm(a, b);
+  if (!bf16) return mm_products(a, b);
   return at::mm(a.to(at::kBFloat16), b.to(at::kBFloat16)).to(a.scalar_type());
 }
 
@@ -593,7 +796,7 @@ void mm_into(Tensor out, const Tensor& a, const Tensor& b, bool bf16) {
   if (bf16) {
     out.copy_(mm_mixed(a, b, true));
   } else {
-    at::mm_out(out, a, b);
+    mm_products_into(out, a, b);
   }
 }
 
@@ -629,7 +832,7 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
       gx[d] = mm_mixed(xp, w_ih[d].t(), true);
       if (b_ih[d].numel()) gx[d].add_(b_ih[d]);
     } else {
-      gx[d] = b_ih[d].numel() ? at::addmm(b_ih[d], xp, w_ih[d].t()) : at::mm(xp, w_ih[d].t());
+      gx[d] = project(xp, w_ih[d], b_ih[d]);
     }
     bhh[d] = b_hh[d].numel() ? b_hh[d].contiguous() : at::zeros({G}, x.options());
     whh[d] = w_hh[d].contiguous();
@@ -653,6 +856,7 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
     using S = scalar_t;
     for_directions(overlap, dirs, [&](int64_t d) {
       const MirrorGuard mirror(whh[d], whh_bf16[d]);
+      const PackGuard pack(whh[d]);
       Dir<S> dir{T, B, H, d == 1, training, &sc, gx[d].data_ptr<S>(),
                  cell == GRU ? ghn[d].data_ptr<S>() : nullptr, hbuf[d].data_ptr<S>(),
                  lstm ? cbuf[d].data_ptr<S>() : nullptr, out.data_ptr<S>() + d * H, dirs * H,
@@ -953,6 +1157,7 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     using S = scalar_t;
     for_directions(overlap, dirs, [&](int64_t d) {
       const MirrorGuard mirror(whh[d], whh_bf16[d]);
+      const PackGuard pack(whh[d]);
       Tensor hbuf = saved[4 * d], cbuf = saved[4 * d + 1], gates = saved[4 * d + 2];
       Tensor ghn = saved[4 * d + 3];
       Dir<S> dir{T, B, H, d == 1, true, &sc,
@@ -1122,4 +1327,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("column_logsumexp", &column_logsumexp, "log-sum-exp down the columns of z^T [V, N]");
   m.def("column_softmax_grad_", &column_softmax_grad_,
         "in place: z^T [V, N] -> (softmax down the columns - onehot) * scale; returns row sums");
+  m.def("set_gemm_backend", &set_gemm_backend, "the library of the fp32 products (see gemm.py)");
+  m.def("gemm_backend", &gemm_backend, "the library of the fp32 products now");
+  m.def("gemm_available", &gemm_available, "whether a GEMM backend can run here");
+  m.def("gemm_time", &gemm_time, "seconds of each product of one probe round under a GEMM backend");
 }

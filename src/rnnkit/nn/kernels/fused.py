@@ -6,6 +6,8 @@ the same results as ``rnnkit.nn.runner.run_layer`` (``tests/test_kernels.py``):
   * one gate-wide recurrent GEMM per step (two dependent ones for the reset-before GRU),
     accumulated in place into that step's projection (the reset-after GRU keeps U h apart:
     its n block is multiplied by r), through the BLAS torch ships (``sgemm_``/``dgemm_``);
+  * the fp32 products (the projection and the per-step ones) in the library
+    ``rnnkit.nn.kernels.gemm`` chose for the layer's shape on this machine;
   * fused element-wise gate math (adding ``b_hh``), which overwrites the projection with
     the gate activations backward needs (training) or nothing (inference: two state slots);
   * backward: the reverse loop does only the per-step ``dh @ U`` GEMM and the element-wise
@@ -46,13 +48,14 @@ import time
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from rnnkit.common.io import atomic_write_bytes
 from rnnkit.nn.cells import Cell, State
+from rnnkit.nn.kernels import gemm
 from rnnkit.nn.kernels.precision import products
 
 CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "gru": 2, "gru_reset_before": 3, "lstm": 4}
@@ -150,6 +153,22 @@ def supports(cell: Cell, x: Tensor) -> bool:
     return load() is not None
 
 
+_gemm_lock = threading.Lock()
+_gemm_set: str | None = None
+
+
+def _use_gemm(ext: ModuleType, x: Tensor, batch: int, w_hh: Tensor) -> None:
+    """Set the extension's GEMM library to ``gemm.choose``'s choice for this layer (fp32
+    only). Callers hold ``_gemm_lock`` from here through the call that uses it, so another
+    thread cannot switch it meanwhile."""
+    global _gemm_set
+    if x.dtype == torch.float32:
+        name = gemm.choose(batch, w_hh.shape[0], w_hh.shape[1])
+        if name != _gemm_set:
+            ext.set_gemm_backend(name)
+            _gemm_set = name
+
+
 def _bias(b: Tensor | None, like: Tensor) -> Tensor:
     return like.new_empty(0) if b is None else b
 
@@ -174,7 +193,9 @@ class _FusedLayer(torch.autograd.Function):
         w_hh = [g[n_states + 1] for g in groups]
         b_ih = [_bias(g[n_states + 2], x) for g in groups]
         b_hh = [_bias(g[n_states + 3], x) for g in groups]
-        res = ext.forward(code, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, True, bf16)
+        with _gemm_lock:
+            _use_gemm(ext, x, x.shape[1], cast(Tensor, w_hh[0]))
+            res = ext.forward(code, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, True, bf16)
         n_out = 1 + dirs * n_states
         ctx.code, ctx.dirs, ctx.n_states, ctx.bf16 = code, dirs, n_states, bf16
         ctx.has_b = (groups[0][n_states + 2] is not None, groups[0][n_states + 3] is not None)
@@ -193,21 +214,23 @@ class _FusedLayer(torch.autograd.Function):
         dc = [dfinal[d * n_states + 1] for d in range(dirs)] if n_states == 2 else []
         need_dx = ctx.needs_input_grad[1]
         has_b_ih, has_b_hh = ctx.has_b
-        res = ext.backward(
-            ctx.code,
-            x,
-            lengths,
-            dout,
-            dh,
-            dc,
-            list(saved),
-            w_ih,
-            w_hh,
-            has_b_ih,
-            has_b_hh,
-            need_dx,
-            ctx.bf16,
-        )
+        with _gemm_lock:
+            _use_gemm(ext, x, x.shape[1], w_hh[0])
+            res = ext.backward(
+                ctx.code,
+                x,
+                lengths,
+                dout,
+                dh,
+                dc,
+                list(saved),
+                w_ih,
+                w_hh,
+                has_b_ih,
+                has_b_hh,
+                need_dx,
+                ctx.bf16,
+            )
         grads: list[Tensor | None] = [None, res[0] if need_dx else None, None, None, None]
         for d in range(dirs):
             dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = res[1 + 6 * d : 7 + 6 * d]
@@ -239,19 +262,21 @@ def run_layer(
     else:  # inference: no autograd node, nothing saved
         ext = load()
         assert ext is not None
-        res = ext.forward(
-            code,
-            x,
-            lengths_arg,
-            [s[0] for s in states],
-            [s[1] for s in states] if n_states == 2 else [],
-            [w[0] for w in weights],
-            [w[1] for w in weights],
-            [_bias(w[2], x) for w in weights],
-            [_bias(w[3], x) for w in weights],
-            False,
-            bf16,
-        )
+        with _gemm_lock:
+            _use_gemm(ext, x, x.shape[1], weights[0][1])
+            res = ext.forward(
+                code,
+                x,
+                lengths_arg,
+                [s[0] for s in states],
+                [s[1] for s in states] if n_states == 2 else [],
+                [w[0] for w in weights],
+                [w[1] for w in weights],
+                [_bias(w[2], x) for w in weights],
+                [_bias(w[3], x) for w in weights],
+                False,
+                bf16,
+            )
     out = res[0]
     finals = [tuple(res[1 + d * n_states : 1 + (d + 1) * n_states]) for d in range(dirs)]
     return out, finals
