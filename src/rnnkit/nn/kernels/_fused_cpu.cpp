@@ -176,8 +176,8 @@ struct MirrorGuard {  // sets the thread's mirror for a scope (none when bf16 is
 //   mkl     MKL's sgemm_ as exported by libtorch_cpu (the default); big products at::mm.
 //   onednn  oneDNN's matmul through ATen's mkldnn::_linear_pointwise: the per-step products
 //           on a copy of the recurrent weights packed once per layer call (PackGuard), the
-//           input projection and the weight gradients unpacked; dx and the products of
-//           step() as mkl.
+//           input projection and the weight gradients unpacked; dx as mkl. (The
+//           streaming step() has matrix-vector products of its own.)
 //   aten    at::addmm on views of the same memory (the dispatcher picks the library).
 enum GemmBackend : int { GEMM_MKL = 0, GEMM_ONEDNN = 1, GEMM_ATEN = 2 };
 const char* const kGemmNames[] = {"mkl", "onednn", "aten"};
