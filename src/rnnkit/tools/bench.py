@@ -252,7 +252,8 @@ class Row:
     repeats: int = 0
     gemm: str | None = None
     """the library of the fused kernel's fp32 products at this shape (``gemm.choose``);
-    None where none ran (composite, fp64, bf16 autocast)."""
+    None where none ran (composite, fp64, bf16 autocast, the streaming step's own
+    matrix-vector products)."""
 
 
 @dataclass
@@ -590,7 +591,6 @@ def bench_stream(cell: Cell, cfg: BenchConfig, threads: int) -> Row:
         fwd_gflops=fwd_flops / per_call / 1e6,
         first_fwd_ms=first / cfg.stream_calls,
         repeats=cfg.repeats,
-        gemm=row_gemm(cell, shape, ran, cfg.dtype),
     )
 
 
