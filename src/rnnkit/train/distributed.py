@@ -143,7 +143,11 @@ def session(device: str, threads: int = 0) -> Iterator[Runtime]:
     if not threads:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.local_world_size))
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=TIMEOUT)
+        # torchrun's store outlives a restart (--max-restarts): the keys of each attempt
+        # get their own prefix, or the new processes read the addresses of the dead ones.
+        store, rank, world = next(dist.rendezvous("env://", timeout=TIMEOUT))
+        store = dist.PrefixStore(f"rnnkit/attempt_{restart_count()}/", store)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=TIMEOUT)
         owned = True
     else:
         owned = False
