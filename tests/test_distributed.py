@@ -17,6 +17,7 @@ Models are tiny and dropout is off, so one process and two take the same steps.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -137,6 +138,62 @@ def test_classify_two_processes_take_the_steps_of_one(tmp_path, examples):
     _assert_same_losses(two, one)
     reports = [json.loads((tmp_path / r / "report.json").read_text()) for r in ("one", "two")]
     assert reports[0]["confusion"] == reports[1]["confusion"]
+
+
+CONLL = """Peter I-PER
+visited O
+Paris I-LOC
+. O
+
+John I-PER
+went O
+to O
+London I-LOC
+
+EU I-ORG
+rejects O
+German I-MISC
+call O
+"""
+
+
+def _task_args(task: str, tmp_path: Path) -> tuple[str, ...]:
+    """A tiny run of ``task`` whose last batch is smaller than 2 (an empty share)."""
+    small = ("--trainer.progress", "false", "--trainer.threads", "1", "--model.hidden_size", "8")
+    if task == "tag":
+        (tmp_path / "train.conll").write_text(CONLL)
+        files = ("--train", "train.conll", "--valid", "train.conll")
+        return ("train", "tag", *files, "--data.batch_size", "2", "--model.dropout", "0", *small)
+    if task == "seq2seq":
+        dates = ("--data.dates", "25", "--data.dates_valid", "4", "--data.dates_test", "4")
+        sizes = ("--model.embedding_size", "8", "--model.attention_size", "8")
+        sizes += ("--data.batch_size", "8")
+        return ("train", "seq2seq", *dates, *sizes, "--model.dropout", "0", *small)
+    if task == "music":
+        rolls = [[[60 + (t * k) % 12, 67] for t in range(8)] for k in range(1, 8)]
+        splits = {"train": rolls[:5], "valid": rolls[5:]}
+        (tmp_path / "chorales.json").write_text(json.dumps(splits))
+        notes = ("--model.low", "55", "--model.high", "80", "--data.batch_size", "2")
+        return ("train", "music", "--data", "chorales.json", *notes, *small)
+    t = range(121)
+    rows = [f"{i},{10 + 3 * math.sin(2 * math.pi * i / 12) + 0.05 * i:.6f}" for i in t]
+    (tmp_path / "s.csv").write_text("time,a\n" + "\n".join(rows) + "\n")
+    shape = ("--model.window", "12", "--model.horizon", "3", "--data.batch_size", "16")
+    return ("train", "forecast", "--csv", "s.csv", *shape, "--data.season", "12", *small)
+
+
+@pytest.mark.parametrize("task", ["tag", "seq2seq", "music", "forecast"])
+def test_every_task_trains_on_two_processes(tmp_path, task):
+    """The other tasks take the steps of one process too (an empty share included), and
+    rank 0 alone writes their reports."""
+    args = (*_task_args(task, tmp_path), "--trainer.epochs", "2")
+    _run([sys.executable, "-m", "rnnkit", *args, "--trainer.out", "one"], tmp_path)
+    two = _run(_torchrun(*args, "--trainer.out", "two"), tmp_path)
+    _assert_same_losses(_losses(tmp_path / "two"), _losses(tmp_path / "one"))
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one").iterdir()
+    )
+    assert two.stdout.count("training a") + two.stdout.count("forecasting") == 1, two.stdout
 
 
 def test_two_processes_resume_exactly(tmp_path, text):

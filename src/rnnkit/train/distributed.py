@@ -172,6 +172,11 @@ def shard(n: int, rt: Runtime | None = None) -> slice:
     return slice(n * rt.rank // rt.world_size, n * (rt.rank + 1) // rt.world_size)
 
 
+def share(rows: list[int]) -> list[int]:
+    """This rank's part of the rows of a global batch (all of them for one process)."""
+    return rows[shard(len(rows))]
+
+
 def share_rows(ids: Tensor, lengths: Tensor, *more: Tensor) -> tuple[Tensor, ...] | None:
     """This rank's rows of a padded batch (ids [B, T], lengths [B], and any further
     per-row tensors), trimmed to its longest row; None when it has none."""
@@ -274,10 +279,11 @@ def gather_tensors(tensors: dict[str, Tensor]) -> list[dict[str, Tensor]] | None
 
 def reduce_gradients(params: list[nn.Parameter], sums: list[float]) -> list[float]:
     """Sum each parameter's gradient and ``sums`` over the ranks in one all-reduce, and
-    divide the gradients by the summed ``sums[1]`` (the global count of items) -> the
-    summed ``sums``. Each rank backpropagated its loss times its count, so the result is
-    the gradient of the global mean, the one one process would get. A parameter without
-    a gradient on every rank keeps none; on some ranks only, it gets the others' sum."""
+    divide the gradients by the summed ``sums[1]`` (the global count of items the loss is
+    a mean over) -> the summed ``sums``. Each rank backpropagated its loss times its
+    count, so the result is the gradient of the global mean, as one process gets it. A
+    parameter without a gradient on every rank keeps none; on some ranks only, it gets the
+    others' sum."""
     if not _current.active:
         return list(sums)
     device = params[0].device if params else _device()
@@ -297,7 +303,7 @@ def reduce_gradients(params: list[nn.Parameter], sums: list[float]) -> list[floa
     for p, present in zip(params, has.tolist(), strict=True):
         size = p.numel()
         if present:
-            grad = flat[offset : offset + size].view_as(p) / max(count, 1.0)
+            grad = flat[offset : offset + size].view_as(p) / max(count, 1e-30)
             p.grad = grad.to(p.dtype)
         offset += size
     return totals

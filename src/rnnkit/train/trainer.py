@@ -81,6 +81,10 @@ class StepResult:
     lr_scale: float = 1.0
     """Multiplies this step's learning rate (AWD-LSTM scales it by T / bptt for a
     variable-length window, Merity et al. 2017, section 4.1)."""
+    weight: float | None = None
+    """What ``loss`` is a mean over, when that is not ``count`` (a tagger's loss per
+    sentence, counted in tokens): under torchrun each rank's loss weighs this much in the
+    global mean."""
 
 
 class Task(Protocol):
@@ -454,22 +458,23 @@ class Trainer:
         whose share is empty (``batch`` None) contributes zeros and keeps its carry."""
         self.optimizer.zero_grad(set_to_none=True)
         if batch is None:
-            local, count, lr_scale, carry = 0.0, 0, 0.0, self.carry
+            local, weight, count, lr_scale, carry = 0.0, 0.0, 0, 0.0, self.carry
         else:
             with self._autocast():
                 result = self.task.train_step(self.model, batch, self.carry)
-            local, count = float(result.loss.detach()) * result.count, result.count
-            lr_scale, carry = result.lr_scale, result.carry
+            count, lr_scale, carry = result.count, result.lr_scale, result.carry
+            weight = float(count if result.weight is None else result.weight)
+            local = float(result.loss.detach()) * weight
             if math.isfinite(local):
-                (result.loss * result.count).backward()
+                (result.loss * weight).backward()
         params = list(self.model.parameters())
-        total, global_count, scales, ranks_with_data = distributed.reduce_gradients(
-            params, [local, count, lr_scale, float(batch is not None)]
+        total, weights, scales, ranks_with_data, counts = distributed.reduce_gradients(
+            params, [local, weight, lr_scale, float(batch is not None), count]
         )
-        loss = total / max(global_count, 1.0)
+        loss = total / max(weights, 1e-30)
         if not math.isfinite(loss):  # on every rank alike: the sum saw the NaN
             raise self._diverged("the loss", loss)
-        return loss, round(global_count), scales / max(ranks_with_data, 1.0), carry
+        return loss, round(counts), scales / max(ranks_with_data, 1.0), carry
 
     @property
     def _score_name(self) -> str:
