@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -201,10 +202,21 @@ def test_two_processes_resume_exactly(tmp_path, text):
     _run(_torchrun(*args, "--trainer.out", "whole"), tmp_path)
     _run(_torchrun(*args, "--trainer.max_steps", "150", "--trainer.out", "part"), tmp_path)
     assert max(_losses(tmp_path / "part")) == 150  # stopped inside the second epoch
+    shutil.copytree(tmp_path / "part", tmp_path / "alone")
     resume = ("train", "lm", "--resume", "part", "--trainer.max_steps", "none", "--samples", "0")
     _run(_torchrun(*resume), tmp_path)
     whole, part = _losses(tmp_path / "whole"), _losses(tmp_path / "part")
     assert whole == part  # bit for bit: the same processes, the same sums
+
+    # One process resumes a run of two from the same step and position in the epoch,
+    # with a notice: the streams it carried state for were split in two.
+    resume = ("train", "lm", "--resume", "alone", "--trainer.max_steps", "none", "--samples", "0")
+    alone = _run([sys.executable, "-m", "rnnkit", *resume], tmp_path)
+    assert "written by 2 process(es) and resumes with 1" in alone.stderr, alone.stderr
+    assert "carried recurrent state starts afresh" in alone.stderr
+    losses = _losses(tmp_path / "alone")
+    assert list(losses) == list(whole)  # every step once, to the end of epoch 2
+    assert all(losses[s] == whole[s] for s in range(1, 151))
 
 
 def _children(pid: int) -> list[int]:
@@ -290,3 +302,17 @@ def test_c10d_rendezvous_of_two_machines_on_localhost(tmp_path, text):
         assert node.returncode == 0, out[-3000:] + err[-3000:]
     _assert_same_losses(_losses(tmp_path / "two"), _losses(tmp_path / "one"))
     assert not (tmp_path / "two-2").exists()  # one run folder, claimed by rank 0
+
+
+def test_an_error_on_rank_0_is_one_line_and_no_rank_hangs(tmp_path):
+    """Bad input found by rank 0 while the others wait for it (reading the corpus): one
+    line from rank 0, the others exit quietly, and the job ends (within the timeout)."""
+    missing = tmp_path / "missing.txt"
+    command = _torchrun(*LM_ARGS, "--data.text", str(missing), "--trainer.out", "run")
+    result = subprocess.run(
+        command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "error: " in line]
+    assert len(errors) == 1 and str(missing) in errors[0], result.stderr[-3000:]
+    assert not (tmp_path / "run").exists()  # the failed start leaves no run folder

@@ -247,6 +247,7 @@ class Trainer:
         self.best_score: float | None = None  # tasks with a score: the best is chosen by it
         self.last_score: float | None = None
         self._metrics: MetricsLog | _NoMetrics | None = None  # open while fit() runs
+        self._allreduce_s = 0.0  # the latest step's gradient all-reduce (several processes)
 
     def _autocast(self) -> torch.autocast:
         """bf16 autocast for ``--trainer.precision bf16`` (the forward and the loss; the
@@ -468,9 +469,12 @@ class Trainer:
             if math.isfinite(local):
                 (result.loss * weight).backward()
         params = list(self.model.parameters())
+        started = time.perf_counter()
         total, weights, scales, ranks_with_data, counts = distributed.reduce_gradients(
             params, [local, weight, lr_scale, float(batch is not None), count]
         )
+        # the all-reduce and the wait for the slowest rank: its share of the step's time
+        self._allreduce_s = time.perf_counter() - started
         loss = total / max(weights, 1e-30)
         if not math.isfinite(loss):  # on every rank alike: the sum saw the NaN
             raise self._diverged("the loss", loss)
@@ -621,6 +625,7 @@ class Trainer:
                             "tokens_per_s": rate,
                             "elapsed_s": time.perf_counter() - start_time,
                             **self._world_record(),
+                            **({"allreduce_s": self._allreduce_s} if self.dist.active else {}),
                         }
                     )
                     bar.update(1)
