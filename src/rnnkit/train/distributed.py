@@ -46,8 +46,10 @@ from torch import Tensor, nn
 
 from rnnkit.train import run_folder
 
-TIMEOUT = datetime.timedelta(minutes=30)
-"""How long a collective waits for a silent rank (torch's default for gloo)."""
+TIMEOUT = datetime.timedelta(hours=1)
+"""How long a collective waits for a silent rank: longer than torch's 30 minutes, because
+the others wait in one while rank 0 validates alone or writes a checkpoint. A rank that
+dies is noticed sooner, by torchrun, which then stops the others."""
 
 
 @dataclass(frozen=True)
