@@ -265,6 +265,37 @@ def test_elastic_restart_after_a_killed_rank_resumes_from_last(tmp_path, text):
     _assert_same_losses(_losses(tmp_path / "killed"), _losses(tmp_path / "whole"))
 
 
+def test_ctrl_c_stops_every_rank_after_a_step_with_a_checkpoint(tmp_path, text):
+    """Ctrl-C reaches torchrun and its workers (one process group, as in a terminal); the
+    agent adds SIGINT and SIGTERM of its own: every rank stops after the same step and
+    rank 0 writes last/ there."""
+    args = (*LM_ARGS, "--data.text", str(text), "--trainer.epochs", "20", "--trainer.out", "run")
+    job = subprocess.Popen(
+        _torchrun(*args),
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        log, deadline = tmp_path / "run" / "metrics.jsonl", time.monotonic() + TIMEOUT
+        while not (log.is_file() and len(log.read_text().splitlines()) >= 20):
+            assert job.poll() is None and time.monotonic() < deadline, "no steps before Ctrl-C"
+            time.sleep(0.05)
+        os.killpg(job.pid, signal.SIGINT)
+        out, err = job.communicate(timeout=TIMEOUT)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    assert "interrupted at step" in out, out + err[-3000:]
+    step = int(out.split("interrupted at step ")[1].split(";")[0])
+    state = json.loads((tmp_path / "run" / "last" / "state.json").read_text())
+    assert state["step"] == step >= 20 and max(_losses(tmp_path / "run")) == step
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

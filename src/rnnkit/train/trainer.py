@@ -172,24 +172,36 @@ class _NoMetrics:
 
 class _StopOnInterrupt:
     """The first Ctrl-C asks the loop to stop after the current step (so the checkpoint
-    it writes resumes exactly); a second one aborts at once, without a checkpoint."""
+    it writes resumes exactly); a second one aborts at once, without a checkpoint.
 
-    def __init__(self, say: Callable[[str], None]) -> None:
+    Under torchrun (``several``) the agent answers Ctrl-C by sending its workers SIGINT and
+    at once SIGTERM, and kills them some seconds later: there, each of SIGINT and SIGTERM
+    only asks for the stop (all ranks agree on it), and the agent's kill is the abort."""
+
+    def __init__(self, say: Callable[[str], None], several: bool = False) -> None:
         self.requested = False
         self.say = say
-        self.previous: Any = None
+        self.several = several
+        self.previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in (signal.SIGINT, signal.SIGTERM) if several else (signal.SIGINT,):
+                self.previous[signum] = signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
+            if self.several:
+                return
             raise KeyboardInterrupt
         self.requested = True
-        self.say("stopping after this step (Ctrl-C again to abort without a checkpoint)")
+        self.say(
+            "stopping after this step"
+            + ("" if self.several else " (Ctrl-C again to abort without a checkpoint)")
+        )
 
     def restore(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, previous in self.previous.items():
+            if previous is not None:
+                signal.signal(signum, previous)
 
 
 class Trainer:
@@ -591,7 +603,7 @@ class Trainer:
         )
         say = distributed.main_only(bar.write)
         smooth: float | None = None
-        interrupt = _StopOnInterrupt(say)
+        interrupt = _StopOnInterrupt(say, several=self.dist.active)
         self.model.train()
         try:
             while self.epoch <= c.epochs and stopped == "done":
