@@ -151,8 +151,8 @@ def session(device: str, threads: int = 0) -> Iterator[Runtime]:
         store = dist.PrefixStore(f"rnnkit/attempt_{restart_count()}/", store)
         dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=TIMEOUT)
         owned = True
-    else:
-        owned = False
+    else:  # joined by the caller, who chose the backend
+        owned, backend = False, str(dist.get_backend())
     _current = Runtime(job.rank, job.world_size, job.local_rank, job.local_world_size, backend)
     try:
         yield _current
