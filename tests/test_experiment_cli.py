@@ -233,3 +233,12 @@ def test_bad_config_fails_with_a_message():
         ExperimentConfig(optimizer="rmsprop")
     with pytest.raises(ValueError, match="cell must be one of"):
         build_model(ExperimentConfig(cell="transformer"), make_problem("adding", 10))
+
+
+def test_experiment_refuses_torchrun(tmp_path, monkeypatch):
+    """Under torchrun every process would run the whole experiment: one clear error."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ValueError, match="rank 1 of 2"):
+        run_experiment(ExperimentConfig(), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

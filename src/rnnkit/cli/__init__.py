@@ -8,6 +8,8 @@ boundary. Nothing here imports torch until a command runs, so every ``--help`` i
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -91,4 +93,14 @@ def register() -> None:
 
 def main() -> None:
     register()
-    app()
+    if os.environ.get("TORCHELASTIC_RUN_ID") is None:
+        app()
+        return
+    # Started by torchrun: only rank 0 speaks on stdout (progress, results, samples); an
+    # error from any rank reaches stderr as its one line (``errors.boundary``), and torch's
+    # @record hands a crash's traceback to torchrun, which stops the other ranks.
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    if os.environ.get("RANK", "0") != "0":
+        sys.stdout = open(os.devnull, "w")  # for the life of the process
+    record(app)()

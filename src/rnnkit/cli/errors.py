@@ -74,6 +74,18 @@ def _diverged(error: BaseException) -> bool:
     return trainer is not None and isinstance(error, trainer.TrainingDiverged)
 
 
+def _peer_failed(error: BaseException) -> bool:
+    """Rank 0 failed where the others waited for it: rank 0 prints the error."""
+    distributed = sys.modules.get("rnnkit.train.distributed")
+    return distributed is not None and isinstance(error, distributed.PeerFailed)
+
+
+def _rank_prefix() -> str:
+    """'rank 1: ' in a process other than rank 0 of a torchrun job, else ''."""
+    rank = os.environ.get("RANK", "0") if "TORCHELASTIC_RUN_ID" in os.environ else "0"
+    return "" if rank == "0" else f"rank {rank}: "
+
+
 def _hint(error: BaseException, encoding_flag: str | None) -> str:
     text = sys.modules.get("rnnkit.data.text")
     if encoding_flag and text is not None and isinstance(error, text.EncodingError):
@@ -98,16 +110,19 @@ def boundary(encoding_flag: str | None = None) -> Iterator[None]:
     except Exception as error:
         if _debug():
             raise
+        if _peer_failed(error):
+            raise typer.Exit(1) from None
+        prefix = _rank_prefix()
         if _diverged(error):
-            typer.echo(f"error: {one_line(error)}", err=True)
+            typer.echo(f"error: {prefix}{one_line(error)}", err=True)
             raise typer.Exit(1) from None
         if isinstance(error, ValueError | KeyError | OSError):
-            typer.echo(f"error: {one_line(error)}{_hint(error, encoding_flag)}", err=True)
+            typer.echo(f"error: {prefix}{one_line(error)}{_hint(error, encoding_flag)}", err=True)
             raise typer.Exit(2) from None
         if _raise_bugs():
             raise
         typer.echo(
-            f"error: internal error ({type(error).__name__}: {one_line(error)}); "
+            f"error: {prefix}internal error ({type(error).__name__}: {one_line(error)}); "
             "rerun with --debug for the traceback",
             err=True,
         )

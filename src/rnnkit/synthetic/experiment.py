@@ -35,7 +35,7 @@ from rnnkit.synthetic import PROBLEMS, Problem, make_problem
 from rnnkit.synthetic.model import SequenceModel
 from rnnkit.synthetic.task import ProblemTask
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train import run_folder
+from rnnkit.train import distributed, run_folder
 from rnnkit.train.metrics import MetricsLog
 from rnnkit.train.metrics import read as read_metrics
 from rnnkit.train.optim import OptimConfig
@@ -200,7 +200,14 @@ def run_experiment(
 ) -> tuple[ExperimentResult, SequenceModel, Path]:
     """Train until solved, ``max_sequences`` or ``max_seconds``; write the run under
     ``out`` (a fresh numbered sibling if ``out`` already holds a run, unless ``resume``:
-    then continue the run in ``out`` exactly). -> (result, final model, run directory)."""
+    then continue the run in ``out`` exactly). -> (result, final model, run directory).
+    One process: under torchrun each would run the whole experiment in a folder of its own."""
+    job = distributed.environment()
+    if job.active:
+        raise ValueError(
+            f"rnnkit experiment runs on one process, but this is rank {job.rank} of "
+            f"{job.world_size} (torchrun); start it without torchrun"
+        )
     if resume:
         with run_folder.lock(out) as run_dir:
             return _run(config, run_dir, resume, on_eval)

@@ -3,8 +3,11 @@
 ``metrics.jsonl`` holds one JSON object per line: ``{"kind": "train", "step", "epoch",
 "loss", "grad_norm", "clipped", "lr", "tokens_per_s"}`` for every optimiser step (the
 gradient norm is measured before clipping) and ``{"kind": "valid", "step", "epoch",
-"loss", ...}`` after each validation. On resume the log is cut back to the checkpoint's
-step, so it reads as one uninterrupted run.
+"loss", ...}`` after each validation. A run of several processes (torchrun) adds
+``world_size`` to each record, and ``allreduce_s`` (the seconds rank 0 spent in the step's
+gradient all-reduce, waiting for the slowest rank included) to each step's; its loss and
+``tokens_per_s`` are those of the global batch, every rank counted. On resume the log
+is cut back to the checkpoint's step, so it reads as one uninterrupted run.
 """
 
 from __future__ import annotations

@@ -33,6 +33,14 @@ Truncated BPTT (Williams & Peng 1990; Sutskever 2013, section 2.4): ``carry`` is
 recurrent state the previous batch ended in. The trainer detaches it after each step,
 so gradients stop at the window boundary while the state flows on, and resets it to
 None at each epoch's start. A task without state returns ``carry=None``.
+
+Under torchrun (``rnnkit.train.distributed``) each rank runs this loop on its share of
+every batch: ``task.batches`` yields that rank's share (None where it is empty, a last
+batch smaller than the world), each rank backpropagates its loss times its count and the
+gradients are summed over the ranks and divided by the global count, so every step equals
+the one-process step on the whole batch up to rounding. Stops are agreed by all ranks,
+validation runs on rank 0 and is broadcast, and rank 0 alone writes (checkpoints hold
+every rank's RNG and carried state).
 """
 
 from __future__ import annotations
@@ -50,9 +58,11 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from rnnkit.common.notices import notify
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train import run_folder
+from rnnkit.train import distributed, run_folder
 from rnnkit.train.config import TrainerConfig
+from rnnkit.train.distributed import resolve_device
 from rnnkit.train.metrics import MetricsLog, plot
 from rnnkit.train.optim import OptimConfig, Schedule, clip_gradients, make_optimizer, set_lr
 
@@ -71,6 +81,10 @@ class StepResult:
     lr_scale: float = 1.0
     """Multiplies this step's learning rate (AWD-LSTM scales it by T / bptt for a
     variable-length window, Merity et al. 2017, section 4.1)."""
+    weight: float | None = None
+    """What ``loss`` is a mean over, when that is not ``count`` (a tagger's loss per
+    sentence, counted in tokens): under torchrun each rank's loss weighs this much in the
+    global mean."""
 
 
 class Task(Protocol):
@@ -109,17 +123,12 @@ def detach(state: Any) -> Any:
     return tuple(detach(s) for s in state)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"trainer.device is {name!r} but CUDA is not available; use cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ValueError(
-            f"trainer.device must be cpu, cuda, cuda:N or auto, got {name!r}"
-        ) from None
+def _with_world_size(extra: dict[str, Any], world_size: int) -> dict[str, Any]:
+    """The task's files with the number of processes recorded in config.json's meta."""
+    config = extra.get(ckpt.CONFIG_FILE)
+    if isinstance(config, dict) and isinstance(config.get("meta"), dict):
+        extra[ckpt.CONFIG_FILE] = config | {"meta": config["meta"] | {"world_size": world_size}}
+    return extra
 
 
 def _checked_state(checkpoint: Path) -> dict[str, Any]:
@@ -148,26 +157,51 @@ def _checked_state(checkpoint: Path) -> dict[str, Any]:
     return state
 
 
+class _NoMetrics:
+    """The metrics log of a rank other than 0: rank 0 writes the run's record."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def flush(self, sync: bool = False) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class _StopOnInterrupt:
     """The first Ctrl-C asks the loop to stop after the current step (so the checkpoint
-    it writes resumes exactly); a second one aborts at once, without a checkpoint."""
+    it writes resumes exactly); a second one aborts at once, without a checkpoint.
 
-    def __init__(self, say: Callable[[str], None]) -> None:
+    Under torchrun (``several``) the agent answers Ctrl-C by sending its workers SIGINT and
+    at once SIGTERM, and kills them some seconds later: there, each of SIGINT and SIGTERM
+    only asks for the stop (all ranks agree on it), and the agent's kill is the abort."""
+
+    def __init__(self, say: Callable[[str], None], several: bool = False) -> None:
         self.requested = False
         self.say = say
-        self.previous: Any = None
+        self.several = several
+        self.previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in (signal.SIGINT, signal.SIGTERM) if several else (signal.SIGINT,):
+                self.previous[signum] = signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
+            if self.several:
+                return
             raise KeyboardInterrupt
         self.requested = True
-        self.say("stopping after this step (Ctrl-C again to abort without a checkpoint)")
+        self.say(
+            "stopping after this step"
+            + ("" if self.several else " (Ctrl-C again to abort without a checkpoint)")
+        )
 
     def restore(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, previous in self.previous.items():
+            if previous is not None:
+                signal.signal(signum, previous)
 
 
 class Trainer:
@@ -188,12 +222,17 @@ class Trainer:
         log: Callable[[str], None] = print,
     ) -> None:
         self.config = config
+        self.dist = distributed.current()
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         self.task = task
         self.out_dir = Path(out_dir)
-        self.extra = dict(extra or {})
-        self.log = log
+        self.extra = _with_world_size(dict(extra or {}), self.dist.world_size)
+        self.log = distributed.main_only(log)
+        if not self.dist.main:
+            # Each rank draws its dropout masks from its own stream; rank 0 keeps the one
+            # that one process would use (the model was initialised before, alike on all).
+            torch.manual_seed(config.seed + 1_000_003 * self.dist.rank)
         self.optimizer = make_optimizer(optim, model.parameters())
         if not 0 <= config.average < 1:
             raise ValueError(f"trainer.average must be in [0, 1), got {config.average}")
@@ -219,7 +258,8 @@ class Trainer:
         self.last_valid: float | None = None
         self.best_score: float | None = None  # tasks with a score: the best is chosen by it
         self.last_score: float | None = None
-        self._metrics: MetricsLog | None = None  # open while fit() runs
+        self._metrics: MetricsLog | _NoMetrics | None = None  # open while fit() runs
+        self._allreduce_s = 0.0  # the latest step's gradient all-reduce (several processes)
 
     def _autocast(self) -> torch.autocast:
         """bf16 autocast for ``--trainer.precision bf16`` (the forward and the loss; the
@@ -247,7 +287,7 @@ class Trainer:
         if self.average is not None:
             tensors |= {_TRAINING_WEIGHTS + k: v for k, v in ckpt.model_tensors(self.model).items()}
             tensors[_AVERAGED_STEPS] = self.average.n_averaged
-        state = {
+        state: dict[str, Any] = {
             "step": self.step,
             "epoch": self.epoch,
             "position": self.position,
@@ -258,7 +298,10 @@ class Trainer:
             "last_score": self.last_score,
             "schedule": self.schedule.state_dict(),
             "optimizer": opt_json,
+            "world_size": self.dist.world_size,
         }
+        if distributed.run_id() is not None:
+            state["run_id"] = distributed.run_id()  # what a job torchrun restarts looks for
         return {
             ckpt.MODEL_FILE: ckpt.model_tensors(self.evaluated_model),
             ckpt.STATE_TENSORS: tensors,
@@ -267,17 +310,28 @@ class Trainer:
         }
 
     def save(self, name: str = "last") -> Path:
+        """Write a checkpoint (rank 0, holding every rank's RNG and carried state under
+        ``rank<r>.``); every rank calls it and returns once it is on disk."""
         # The log reaches the disk before the checkpoint does, so a run killed after this
         # checkpoint and resumed from it has every step's record up to it (no gaps).
         if self._metrics is not None:
             self._metrics.flush(sync=True)
-        return ckpt.write_atomic(self.out_dir / name, self.state_files())
+        files = self.state_files()
+        if not self.dist.active:
+            return ckpt.write_atomic(self.out_dir / name, files)
+        ranks = distributed.gather_tensors(ckpt.rng_tensors() | ckpt.flatten_state(self.carry))
+        for rank, own in enumerate(ranks or [], start=0):
+            if rank:
+                files[ckpt.STATE_TENSORS] |= {f"rank{rank}.{k}": v for k, v in own.items()}
+        path = self.out_dir / name
+        distributed.from_main(lambda: str(ckpt.write_atomic(path, files)))
+        return path
 
     def resume(self, checkpoint: str | Path) -> None:
         """Continue exactly where ``checkpoint`` stopped: weights, optimiser, schedule,
         RNG, position in the epoch and the carried recurrent state."""
         path = ckpt.resolve(checkpoint, prefer=("last", "best"))
-        with run_folder.lock(self.out_dir):
+        with distributed.lock(self.out_dir):
             self._resume(path)
 
     def _resume(self, path: Path) -> None:
@@ -296,22 +350,59 @@ class Trainer:
         if self.average is not None:
             ckpt.load_model_tensors(self.average.module, saved)
             self.average.n_averaged.fill_(int(tensors[_AVERAGED_STEPS]) if training else 0)
+        own, same_world = self._own_state(path, state, tensors)
         try:  # the optimiser's, the RNG's and the schedule's own checks, on foreign values
             ckpt.optimizer_from_files(self.optimizer, tensors, state["optimizer"])
-            ckpt.restore_rng(tensors)
+            if own is not None:
+                ckpt.restore_rng(own)
             self.schedule.load_state_dict(state["schedule"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
             raise ckpt.CheckpointError(
                 f"{str(path)!r} cannot be resumed: its optimiser, RNG or schedule state does "
                 f"not fit this run ({type(error).__name__}: {error})"
             ) from None
-        self.carry = ckpt.unflatten_state({k: v.to(self.device) for k, v in tensors.items()})
+        self.carry = (
+            ckpt.unflatten_state({k: v.to(self.device) for k, v in own.items()})
+            if own is not None and same_world
+            else None
+        )
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.clip_count = state["clip_count"]
         self.best_valid, self.last_valid = state["best_valid"], state["last_valid"]
         self.best_score, self.last_score = state.get("best_score"), state.get("last_score")
         self._keep_best_of(path)
-        MetricsLog.truncate(self.out_dir / "metrics.jsonl", self.step)
+        if self.dist.main:
+            MetricsLog.truncate(self.out_dir / "metrics.jsonl", self.step)
+
+    def _own_state(
+        self, path: Path, state: dict[str, Any], tensors: dict[str, Tensor]
+    ) -> tuple[dict[str, Tensor] | None, bool]:
+        """This rank's RNG and carried state in a checkpoint (None: none saved for it)
+        and whether it was written by as many processes as this run has. A run resumed
+        with another world size continues from the same step and position in the epoch,
+        with the carried state reset and new random streams on the ranks it lacked."""
+        saved = state.get("world_size", 1)
+        if type(saved) is not int or saved < 1:
+            raise ckpt.CheckpointError(
+                f"{str(path / ckpt.STATE_JSON)!r}: world_size must be an integer >= 1, "
+                f"got {saved!r}"
+            )
+        rank = self.dist.rank
+        if rank == 0:
+            own: dict[str, Tensor] | None = tensors
+        else:
+            prefix = f"rank{rank}."
+            found = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            own = found or None
+        if saved != self.dist.world_size and self.dist.main:
+            carried = any(k == "carry" or k.startswith("carry.") for k in tensors)
+            notify(
+                f"{str(path)!r} was written by {saved} process(es) and resumes with "
+                f"{self.dist.world_size}: training continues from step {state['step']} "
+                "(the same position in the epoch)"
+                + ("; the carried recurrent state starts afresh" if carried else "")
+            )
+        return own, saved == self.dist.world_size
 
     def _keep_best_of(self, resumed: Path) -> None:
         """Take the best figures from ``best/`` when it is newer than the checkpoint resumed
@@ -346,27 +437,60 @@ class Trainer:
         )
 
     def train_step(self, batch: Any) -> tuple[float, int, float, bool]:
-        """One optimiser step -> (loss, count, pre-clip gradient norm, clipped?)."""
-        with self._autocast():
-            result = self.task.train_step(self.model, batch, self.carry)
-        loss = float(result.loss.detach())
-        if not math.isfinite(loss):
-            raise self._diverged("the loss", loss)
-        self.optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
+        """One optimiser step -> (loss, count, pre-clip gradient norm, clipped?); under
+        torchrun the loss and the count are those of the global batch."""
+        if self.dist.active:
+            loss, count, lr_scale, carry = self._distributed_backward(batch)
+        else:
+            with self._autocast():
+                result = self.task.train_step(self.model, batch, self.carry)
+            loss, count = float(result.loss.detach()), result.count
+            if not math.isfinite(loss):
+                raise self._diverged("the loss", loss)
+            self.optimizer.zero_grad(set_to_none=True)
+            result.loss.backward()
+            lr_scale, carry = result.lr_scale, result.carry
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm, clipped = clip_gradients(params, self.config.clip_norm, self.config.clip_value)
         if not math.isfinite(norm):
             raise self._diverged("the gradient norm", norm)
-        set_lr(self.optimizer, self.schedule.lr(self.epoch, self.step) * result.lr_scale)
+        set_lr(self.optimizer, self.schedule.lr(self.epoch, self.step) * lr_scale)
         self.optimizer.step()
         if self.average is not None:
             self.average.update_parameters(self.model)
-        self.carry = detach(result.carry)
+        self.carry = detach(carry)
         self.step += 1
         self.position += 1
         self.clip_count += clipped
-        return loss, result.count, norm, clipped
+        return loss, count, norm, clipped
+
+    def _distributed_backward(self, batch: Any) -> tuple[float, int, float, Any]:
+        """This rank's share of a step: forward and backward of its summed loss, then the
+        gradients, losses and counts summed over the ranks (``distributed.reduce_gradients``)
+        -> (global mean loss, global count, learning-rate scale, this rank's carry). A rank
+        whose share is empty (``batch`` None) contributes zeros and keeps its carry."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if batch is None:
+            local, weight, count, lr_scale, carry = 0.0, 0.0, 0, 0.0, self.carry
+        else:
+            with self._autocast():
+                result = self.task.train_step(self.model, batch, self.carry)
+            count, lr_scale, carry = result.count, result.lr_scale, result.carry
+            weight = float(count if result.weight is None else result.weight)
+            local = float(result.loss.detach()) * weight
+            if math.isfinite(local):
+                (result.loss * weight).backward()
+        params = list(self.model.parameters())
+        started = time.perf_counter()
+        total, weights, scales, ranks_with_data, counts = distributed.reduce_gradients(
+            params, [local, weight, lr_scale, float(batch is not None), count]
+        )
+        # the all-reduce and the wait for the slowest rank: its share of the step's time
+        self._allreduce_s = time.perf_counter() - started
+        loss = total / max(weights, 1e-30)
+        if not math.isfinite(loss):  # on every rank alike: the sum saw the NaN
+            raise self._diverged("the loss", loss)
+        return loss, round(counts), scales / max(ranks_with_data, 1.0), carry
 
     @property
     def _score_name(self) -> str:
@@ -378,16 +502,7 @@ class Trainer:
         loss to the schedule (only at epoch ends, so a run stopped mid-epoch and resumed
         sees the same schedule). Saves "best" when the score improved (on a tie, when the
         loss did), or for a task without a score, when the loss did."""
-        model = self.evaluated_model
-        model.eval()
-        with torch.no_grad(), self._autocast():
-            result = self.task.evaluate(model)
-        model.train()
-        loss, score = (
-            (float(result[0]), float(result[1]))
-            if isinstance(result, tuple)
-            else (float(result), None)
-        )
+        loss, score = distributed.from_main(self._evaluate)  # rank 0's, on every rank
         if observe:
             self.schedule.observe(loss)
         self.last_valid, self.last_score = loss, score
@@ -406,6 +521,17 @@ class Trainer:
             self.save("best")
         return loss
 
+    def _evaluate(self) -> tuple[float, float | None]:
+        """The task's validation of the evaluated model -> (loss, score or None)."""
+        model = self.evaluated_model
+        model.eval()
+        with torch.no_grad(), self._autocast():
+            result = self.task.evaluate(model)
+        model.train()
+        if isinstance(result, tuple):
+            return float(result[0]), float(result[1])
+        return float(result), None
+
     def _valid_text(self, loss: float) -> str:
         """'valid loss 1.2345 (ppl ...)' and ', F1 87.02' for a task with a score."""
         text = f"valid loss {loss:.4f}{self._describe(loss)}"
@@ -419,9 +545,14 @@ class Trainer:
         return f" ({text})" if text else ""
 
     def _task_record(self) -> dict[str, float]:
-        """The task's own figures of the latest validation (``Task.valid_metrics``)."""
+        """The task's own figures of the latest validation (``Task.valid_metrics``; rank 0
+        validates, so the other ranks have none)."""
         valid_metrics = getattr(self.task, "valid_metrics", None)
-        return dict(valid_metrics()) if valid_metrics is not None else {}
+        return dict(valid_metrics()) if valid_metrics is not None and self.dist.main else {}
+
+    def _world_record(self) -> dict[str, int]:
+        """{"world_size": W} in the records of a run of several processes."""
+        return {"world_size": self.dist.world_size} if self.dist.active else {}
 
     def _score_record(self) -> dict[str, float]:
         """{"F1": 87.02} for the metrics log, {} for a task without a score."""
@@ -440,16 +571,22 @@ class Trainer:
         c = self.config
         if c.threads:
             torch.set_num_threads(c.threads)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with run_folder.lock(self.out_dir):
+        if self.dist.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        with distributed.lock(self.out_dir):
             return self._fit()
 
     def _fit(self) -> FitResult:
         from tqdm.auto import tqdm
 
         c = self.config
-        run_folder.remove_temporaries(self.out_dir)  # left by a writer killed mid-checkpoint
-        metrics = self._metrics = MetricsLog(self.out_dir / "metrics.jsonl")
+        main = self.dist.main
+        if main:  # left by a writer killed mid-checkpoint
+            run_folder.remove_temporaries(self.out_dir)
+        metrics: MetricsLog | _NoMetrics
+        metrics = self._metrics = (
+            MetricsLog(self.out_dir / "metrics.jsonl") if main else _NoMetrics()
+        )
         if self.step == 0:
             # A checkpoint before the first step: a run killed at any moment from here on
             # can be resumed (and is never mistaken for leftovers to clean up).
@@ -459,24 +596,29 @@ class Trainer:
         bar = tqdm(
             total=self.total_steps,
             initial=self.step,
-            disable=not c.progress,
+            disable=not (c.progress and main),
             unit="step",
             dynamic_ncols=True,
             leave=False,
         )
+        say = distributed.main_only(bar.write)
         smooth: float | None = None
-        interrupt = _StopOnInterrupt(bar.write)
+        interrupt = _StopOnInterrupt(say, several=self.dist.active)
         self.model.train()
         try:
             while self.epoch <= c.epochs and stopped == "done":
                 for batch in self.task.batches(self.epoch, self.position):
-                    if interrupt.requested:
+                    # a stop one rank decides is every rank's (the same step for all)
+                    interrupted, late = distributed.any_rank(
+                        [interrupt.requested, time.perf_counter() > deadline]
+                    )
+                    if interrupted:
                         stopped = "interrupted"
                         break
                     if c.max_steps is not None and self.step >= c.max_steps:
                         stopped = "max_steps"
                         break
-                    if time.perf_counter() > deadline:
+                    if late:
                         stopped = "max_minutes"
                         break
                     loss, count, norm, clipped = self.train_step(batch)
@@ -494,6 +636,8 @@ class Trainer:
                             "lr": self.optimizer.param_groups[0]["lr"],
                             "tokens_per_s": rate,
                             "elapsed_s": time.perf_counter() - start_time,
+                            **self._world_record(),
+                            **({"allreduce_s": self._allreduce_s} if self.dist.active else {}),
                         }
                     )
                     bar.update(1)
@@ -522,6 +666,7 @@ class Trainer:
                     metrics.write(
                         {
                             **self._task_record(),
+                            **self._world_record(),
                             "kind": "valid",
                             "step": self.step,
                             "epoch": finished,
@@ -532,14 +677,15 @@ class Trainer:
                         }
                     )
                     rate = tokens / (time.perf_counter() - start_time)
-                    bar.write(
+                    say(
                         f"epoch {finished} step {self.step}: {self._valid_text(valid)}, "
                         f"{rate:,.0f} {self._unit}/s, clipped {self.clip_count}/{self.step} steps"
                     )
                     self.save("last")
-                    plot(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
+                    if main:
+                        plot(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
                     solved = getattr(self.task, "solved", None)
-                    if solved is not None and solved():
+                    if solved is not None and distributed.from_main(solved):
                         stopped = "solved"
             if stopped not in ("done", "solved"):
                 # Stopped between two steps: checkpoint the exact position for --resume,
@@ -549,6 +695,7 @@ class Trainer:
                     metrics.write(
                         {
                             **self._task_record(),
+                            **self._world_record(),
                             "kind": "valid",
                             "step": self.step,
                             "epoch": self.epoch,
@@ -558,18 +705,16 @@ class Trainer:
                             "elapsed_s": time.perf_counter() - start_time,
                         }
                     )
-                    bar.write(f"stopped ({stopped}) at step {self.step}: {self._valid_text(valid)}")
+                    say(f"stopped ({stopped}) at step {self.step}: {self._valid_text(valid)}")
                 self.save("last")
                 if stopped == "interrupted":
-                    bar.write(
-                        f"interrupted at step {self.step}; checkpoint in {self.out_dir / 'last'}"
-                    )
+                    say(f"interrupted at step {self.step}; checkpoint in {self.out_dir / 'last'}")
         finally:
             interrupt.restore()
             bar.close()
             self._metrics = None
             metrics.close()
-        if self.step:
+        if self.step and main:
             plot(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
         seconds = time.perf_counter() - start_time
         return FitResult(

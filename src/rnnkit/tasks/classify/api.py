@@ -37,7 +37,7 @@ from rnnkit.tasks.classify.model import Classifier
 from rnnkit.tasks.classify.pretrained import init_from_language_model
 from rnnkit.tasks.classify.vectors import load_vectors
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train import run_folder
+from rnnkit.train import distributed
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -85,7 +85,8 @@ class ClassifyTask:
 
     def batches(self, epoch: int, start: int) -> Iterator[Any]:
         # The epoch's word-dropout draws depend on (seed, epoch) only, so resuming at any
-        # batch gives the same batches as a run that never stopped.
+        # batch gives the same batches as a run that never stopped. Under torchrun each
+        # process takes its rows of the batch one process would draw (None: no rows).
         generator = torch.Generator().manual_seed(self.seed * 7919 + epoch)
         for i, rows in enumerate(batches(len(self.train_ids), self.batch_size, self.seed, epoch)):
             ids, lengths = pad([self.train_ids[r] for r in rows])  # [B, T]
@@ -93,7 +94,8 @@ class ClassifyTask:
                 drop = torch.rand(ids.shape, generator=generator) < self.word_dropout
                 ids = ids.masked_fill(drop & (ids != PAD_ID), self.unk_id)
             if i >= start:
-                yield ids, lengths, torch.tensor([self.train_labels[r] for r in rows])
+                labels = torch.tensor([self.train_labels[r] for r in rows])
+                yield distributed.share_rows(ids, lengths, labels)
 
     def train_step(self, model: torch.nn.Module, batch: Any, carry: Any) -> StepResult:
         ids, lengths, labels = batch
@@ -155,8 +157,11 @@ def train(
 ) -> ClassifyRun:
     """Train a classifier; score its best checkpoint on the validation set."""
     sections = sections or defaults()
-    with run_folder.claim(sections.trainer.out) as out_dir:
-        return _train(sections, out_dir, log)
+    with (
+        distributed.session(sections.trainer.device, sections.trainer.threads),
+        distributed.claim(sections.trainer.out) as (out_dir, _),
+    ):
+        return _train(sections, out_dir, distributed.main_only(log))
 
 
 def _train(sections: ClassifySettings, out_dir: Path, log: Callable[[str], None]) -> ClassifyRun:
@@ -204,11 +209,16 @@ def _train(sections: ClassifySettings, out_dir: Path, log: Callable[[str], None]
         f"({len(valid_examples):,} validation), {len(labels.names)} labels; run in {out_dir}"
     )
     result = Trainer(model, task, trainer_c, sections.optim, out_dir, extra, log).fit()
-    best, _, _ = load(out_dir)
-    with torch.no_grad():
-        _, predicted = task.predict_valid(best)
-    report = classification_report(task.valid_labels, predicted, labels.names)
-    report.write(out_dir)
+
+    def score_best() -> list[list[int]]:
+        best, _, _ = load(out_dir)
+        with torch.no_grad():
+            _, predicted = task.predict_valid(best)
+        report = classification_report(task.valid_labels, predicted, labels.names)
+        report.write(out_dir)
+        return report.confusion
+
+    report = ClassificationReport(tuple(labels.names), distributed.from_main(score_best))
     return ClassifyRun(out_dir, result, report)
 
 

@@ -45,7 +45,7 @@ from rnnkit.tasks.forecast.series import (
     windows,
 )
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train import run_folder
+from rnnkit.train import distributed
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 SCALER_FILE = "scaler.json"
@@ -87,8 +87,9 @@ class ForecastTask:
         return math.ceil(len(self.train[0]) / self.batch_size)
 
     def batches(self, epoch: int, start: int) -> Iterator[Any]:
-        for rows in batches(len(self.train[0]), self.batch_size, self.seed, epoch, start):
-            yield self.train[0][rows], self.train[1][rows]
+        for batch in batches(len(self.train[0]), self.batch_size, self.seed, epoch, start):
+            rows = distributed.share(batch)  # under torchrun, this process's rows
+            yield (self.train[0][rows], self.train[1][rows]) if rows else None
 
     def train_step(self, model: torch.nn.Module, batch: Any, carry: Any) -> StepResult:
         assert isinstance(model, Forecaster)
@@ -157,8 +158,11 @@ def train(
     sections: ForecastSettings | None = None, log: Callable[[str], None] = print
 ) -> ForecastRun:
     sections = sections or defaults()
-    with run_folder.claim(sections.trainer.out) as out_dir:
-        return _train(sections, out_dir, log)
+    with (
+        distributed.session(sections.trainer.device, sections.trainer.threads),
+        distributed.claim(sections.trainer.out) as (out_dir, _),
+    ):
+        return _train(sections, out_dir, distributed.main_only(log))
 
 
 def _train(sections: ForecastSettings, out_dir: Path, log: Callable[[str], None]) -> ForecastRun:
@@ -198,8 +202,25 @@ def _train(sections: ForecastSettings, out_dir: Path, log: Callable[[str], None]
         f"valid {valid_end - train_end}, test {len(values) - valid_end}); run in {out_dir}"
     )
     result = Trainer(model, task, trainer_c, sections.optim, out_dir, extra, log).fit()
+    scores = distributed.from_main(
+        lambda: _score_best(sections, out_dir, series, values, train_end, valid_end)
+    )
+    return ForecastRun(out_dir, result, scores)
 
-    best, _, _ = load(out_dir)
+
+def _score_best(
+    sections: ForecastSettings,
+    out_dir: Path,
+    series: Any,
+    values: np.ndarray,
+    train_end: int,
+    valid_end: int,
+) -> dict[str, dict[str, float]]:
+    """The best checkpoint's and the baselines' errors on the test part (scores.json,
+    forecast.png)."""
+    model_c, data = sections.model, sections.data
+    shift = 1 if data.difference else 0
+    best, scaler, _ = load(out_dir)
     H = model_c.horizon
     start = max(valid_end, model_c.window + shift)
     _, actual, origins = windows(values, model_c.window, H, start, len(values))
@@ -219,7 +240,7 @@ def _train(sections: ForecastSettings, out_dir: Path, log: Callable[[str], None]
         None if std is None else std[..., 0],
         out_dir / "forecast.png",
     )
-    return ForecastRun(out_dir, result, scores)
+    return scores
 
 
 def model_forecast(

@@ -30,7 +30,7 @@ from rnnkit.tasks.lm.batching import LMBatches, split_train_valid
 from rnnkit.tasks.lm.config import DEFAULT_CORPUS, DataConfig, LMSettings, defaults
 from rnnkit.tasks.lm.model import LanguageModel, bits_per_token, perplexity
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train import run_folder
+from rnnkit.train import distributed
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -107,12 +107,24 @@ def _encoded(
     return cached_ids(tokenizer, path, Path(cache_dir) / f"{name}.ids", encoding)
 
 
-def _streams(ids: np.ndarray, batch_size: int, bptt: int, what: str, **kw: Any) -> LMBatches:
-    """LMBatches with at most as many streams as the text can fill (2+ tokens each)."""
+def _streams(
+    ids: np.ndarray, batch_size: int, bptt: int, what: str, shared: bool = False, **kw: Any
+) -> LMBatches:
+    """LMBatches with at most as many streams as the text can fill (2+ tokens each);
+    ``shared``: this process's columns of them under torchrun (each rank its own streams,
+    so the state it carries from window to window continues its own text)."""
     fitting = min(batch_size, ids.shape[0] // 2)
     if fitting < 1:
         raise ValueError(f"the {what} text has {ids.shape[0]} token(s); it needs at least 2")
-    return LMBatches(ids, fitting, bptt, **kw)
+    world = distributed.current().world_size
+    if shared and fitting < world:
+        raise ValueError(
+            f"the {what} text gives {fitting} stream(s) (data.batch_size {batch_size}) for "
+            f"{world} processes; each process needs at least one: use a batch size of at "
+            f"least {world}"
+        )
+    columns = distributed.shard(fitting) if shared else None
+    return LMBatches(ids, fitting, bptt, columns=columns, **kw)
 
 
 @torch.no_grad()
@@ -152,6 +164,7 @@ class LMTask:
             data.batch_size,
             data.bptt,
             "training",
+            shared=True,
             variable_bptt=data.variable_bptt,
             seed=seed,
         )
@@ -235,16 +248,49 @@ def train(
 ) -> LMRun:
     """Train a language model with ``sections`` (default: ``defaults()``), or continue
     the run at ``resume`` (a run or checkpoint directory) exactly, with ``changes``
-    ({section: {field: value}}, only ``RESUMABLE`` fields) to its saved config."""
+    ({section: {field: value}}, only ``RESUMABLE`` fields) to its saved config.
+
+    Under torchrun every process calls this; rank 0 claims the run folder, and a job
+    torchrun restarted (``--max-restarts``) resumes from that folder's ``last/``. Resuming
+    reads the run folder on every process (one machine, or a shared file system)."""
     if resume is not None:
         if sections is not None:
             raise ValueError("pass changes=, not sections=, when resuming")
-        with run_folder.lock(ckpt.resolve(resume, prefer=("last", "best")).parent) as out_dir:
+        trainer_c = resume_sections(resume, changes).trainer
+        with (
+            distributed.session(trainer_c.device, trainer_c.threads),
+            distributed.lock(ckpt.resolve(resume, prefer=("last", "best")).parent) as out_dir,
+        ):
             checkpoint = ckpt.resolve(resume, prefer=("last", "best"))  # now no one writes it
             return _train(resume_sections(resume, changes), out_dir, checkpoint, log)
     sections = sections or defaults()
-    with run_folder.claim(sections.trainer.out) as out_dir:
+    with (
+        distributed.session(sections.trainer.device, sections.trainer.threads),
+        distributed.claim(sections.trainer.out) as (out_dir, restarted),
+    ):
+        if restarted:
+            checkpoint = ckpt.resolve(out_dir, prefer=("last",))
+            return _train(resume_sections(checkpoint), out_dir, checkpoint, log)
         return _train(sections, out_dir, None, log)
+
+
+def _shared_corpus(
+    data: DataConfig, tokenizer: Tokenizer | None, cache_dir: Path
+) -> tuple[Tokenizer, np.ndarray, np.ndarray]:
+    """``load_corpus`` on rank 0 (learning the tokenizer and filling the cache), then on
+    the other ranks with rank 0's tokenizer, from the cache where they see it (one
+    machine, a shared file system), else from the text."""
+    loaded: list[tuple[Tokenizer, np.ndarray, np.ndarray]] = []
+
+    def first() -> dict[str, Any]:
+        loaded.append(load_corpus(data, tokenizer, cache_dir))
+        return loaded[0][0].to_dict()
+
+    learned = distributed.from_main(first)
+    if loaded:
+        return loaded[0]
+    cache = cache_dir if cache_dir.is_dir() else None
+    return load_corpus(data, tokenizer_from_dict(learned), cache)
 
 
 def _train(
@@ -254,6 +300,7 @@ def _train(
     log: Callable[[str], None],
 ) -> LMRun:
     """Train (or resume from ``checkpoint``) in the locked run folder ``out_dir``."""
+    log = distributed.main_only(log)
     tokenizer = (
         None
         if checkpoint is None
@@ -266,7 +313,7 @@ def _train(
     data_c = sections.data
     trainer_c = sections.trainer
     torch.manual_seed(trainer_c.seed)
-    tokenizer, train_ids, valid_ids = load_corpus(data_c, tokenizer, out_dir / CACHE_DIR)
+    tokenizer, train_ids, valid_ids = _shared_corpus(data_c, tokenizer, out_dir / CACHE_DIR)
     model = LanguageModel(model_c, tokenizer.vocab_size)
     task = LMTask(tokenizer, train_ids, valid_ids, data_c, trainer_c.seed)
     meta = {"task": "lm", "rnnkit_version": rnnkit.__version__, "vocab_size": tokenizer.vocab_size}

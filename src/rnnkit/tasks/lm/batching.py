@@ -105,6 +105,11 @@ class LMBatches:
     ``windows(epoch, start)`` yields an epoch's windows from window ``start`` on, for
     exact resumption mid-epoch; ``len()`` and plain iteration use ``self.epoch``
     (``set_epoch``), 0 by default.
+
+    ``columns`` (a slice of the B streams) makes the windows hold those streams only: one
+    process's share under torchrun (``rnnkit.train.distributed.shard``). The layout, the
+    window lengths and their number are those of all B streams, so the shares of all
+    processes put side by side are the one-process windows.
     """
 
     def __init__(
@@ -116,6 +121,7 @@ class LMBatches:
         variable_bptt: bool = False,
         seed: int = 0,
         device: torch.device | str | None = None,
+        columns: slice | None = None,
     ):
         ids = _token_ids("ids", ids)
         self.batch_size = positive_int("batch_size", batch_size)
@@ -134,6 +140,13 @@ class LMBatches:
                 "smaller batch_size or more text"
             )
         self.stream_length = L
+        self.columns = slice(0, batch_size) if columns is None else columns
+        first, stop, stride = self.columns.indices(batch_size)
+        if stride != 1 or stop <= first:
+            raise ValueError(
+                f"columns must be a non-empty contiguous slice of the {batch_size} streams, "
+                f"got {columns!r}"
+            )
         self.device = None if device is None else torch.device(device)
         self._data: Tensor | None = None
         self._grid: np.ndarray | None = None
@@ -202,12 +215,13 @@ class LMBatches:
             yield rows[:-1], rows[1:]  # each [T, B], views of rows
 
     def _rows(self, start: int, stop: int) -> Tensor:
-        """Rows [start, stop) of the streams, int64 [stop - start, B]."""
+        """Rows [start, stop) of the streams (the ``columns`` ones), int64 [stop - start, B]."""
         if self._data is not None:
-            return self._data[start:stop]
+            return self._data[start:stop, self.columns]
         assert self._grid is not None
         # astype gathers the B strided slices into one contiguous int64 block
-        return self._to_device(torch.from_numpy(self._grid[start:stop].astype(np.int64)))
+        rows = self._grid[start:stop, self.columns]
+        return self._to_device(torch.from_numpy(rows.astype(np.int64)))
 
     def _check_epoch(self, epoch: int) -> int:
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:

@@ -28,7 +28,7 @@ from rnnkit.tasks.music.config import MusicConfig, MusicSettings, defaults
 from rnnkit.tasks.music.data import Chorale, load_chorales, piano_roll
 from rnnkit.tasks.music.model import MusicModel, generate, nll_per_step
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train import run_folder
+from rnnkit.train import distributed
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 
@@ -60,8 +60,9 @@ class MusicTask:
         return math.ceil(len(self.train) / self.batch_size)
 
     def batches(self, epoch: int, start: int) -> Iterator[Any]:
-        for rows in batches(len(self.train), self.batch_size, self.seed, epoch, start):
-            yield _batch([self.train[r] for r in rows])
+        for batch in batches(len(self.train), self.batch_size, self.seed, epoch, start):
+            rows = distributed.share(batch)  # under torchrun, this process's rows
+            yield _batch([self.train[r] for r in rows]) if rows else None
 
     def _loss(self, model: torch.nn.Module, batch: Any) -> tuple[Tensor, int]:
         device = next(model.parameters()).device
@@ -111,8 +112,11 @@ class MusicRun:
 def train(sections: MusicSettings | None = None, log: Callable[[str], None] = print) -> MusicRun:
     """Train a music model; report train and validation NLL per step of the best one."""
     sections = sections or defaults()
-    with run_folder.claim(sections.trainer.out) as out_dir:
-        return _train(sections, out_dir, log)
+    with (
+        distributed.session(sections.trainer.device, sections.trainer.threads),
+        distributed.claim(sections.trainer.out) as (out_dir, _),
+    ):
+        return _train(sections, out_dir, distributed.main_only(log))
 
 
 def _train(sections: MusicSettings, out_dir: Path, log: Callable[[str], None]) -> MusicRun:
@@ -138,10 +142,13 @@ def _train(sections: MusicSettings, out_dir: Path, log: Callable[[str], None]) -
     )
     task = MusicTask(train_rolls, valid_rolls, data_c.batch_size, trainer_c.seed)
     result = Trainer(model, task, trainer_c, sections.optim, out_dir, extra, log).fit()
-    best = load(out_dir)
-    return MusicRun(
-        out_dir, result, nll(best, train_rolls), nll(best, valid_rolls), model.num_parameters()
-    )
+
+    def score_best() -> list[float]:  # rank 0's, on every rank
+        best = load(out_dir)
+        return [nll(best, train_rolls), nll(best, valid_rolls)]
+
+    train_nll, valid_nll = distributed.from_main(score_best)
+    return MusicRun(out_dir, result, train_nll, valid_nll, model.num_parameters())
 
 
 def load(path: str | Path, which: str = "best") -> MusicModel:

@@ -44,7 +44,7 @@ from rnnkit.tasks.seq2seq.config import (
 from rnnkit.tasks.seq2seq.model import Seq2Seq
 from rnnkit.tasks.seq2seq.parallel import Pair, read_parallel
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train import run_folder
+from rnnkit.train import distributed
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 SOURCE_FILE, TARGET_FILE = "source_tokenizer.json", "target_tokenizer.json"
@@ -92,7 +92,11 @@ class Seq2SeqTask:
         return math.ceil(len(self.train_src) / self.batch_size)
 
     def batches(self, epoch: int, start: int) -> Iterator[Any]:
-        for rows in batches(len(self.train_src), self.batch_size, self.seed, epoch, start):
+        for batch in batches(len(self.train_src), self.batch_size, self.seed, epoch, start):
+            rows = distributed.share(batch)  # under torchrun, this process's rows
+            if not rows:
+                yield None
+                continue
             source, lengths = pad([self.train_src[r] for r in rows])
             target, target_lengths = pad([self.train_tgt[r] for r in rows])
             yield source, lengths, target, target_lengths
@@ -274,8 +278,11 @@ def train(
 ) -> Seq2SeqRun:
     """Train an encoder-decoder; score its best checkpoint on the validation (and test) pairs."""
     sections = sections or defaults()
-    with run_folder.claim(sections.trainer.out) as out_dir:
-        return _train(sections, out_dir, log)
+    with (
+        distributed.session(sections.trainer.device, sections.trainer.threads),
+        distributed.claim(sections.trainer.out) as (out_dir, _),
+    ):
+        return _train(sections, out_dir, distributed.main_only(log))
 
 
 def _train(sections: Seq2SeqSettings, out_dir: Path, log: Callable[[str], None]) -> Seq2SeqRun:
@@ -312,16 +319,20 @@ def _train(sections: Seq2SeqSettings, out_dir: Path, log: Callable[[str], None])
         f" / {target.vocab_size} {data.tokenizer} tokens; run in {out_dir}"
     )
     result = Trainer(model, task, trainer_c, sections.optim, out_dir, extra, log).fit()
-    translator = load(out_dir)
-    report = {"valid": evaluate_pairs(translator, valid_p)}
-    if test_p:
-        report["test"] = evaluate_pairs(translator, test_p)
-    run = Seq2SeqRun(out_dir, result, report)
-    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out_dir / "report.txt", run.text() + "\n")
-    shown = (test_p or valid_p)[:4]
-    plot_attention(translator, [p.source for p in shown], out_dir / "attention.png")
-    return run
+
+    def score_best() -> dict[str, Any]:  # rank 0's, on every rank
+        translator = load(out_dir)
+        report = {"valid": evaluate_pairs(translator, valid_p)}
+        if test_p:
+            report["test"] = evaluate_pairs(translator, test_p)
+        run = Seq2SeqRun(out_dir, result, report)
+        atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+        atomic_write_text(out_dir / "report.txt", run.text() + "\n")
+        shown = (test_p or valid_p)[:4]
+        plot_attention(translator, [p.source for p in shown], out_dir / "attention.png")
+        return report
+
+    return Seq2SeqRun(out_dir, result, distributed.from_main(score_best))
 
 
 def load(path: str | Path, which: str = "best") -> Translator:

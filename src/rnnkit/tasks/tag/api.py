@@ -36,7 +36,7 @@ from rnnkit.tasks.tag.metrics import SpanScores, span_scores
 from rnnkit.tasks.tag.model import Tagger
 from rnnkit.tasks.tag.schemes import allowed_transitions, convert, spans
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train import run_folder
+from rnnkit.train import distributed
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 WORDS_FILE, CHARS_FILE, TAGS_FILE = "words.json", "chars.json", "tags.json"
@@ -114,6 +114,12 @@ class TagTask:
                         ids[t] = self.vocab.words.unk_id
                     k += 1
                 words.append(ids)
+            # under torchrun this process's rows of the batch (drawn above as one process)
+            mine = distributed.shard(len(rows))
+            rows, words = rows[mine], words[mine]
+            if not rows:
+                yield None
+                continue
             tokens = [self.train[r].tokens for r in rows]
             ids, chars, lengths = self.vocab.batch(tokens, words)
             tags, _ = pad([self.train_tags[r] for r in rows])
@@ -123,7 +129,9 @@ class TagTask:
         device = next(model.parameters()).device
         ids, chars, lengths, tags = (x.to(device) for x in batch)
         assert isinstance(model, Tagger)
-        return StepResult(model.loss(ids, chars, lengths, tags), int(lengths.sum()))
+        # the loss is a mean per sentence, the count in tokens
+        loss = model.loss(ids, chars, lengths, tags)
+        return StepResult(loss, int(lengths.sum()), weight=len(lengths))
 
     score_name = "F1"
 
@@ -180,8 +188,11 @@ class TagRun:
 def train(sections: TagSettings | None = None, log: Callable[[str], None] = print) -> TagRun:
     """Train a tagger; score its best checkpoint (span F1) on the validation file."""
     sections = sections or defaults()
-    with run_folder.claim(sections.trainer.out) as out_dir:
-        return _train(sections, out_dir, log)
+    with (
+        distributed.session(sections.trainer.device, sections.trainer.threads),
+        distributed.claim(sections.trainer.out) as (out_dir, _),
+    ):
+        return _train(sections, out_dir, distributed.main_only(log))
 
 
 def _train(sections: TagSettings, out_dir: Path, log: Callable[[str], None]) -> TagRun:
@@ -225,12 +236,17 @@ def _train(sections: TagSettings, out_dir: Path, log: Callable[[str], None]) -> 
         f"({len(valid_s):,} validation), {len(tag_names)} tags; run in {out_dir}"
     )
     result = Trainer(model, task, trainer_c, sections.optim, out_dir, extra, log).fit()
-    best, best_vocab = load(out_dir)
-    predicted = tag_sentences(best, best_vocab, [s.tokens for s in valid_s])
-    scores = span_scores([s.tags for s in valid_s], predicted)
-    atomic_write_text(out_dir / "report.txt", scores.report() + "\n")
-    atomic_write_text(out_dir / "valid.conll", format_conll(valid_s, predicted))
-    return TagRun(out_dir, result, scores)
+
+    def score_best() -> list[list[str]]:  # rank 0's, on every rank
+        best, best_vocab = load(out_dir)
+        predicted = tag_sentences(best, best_vocab, [s.tokens for s in valid_s])
+        scores = span_scores([s.tags for s in valid_s], predicted)
+        atomic_write_text(out_dir / "report.txt", scores.report() + "\n")
+        atomic_write_text(out_dir / "valid.conll", format_conll(valid_s, predicted))
+        return predicted
+
+    predicted = distributed.from_main(score_best)
+    return TagRun(out_dir, result, span_scores([s.tags for s in valid_s], predicted))
 
 
 def load(path: str | Path, which: str = "best") -> tuple[Tagger, TagVocabulary]:
