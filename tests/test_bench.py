@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from rnnkit.cli import app
 from rnnkit.nn import kernels
 from rnnkit.nn.cells import CELLS
+from rnnkit.nn.kernels import gemm
 from rnnkit.tools import bench
 
 
@@ -147,9 +148,19 @@ def test_bench_bounds_smoke():
     )
     assert [b.cell for b in bounds] == ["gru", "gru_reset_before"]
     for b in bounds:
+        assert b.library in gemm.CANDIDATES  # the floor runs the kernel's own library
         assert min(b.ours_ms, b.baseline_ms, b.floor_ms, b.floor_gflops, b.peak_gflops) > 0
         assert b.ceiling == pytest.approx(b.baseline_ms / b.floor_ms)
         assert b.speedup == pytest.approx(b.baseline_ms / b.ours_ms)
+
+
+@pytest.mark.parametrize("library", gemm.CANDIDATES)
+def test_the_floor_runs_in_every_gemm_library(library):
+    from rnnkit.tools.bench_bounds import gemm_only
+
+    if not gemm.available(library):
+        pytest.skip(f"{library} is not available here")
+    gemm_only(CELLS["gru_reset_before"], bench.Shape("t", 3, 2, 4, 5), torch.float32, library)()
 
 
 def test_a_bf16_autocast_run_times_both_under_autocast(tmp_path):

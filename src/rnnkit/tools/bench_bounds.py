@@ -5,8 +5,10 @@
 
 A fused layer's forward + backward is a fixed set of matrix products plus O(T*B*G)
 element-wise gate math (G = gates * H). This runs exactly those products, at their
-shapes, through ``torch.mm`` into preallocated buffers (the same MKL SGEMM the kernels
-call), and nothing else:
+shapes, in the library the fused kernel chose for the layer's shape
+(``rnnkit.nn.kernels.gemm.choose``: ``torch.mm`` into preallocated buffers for mkl and
+aten, oneDNN's ``mkldnn::_linear_pointwise`` on recurrent weights packed once per call for
+onednn, as the kernel does), and nothing else:
 
     forward   x [T*B, D] @ W_ih^T [D, G]             one input projection
               h [B, H] @ W_hh^T [H, G]               T recurrent products (the reset-
@@ -23,10 +25,10 @@ read of every weight that any step must do.
 Their time, the GEMM floor, is what any implementation built on these products needs at
 least, so ``baseline / floor`` is the largest speedup over the baseline such a kernel can
 reach on this machine, and ``floor GFLOP/s / peak`` the largest fraction of the square
-GEMM peak. ``ours / floor`` is the fused kernel's overhead over its own products (gate
-math, memory traffic, Python). Same alternating medians and peak as ``rnnkit bench``;
-per-step products in a Python loop add a few microseconds each, so at long, tiny shapes
-(S3) the floor overstates the products' own time.
+GEMM peak of that library (``gemm.peaks``). ``ours / floor`` is the fused kernel's
+overhead over its own products (gate math, memory traffic, Python). Same alternating
+medians as ``rnnkit bench``; per-step products in a Python loop add a few microseconds
+each, so at long, tiny shapes (S3) the floor overstates the products' own time.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from torch import Tensor
 
 from rnnkit.nn import kernels
 from rnnkit.nn.cells import CELLS, Cell
+from rnnkit.nn.kernels import fused, gemm
 from rnnkit.tools.bench import (
     SHAPES,
     STREAM_SHAPE,
@@ -56,6 +59,11 @@ from rnnkit.tools.bench import (
 )
 
 
+def kernels_built() -> bool:
+    """Whether the fused kernels load here (else every layer runs the composite path)."""
+    return fused.load() is not None
+
+
 def _recurrent_splits(cell: Cell, H: int) -> tuple[int, ...]:
     """Output widths of the recurrent products of one step: the reset-before GRU's
     candidate product waits for the reset gate, so it is a second product."""
@@ -63,8 +71,29 @@ def _recurrent_splits(cell: Cell, H: int) -> tuple[int, ...]:
     return (2 * H, H) if cell.name == "gru_reset_before" else (G,)
 
 
-def gemm_only(cell: Cell, shape: Shape, dtype: torch.dtype) -> Callable[[], None]:
-    """One forward + backward's matrix products at ``shape``, and nothing else."""
+def library_for(cell: Cell, shape: Shape, dtype: torch.dtype) -> str:
+    """The library the fused kernel runs this layer's products in: the GEMM choice for fp32
+    (``mkl``, ``onednn`` or ``aten``), ``mkl`` (dgemm) for fp64."""
+    if dtype != torch.float32:
+        return "mkl"
+    return gemm.choose(shape.B, cell.num_gates * shape.H, shape.H)
+
+
+def _onednn_products() -> tuple[Callable[..., Tensor], Callable[[Tensor, int], Tensor]]:
+    """(a @ w^T with w [N, K] plain or packed, pack(w, rows)): oneDNN through ATen's ops."""
+    linear, reorder = torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._reorder_linear_weight
+
+    def mm_t(a: Tensor, w: Tensor) -> Tensor:
+        return linear(a, w, None, "none", [], "")
+
+    return mm_t, reorder
+
+
+def gemm_only(
+    cell: Cell, shape: Shape, dtype: torch.dtype, library: str = "mkl"
+) -> Callable[[], None]:
+    """One forward + backward's matrix products at ``shape`` in ``library``, and nothing
+    else."""
     T, B, D, H = shape.T, shape.B, shape.D, shape.H
     G = cell.num_gates * H
     g = torch.Generator().manual_seed(0)
@@ -94,13 +123,34 @@ def gemm_only(cell: Cell, shape: Shape, dtype: torch.dtype) -> Callable[[], None
         torch.mm(flat.t(), x, out=dw_ih)
         torch.mm(flat, w_ih, out=dx)
 
-    return run
+    def run_onednn() -> None:  # the kernel's onednn path; dx stays at::addmm there too
+        mm_t, pack = _onednn_products()
+        mm_t(x, w_ih)  # [T*B, D] @ [D, G]
+        forward = [pack(w, B) for w, _ in parts]  # [n, H], packed once per call
+        backward = [pack(w.t().contiguous(), B) for w, _ in parts]  # [H, n]
+        for t in range(T):
+            for w in forward:
+                mm_t(h_all[t], w)
+        for t in range(T):
+            start = 0
+            for (w, _), wt in zip(parts, backward, strict=True):
+                n = w.shape[0]
+                mm_t(dgates[t, :, start : start + n], wt)
+                start += n
+        flat = dgates.view(T * B, G)
+        mm_t(flat.t(), h_all.view(T * B, H).t().contiguous())  # dW_hh [G, H]
+        mm_t(flat.t(), x.t().contiguous())  # dW_ih [G, D]
+        torch.mm(flat, w_ih, out=dx)
+
+    return run_onednn if library == "onednn" else run
 
 
 @dataclass
 class Bound:
     cell: str
     shape: str
+    library: str
+    """the GEMM library of the fused kernel's products, which the floor runs too"""
     baseline: str
     ours_ms: float
     baseline_ms: float
@@ -122,20 +172,32 @@ class Bound:
         return self.ours_ms / self.floor_ms
 
 
-def measure(cell: Cell, shape: Shape, dtype: torch.dtype, repeats: int, peak: float) -> Bound:
+def measure(
+    cell: Cell, shape: Shape, dtype: torch.dtype, repeats: int, peaks: dict[str, float]
+) -> Bound:
+    """Ours, the baseline and the floor at one shape; ``peaks``: GFLOP/s per library."""
     ours, base, base_backend, label = _layers(cell, shape.D, shape.H, dtype)
+    library = library_for(cell, shape, dtype)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(shape.T, shape.B, shape.D, generator=g, dtype=dtype, requires_grad=True)
     dout = torch.randn(shape.T, shape.B, shape.H, generator=g, dtype=dtype)
     fns = [
         _training(ours, "auto", x, dout),
         _training(base, base_backend, x, dout),
-        gemm_only(cell, shape, dtype),
+        gemm_only(cell, shape, dtype, library),
     ]
     (ours_ms, base_ms, floor_ms), _ = time_alternating(fns, repeats, warmup=2)
     flops = gemm_flops(cell, shape)[1]
     return Bound(
-        cell.name, shape.name, label, ours_ms, base_ms, floor_ms, flops / floor_ms / 1e6, peak
+        cell.name,
+        shape.name,
+        library,
+        label,
+        ours_ms,
+        base_ms,
+        floor_ms,
+        flops / floor_ms / 1e6,
+        peaks.get(library, peaks["mkl"]),
     )
 
 
@@ -180,6 +242,7 @@ def table(bounds: list[Bound]) -> Table:
     for col in (
         "cell",
         "shape",
+        "gemm",
         "baseline",
         "ours ms",
         "baseline ms",
@@ -189,11 +252,14 @@ def table(bounds: list[Bound]) -> Table:
         "ours / floor",
         "floor % peak",
     ):
-        t.add_column(col, justify="left" if col in ("cell", "shape", "baseline") else "right")
+        t.add_column(
+            col, justify="left" if col in ("cell", "shape", "gemm", "baseline") else "right"
+        )
     for b in bounds:
         t.add_row(
             b.cell,
             b.shape,
+            b.library,
             b.baseline,
             f"{b.ours_ms:.2f}",
             f"{b.baseline_ms:.2f}",
@@ -229,12 +295,15 @@ def main(argv: list[str] | None = None) -> list[Bound]:
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     console = Console()
-    peak = gemm_peak_gflops(args.peak_size, torch.float32, args.repeats)
+    peaks = gemm.peaks(args.peak_size, args.repeats) if kernels_built() else {}
+    peaks["mkl"] = peaks.get("mkl") or gemm_peak_gflops(args.peak_size, torch.float32, args.repeats)
     console.print(
-        f"SGEMM peak ({args.peak_size}^3, {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s"
+        f"fp32 GEMM peaks ({args.peak_size}^3, {torch.get_num_threads()} threads, along the "
+        "fused kernel's path), GFLOP/s: "
+        + ", ".join(f"{name} {rate:.1f}" for name, rate in peaks.items())
     )
     bounds = [
-        measure(CELLS[name], shape, torch.float32, args.repeats, peak)
+        measure(CELLS[name], shape, torch.float32, args.repeats, peaks)
         for shape in shapes
         for name in cells
     ]
