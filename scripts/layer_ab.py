@@ -1,0 +1,66 @@
+"""One layer's training step, ours against torch.nn, in the checkout on PYTHONPATH: run it
+alternately from two checkouts to tell a regression from the machine of the day.
+
+    git worktree add /tmp/old 807f073
+    for i in 1 2; do
+        PYTHONPATH=/tmp/old/src python scripts/layer_ab.py old
+        PYTHONPATH=src python scripts/layer_ab.py new
+    done
+
+Prints the median of 9 alternating training steps (forward + backward) of each, at S2
+(T=100, B=64, D=256, H=512, fp32, 2 threads) unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import rnnkit
+from rnnkit.nn.cells import CELLS
+from rnnkit.nn.layers import RNNBase
+
+TORCH = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("label")
+    parser.add_argument("--cell", default="lstm", choices=sorted(TORCH))
+    parser.add_argument("--shape", default="100,64,256,512", help="T,B,D,H")
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args()
+    T, B, D, H = (int(v) for v in args.shape.split(","))
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    ours = RNNBase(CELLS[args.cell], D, H)
+    theirs = TORCH[args.cell](D, H)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(T, B, D, requires_grad=True)
+    dout = torch.randn(T, B, H)
+
+    def step(module: nn.Module) -> float:
+        start = time.perf_counter()
+        module.zero_grad()
+        x.grad = None
+        out, _ = module(x)
+        out.backward(dout)
+        return time.perf_counter() - start
+
+    for _ in range(2):
+        step(ours), step(theirs)
+    times = [(step(ours), step(theirs)) for _ in range(args.repeats)]
+    mine = statistics.median(t[0] for t in times) * 1e3
+    base = statistics.median(t[1] for t in times) * 1e3
+    print(
+        f"{args.label}: ours {mine:.1f} ms, torch.nn {base:.1f} ms, ratio {base / mine:.2f} "
+        f"({rnnkit.__file__})"
+    )
+
+
+if __name__ == "__main__":
+    main()
