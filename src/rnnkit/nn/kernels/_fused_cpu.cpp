@@ -800,10 +800,11 @@ void mm_into(Tensor out, const Tensor& a, const Tensor& b, bool bf16) {
   }
 }
 
-// x [T, B, D] -> [N, D]: the real tokens, packed as the schedule orders them.
-Tensor packed_input(const Tensor& x, const Schedule& sc) {
+// x [T, B, D] -> [N, D]: the real tokens, packed as the schedule orders them; tokens is
+// sc.index(0, true) (undefined when every row is full).
+Tensor packed_input(const Tensor& x, const Schedule& sc, const Tensor& tokens) {
   const Tensor x2d = x.view({sc.T * sc.B, x.size(2)});
-  return sc.full() ? x2d : x2d.index_select(0, sc.index(0, true));
+  return sc.full() ? x2d : x2d.index_select(0, tokens);
 }
 
 // forward(cell, x [T,B,D], lengths [B] int64 or empty, h0s, c0s, w_ih, w_hh, b_ih, b_hh,
@@ -823,7 +824,7 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
   // Padded positions are never written: they stay 0.
   Tensor out = sc.full() ? at::empty({T, B, dirs * H}, x.options())
                          : at::zeros({T, B, dirs * H}, x.options());
-  const Tensor xp = packed_input(x, sc);  // [N, D]
+  const Tensor xp = packed_input(x, sc, sc.full() ? Tensor() : sc.index(0, true));  // [N, D]
   std::vector<Tensor> gx(dirs), hbuf(dirs), cbuf(dirs), ghn(dirs), scratch(dirs), whh(dirs);
   std::vector<Tensor> bhh(dirs), h0(dirs), c0(dirs), hT(dirs), cT(dirs);
   for (int64_t d = 0; d < dirs; ++d) {
@@ -1175,7 +1176,8 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
       });
     });
   });
-  const Tensor xp = packed_input(x, sc), none = at::empty({0}, x.options());  // [N, D]
+  const Tensor tokens = sc.full() ? Tensor() : sc.index(0, true);  // [N] rows of x
+  const Tensor xp = packed_input(x, sc, tokens), none = at::empty({0}, x.options());  // [N, D]
   Tensor dxp = need_dx ? at::zeros({sc.N, D}, x.options()) : none;           // [N, D]
   std::vector<Tensor> result{none};
   for (int64_t d = 0; d < dirs; ++d) {
@@ -1220,7 +1222,7 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
   if (need_dx) {  // back to [T, B, D], padded positions 0
     result[0] = sc.full() ? dxp.view({T, B, D})
                           : at::zeros({T * B, D}, x.options())
-                                .index_copy_(0, sc.index(0, true), dxp)
+                                .index_copy_(0, tokens, dxp)
                                 .view({T, B, D});
   }
   return result;
