@@ -8,7 +8,8 @@ alternately from two checkouts to tell a regression from the machine of the day.
     done
 
 Prints the median of 9 alternating training steps (forward + backward) of each, at S2
-(T=100, B=64, D=256, H=512, fp32, 2 threads) unless told otherwise.
+(T=100, B=64, D=256, H=512, fp32, 2 threads) unless told otherwise; `--precision bf16` runs
+both under `torch.autocast("cpu", dtype=torch.bfloat16)`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--cell", default="lstm", choices=sorted(TORCH))
     parser.add_argument("--shape", default="100,64,256,512", help="T,B,D,H")
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = parser.parse_args()
     T, B, D, H = (int(v) for v in args.shape.split(","))
     torch.set_num_threads(2)
@@ -47,8 +49,9 @@ def main() -> None:
         start = time.perf_counter()
         module.zero_grad()
         x.grad = None
-        out, _ = module(x)
-        out.backward(dout)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            out, _ = module(x)
+        out.float().backward(dout)
         return time.perf_counter() - start
 
     for _ in range(2):
@@ -57,7 +60,7 @@ def main() -> None:
     mine = statistics.median(t[0] for t in times) * 1e3
     base = statistics.median(t[1] for t in times) * 1e3
     print(
-        f"{args.label}: ours {mine:.1f} ms, torch.nn {base:.1f} ms, ratio {base / mine:.2f} "
+        f"{args.label} {args.cell} {args.precision}: ours {mine:.1f} ms, torch.nn {base:.1f} ms, ratio {base / mine:.2f} "
         f"({rnnkit.__file__})"
     )
 

@@ -153,24 +153,6 @@ Tensor view(const S* p, int64_t rows, int64_t cols, int64_t ld, bool transposed)
   return transposed ? v.t() : v;
 }
 
-// Under bf16 autocast a direction's recurrent weights get a bf16 copy, announced to the
-// thread running that direction: a product whose B lies in the fp32 weights then runs in
-// bf16 on the copy, A rounded to bf16, through ATen (oneDNN), the result added in fp32.
-struct Bf16Mirror {
-  const float* fp32 = nullptr;
-  int64_t numel = 0;
-  const at::BFloat16* bf16 = nullptr;
-};
-thread_local Bf16Mirror tl_mirror;
-
-struct MirrorGuard {  // sets the thread's mirror for a scope (none when bf16 is undefined)
-  explicit MirrorGuard(const Tensor& w, const Tensor& bf16) {
-    if (bf16.defined())
-      tl_mirror = {w.data_ptr<float>(), w.numel(), bf16.data_ptr<at::BFloat16>()};
-  }
-  ~MirrorGuard() { tl_mirror = {}; }
-};
-
 // Which library runs the fp32 products (set from Python, rnnkit/nn/kernels/gemm.py, which
 // chooses by timing them on this machine; docs/kernels.md). fp64 always takes dgemm_.
 //   mkl     MKL's sgemm_ as exported by libtorch_cpu (the default); big products at::mm.
@@ -264,6 +246,73 @@ const Tensor* packed_block(const float* B, bool tb, int64_t M, int64_t N, int64_
   return &p.blocks.back().packed;
 }
 
+// Under bf16 autocast a direction's recurrent weights get a bf16 copy, announced to the
+// thread running that direction: a product whose B lies in the fp32 weights then runs in
+// bf16 on the copy, A rounded to bf16, through oneDNN's matmul on a copy of that block
+// packed at its first use in the scope (or at::mm where ATen has no oneDNN), the result
+// converted and added in fp32 (bf16_to_float).
+struct Bf16Mirror {
+  const float* fp32 = nullptr;
+  int64_t numel = 0;
+  const at::BFloat16* bf16 = nullptr;
+  std::vector<PackedBlock> blocks;  // packed bf16 blocks of the copy, as PackScope's
+};
+thread_local Bf16Mirror tl_mirror;
+
+struct MirrorGuard {  // sets the thread's mirror for a scope (none when bf16 is undefined)
+  explicit MirrorGuard(const Tensor& w, const Tensor& bf16) {
+    if (bf16.defined())
+      tl_mirror = {w.data_ptr<float>(), w.numel(), bf16.data_ptr<at::BFloat16>(), {}};
+  }
+  ~MirrorGuard() { tl_mirror = {}; }
+};
+
+inline float bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// C [M, N] (row stride ldc) = beta * C + r, r a contiguous bf16 [M, N]: the widening is a
+// 16-bit shift, so the loop vectorises (a mixed-dtype add_ through ATen costs 3-4 times more).
+void add_bf16(const Tensor& r, float* C, int64_t M, int64_t N, int64_t ldc, float beta) {
+  const uint16_t* src = reinterpret_cast<const uint16_t*>(r.data_ptr<at::BFloat16>());
+  for (int64_t i = 0; i < M; ++i) {
+    float* c = C + i * ldc;
+    const uint16_t* q = src + i * N;
+    if (beta == 0.f) {
+#pragma omp simd
+      for (int64_t j = 0; j < N; ++j) c[j] = bits_to_float(uint32_t(q[j]) << 16);
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < N; ++j) c[j] += bits_to_float(uint32_t(q[j]) << 16);
+    }
+  }
+}
+
+// The bf16 product of gemm() for B in the mirrored weights (m.fp32 <= B < m.fp32 + numel).
+void gemm_mirrored(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
+                   int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  Bf16Mirror& m = tl_mirror;
+  const Tensor a = view(A, ta ? K : M, ta ? M : K, lda, ta).to(at::kBFloat16);
+  const at::BFloat16* b = m.bf16 + (B - m.fp32);
+  Tensor r;
+  if (!ta && onednn_available()) {
+    const PackedBlock* hit = nullptr;
+    for (const PackedBlock& e : m.blocks)
+      if (e.b == B && e.tb == tb && e.N == N && e.K == K && e.ldb == ldb) hit = &e;
+    if (hit == nullptr) {
+      const Tensor w = tb ? view(b, N, K, ldb, false) : view(b, K, N, ldb, true);  // [N, K]
+      m.blocks.push_back({B, N, K, ldb, tb, onednn_pack(w, M)});
+      hit = &m.blocks.back();
+    }
+    r = onednn_linear(a, hit->packed, Tensor());  // [M, N] bf16, fp32 accumulation inside
+  } else {
+    r = at::mm(a, view(b, tb ? N : K, tb ? K : N, ldb, tb));
+  }
+  add_bf16(r.contiguous(), C, M, N, ldc, beta);
+}
+
 // ta: A is stored [K, M] (op(A) = A^T); tb: B is stored [N, K].
 template <typename S>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const S* A, int64_t lda,
@@ -271,18 +320,8 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const S* A, int64_t
   if (M == 0 || N == 0) return;
   if constexpr (std::is_same_v<S, float>) {
     const Bf16Mirror& m = tl_mirror;
-    if (m.fp32 != nullptr && K > 0 && B >= m.fp32 && B < m.fp32 + m.numel) {
-      const Tensor a = view(A, ta ? K : M, ta ? M : K, lda, ta).to(at::kBFloat16);
-      const Tensor b = view(m.bf16 + (B - m.fp32), tb ? N : K, tb ? K : N, ldb, tb);
-      Tensor c = view(C, M, N, ldc, false);
-      const Tensor r = at::mm(a, b);  // [M, N] bf16, fp32 accumulation inside
-      if (beta == S(0)) {
-        c.copy_(r);
-      } else {
-        c.add_(r);
-      }
-      return;
-    }
+    if (m.fp32 != nullptr && K > 0 && B >= m.fp32 && B < m.fp32 + m.numel)
+      return gemm_mirrored(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
   }
   if constexpr (std::is_same_v<S, float>) {
     const int backend = gemm_backend_now();
@@ -503,6 +542,20 @@ void scatter_rows(const Dir<S>& d, const S* from, S* to, int64_t b0, int64_t b1)
 // and the output. (b_hh is added there rather than folded into the projection so that a
 // one-step streaming call allocates nothing extra.)
 
+// The element-wise gate loops of one step: rows b < n, split over torch's threads when the
+// step has enough of them to repay waking the second (the rows are independent, each row's
+// arithmetic is the same either way, so results do not depend on the split). Inside a
+// parallel region (the two directions on their own threads) it runs inline.
+constexpr int64_t kRowGrain = 4096;  // elements (rows * H) per thread, at least
+
+template <typename F>
+void for_rows(int64_t n, int64_t H, const F& body) {
+  at::parallel_for(0, n, std::max<int64_t>(1, kRowGrain / std::max<int64_t>(H, 1)),
+                   [&](int64_t b0, int64_t b1) {
+                     for (int64_t b = b0; b < b1; ++b) body(b);
+                   });
+}
+
 template <typename S, int64_t CELL>
 void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
   const int64_t B = d.B, H = d.H, t = d.time(s), n = d.rows(t);  // rows b < n run
@@ -513,7 +566,7 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
     // a = gx + h U^T; h' = act(a)
     S* a = d.gx + d.off(t) * H;
     gemm<S>(false, true, n, H, H, hp, H, w_hh, H, S(1), a, H);  // [n,H] += [n,H] @ [H,H]^T
-    for (int64_t b = 0; b < n; ++b) {
+    for_rows(n, H, [&](int64_t b) {
       const S* ab = a + b * H;
       S *hb = hn + b * H, *yb = y(b);
 #pragma omp simd
@@ -522,14 +575,14 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
         hb[j] = v;
         yb[j] = v;
       }
-    }
+    });
   } else if constexpr (CELL == LSTM) {
     // a = gx + h U^T [n, 4H] -> i, f, g, o; c' = f c + i g; h' = o tanh(c')
     S* a = d.gx + d.off(t) * 4 * H;
     gemm<S>(false, true, n, 4 * H, H, hp, H, w_hh, H, S(1), a, 4 * H);
     const S* cp = d.cbuf + d.in_slot(s, t) * B * H;
     S* cn = d.cbuf + d.out_slot(s, t) * B * H;
-    for (int64_t b = 0; b < n; ++b) {
+    for_rows(n, H, [&](int64_t b) {
       S* ab = a + b * 4 * H;  // overwritten with the activations i, f, g, o (saved)
       const S* cpb = cp + b * H;
       S *cnb = cn + b * H, *hb = hn + b * H, *yb = y(b);
@@ -543,14 +596,14 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
         ab[j] = i, ab[H + j] = f, ab[2 * H + j] = g, ab[3 * H + j] = o;
         cnb[j] = c, hb[j] = h, yb[j] = h;
       }
-    }
+    });
   } else if constexpr (CELL == GRU) {
     // gh = h U^T [n, 3H] in one GEMM; r, z = sigmoid(gx + gh); n = tanh(gx_n + r (gh_n + b_hn))
     S* gh = d.scratch;
     gemm<S>(false, true, n, 3 * H, H, hp, H, w_hh, H, S(0), gh, 3 * H);
     S* a = d.gx + d.off(t) * 3 * H;
     S* ghn = d.training ? d.ghn + d.off(t) * H : d.ghn;
-    for (int64_t b = 0; b < n; ++b) {
+    for_rows(n, H, [&](int64_t b) {
       S* ab = a + b * 3 * H;  // overwritten with r, z, n (saved)
       const S *ghb = gh + b * 3 * H, *hpb = hp + b * H;
       S *ghnb = ghn + b * H, *hb = hn + b * H, *yb = y(b);
@@ -564,12 +617,12 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
         ab[j] = r, ab[H + j] = z, ab[2 * H + j] = n_;
         ghnb[j] = hn_, hb[j] = h, yb[j] = h;
       }
-    }
+    });
   } else {  // GRU_RESET_BEFORE: two dependent GEMMs, r must exist before U_n (r h)
     S* a = d.gx + d.off(t) * 3 * H;
     gemm<S>(false, true, n, 2 * H, H, hp, H, w_hh, H, S(1), a, 3 * H);  // a_rz += h U_rz^T
     S* rh = d.scratch;                                                  // [n, H]
-    for (int64_t b = 0; b < n; ++b) {
+    for_rows(n, H, [&](int64_t b) {
       S* ab = a + b * 3 * H;
       const S* hpb = hp + b * H;
       S* rhb = rh + b * H;
@@ -579,9 +632,9 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
         ab[j] = r, ab[H + j] = z;
         rhb[j] = r * hpb[j];
       }
-    }
+    });
     gemm<S>(false, true, n, H, H, rh, H, w_hh + 2 * H * H, H, S(1), a + 2 * H, 3 * H);
-    for (int64_t b = 0; b < n; ++b) {
+    for_rows(n, H, [&](int64_t b) {
       S* ab = a + b * 3 * H;
       const S* hpb = hp + b * H;
       S *hb = hn + b * H, *yb = y(b);
@@ -592,7 +645,7 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
         ab[2 * H + j] = n_;
         hb[j] = h, yb[j] = h;
       }
-    }
+    });
   }
 }
 
@@ -621,7 +674,7 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
   if constexpr (CELL == RNN_TANH || CELL == RNN_RELU) {
     // da = (dh + dy) act'(a); dh_prev = da U
     S* da = k.dG + d.off(t) * H;
-    for (int64_t b = 0; b < nr; ++b) {
+    for_rows(nr, H, [&](int64_t b) {
       S *dab = da + b * H, *dhpb = k.dhp + b * H;
       const S *dhb = k.dh + b * H, *dyb = dy(b), *yb = hn + b * H;
 #pragma omp simd
@@ -630,7 +683,7 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
         dab[j] = CELL == RNN_RELU ? (yb[j] > S(0) ? g : S(0)) : g * (S(1) - yb[j] * yb[j]);
         dhpb[j] = S(0);
       }
-    }
+    });
     gemm<S>(false, false, nr, H, H, da, H, w_hh, H, S(1), k.dhp, H);  // [nr,H] @ [H,H]
   } else if constexpr (CELL == LSTM) {
     // do = dh tanh(c'); dc = dc' + dh o (1 - tanh(c')^2); di = dc g; df = dc c; dg = dc i
@@ -638,7 +691,7 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
     const S* cp = d.cbuf + d.in_slot(s, t) * B * H;
     const S* cn = d.cbuf + d.out_slot(s, t) * B * H;
     S* da = k.dG + d.off(t) * 4 * H;
-    for (int64_t b = 0; b < nr; ++b) {
+    for_rows(nr, H, [&](int64_t b) {
       S *dab = da + b * 4 * H, *dhpb = k.dhp + b * H, *dcb = k.dc + b * H;
       const S *dhb = k.dh + b * H, *dyb = dy(b), *gb = gates + b * 4 * H;
       const S *cpb = cp + b * H, *cnb = cn + b * H;
@@ -655,7 +708,7 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
         dcb[j] = dc * f;
         dhpb[j] = S(0);
       }
-    }
+    });
     gemm<S>(false, false, nr, H, 4 * H, da, 4 * H, w_hh, H, S(1), k.dhp, H);  // [nr,4H] @ [4H,H]
   } else if constexpr (CELL == GRU) {
     // dn = dh (1-z); dz = dh (h-n); dan = dn (1-n^2); dr = dan gh_n; dgh_n = dan r
@@ -663,7 +716,7 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
     const S* ghn = d.ghn + d.off(t) * H;
     S* dg = k.dG + d.off(t) * 4 * H;
     S* dgh = k.scratch;  // [nr, 3H] = [dar, daz, dgh_n]: this step's d(h U^T + b_h)
-    for (int64_t b = 0; b < nr; ++b) {
+    for_rows(nr, H, [&](int64_t b) {
       S *dgb = dg + b * 4 * H, *dghb = dgh + b * 3 * H, *dhpb = k.dhp + b * H;
       const S *dhb = k.dh + b * H, *dyb = dy(b), *gb = gates + b * 3 * H;
       const S *hpb = hp + b * H, *ghnb = ghn + b * H;
@@ -679,12 +732,12 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
         dghb[j] = dar, dghb[H + j] = daz, dghb[2 * H + j] = dghn;
         dhpb[j] = g * z;
       }
-    }
+    });
     gemm<S>(false, false, nr, H, 3 * H, dgh, 3 * H, w_hh, H, S(1), k.dhp, H);  // [nr,3H] @ [3H,H]
   } else {  // GRU_RESET_BEFORE: d(rh) = dan U_n, then dr = d(rh) h, dh += d(rh) r + da_rz U_rz
     const S* gates = d.gx + d.off(t) * 3 * H;
     S* dg = k.dG + d.off(t) * 3 * H;  // [dar, daz, dan]
-    for (int64_t b = 0; b < nr; ++b) {
+    for_rows(nr, H, [&](int64_t b) {
       S *dgb = dg + b * 3 * H, *dhpb = k.dhp + b * H;
       const S *dhb = k.dh + b * H, *dyb = dy(b), *gb = gates + b * 3 * H;
       const S* hpb = hp + b * H;
@@ -696,10 +749,10 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
         dgb[H + j] = g * (hpb[j] - n) * z * (S(1) - z);      // daz
         dhpb[j] = g * z;
       }
-    }
+    });
     S* drh = k.scratch;  // [nr, H] = dan U_n
     gemm<S>(false, false, nr, H, H, dg + 2 * H, 3 * H, w_hh + 2 * H * H, H, S(0), drh, H);
-    for (int64_t b = 0; b < nr; ++b) {
+    for_rows(nr, H, [&](int64_t b) {
       S *dgb = dg + b * 3 * H, *dhpb = k.dhp + b * H;
       const S *gb = gates + b * 3 * H, *hpb = hp + b * H, *drhb = drh + b * H;
 #pragma omp simd
@@ -708,7 +761,7 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
         dgb[j] = drhb[j] * hpb[j] * r * (S(1) - r);  // dar
         dhpb[j] += drhb[j] * r;
       }
-    }
+    });
     gemm<S>(false, false, nr, H, 2 * H, dg, 3 * H, w_hh, H, S(1), k.dhp, H);  // [nr,2H] @ [2H,H]
   }
 }
@@ -783,21 +836,14 @@ void dispatch_cell(int64_t cell, const F& f) {
   }
 }
 
-// The big products over all T*B rows (the input projection, dx and the weight gradients):
-// with bf16 set (a layer under bf16 autocast), a @ b in bf16 with fp32 accumulation through
-// ATen (oneDNN on CPU), the result back in a's dtype. The per-step recurrent products go
-// bf16 through Bf16Mirror; the gate math and the states stay in a's dtype.
+// The forward's input projection over all T*B rows: with bf16 set (a layer under bf16
+// autocast), a @ b in bf16 with fp32 accumulation through ATen (oneDNN on CPU), the result
+// back in a's dtype. The per-step recurrent products go bf16 through Bf16Mirror, backward's
+// big products through its own prod (each operand rounded once); the gate math and the
+// states stay in a's dtype.
 Tensor mm_mixed(const Tensor& a, const Tensor& b, bool bf16) {
   if (!bf16) return mm_products(a, b);
   return at::mm(a.to(at::kBFloat16), b.to(at::kBFloat16)).to(a.scalar_type());
-}
-
-void mm_into(Tensor out, const Tensor& a, const Tensor& b, bool bf16) {
-  if (bf16) {
-    out.copy_(mm_mixed(a, b, true));
-  } else {
-    mm_products_into(out, a, b);
-  }
 }
 
 // x [T, B, D] -> [N, D]: the real tokens, packed as the schedule orders them; tokens is
@@ -1120,7 +1166,7 @@ std::vector<Tensor> step(int64_t cell, Tensor x, Tensor h, Tensor c, Tensor w_ih
 
 // backward(cell, x, lengths, dout [T,B,dirs*H], dh_T, dc_T, saved (4 per direction, as
 // forward returned them), w_ih, w_hh, has_b_ih, has_b_hh, need_dx, bf16 (dx and the weight
-// gradients in bf16, see mm_mixed)) -> [dx (or empty), then
+// gradients from bf16 products, each operand rounded once)) -> [dx (or empty), then
 // per direction dh0, dc0 (or empty), dw_ih, dw_hh, db_ih (or empty), db_hh (or empty)].
 // The weight gradients are large GEMMs over all T*B rows after the reverse loop.
 std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout,
@@ -1179,12 +1225,27 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
   const Tensor tokens = sc.full() ? Tensor() : sc.index(0, true);  // [N] rows of x
   const Tensor xp = packed_input(x, sc, tokens), none = at::empty({0}, x.options());  // [N, D]
   Tensor dxp = need_dx ? at::zeros({sc.N, D}, x.options()) : none;           // [N, D]
+  // Under bf16 every operand is rounded once (a strided view of a bf16 copy costs the
+  // product nothing; converting each narrowed or transposed view apart costs a copy each).
+  const auto low = [bf16](const Tensor& t) { return bf16 ? t.to(at::kBFloat16) : t; };
+  const auto prod = [bf16, &x](const Tensor& a, const Tensor& b) {  // a @ b in x's dtype
+    return bf16 ? at::mm(a, b).to(x.scalar_type()) : mm_products(a, b);
+  };
+  const auto prod_into = [bf16, &prod](Tensor out, const Tensor& a, const Tensor& b) {
+    if (bf16) {
+      out.copy_(prod(a, b));
+    } else {
+      mm_products_into(out, a, b);
+    }
+  };
+  const Tensor xl = low(xp);
   std::vector<Tensor> result{none};
   for (int64_t d = 0; d < dirs; ++d) {
     result.push_back(dh0[d]);
     result.push_back(lstm ? dc0[d] : none);
     const Tensor g2d = dG[d];                  // [N, Gs]
     const Tensor dgx = g2d.narrow(1, 0, G);  // [N, G] = dL/d(x W_ih^T + b_ih)
+    const Tensor gl = low(g2d), dgxl = gl.narrow(1, 0, G);
     // [N, H]: the state entering each token's step (slot t, or t + 1 walking backwards).
     const int64_t shift = d == 1 ? 1 : 0;
     const Tensor hprev = sc.full()
@@ -1192,26 +1253,27 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
         : saved[4 * d].view({(T + 1) * B, H}).index_select(0, sc.index(shift, false));
     if (need_dx) {  // [N,G] @ [G,D]
       if (bf16) {
-        dxp.add_(mm_mixed(dgx, w_ih[d], true));
+        dxp.add_(prod(dgxl, low(w_ih[d])));
       } else {
         dxp.addmm_(dgx, w_ih[d]);
       }
     }
-    result.push_back(mm_mixed(dgx.t(), xp, bf16));  // dW_ih [G, D]
+    result.push_back(prod(dgxl.t(), xl));  // dW_ih [G, D]
     Tensor dw_hh, db_hh;
     if (cell == GRU) {  // the n block of dL/d(h U^T + b_h) is dan * r, stored at 3H
+      const Tensor hl = low(hprev);
       dw_hh = at::empty({G, H}, x.options());
-      mm_into(dw_hh.narrow(0, 0, 2 * H), g2d.narrow(1, 0, 2 * H).t(), hprev, bf16);
-      mm_into(dw_hh.narrow(0, 2 * H, H), g2d.narrow(1, 3 * H, H).t(), hprev, bf16);
+      prod_into(dw_hh.narrow(0, 0, 2 * H), gl.narrow(1, 0, 2 * H).t(), hl);
+      prod_into(dw_hh.narrow(0, 2 * H, H), gl.narrow(1, 3 * H, H).t(), hl);
       if (has_b_hh)
         db_hh = at::cat({g2d.narrow(1, 0, 2 * H).sum(0), g2d.narrow(1, 3 * H, H).sum(0)});
     } else if (cell == GRU_RESET_BEFORE) {  // U_n multiplies r * h
       dw_hh = at::empty({G, H}, x.options());
-      mm_into(dw_hh.narrow(0, 0, 2 * H), dgx.narrow(1, 0, 2 * H).t(), hprev, bf16);
+      prod_into(dw_hh.narrow(0, 0, 2 * H), dgxl.narrow(1, 0, 2 * H).t(), low(hprev));
       const Tensor r = saved[4 * d + 2].narrow(1, 0, H);  // [N, H]
-      mm_into(dw_hh.narrow(0, 2 * H, H), dgx.narrow(1, 2 * H, H).t(), r * hprev, bf16);
+      prod_into(dw_hh.narrow(0, 2 * H, H), dgxl.narrow(1, 2 * H, H).t(), low(r * hprev));
     } else {
-      dw_hh = mm_mixed(dgx.t(), hprev, bf16);
+      dw_hh = prod(dgxl.t(), low(hprev));
     }
     const Tensor db_ih = (has_b_ih || (has_b_hh && !db_hh.defined())) ? dgx.sum(0) : none;
     if (has_b_hh && !db_hh.defined()) db_hh = db_ih.clone();
