@@ -3,6 +3,7 @@
 import rnnkit
 gru = rnnkit.GRU(input_size=32, hidden_size=64, num_layers=2, reset_after=False)
 output, h_n = gru(x)                  # same contract as torch.nn.GRU
+model = rnnkit.load_pretrained("my-model")   # a task model saved with save_pretrained
 
 The layers live in ``rnnkit.nn`` and are imported on first use, so that importing the
 package (the CLI's ``--help``) does not load torch.
@@ -25,6 +26,7 @@ __all__ = [
     "RNNBase",
     "RNNCell",
     "get_backend",
+    "load_pretrained",
     "set_backend",
     "use_backend",
 ]
@@ -43,5 +45,8 @@ if TYPE_CHECKING:
         use_backend,
     )
 
-
-__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, "rnnkit.nn"))
+# load_pretrained (rnnkit.tasks.hub) stays out of the TYPE_CHECKING imports above: the
+# import contracts read them, and the modules below the tasks import this package.
+__getattr__ = lazy_exports(
+    __name__, dict.fromkeys(__all__, "rnnkit.nn") | {"load_pretrained": "rnnkit.tasks.hub"}
+)

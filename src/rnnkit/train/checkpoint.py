@@ -88,15 +88,21 @@ def write_atomic(target: str | Path, files: Mapping[str, Any]) -> Path:
             raise ValueError(f"checkpoint file {name!r} must end in .safetensors or .json")
     target = Path(target)
     with atomic_dir(target) as tmp:  # the directory is the unit: no per-file temporaries
-        for name, content in files.items():
-            path = tmp / name
-            if name.endswith(".safetensors"):
-                save_file({k: v.detach().contiguous().cpu() for k, v in content.items()}, path)
-            else:
-                _write_json(path, content)
-        sums = {name: _sha256(tmp / name) for name in files if name.endswith(".safetensors")}
-        _write_json(tmp / CHECKSUMS_FILE, {"sha256": sums})
+        write_files(tmp, files)
     return target
+
+
+def write_files(directory: Path, files: Mapping[str, Any]) -> None:
+    """``write_atomic``'s files and checksums.json, into a fresh directory (the one
+    ``atomic_dir`` yields)."""
+    for name, content in files.items():
+        path = directory / name
+        if name.endswith(".safetensors"):
+            save_file({k: v.detach().contiguous().cpu() for k, v in content.items()}, path)
+        else:
+            _write_json(path, content)
+    sums = {name: _sha256(directory / name) for name in files if name.endswith(".safetensors")}
+    _write_json(directory / CHECKSUMS_FILE, {"sha256": sums})
 
 
 def _sha256(path: Path) -> str:
@@ -151,6 +157,18 @@ def read_json(checkpoint: Path, name: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _damaged(path, f"it holds a JSON {type(data).__name__}, not an object")
     return data
+
+
+def read_part(checkpoint: Path, name: str, parse: Callable[[Any], T]) -> T:
+    """``parse`` of a JSON file of the checkpoint (a tokenizer, labels, a scaler): what
+    ``parse`` refuses is one ``CheckpointError`` naming the file."""
+    data = read_json(checkpoint, name)
+    try:
+        return parse(data)
+    except KeyError as error:
+        raise _damaged(checkpoint / name, f"it lacks the entry {error.args[0]!r}") from None
+    except (ValueError, TypeError, AttributeError) as error:
+        raise _damaged(checkpoint / name, " ".join(str(error).split()) or repr(error)) from None
 
 
 @dataclasses.dataclass(frozen=True)

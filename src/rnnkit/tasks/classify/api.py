@@ -37,7 +37,7 @@ from rnnkit.tasks.classify.model import Classifier
 from rnnkit.tasks.classify.pretrained import init_from_language_model
 from rnnkit.tasks.classify.vectors import load_vectors
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train import distributed
+from rnnkit.train import distributed, pretrained
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -227,9 +227,10 @@ def load(path: str | Path, which: str = "best") -> tuple[Classifier, Tokenizer, 
 
 
 def _load(checkpoint: Path) -> tuple[Classifier, Tokenizer, LabelSet]:
+    record = pretrained.read(checkpoint, "classify", (TOKENIZER_FILE, LABELS_FILE))
     _, sections = ckpt.open_checkpoint(checkpoint, "classify", defaults())
-    tokenizer = tokenizer_from_dict(ckpt.read_json(checkpoint, TOKENIZER_FILE))
-    labels = LabelSet.from_dict(ckpt.read_json(checkpoint, LABELS_FILE))
+    tokenizer = ckpt.read_part(checkpoint, TOKENIZER_FILE, tokenizer_from_dict)
+    labels = ckpt.read_part(checkpoint, LABELS_FILE, LabelSet.from_dict)
     model = ckpt.build_model(
         checkpoint,
         lambda: Classifier(sections.model, tokenizer.vocab_size, len(labels.names)),
@@ -237,7 +238,33 @@ def _load(checkpoint: Path) -> tuple[Classifier, Tokenizer, LabelSet]:
     )
     assert isinstance(model, Classifier)
     model.lowercase = sections.data.lowercase  # type: ignore[assignment]
+    model.pretrained = record
     return model.eval(), tokenizer, labels
+
+
+def _compose(
+    model: Classifier,
+    tokenizer: Tokenizer | None = None,
+    labels: LabelSet | None = None,
+    lowercase: bool | None = None,
+) -> pretrained.Pretrained:
+    """``Classifier.save_pretrained``'s parts: the tokenizer, the labels, and whether
+    texts are lowercased before they are tokenized (data.lowercase)."""
+    data: dict[str, Any] = {} if tokenizer is None else {"tokenizer": tokenizer.kind}
+    data |= {} if lowercase is None else {"lowercase": lowercase}
+    return pretrained.compose(
+        model,
+        "classify",
+        defaults(),
+        files={
+            TOKENIZER_FILE: ("tokenizer", tokenizer and tokenizer.to_dict()),
+            LABELS_FILE: ("labels", labels and labels.to_dict()),
+        },
+        sections={"data": data},
+    )
+
+
+PRETRAINED = pretrained.Adapter("classify", lambda checkpoint: _load(checkpoint)[0], _compose)
 
 
 @torch.no_grad()

@@ -20,9 +20,20 @@ from torch import Tensor, nn
 from rnnkit.data.padded import length_mask
 from rnnkit.nn.factory import recurrent_layer
 from rnnkit.tasks.classify.config import ClassifierConfig
+from rnnkit.train.pretrained import Adapter, PretrainedMixin
 
 
-class Classifier(nn.Module):
+class Classifier(nn.Module, PretrainedMixin):
+    """``save_pretrained(dir, tokenizer=..., labels=...)`` / ``Classifier.from_pretrained(dir)``:
+    a folder in the Hub layout (``rnnkit.train.pretrained``);
+    ``rnnkit.tasks.classify.load(dir)`` gives the tokenizer and labels with the model."""
+
+    @classmethod
+    def pretrained_adapter(cls) -> Adapter:
+        from rnnkit.tasks.classify.api import PRETRAINED  # the api imports this module
+
+        return PRETRAINED
+
     def __init__(self, config: ClassifierConfig, vocab_size: int, num_labels: int) -> None:
         super().__init__()
         self.config = config

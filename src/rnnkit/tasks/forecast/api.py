@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from rnnkit.tasks.forecast.series import (
     windows,
 )
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train import distributed
+from rnnkit.train import distributed, pretrained
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 SCALER_FILE = "scaler.json"
@@ -274,6 +274,7 @@ def load(path: str | Path, which: str = "best") -> tuple[Forecaster, Scaler, boo
 
 
 def _load(checkpoint: Path) -> tuple[Forecaster, Scaler, bool]:
+    record = pretrained.read(checkpoint, "forecast", (SCALER_FILE,))
     saved, sections = ckpt.open_checkpoint(checkpoint, "forecast", defaults())
     columns = saved["meta"].get("columns")
     if not isinstance(columns, list) or not columns:
@@ -282,8 +283,40 @@ def _load(checkpoint: Path) -> tuple[Forecaster, Scaler, bool]:
         checkpoint, lambda: Forecaster(sections.model, len(columns)), sections.model
     )
     assert isinstance(model, Forecaster)
-    scaler = Scaler.from_dict(ckpt.read_json(checkpoint, SCALER_FILE))
+    scaler = ckpt.read_part(checkpoint, SCALER_FILE, lambda d: _scaler(d, len(columns)))
+    model.pretrained = record
     return model.eval(), scaler, sections.data.difference
+
+
+def _scaler(saved: dict[str, Any], width: int) -> Scaler:
+    scaler = Scaler.from_dict(saved)
+    for name, values in (("mean", scaler.mean), ("std", scaler.std)):
+        if values.shape != (width,) or values.dtype.kind not in "fi":
+            raise ValueError(f"{name} must be {width} numbers, one per column: {values.tolist()}")
+        if not np.isfinite(values).all() or (name == "std" and (values <= 0).any()):
+            raise ValueError(f"{name} must be finite (and std positive), got {values.tolist()}")
+    return scaler
+
+
+def _compose(
+    model: Forecaster,
+    scaler: Scaler | None = None,
+    columns: Sequence[str] | None = None,
+    difference: bool | None = None,
+) -> pretrained.Pretrained:
+    """``Forecaster.save_pretrained``'s parts: the scaler of the training part, the value
+    columns (their names, in order), and whether the model reads first differences."""
+    return pretrained.compose(
+        model,
+        "forecast",
+        defaults(),
+        files={SCALER_FILE: ("scaler", scaler and scaler.to_dict())},
+        sections={"data": None if difference is None else {"difference": difference}},
+        meta={"columns": ("columns", None if columns is None else list(columns))},
+    )
+
+
+PRETRAINED = pretrained.Adapter("forecast", lambda checkpoint: _load(checkpoint)[0], _compose)
 
 
 def evaluate_file(run: str | Path, path: str | Path) -> dict[str, Any]:

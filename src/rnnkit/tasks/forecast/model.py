@@ -20,9 +20,20 @@ from torch import Tensor, nn
 
 from rnnkit.nn.factory import recurrent_layer
 from rnnkit.tasks.forecast.config import ForecasterConfig
+from rnnkit.train.pretrained import Adapter, PretrainedMixin
 
 
-class Forecaster(nn.Module):
+class Forecaster(nn.Module, PretrainedMixin):
+    """``save_pretrained(dir, scaler=..., columns=...)`` / ``Forecaster.from_pretrained(dir)``:
+    a folder in the Hub layout (``rnnkit.train.pretrained``);
+    ``rnnkit.tasks.forecast.load(dir)`` gives the scaler with the model."""
+
+    @classmethod
+    def pretrained_adapter(cls) -> Adapter:
+        from rnnkit.tasks.forecast.api import PRETRAINED  # the api imports this module
+
+        return PRETRAINED
+
     def __init__(self, config: ForecasterConfig, num_variables: int) -> None:
         super().__init__()
         self.config, self.V = config, num_variables

@@ -26,11 +26,12 @@ import rnnkit
 from rnnkit.common import config as cfg
 from rnnkit.data import cached_ids, encode_ids, id_dtype, iter_text, train_tokenizer
 from rnnkit.data.tokenizers import SPECIALS, Tokenizer, tokenizer_from_dict
+from rnnkit.decoding.config import SampleConfig
 from rnnkit.tasks.lm.batching import LMBatches, split_train_valid
 from rnnkit.tasks.lm.config import DEFAULT_CORPUS, DataConfig, LMSettings, defaults
 from rnnkit.tasks.lm.model import LanguageModel, bits_per_token, perplexity
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train import distributed
+from rnnkit.train import distributed, pretrained
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -226,7 +227,13 @@ def resume_sections(
     """The checkpoint's sections with ``changes`` ({section: {field: value}}) applied;
     only the ``RESUMABLE`` fields may change."""
     path = ckpt.resolve(checkpoint, prefer=("last", "best"))
-    saved = cfg.from_dict(defaults(), ckpt.read_json(path, ckpt.CONFIG_FILE), str(path))
+    data = ckpt.read_json(path, ckpt.CONFIG_FILE)
+    if isinstance(data.get("meta"), dict) and data["meta"].get("format") == pretrained.FORMAT:
+        raise ckpt.CheckpointError(
+            f"{str(path)!r} is a pretrained folder (weights without the training state): "
+            "there is nothing to resume; resume the run it came from"
+        )
+    saved = cfg.from_dict(defaults(), data, str(path))
     for section, values in (changes or {}).items():
         allowed = RESUMABLE.get(section, set())
         for name in values:
@@ -348,13 +355,33 @@ def load(
 
 
 def _load(checkpoint: Path) -> tuple[LanguageModel, Tokenizer, LMSettings]:
+    record = pretrained.read(checkpoint, "lm", (TOKENIZER_FILE,))
     _, sections = ckpt.open_checkpoint(checkpoint, "lm", defaults())
-    tokenizer = tokenizer_from_dict(ckpt.read_json(checkpoint, TOKENIZER_FILE))
+    tokenizer = ckpt.read_part(checkpoint, TOKENIZER_FILE, tokenizer_from_dict)
     model = ckpt.build_model(
         checkpoint, lambda: LanguageModel(sections.model, tokenizer.vocab_size), sections.model
     )
     assert isinstance(model, LanguageModel)
+    model.pretrained = record
     return model, tokenizer, sections
+
+
+def _compose(
+    model: LanguageModel, tokenizer: Tokenizer | None = None, sample: SampleConfig | None = None
+) -> pretrained.Pretrained:
+    """``LanguageModel.save_pretrained``'s parts: the tokenizer, and the sampling settings
+    ``rnnkit sample`` starts from."""
+    return pretrained.compose(
+        model,
+        "lm",
+        defaults(),
+        files={TOKENIZER_FILE: ("tokenizer", tokenizer and tokenizer.to_dict())},
+        sections={"sample": sample, "data": tokenizer and {"tokenizer": tokenizer.kind}},
+        meta={"vocab_size": ("", model.vocab_size)},
+    )
+
+
+PRETRAINED = pretrained.Adapter("lm", lambda checkpoint: _load(checkpoint)[0], _compose)
 
 
 def evaluate_text(

@@ -28,10 +28,21 @@ from rnnkit.nn.cells import set_forget_bias
 from rnnkit.nn.factory import recurrent_layer
 from rnnkit.tasks.lm.config import LMConfig
 from rnnkit.tasks.lm.loss import projected_cross_entropy
+from rnnkit.train.pretrained import Adapter, PretrainedMixin
 
 
-class LanguageModel(nn.Module):
-    """Embedding (or one-hot) -> rnnkit RNN stack -> dropout -> linear to the vocabulary."""
+class LanguageModel(nn.Module, PretrainedMixin):
+    """Embedding (or one-hot) -> rnnkit RNN stack -> dropout -> linear to the vocabulary.
+
+    ``save_pretrained(dir, tokenizer=...)`` / ``LanguageModel.from_pretrained(dir)``: a
+    folder in the Hub layout (``rnnkit.train.pretrained``); ``rnnkit.tasks.lm.load(dir)``
+    gives the tokenizer and settings with the model."""
+
+    @classmethod
+    def pretrained_adapter(cls) -> Adapter:
+        from rnnkit.tasks.lm.api import PRETRAINED  # the api imports this module
+
+        return PRETRAINED
 
     def __init__(self, config: LMConfig, vocab_size: int) -> None:
         super().__init__()

@@ -28,7 +28,7 @@ from rnnkit.tasks.music.config import MusicConfig, MusicSettings, defaults
 from rnnkit.tasks.music.data import Chorale, load_chorales, piano_roll
 from rnnkit.tasks.music.model import MusicModel, generate, nll_per_step
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train import distributed
+from rnnkit.train import distributed, pretrained
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 
@@ -156,10 +156,20 @@ def load(path: str | Path, which: str = "best") -> MusicModel:
 
 
 def _load(checkpoint: Path) -> MusicModel:
+    record = pretrained.read(checkpoint, "music", ())
     _, sections = ckpt.open_checkpoint(checkpoint, "music", defaults())
     model = ckpt.build_model(checkpoint, lambda: MusicModel(sections.model), sections.model)
     assert isinstance(model, MusicModel)
+    model.pretrained = record
     return model.eval()
+
+
+def _compose(model: MusicModel) -> pretrained.Pretrained:
+    """``MusicModel.save_pretrained`` needs no parts: the pitch range is in its config."""
+    return pretrained.compose(model, "music", defaults())
+
+
+PRETRAINED = pretrained.Adapter("music", _load, _compose)
 
 
 def evaluate_file(run: str | Path, path: str | Path, split: str | None = None) -> dict[str, Any]:

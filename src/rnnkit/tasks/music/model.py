@@ -19,9 +19,19 @@ from torch import Tensor, nn
 from rnnkit.decoding.bernoulli import sample_bernoulli
 from rnnkit.nn.factory import recurrent_layer
 from rnnkit.tasks.music.config import MusicConfig
+from rnnkit.train.pretrained import Adapter, PretrainedMixin
 
 
-class MusicModel(nn.Module):
+class MusicModel(nn.Module, PretrainedMixin):
+    """``save_pretrained(dir)`` / ``MusicModel.from_pretrained(dir)``: a folder in the Hub
+    layout (``rnnkit.train.pretrained``)."""
+
+    @classmethod
+    def pretrained_adapter(cls) -> Adapter:
+        from rnnkit.tasks.music.api import PRETRAINED  # the api imports this module
+
+        return PRETRAINED
+
     def __init__(self, config: MusicConfig) -> None:
         super().__init__()
         if config.high < config.low:

@@ -44,7 +44,7 @@ from rnnkit.tasks.seq2seq.config import (
 from rnnkit.tasks.seq2seq.model import Seq2Seq
 from rnnkit.tasks.seq2seq.parallel import Pair, read_parallel
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train import distributed
+from rnnkit.train import distributed, pretrained
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 SOURCE_FILE, TARGET_FILE = "source_tokenizer.json", "target_tokenizer.json"
@@ -340,16 +340,39 @@ def load(path: str | Path, which: str = "best") -> Translator:
 
 
 def _load(checkpoint: Path) -> Translator:
+    record = pretrained.read(checkpoint, "seq2seq", (SOURCE_FILE, TARGET_FILE))
     _, sections = ckpt.open_checkpoint(checkpoint, "seq2seq", defaults())
-    source = tokenizer_from_dict(ckpt.read_json(checkpoint, SOURCE_FILE))
-    target = tokenizer_from_dict(ckpt.read_json(checkpoint, TARGET_FILE))
+    source = ckpt.read_part(checkpoint, SOURCE_FILE, tokenizer_from_dict)
+    target = ckpt.read_part(checkpoint, TARGET_FILE, tokenizer_from_dict)
     model = ckpt.build_model(
         checkpoint,
         lambda: Seq2Seq(sections.model, source.vocab_size, target.vocab_size),
         sections.model,
     )
     assert isinstance(model, Seq2Seq)
+    model.pretrained = record
     return Translator(model, PairTokenizers(source, target), sections.decode)
+
+
+def _compose(
+    model: Seq2Seq, tokenizers: PairTokenizers | None = None, decode: DecodeConfig | None = None
+) -> pretrained.Pretrained:
+    """``Seq2Seq.save_pretrained``'s parts: the source and target tokenizers, and the
+    decoding settings ``translate`` starts from."""
+    t = tokenizers
+    return pretrained.compose(
+        model,
+        "seq2seq",
+        defaults(),
+        files={
+            SOURCE_FILE: ("tokenizers", t and t.source.to_dict()),
+            TARGET_FILE: ("tokenizers", t and t.target.to_dict()),
+        },
+        sections={"decode": decode, "data": t and {"tokenizer": t.source.kind}},
+    )
+
+
+PRETRAINED = pretrained.Adapter("seq2seq", lambda checkpoint: _load(checkpoint).model, _compose)
 
 
 def translate(

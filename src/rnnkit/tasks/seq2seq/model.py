@@ -48,6 +48,7 @@ from rnnkit.data.tokenizers import BOS_ID
 from rnnkit.nn.cells import CELLS
 from rnnkit.nn.factory import cell_module, recurrent_layer
 from rnnkit.tasks.seq2seq.config import ATTENTIONS, Seq2SeqConfig
+from rnnkit.train.pretrained import Adapter, PretrainedMixin
 
 State = tuple[tuple[Tensor, ...], ...]
 """The decoder state: one tuple per layer, (h,) or (h, c), each [B, H], then (feed,)."""
@@ -99,12 +100,21 @@ class Attention(nn.Module):
         return context, weights
 
 
-class Seq2Seq(nn.Module):
+class Seq2Seq(nn.Module, PretrainedMixin):
     """Encoder-decoder with attention; see the module docstring for the equations.
 
     ``forward`` is the teacher-forced training pass; ``encode`` + ``start`` + ``step`` are
     the pieces greedy and beam search (``rnnkit.decoding.beam``) drive.
+    ``save_pretrained(dir, tokenizers=...)`` / ``Seq2Seq.from_pretrained(dir)``: a folder in
+    the Hub layout (``rnnkit.train.pretrained``); ``rnnkit.tasks.seq2seq.load(dir)`` gives
+    the ``Translator`` (model, tokenizers, decoding settings).
     """
+
+    @classmethod
+    def pretrained_adapter(cls) -> Adapter:
+        from rnnkit.tasks.seq2seq.api import PRETRAINED  # the api imports this module
+
+        return PRETRAINED
 
     def __init__(self, config: Seq2SeqConfig, source_vocab: int, target_vocab: int) -> None:
         super().__init__()

@@ -36,7 +36,7 @@ from rnnkit.tasks.tag.metrics import SpanScores, span_scores
 from rnnkit.tasks.tag.model import Tagger
 from rnnkit.tasks.tag.schemes import allowed_transitions, convert, spans
 from rnnkit.train import checkpoint as ckpt
-from rnnkit.train import distributed
+from rnnkit.train import distributed, pretrained
 from rnnkit.train.trainer import FitResult, StepResult, Trainer
 
 WORDS_FILE, CHARS_FILE, TAGS_FILE = "words.json", "chars.json", "tags.json"
@@ -253,11 +253,19 @@ def load(path: str | Path, which: str = "best") -> tuple[Tagger, TagVocabulary]:
     return ckpt.load_run(path, which, _load)
 
 
+def _tag_names(saved: dict[str, Any]) -> list[str]:
+    names = saved["tags"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError("'tags' is not a list of tag names")
+    return names
+
+
 def _load(checkpoint: Path) -> tuple[Tagger, TagVocabulary]:
+    record = pretrained.read(checkpoint, "tag", (WORDS_FILE, CHARS_FILE, TAGS_FILE))
     _, sections = ckpt.open_checkpoint(checkpoint, "tag", defaults())
-    words = tokenizer_from_dict(ckpt.read_json(checkpoint, WORDS_FILE))
-    chars = tokenizer_from_dict(ckpt.read_json(checkpoint, CHARS_FILE))
-    tag_names = ckpt.read_json(checkpoint, TAGS_FILE)["tags"]
+    words = ckpt.read_part(checkpoint, WORDS_FILE, tokenizer_from_dict)
+    chars = ckpt.read_part(checkpoint, CHARS_FILE, tokenizer_from_dict)
+    tag_names = ckpt.read_part(checkpoint, TAGS_FILE, _tag_names)
     data = sections.data
     constraints = allowed_transitions(tag_names, data.train_scheme)
     model = ckpt.build_model(
@@ -268,7 +276,28 @@ def _load(checkpoint: Path) -> tuple[Tagger, TagVocabulary]:
         sections.model,
     )
     assert isinstance(model, Tagger)
+    model.pretrained = record
     return model.eval(), TagVocabulary(words, chars, tag_names, data)
+
+
+def _compose(model: Tagger, vocabulary: TagVocabulary | None = None) -> pretrained.Pretrained:
+    """``Tagger.save_pretrained``'s part: the vocabularies of words, characters and tags,
+    with how words are looked up (its data section: lowercase, zero_digits, the schemes)."""
+    v = vocabulary
+    return pretrained.compose(
+        model,
+        "tag",
+        defaults(),
+        files={
+            WORDS_FILE: ("vocabulary", v and v.words.to_dict()),
+            CHARS_FILE: ("vocabulary", v and v.chars.to_dict()),
+            TAGS_FILE: ("vocabulary", v and {"tags": list(v.tags)}),
+        },
+        sections={"data": v and v.data},
+    )
+
+
+PRETRAINED = pretrained.Adapter("tag", lambda checkpoint: _load(checkpoint)[0], _compose)
 
 
 def predict(path: str | Path, sentences: Sequence[Sequence[str]]) -> list[dict[str, Any]]:

@@ -23,9 +23,20 @@ from rnnkit.data.padded import length_mask
 from rnnkit.nn.factory import recurrent_layer
 from rnnkit.tasks.tag.config import TaggerConfig
 from rnnkit.tasks.tag.crf import CRF
+from rnnkit.train.pretrained import Adapter, PretrainedMixin
 
 
-class Tagger(nn.Module):
+class Tagger(nn.Module, PretrainedMixin):
+    """``save_pretrained(dir, vocabulary=...)`` / ``Tagger.from_pretrained(dir)``: a folder
+    in the Hub layout (``rnnkit.train.pretrained``; the CRF's transitions are weights);
+    ``rnnkit.tasks.tag.load(dir)`` gives the vocabularies with the model."""
+
+    @classmethod
+    def pretrained_adapter(cls) -> Adapter:
+        from rnnkit.tasks.tag.api import PRETRAINED  # the api imports this module
+
+        return PRETRAINED
+
     def __init__(
         self,
         config: TaggerConfig,
