@@ -105,17 +105,16 @@ class Graph:
         self.initializers: list[Any] = []
         self.metadata: dict[str, str] = {}
         self._taken: set[str] = set()
+        self._count: dict[str, int] = {}
         self._stored: dict[tuple[int, str], str] = {}  # (id of a tensor, transform) -> name
         self._keep: list[Tensor] = []  # the tensors behind _stored's ids, kept alive
 
     def fresh(self, hint: str) -> str:
-        """A name not used yet, ``hint`` or ``hint_2``, ``hint_3``, ..."""
-        name, k = hint, 1
-        while name in self._taken:
-            k += 1
-            name = f"{hint}_{k}"
-        self._taken.add(name)
-        return name
+        """A name for an inner value, ``hint.1``, ``hint.2``, ...: the dot keeps it apart
+        from the inputs' and outputs' names, which have none."""
+        self._count[hint] = k = self._count.get(hint, 0) + 1
+        self._taken.add(f"{hint}.{k}")
+        return f"{hint}.{k}"
 
     def _elem(self, dtype: str) -> int:
         types = self.onnx.TensorProto
@@ -123,8 +122,8 @@ class Graph:
         return elems[dtype]
 
     def input(self, name: str, dtype: str, shape: Shape) -> str:
-        if name in self._taken:
-            raise ValueError(f"the graph already has a value named {name!r}")
+        if name in self._taken or "." in name:
+            raise ValueError(f"{name!r} is taken or has a dot (kept for inner values)")
         self._taken.add(name)
         self.inputs.append(self.onnx.helper.make_tensor_value_info(name, self._elem(dtype), shape))
         return name
@@ -132,8 +131,8 @@ class Graph:
     def output(self, value: str, name: str, dtype: str, shape: Shape) -> None:
         """Make ``value`` a graph output called ``name``."""
         if value != name:
-            if name in self._taken:
-                raise ValueError(f"the graph already has a value named {name!r}")
+            if name in self._taken or "." in name:
+                raise ValueError(f"{name!r} is taken or has a dot (kept for inner values)")
             self._taken.add(name)
             self.nodes.append(self.onnx.helper.make_node("Identity", [value], [name]))
         self.outputs.append(self.onnx.helper.make_tensor_value_info(name, self._elem(dtype), shape))
@@ -142,7 +141,7 @@ class Graph:
         """An initializer holding ``values`` (stored as given)."""
         name = self.fresh(hint)
         self.initializers.append(
-            self.onnx.numpy_helper.from_array(np.ascontiguousarray(values), name)
+            self.onnx.numpy_helper.from_array(np.asarray(values, order="C"), name)
         )
         return name
 
@@ -162,8 +161,8 @@ class Graph:
             self._keep.append(tensor)
         return self._stored[key]
 
-    def ints(self, values: Sequence[int], hint: str = "const") -> str:
-        """An int64 constant (axes, shapes, slice bounds)."""
+    def ints(self, values: Sequence[int] | int, hint: str = "const") -> str:
+        """An int64 constant (axes, shapes, slice bounds; a scalar for an int)."""
         return self.array(np.asarray(values, dtype=np.int64), hint)
 
     def scalar(self, value: float, hint: str = "const") -> str:
@@ -490,3 +489,19 @@ def to_onnx(module: nn.Module, example: Any, path: str | Path, *, force: bool = 
     with atomic_path(target) as tmp:
         tmp.write_bytes(model.SerializeToString())
     return target
+
+
+def signature(model: Any) -> str:
+    """An ONNX model's inputs and outputs, one per line: ``name dtype [dims]``."""
+    onnx = require_onnx()
+
+    def line(kind: str, value: Any) -> str:
+        t = value.type.tensor_type
+        dims = [d.dim_param or str(d.dim_value) for d in t.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
+        return f"  {kind} {value.name}: {dtype} [{', '.join(dims)}]"
+
+    graph = model.graph
+    return "\n".join(
+        [line("input ", v) for v in graph.input] + [line("output", v) for v in graph.output]
+    )

@@ -1,0 +1,68 @@
+"""`rnnkit export RUN --format onnx --out FILE`: a trained model of any task as a file
+that runs outside rnnkit (the task is read from the run, as `rnnkit eval` does)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rnnkit.cli import app
+from rnnkit.cli.errors import boundary
+from rnnkit.cli.runs import run_task
+
+FORMATS = ("onnx",)
+"""What ``--format`` may name."""
+
+WHAT = {
+    "lm": "a step model (ids, state -> logits, state)",
+    "classify": "the classifier (ids, lengths -> logits)",
+    "tag": "the tagger's emissions (and the CRF's scores)",
+    "forecast": "the forecaster over raw values",
+    "music": "a step model (frame, state -> logits, state)",
+    "seq2seq": "the encoder and the decoder step",
+}
+
+
+@app.command("export")
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Run directory (uses best/) or checkpoint.")],
+    out: Annotated[Path, typer.Option("--out", help="The file to write, e.g. model.onnx.")],
+    format: Annotated[
+        str, typer.Option("--format", help=f"The file format: {', '.join(FORMATS)}.")
+    ] = "onnx",
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+) -> None:
+    """Export a trained model to run outside rnnkit (ONNX Runtime and others).
+
+    lm, music: a step model (token or frame and state in, logits and state out).
+    classify: ids and lengths to class logits.
+    tag: emissions, and the CRF's transition, start and end scores.
+    forecast: raw past values to the forecast.
+    Inputs, outputs and a generation loop in ONNX Runtime: docs/export.md.
+    """
+    from rnnkit.common.io import check_new_file
+
+    with boundary():
+        if format not in FORMATS:
+            raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+        check_new_file(out, "--out", force)
+        task = run_task(checkpoint)
+        try:
+            adapter = importlib.import_module(f"rnnkit.tasks.{task}.export")
+        except ModuleNotFoundError as error:
+            if error.name != f"rnnkit.tasks.{task}.export":
+                raise
+            raise ValueError(
+                f"{checkpoint} holds a {task} model, which rnnkit cannot export yet"
+            ) from None
+        from rnnkit.export.onnx import signature, to_onnx
+
+        path = to_onnx(adapter.from_run(checkpoint), None, out, force=force)
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        typer.echo(f"wrote {path}: {WHAT[task]}, ONNX opset {model.opset_import[0].version}")
+        typer.echo(signature(model))
