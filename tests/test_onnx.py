@@ -469,3 +469,117 @@ def test_cli_export_without_onnx_is_one_line(lm_run, tmp_path, monkeypatch):
         "error: ONNX export needs the onnx package, which is not installed: "
         "pip install 'rnnkit[export]' (or pip install onnx)"
     ]
+
+
+# --- every task's trained run through `rnnkit export` (slow: four tiny trainings) -----
+
+
+def _train(task: str, root, *args) -> object:
+    out = root / "run"
+    common = ("--trainer.progress", "false", "--trainer.out", out)
+    result = invoke("train", task, *args, *common)
+    assert result.exit_code == 0, result.output
+    exported = root / "model.onnx"
+    result = invoke("export", out, "--out", exported)
+    assert result.exit_code == 0, result.output
+    model = onnx.load(str(exported))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["rnnkit.task"] == task
+    return out, session(model), meta
+
+
+@pytest.mark.slow
+def test_classify_run_exports(tmp_path):
+    from rnnkit.data.padded import pad
+    from rnnkit.tasks.classify import api as classify
+
+    lines = ["pos a great and funny film", "neg a dull and boring film", "pos great story"]
+    data = tmp_path / "train.txt"
+    data.write_text("\n".join(lines * 3) + "\n", encoding="utf-8")
+    run, s, meta = _train(
+        "classify", tmp_path, "--train", data, "--valid", data, "--trainer.epochs", "2",
+        "--model.hidden_size", "8", "--model.embedding_size", "6", "--model.pooling",
+        "attention",
+    )  # fmt: skip
+    texts = ["a great film", "boring and dull , a long story"]
+    expected = classify.predict(run, texts)
+    _, tokenizer, labels = classify.load(run)
+    assert json.loads(meta["rnnkit.labels"]) == list(labels.names)
+    ids, lengths = pad([tokenizer.encode(t) for t in texts])
+    (logits,) = s.run(None, {"ids": ids.numpy(), "lengths": lengths.numpy()})
+    probs = torch.softmax(torch.from_numpy(logits), dim=1)
+    for p, e in zip(probs, expected, strict=True):
+        assert_close(p.numpy(), [e["probabilities"][n] for n in labels.names], "probabilities")
+
+
+@pytest.mark.slow
+def test_tag_run_exports(tmp_path):
+    from rnnkit.tasks.tag import api as tag
+    from rnnkit.tasks.tag.export import viterbi
+
+    data = tmp_path / "eng.train"
+    data.write_text(
+        "Peter NNP B-NP I-PER\nBlackburn NNP I-NP I-PER\nvisited VBD B-VP O\n"
+        "Paris NNP B-NP I-LOC\n\nJohn NNP B-NP I-PER\nwent VBD B-VP O\nto TO B-PP O\n"
+        "London NNP B-NP I-LOC\n",
+        encoding="utf-8",
+    )
+    run, s, meta = _train(
+        "tag", tmp_path, "--train", data, "--valid", data, "--trainer.epochs", "2",
+        "--model.hidden_size", "8", "--data.batch_size", "2",
+    )  # fmt: skip
+    model, vocab = tag.load(run)
+    assert json.loads(meta["rnnkit.tags"]) == list(vocab.tags)
+    sentences = [["Peter", "went", "to", "Paris"], ["John", "visited", "London", "."]]
+    words, chars, lengths = vocab.batch(sentences)
+    feed = {"words": words.numpy(), "chars": chars.numpy(), "lengths": lengths.numpy()}
+    emissions, *scores = s.run(None, feed)
+    with torch.no_grad():
+        assert_close(emissions, model.emissions(words, chars, lengths), "emissions")
+    decoded = model.decode(words, chars, lengths)
+    assert [viterbi(emissions[b], *scores, len(sentences[b])) for b in range(2)] == decoded
+
+
+@pytest.mark.slow
+def test_forecast_run_exports(tmp_path):
+    from rnnkit.tasks.forecast import api as forecast
+
+    t = np.arange(120)
+    values = np.stack([10 + 3 * np.sin(2 * np.pi * t / 12) + 0.05 * t, np.cos(t / 2)], 1)
+    csv = tmp_path / "s.csv"
+    rows = [f"{i},{a:.6f},{b:.6f}" for i, (a, b) in enumerate(values)]
+    csv.write_text("time,a,b\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    run, s, _ = _train(
+        "forecast", tmp_path, "--csv", csv, "--trainer.epochs", "2", "--model.hidden_size",
+        "8", "--model.window", "12", "--model.horizon", "3", "--model.gaussian", "true",
+        "--data.difference", "true", "--data.season", "12",
+    )  # fmt: skip
+    expected = forecast.forecast_series(run, values)
+    mean, std = s.run(None, {"values": values[None, -13:].astype(np.float32)})
+    scale = float(np.abs(expected["mean"]).max())
+    assert_close(mean[0], expected["mean"], "mean", atol=1e-6 * scale)
+    assert_close(mean[0] + 1.96 * std[0], expected["high"], "high", atol=1e-6 * scale)
+
+
+@pytest.mark.slow
+def test_music_run_exports(tmp_path):
+    from rnnkit.tasks.music import api as music
+    from rnnkit.tasks.music.export import MusicStep
+
+    chorales = [[[60 + (t * k) % 12, 67] for t in range(8)] for k in range(1, 7)]
+    data = tmp_path / "chorales.json"
+    data.write_text(json.dumps({"train": chorales[:4], "valid": chorales[4:]}), encoding="utf-8")
+    run, s, meta = _train(
+        "music", tmp_path, "--data", data, "--trainer.epochs", "2", "--model.hidden_size", "8"
+    )
+    step = MusicStep(music.load(run))
+    P = int(meta["rnnkit.high"]) - int(meta["rnnkit.low"]) + 1
+    frame = (torch.rand(2, P) < 0.1).float()
+    states = [torch.randn(step.model.config.num_layers, 2, 8) for _ in step.state_names]
+    with torch.no_grad():
+        expected = step(frame, *states)
+    feed = {"frame": frame.numpy()} | {
+        n: t.numpy() for n, t in zip(step.state_names, states, strict=True)
+    }
+    for name, a, e in zip(("logits", "h_n", "c_n"), s.run(None, feed), expected, strict=False):
+        assert_close(a, e, name)
