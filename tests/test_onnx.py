@@ -583,3 +583,20 @@ def test_music_run_exports(tmp_path):
     }
     for name, a, e in zip(("logits", "h_n", "c_n"), s.run(None, feed), expected, strict=False):
         assert_close(a, e, name)
+
+
+def test_latency_script_runs(tmp_path):
+    """scripts/onnx_latency.py (docs/export.md's figures) end to end, one tiny block."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = os.environ | {"PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(root / "scripts" / "onnx_latency.py"), "--blocks", "1", "--calls", "2"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.endswith("x)")]
+    assert len(lines) == 4 and lines[0].startswith("LM step") and "classifier" in lines[-1]
