@@ -593,10 +593,15 @@ def test_latency_script_runs(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     env = os.environ | {"PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1"}
+    script = root / "scripts" / "onnx_latency.py"
     result = subprocess.run(
-        [sys.executable, str(root / "scripts" / "onnx_latency.py"), "--blocks", "1", "--calls", "2"],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [sys.executable, str(script), "--blocks", "1", "--calls", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.endswith("x)")]
     assert len(lines) == 4 and lines[0].startswith("LM step") and "classifier" in lines[-1]
