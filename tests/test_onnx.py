@@ -353,6 +353,89 @@ def test_music_step_model_matches_the_model():
         assert_close(a, e, name)
 
 
+def ort_greedy_translation(encoder, decoder, source, lengths, max_length):
+    """Greedy decoding through the exported encoder and decoder step, as
+    ``rnnkit.decoding.beam.greedy`` does it (<pad> and <bos> never emitted); and the
+    smallest margin between the best and the second-best token on the way."""
+    from rnnkit.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
+
+    encoded = dict(zip([o.name for o in encoder.get_outputs()], encoder.run(None, {
+        "source": source, "lengths": lengths}), strict=True))  # fmt: skip
+    names = [i.name for i in decoder.get_inputs()][1:-3]  # the state
+    state = {n: encoded[n] for n in names}
+    memory = {"memory": encoded["memory"], "keys": encoded["keys"], "lengths": lengths}
+    previous = np.full(len(source), BOS_ID)
+    rows, done, margin = [], np.zeros(len(source), bool), np.inf
+    for _ in range(max_length):
+        logits, *new, _ = decoder.run(None, {"previous": previous} | state | memory)
+        logits[:, [PAD_ID, BOS_ID]] = -np.inf
+        top2 = np.sort(logits, axis=1)[:, -2:]
+        margin = min(margin, float((top2[~done, 1] - top2[~done, 0]).min()))
+        previous = logits.argmax(1)
+        rows.append(previous)
+        state = dict(zip(names, new, strict=True))
+        done |= previous == EOS_ID
+        if done.all():
+            break
+    out = []
+    for seq in np.stack(rows, 1).tolist():
+        out.append(seq[: seq.index(EOS_ID)] if EOS_ID in seq else seq)
+    return out, margin
+
+
+@pytest.mark.parametrize(
+    "cell, attention, bidirectional, layers",
+    [("lstm", "bahdanau", True, (2, 3)), ("gru_reset_before", "luong", False, (1, 1))],
+)
+def test_seq2seq_encoder_and_decoder_step_match_the_model(cell, attention, bidirectional, layers):
+    from rnnkit.decoding.beam import decode
+    from rnnkit.tasks.seq2seq.config import Seq2SeqConfig
+    from rnnkit.tasks.seq2seq.export import Seq2SeqEncoder, Seq2SeqStep, state_names
+    from rnnkit.tasks.seq2seq.model import Seq2Seq
+
+    config = Seq2SeqConfig(
+        cell=cell, attention=attention, bidirectional=bidirectional, encoder_layers=layers[0],
+        decoder_layers=layers[1], hidden_size=8, embedding_size=6, attention_size=5,
+    )  # fmt: skip
+    model = Seq2Seq(config, 20, 15).eval()
+    encoder_adapter, step_adapter = Seq2SeqEncoder(model), Seq2SeqStep(model)
+    encoder, decoder = (
+        session(export.onnx_model(encoder_adapter)),
+        session(export.onnx_model(step_adapter)),
+    )
+    names = state_names(model)
+    assert [o.name for o in encoder.get_outputs()] == ["memory", "keys", *names]
+    for B, S in ((3, 6), (2, 9)):
+        source = torch.randint(4, 20, (B, S))
+        lengths = torch.randint(1, S + 1, (B,))
+        lengths[0] = S
+        source[torch.arange(S)[None] >= lengths[:, None]] = 0
+        with torch.no_grad():
+            expected = encoder_adapter(source, lengths)
+        got = encoder.run(None, {"source": source.numpy(), "lengths": lengths.numpy()})
+        for name, a, e in zip(["memory", "keys", *names], got, expected, strict=True):
+            assert_close(a, e, f"encoder {name} B={B}")
+        state = [torch.from_numpy(t) for t in got[2:]]  # two steps, fed back
+        previous = torch.tensor([2] * B)
+        memory, keys = (torch.from_numpy(t) for t in got[:2])
+        for t in range(2):
+            with torch.no_grad():
+                expected = step_adapter(previous, *state, memory, keys, lengths)
+            feed = {"previous": previous.numpy(), "memory": got[0], "keys": got[1]}
+            feed |= {"lengths": lengths.numpy()} | {
+                n: v.numpy() for n, v in zip(names, state, strict=True)
+            }
+            outs = decoder.run(None, feed)
+            for name, a, e in zip(["logits", *names, "attention"], outs, expected, strict=True):
+                assert_close(a, e, f"decoder {name} step {t} B={B}")
+            previous = torch.from_numpy(outs[0]).argmax(1)
+            state = [torch.from_numpy(v) for v in outs[1:-1]]
+        ours, margin = ort_greedy_translation(encoder, decoder, source.numpy(),
+            lengths.numpy(), 8)  # fmt: skip
+        assert margin > 1e-4, f"a near-tie ({margin:.1e}) makes greedy decoding ill-posed"
+        assert ours == [h.tokens for h in decode(model, source, lengths, 1, 8)]
+
+
 # --- a trained language model, end to end ---------------------------------------------
 
 
@@ -605,3 +688,39 @@ def test_latency_script_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.endswith("x)")]
     assert len(lines) == 4 and lines[0].startswith("LM step") and "classifier" in lines[-1]
+
+
+@pytest.mark.slow
+def test_seq2seq_run_exports(tmp_path):
+    from rnnkit.data.padded import pad
+    from rnnkit.tasks.seq2seq import api as seq2seq
+
+    words = ["ab", "ba", "abc", "cab", "bca", "cc", "a", "bb", "acb", "cba"]
+    data = tmp_path / "reverse.tsv"
+    data.write_text("".join(f"{w}\t{w[::-1]}\n" for w in words), encoding="utf-8")
+    out = tmp_path / "run"
+    result = invoke(
+        "train", "seq2seq", "--train", data, "--valid", data, "--trainer.epochs", "8",
+        "--trainer.progress", "false", "--trainer.out", out, "--optim.lr", "0.02",
+        "--model.hidden_size", "8", "--model.embedding_size", "6", "--model.attention_size", "6",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (tmp_path / "m.decoder.onnx").write_text("taken")
+    refused = invoke("export", out, "--out", tmp_path / "m.onnx")
+    assert refused.exit_code == 2 and "m.decoder.onnx' exists" in refused.output
+    assert not (tmp_path / "m.encoder.onnx").exists()  # checked before any work
+    result = invoke("export", out, "--out", tmp_path / "m.onnx", "--force")
+    assert result.exit_code == 0, result.output
+    assert "(encoder)" in result.output and "(decoder)" in result.output
+    encoder = session(onnx.load(str(tmp_path / "m.encoder.onnx")))
+    decoder = session(onnx.load(str(tmp_path / "m.decoder.onnx")))
+    translator = seq2seq.load(out)
+    texts = ["abc", "cab", "b"]
+    source, lengths = pad([translator.tokenizers.source_ids(t) for t in texts])
+    longest = translator.decode.max_length or 50  # as Translator.hypotheses
+    ours, margin = ort_greedy_translation(
+        encoder, decoder, source.numpy(), lengths.numpy(), longest
+    )
+    assert margin > 1e-4, f"a near-tie ({margin:.1e}) makes greedy decoding ill-posed"
+    expected = [h.tokens for h in translator.hypotheses(texts, beam=1)]
+    assert ours == expected

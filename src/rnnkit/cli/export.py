@@ -22,8 +22,10 @@ WHAT = {
     "tag": "the tagger's emissions (and the CRF's scores)",
     "forecast": "the forecaster over raw values",
     "music": "a step model (frame, state -> logits, state)",
-    "seq2seq": "the encoder and the decoder step",
+    "seq2seq": "the encoder, and the decoder as a step model",
 }
+PARTS = {"seq2seq": ("encoder", "decoder")}
+"""Tasks exported as several graphs: --out NAME.onnx writes NAME.<part>.onnx for each."""
 
 
 @app.command("export")
@@ -41,6 +43,7 @@ def export_command(
     classify: ids and lengths to class logits.
     tag: emissions, and the CRF's transition, start and end scores.
     forecast: raw past values to the forecast.
+    seq2seq: NAME.encoder.onnx and NAME.decoder.onnx (a step model) for --out NAME.onnx.
     Inputs, outputs and a generation loop in ONNX Runtime: docs/export.md.
     """
     from rnnkit.common.io import check_new_file
@@ -48,8 +51,11 @@ def export_command(
     with boundary():
         if format not in FORMATS:
             raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
-        check_new_file(out, "--out", force)
         task = run_task(checkpoint)
+        parts = PARTS.get(task)
+        targets = {None: out} if parts is None else {p: _part(out, p) for p in parts}
+        for target in targets.values():  # every file checked before any work
+            check_new_file(target, "--out", force)
         try:
             adapter = importlib.import_module(f"rnnkit.tasks.{task}.export")
         except ModuleNotFoundError as error:
@@ -60,9 +66,19 @@ def export_command(
             ) from None
         from rnnkit.export.onnx import signature, to_onnx
 
-        path = to_onnx(adapter.from_run(checkpoint), None, out, force=force)
+        exportable = adapter.from_run(checkpoint)
+        modules = {None: exportable} if parts is None else exportable
         import onnx
 
-        model = onnx.load(str(path), load_external_data=False)
-        typer.echo(f"wrote {path}: {WHAT[task]}, ONNX opset {model.opset_import[0].version}")
-        typer.echo(signature(model))
+        typer.echo(f"{checkpoint} ({task}): {WHAT[task]}")
+        for part, target in targets.items():
+            path = to_onnx(modules[part], None, target, force=force)
+            model = onnx.load(str(path), load_external_data=False)
+            opset = model.opset_import[0].version
+            typer.echo(f"wrote {path}" + (f" ({part})" if part else "") + f", ONNX opset {opset}")
+            typer.echo(signature(model))
+
+
+def _part(out: Path, part: str) -> Path:
+    """NAME.onnx -> NAME.<part>.onnx."""
+    return out.with_name(f"{out.stem}.{part}{out.suffix}")

@@ -77,10 +77,10 @@ class ClassifierExport(nn.Module):
                 masked = g.op("Where", keep, states, minus_inf)
                 pooled = g.op("ReduceMax", masked, axes=[1], keepdims=0, hint="pooled")
             else:  # additive self-attention: softmax_t(v . tanh(W h_t + b) + c) over the mask
-                first, last = m.attention[0], m.attention[2]
-                assert isinstance(first, nn.Linear) and isinstance(last, nn.Linear)
+                first, score = m.attention[0], m.attention[2]
+                assert isinstance(first, nn.Linear) and isinstance(score, nn.Linear)
                 hidden = g.op("Tanh", linear(g, states, first, rank=3))
-                scores = g.op("Squeeze", linear(g, hidden, last, rank=3), g.ints([2], "axes"))
+                scores = g.op("Squeeze", linear(g, hidden, score, rank=3), g.ints([2], "axes"))
                 scores = g.op("Where", mask, scores, minus_inf)  # [B, T]
                 weights = g.op("Softmax", scores, axis=1, hint="attention")
                 weights = g.op("Unsqueeze", weights, g.ints([2], "axes"))  # [B, T, 1]

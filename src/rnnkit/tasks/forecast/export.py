@@ -80,12 +80,15 @@ class ForecastExport(nn.Module):
         if c.strategy == "direct":
             mean, log_var = self._forward(g, x)
         else:
-            means, log_vars, window = [], [], x
+            means: list[str] = []
+            log_vars: list[str] = []
+            window = x
             end = np.iinfo(np.int64).max
             for k in range(H):
                 mean_k, log_var_k = self._forward(g, window, f"step{k}")  # [B, 1, V]
                 means.append(mean_k)
-                log_vars.append(log_var_k)
+                if log_var_k is not None:
+                    log_vars.append(log_var_k)
                 if k + 1 < H:
                     rest = g.op("Slice", window, g.ints([1]), g.ints([end]), g.ints([1]))
                     window = g.op("Concat", rest, mean_k, axis=1, hint="window")
