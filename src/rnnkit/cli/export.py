@@ -64,12 +64,11 @@ def export_command(
             raise ValueError(
                 f"{checkpoint} holds a {task} model, which rnnkit cannot export yet"
             ) from None
-        from rnnkit.export.onnx import signature, to_onnx
+        from rnnkit.export.onnx import require_onnx, signature, to_onnx
 
+        onnx = require_onnx()  # a missing package is named before the model loads
         exportable = adapter.from_run(checkpoint)
         modules = {None: exportable} if parts is None else exportable
-        import onnx
-
         typer.echo(f"{checkpoint} ({task}): {WHAT[task]}")
         for part, target in targets.items():
             path = to_onnx(modules[part], None, target, force=force)
