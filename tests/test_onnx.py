@@ -171,6 +171,13 @@ def test_to_onnx_writes_a_new_file_atomically(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.onnx", "rnn.onnx"]
 
 
+def test_importing_rnnkit_export_loads_neither_torch_nor_onnx():
+    import subprocess
+
+    code = "import sys, rnnkit.export; sys.exit('torch' in sys.modules or 'onnx' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
 def test_missing_onnx_is_one_clear_error(monkeypatch):
     import rnnkit
     from rnnkit.common.checks import MissingExtra
