@@ -694,7 +694,7 @@ def test_latency_script_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.endswith("x)")]
-    assert len(lines) == 4 and lines[0].startswith("LM step") and "classifier" in lines[-1]
+    assert len(lines) == 6 and lines[0].startswith("LM step") and "classifier" in lines[-1]
 
 
 @pytest.mark.slow
