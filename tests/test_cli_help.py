@@ -46,7 +46,16 @@ def test_every_help_builds_without_torch():
     helps = set(result["helps"])
     for task in TASKS:
         assert f"rnnkit train {task}" in helps
-    for verb in ("eval", "predict", "sample", "translate", "forecast", "generate music", "bench"):
+    for verb in (
+        "eval",
+        "predict",
+        "sample",
+        "translate",
+        "forecast",
+        "generate music",
+        "bench",
+        "export",
+    ):
         assert f"rnnkit {verb}" in helps
 
 

@@ -2,7 +2,8 @@
 
 Each task's module (``lm``, ``classify``, ``tag``, ``seq2seq``, ``music``, ``forecast``)
 adds its ``train <task>`` command and its own verbs; ``runs`` holds the verbs that read
-the task from a trained run (``eval``, ``predict``); ``errors`` is the one error
+the task from a trained run (``eval``, ``predict``), ``export`` the one that writes it
+out of rnnkit (``export``); ``errors`` is the one error
 boundary. Nothing here imports torch until a command runs, so every ``--help`` is fast.
 """
 
@@ -76,6 +77,7 @@ COMMAND_MODULES = (
     "music",
     "forecast",
     "runs",
+    "export",
     "bench",
     "diagnose",
     "experiment",

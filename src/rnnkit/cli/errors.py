@@ -3,7 +3,8 @@ stderr and a non-zero exit status, not a traceback (as git and pip do).
 
     exit 2    bad input: a config, data, checkpoint or value the library refused
               (ConfigError, DataError, CheckpointError, TagError: all ValueErrors;
-              KeyError; OSError such as a missing file)
+              KeyError; OSError such as a missing file; MissingExtra, an optional
+              package not installed)
     exit 1    training diverged (TrainingDiverged), or an unexpected error: a bug,
               reported as "internal error" with its type
     exit 130  interrupted (Ctrl-C)
@@ -80,6 +81,12 @@ def _peer_failed(error: BaseException) -> bool:
     return distributed is not None and isinstance(error, distributed.PeerFailed)
 
 
+def _missing_extra(error: BaseException) -> bool:
+    """An optional package a command needs is not installed (the message says how)."""
+    checks = sys.modules.get("rnnkit.common.checks")  # loaded by whatever raised it
+    return checks is not None and isinstance(error, checks.MissingExtra)
+
+
 def _rank_prefix() -> str:
     """'rank 1: ' in a process other than rank 0 of a torchrun job, else ''."""
     rank = os.environ.get("RANK", "0") if "TORCHELASTIC_RUN_ID" in os.environ else "0"
@@ -116,7 +123,7 @@ def boundary(encoding_flag: str | None = None) -> Iterator[None]:
         if _diverged(error):
             typer.echo(f"error: {prefix}{one_line(error)}", err=True)
             raise typer.Exit(1) from None
-        if isinstance(error, ValueError | KeyError | OSError):
+        if isinstance(error, ValueError | KeyError | OSError) or _missing_extra(error):
             typer.echo(f"error: {prefix}{one_line(error)}{_hint(error, encoding_flag)}", err=True)
             raise typer.Exit(2) from None
         if _raise_bugs():

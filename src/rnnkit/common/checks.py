@@ -6,6 +6,18 @@ import torch
 from torch import Tensor
 
 
+class MissingExtra(ModuleNotFoundError):
+    """An optional package a feature needs is not installed; the message names the
+    extra that installs it (the CLI prints it as one line)."""
+
+    def __init__(self, package: str, extra: str, feature: str) -> None:
+        super().__init__(
+            f"{feature} needs the {package} package, which is not installed: "
+            f"pip install 'rnnkit[{extra}]' (or pip install {package})",
+            name=package,
+        )
+
+
 def positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
