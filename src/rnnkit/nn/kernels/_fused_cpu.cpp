@@ -158,7 +158,7 @@ Tensor view(const S* p, int64_t rows, int64_t cols, int64_t ld, bool transposed)
 //   mkl     MKL's sgemm_ as exported by libtorch_cpu (the default); big products at::mm.
 //   onednn  oneDNN's matmul through ATen's mkldnn::_linear_pointwise: the per-step products
 //           on a copy of the recurrent weights packed once per layer call (PackGuard), the
-//           input projection and the weight gradients unpacked; dx as mkl. (The
+//           input projection, dx and the weight gradients unpacked. (The
 //           streaming step() has matrix-vector products of its own.)
 //   aten    at::addmm on views of the same memory (the dispatcher picks the library).
 enum GemmBackend : int { GEMM_MKL = 0, GEMM_ONEDNN = 1, GEMM_ATEN = 2 };
@@ -1254,6 +1254,8 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     if (need_dx) {  // [N,G] @ [G,D]
       if (bf16) {
         dxp.add_(prod(dgxl, low(w_ih[d])));
+      } else if (x.scalar_type() == at::kFloat && gemm_backend_now() == GEMM_ONEDNN) {
+        dxp.add_(onednn_linear(dgx, w_ih[d].t().contiguous(), Tensor()));
       } else {
         dxp.addmm_(dgx, w_ih[d]);
       }

@@ -5,12 +5,12 @@ Candidates (``_fused_cpu.cpp``, next to ``gemm<S>()``):
               default, and the reference the others must beat).
     "onednn"  oneDNN's matmul through ATen (``mkldnn::_linear_pointwise``): the per-step
               products on a packed copy of the recurrent weights, made once per layer call;
-              the input projection and the weight gradients unpacked.
+              the input projection, the input gradient dx and the weight gradients unpacked.
     "aten"    ``at::addmm`` on views of the same memory (whatever BLAS this torch dispatches
               to); always available, so it is the fallback of last resort.
 
-fp64 always runs MKL's ``dgemm_`` (or ATen where it is missing), bf16 autocast always ATen's
-bf16 products; only fp32 is chosen. The input gradient dx stays ``at::addmm`` (MKL).
+fp64 always runs MKL's ``dgemm_`` (or ATen where it is missing), bf16 autocast oneDNN's
+bf16 products (through ATen); only fp32 is chosen.
 
 The choice, ``choose(B, G, H)`` for a layer of batch B, G gate rows and H hidden units:
     1. ``RNNKIT_GEMM=mkl|onednn|aten`` forces one (an unknown or unavailable name is an
