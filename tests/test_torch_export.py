@@ -179,6 +179,17 @@ def test_exported_layer_round_trips_and_runs_at_other_sizes(config, tmp_path):
         _assert_close(program.module()(*args, **kwargs), expected, f"{config.id} T={T} B={B}")
 
 
+def test_the_composite_path_exports_with_a_fixed_T():
+    """Its time loop unrolls while tracing, so T is fixed (docs/export.md); B stays free."""
+    layer = rnnkit.GRU(D, H, bidirectional=True)
+    with rnnkit.use_backend("composite"):
+        program = to_torch_export(layer, (torch.randn(5, 3, D),), dynamic=(".B.",))
+    assert "rnnkit.fused_layer" not in str(program.graph)
+    x = torch.randn(5, 6, D)
+    with torch.no_grad():
+        _assert_close(program.module()(x), layer(x), "composite, B=6")
+
+
 def test_an_exported_layer_checks_lengths_when_it_runs(tmp_path):
     layer = rnnkit.GRU(D, H)
     lengths = torch.tensor([5, 2, 3])
