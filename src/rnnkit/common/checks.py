@@ -64,7 +64,10 @@ def lengths_for(value: object, T: int, B: int, device: torch.device) -> Tensor:
         )
     if lengths.shape[0] != B:
         raise ValueError(f"lengths has {lengths.shape[0]} entries but the batch has {B}")
-    if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+    if torch.compiler.is_compiling():  # traced: the values are known at run time only
+        inside = ((lengths >= 0) & (lengths <= T)).all()
+        torch._assert_async(inside, "lengths must lie in [0, T], T the input's time steps")
+    elif B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
         raise ValueError(
             f"lengths must lie in [0, {T}] (the input has {T} time steps), "
             f"got min {int(lengths.min())} and max {int(lengths.max())}"

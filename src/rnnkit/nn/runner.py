@@ -25,8 +25,10 @@ DirectionWeights = tuple[Tensor, Tensor, "Tensor | None", "Tensor | None"]
 
 def step_mask(lengths: Tensor | None, T: int) -> Tensor | None:
     """[T, B, 1] bool, True where step t lies within a sequence; None if all are full."""
-    if lengths is None or bool((lengths == T).all()):
+    if lengths is None:
         return None
+    if not torch.compiler.is_compiling() and bool((lengths == T).all()):
+        return None  # (traced, the mask stays: a branch on values would break the graph)
     steps = torch.arange(T, device=lengths.device)
     return (steps[:, None] < lengths[None, :])[..., None]
 

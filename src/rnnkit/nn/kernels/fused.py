@@ -29,6 +29,11 @@ Streaming: ``step`` is one inference step of one layer-direction (T = 1, a given
 no grad) in one C++ call with its own matrix-vector products in the calling thread (on
 bf16 copies of the weights under bf16 autocast); ``RNNBase._stream_step`` calls it.
 
+Tracing: ``ops.py`` registers the layer forward, its backward and the step as
+``torch.library`` custom operators with fake implementations and autograd, which
+``torch.export`` and ``torch.compile`` trace as one node per call; eager calls reach the
+same implementation without the dispatcher.
+
 Building: the extension is compiled with ``torch.utils.cpp_extension.load`` on the first
 supported call and cached in the torch extensions directory, keyed by the source, the
 flags, the CPU and the torch version; ``compile_info()`` reports the load time and whether
@@ -48,17 +53,17 @@ import time
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from rnnkit.common.io import atomic_write_bytes
 from rnnkit.nn.cells import Cell, State
-from rnnkit.nn.kernels import gemm
+from rnnkit.nn.kernels import ops
 from rnnkit.nn.kernels.precision import products
 
-CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "gru": 2, "gru_reset_before": 3, "lstm": 4}
+CELL_CODES = ops.CELL_CODES
 _SOURCE = Path(__file__).with_name("_fused_cpu.cpp")
 _FLAGS = [
     "-O3",
@@ -150,93 +155,12 @@ def supports(cell: Cell, x: Tensor) -> bool:
         return False
     if cell.name not in CELL_CODES:
         return False
+    return _builds()
+
+
+@torch.compiler.assume_constant_result  # traced code asks once, at trace time
+def _builds() -> bool:
     return load() is not None
-
-
-_gemm_lock = threading.Lock()
-_gemm_set: str | None = None
-
-
-def _use_gemm(ext: ModuleType, x: Tensor, batch: int, w_hh: Tensor) -> None:
-    """Set the extension's GEMM library to ``gemm.choose``'s choice for this layer (fp32
-    only). Callers hold ``_gemm_lock`` from here through the call that uses it, so another
-    thread cannot switch it meanwhile."""
-    global _gemm_set
-    if x.dtype == torch.float32:
-        name = gemm.choose(batch, w_hh.shape[0], w_hh.shape[1])
-        if name != _gemm_set:
-            ext.set_gemm_backend(name)
-            _gemm_set = name
-
-
-def _bias(b: Tensor | None, like: Tensor) -> Tensor:
-    return like.new_empty(0) if b is None else b
-
-
-class _FusedLayer(torch.autograd.Function):
-    """One layer, all directions. Inputs: cell code, x, lengths (or an empty tensor),
-    number of directions, then per direction the states (1 or 2) and w_ih, w_hh, b_ih,
-    b_hh (None where absent). Outputs: the layer output, then per direction its states."""
-
-    @staticmethod
-    def forward(
-        ctx, code: int, x: Tensor, lengths: Tensor, dirs: int, bf16: bool, *flat: Tensor | None
-    ):
-        ext = load()
-        assert ext is not None
-        n_states = 2 if code == CELL_CODES["lstm"] else 1
-        per = n_states + 4
-        groups = [flat[d * per : (d + 1) * per] for d in range(dirs)]
-        h0 = [g[0] for g in groups]
-        c0 = [g[1] for g in groups] if n_states == 2 else []
-        w_ih = [g[n_states] for g in groups]
-        w_hh = [g[n_states + 1] for g in groups]
-        b_ih = [_bias(g[n_states + 2], x) for g in groups]
-        b_hh = [_bias(g[n_states + 3], x) for g in groups]
-        with _gemm_lock:
-            _use_gemm(ext, x, x.shape[1], cast(Tensor, w_hh[0]))
-            res = ext.forward(code, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, True, bf16)
-        n_out = 1 + dirs * n_states
-        ctx.code, ctx.dirs, ctx.n_states, ctx.bf16 = code, dirs, n_states, bf16
-        ctx.has_b = (groups[0][n_states + 2] is not None, groups[0][n_states + 3] is not None)
-        ctx.save_for_backward(x, lengths, *w_ih, *w_hh, *res[n_out:])
-        return tuple(res[:n_out])
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dout: Tensor, *dfinal: Tensor):
-        ext = load()
-        assert ext is not None
-        dirs, n_states = ctx.dirs, ctx.n_states
-        x, lengths, *rest = ctx.saved_tensors
-        w_ih, w_hh, saved = rest[:dirs], rest[dirs : 2 * dirs], rest[2 * dirs :]
-        dh = [dfinal[d * n_states] for d in range(dirs)]
-        dc = [dfinal[d * n_states + 1] for d in range(dirs)] if n_states == 2 else []
-        need_dx = ctx.needs_input_grad[1]
-        has_b_ih, has_b_hh = ctx.has_b
-        with _gemm_lock:
-            _use_gemm(ext, x, x.shape[1], w_hh[0])
-            res = ext.backward(
-                ctx.code,
-                x,
-                lengths,
-                dout,
-                dh,
-                dc,
-                list(saved),
-                w_ih,
-                w_hh,
-                has_b_ih,
-                has_b_hh,
-                need_dx,
-                ctx.bf16,
-            )
-        grads: list[Tensor | None] = [None, res[0] if need_dx else None, None, None, None]
-        for d in range(dirs):
-            dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = res[1 + 6 * d : 7 + 6 * d]
-            grads += [dh0, dc0][:n_states]
-            grads += [dw_ih, dw_hh, db_ih if has_b_ih else None, db_hh if has_b_hh else None]
-        return tuple(grads)
 
 
 def run_layer(
@@ -250,36 +174,21 @@ def run_layer(
     final states per direction). Differentiable w.r.t. x, states and weights."""
     code = CELL_CODES[cell.name]
     bf16 = products() == torch.bfloat16 and x.dtype == torch.float32
-    dirs = len(weights)
-    n_states = cell.num_states
-    lengths_arg = x.new_empty(0, dtype=torch.int64) if lengths is None else lengths.contiguous()
-    flat: list[Tensor | None] = []
-    for state, w in zip(states, weights, strict=True):
-        flat += [*state, *w]
-    tensors = [t for t in (x, *flat) if t is not None]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        res = _FusedLayer.apply(code, x, lengths_arg, dirs, bf16, *flat)
-    else:  # inference: no autograd node, nothing saved
-        ext = load()
-        assert ext is not None
-        with _gemm_lock:
-            _use_gemm(ext, x, x.shape[1], weights[0][1])
-            res = ext.forward(
-                code,
-                x,
-                lengths_arg,
-                [s[0] for s in states],
-                [s[1] for s in states] if n_states == 2 else [],
-                [w[0] for w in weights],
-                [w[1] for w in weights],
-                [_bias(w[2], x) for w in weights],
-                [_bias(w[3], x) for w in weights],
-                False,
-                bf16,
-            )
-    out = res[0]
+    dirs, n_states = len(weights), cell.num_states
+    biases: list[list[Tensor]] = [[], []]
+    for k in (0, 1):  # a layer has every bias or none
+        given = [w[2 + k] for w in weights if w[2 + k] is not None]
+        if given and len(given) != dirs:
+            raise ValueError("the fused kernel needs a bias in every direction or in none")
+        biases[k] = given
+    h0 = [s[0] for s in states]
+    c0 = [s[1] for s in states] if n_states == 2 else []
+    w_ih, w_hh = [w[0] for w in weights], [w[1] for w in weights]
+    tensors = (x, *h0, *c0, *w_ih, *w_hh, *biases[0], *biases[1])
+    training = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    res = ops.layer(code, x, lengths, h0, c0, w_ih, w_hh, biases[0], biases[1], training, bf16)
     finals = [tuple(res[1 + d * n_states : 1 + (d + 1) * n_states]) for d in range(dirs)]
-    return out, finals
+    return res[0], finals
 
 
 _NONE = torch.empty(0)  # an absent bias or cell state (the extension reads numel() only)
@@ -303,19 +212,23 @@ def step(
     (x and h rounded to bf16), as the whole-layer kernel under bf16 autocast; x and the
     states may then be bf16 too. The gates and states compute in fp32 (fp64 for fp64
     weights); ``y_bf16``/``state_bf16`` return the output/new states rounded to bf16."""
-    ext = _module if _module is not None else load()
-    assert ext is not None
     w_ih, w_hh, b_ih, b_hh = weights
-    y, h, c = ext.step(
-        CELL_CODES[cell.name],
-        x,
-        state[0],
-        state[1] if len(state) == 2 else _NONE,
-        w_ih,
-        w_hh,
-        _NONE if b_ih is None else b_ih,
-        _NONE if b_hh is None else b_hh,
-        y_bf16,
-        state_bf16,
-    )
+    code, c = CELL_CODES[cell.name], state[1] if len(state) == 2 else None
+    if torch.compiler.is_compiling():  # traced: the custom operator, opaque to the tracer
+        y, h, c = ops.fused_step(code, x, state[0], c, w_ih, w_hh, b_ih, b_hh, y_bf16, state_bf16)
+    else:  # eager: straight into the extension, without the dispatcher's ~20 us a call
+        ext = _module if _module is not None else load()
+        assert ext is not None
+        y, h, c = ext.step(
+            code,
+            x,
+            state[0],
+            _NONE if c is None else c,
+            w_ih,
+            w_hh,
+            _NONE if b_ih is None else b_ih,
+            _NONE if b_hh is None else b_hh,
+            y_bf16,
+            state_bf16,
+        )
     return y, ((h, c) if len(state) == 2 else (h,))

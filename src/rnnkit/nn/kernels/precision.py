@@ -16,15 +16,27 @@ from contextvars import ContextVar
 import torch
 
 _products: ContextVar[torch.dtype | None] = ContextVar("rnnkit_products", default=None)
+_traced: list[torch.dtype | None] = [None]
+"""The same while ``torch.compile`` traces: its tracer cannot enter a ContextVar, and a
+traced region runs in one thread."""
 
 
 def products() -> torch.dtype | None:
     """The reduced precision asked for the large products, or None (the inputs' dtype)."""
+    if torch.compiler.is_compiling():
+        return _traced[0]
     return _products.get()
 
 
 @contextlib.contextmanager
 def reduced_products(dtype: torch.dtype | None) -> Iterator[None]:
+    if torch.compiler.is_compiling():
+        previous, _traced[0] = _traced[0], dtype
+        try:
+            yield
+        finally:
+            _traced[0] = previous
+        return
     token = _products.set(dtype)
     try:
         yield

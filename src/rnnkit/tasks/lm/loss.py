@@ -14,6 +14,9 @@ extension (``column_logsumexp``, ``column_softmax_grad_`` in ``kernels/_fused_cp
 elsewhere torch ops do the same. Because P overwrites the logits, the backward runs
 once: a second backward through the same graph gets autograd's version-check error.
 
+Traced (``torch.compile``, ``torch.export``), the function is ``F.cross_entropy`` of
+``F.linear``: the compiler fuses those itself, and it cannot see into the extension.
+
 Under bf16 autocast the three products take bf16 operands with fp32 accumulation (as
 ``F.linear`` does under autocast), while the logits, the log-sum-exp, P and every
 returned gradient stay fp32.
@@ -24,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.autograd.graph import increment_version
@@ -126,6 +130,8 @@ def projected_cross_entropy(
         )
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if torch.compiler.is_compiling():  # traced: torch's own ops, which the compiler fuses
+        return F.cross_entropy(F.linear(h, weight, bias), target, reduction=reduction)
     device = h.device.type
     bf16 = False
     if torch.is_autocast_enabled(device):  # the log-sum-exp of every logit stays fp32

@@ -81,6 +81,10 @@ class Tagger(nn.Module, PretrainedMixin):
         lengths = (flat != 0).sum(1)
         # Only the real words go through the char BiRNN: in a batch of sentences of mixed
         # lengths, half the B*T slots can be padding words, which keep a zero feature.
+        if torch.compiler.is_compiling():  # no branch on values: every slot goes through,
+            _, final = self.char_rnn(self.char_embedding(flat), lengths=lengths)
+            h_n = final[0] if isinstance(final, tuple) else final  # [2, B*T, Hc]
+            return torch.cat([h_n[0], h_n[1]], dim=1).reshape(B, T, -1)  # padding: 0 (h_0)
         real = lengths > 0
         if not bool(real.any()):
             return self.char_embedding.weight.new_zeros(B, T, 2 * self.config.char_hidden_size)
