@@ -158,7 +158,8 @@ Tensor view(const S* p, int64_t rows, int64_t cols, int64_t ld, bool transposed)
 //   mkl     MKL's sgemm_ as exported by libtorch_cpu (the default); big products at::mm.
 //   onednn  oneDNN's matmul through ATen's mkldnn::_linear_pointwise: the per-step products
 //           on a copy of the recurrent weights packed once per layer call (PackGuard), the
-//           input projection, dx and the weight gradients unpacked. (The
+//           input projection and dx unpacked (the weight gradients are at::mm under every
+//           backend, see mm_products). (The
 //           streaming step() has matrix-vector products of its own.)
 //   aten    at::addmm on views of the same memory (the dispatcher picks the library).
 enum GemmBackend : int { GEMM_MKL = 0, GEMM_ONEDNN = 1, GEMM_ATEN = 2 };
@@ -373,21 +374,14 @@ Tensor project(const Tensor& x, const Tensor& w, const Tensor& b) {
   return b.numel() ? at::addmm(b, x, w.t()) : at::mm(x, w.t());
 }
 
-// The weight gradients over all T*B rows, a [G, R] (a transposed view) @ b [R, K]: oneDNN
-// under the onednn backend (fp32), else at::mm (MKL here).
-Tensor mm_products(const Tensor& a, const Tensor& b) {
-  if (a.scalar_type() == at::kFloat && gemm_backend_now() == GEMM_ONEDNN)
-    return onednn_linear(a, b.t().contiguous(), Tensor());
-  return at::mm(a, b);
-}
+// The weight gradients over all T*B rows, a [G, R] (a transposed view) @ b [R, K]: at::mm
+// (MKL here) under every backend. oneDNN's matmul through ATen wants a contiguous [G, R]
+// and [K, R], so it pays two transposing copies first: at R = 6400 (T=100, B=64),
+// [1536, 6400] @ [6400, 512] took 105 ms that way against 60 through at::mm, 2 threads,
+// quiet machine (docs/kernels.md).
+Tensor mm_products(const Tensor& a, const Tensor& b) { return at::mm(a, b); }
 
-void mm_products_into(Tensor out, const Tensor& a, const Tensor& b) {
-  if (a.scalar_type() == at::kFloat && gemm_backend_now() == GEMM_ONEDNN) {
-    out.copy_(mm_products(a, b));
-  } else {
-    at::mm_out(out, a, b);
-  }
-}
+void mm_products_into(Tensor out, const Tensor& a, const Tensor& b) { at::mm_out(out, a, b); }
 
 int gemm_backend_code(const std::string& name) {
   for (int i = 0; i < int(std::size(kGemmNames)); ++i)

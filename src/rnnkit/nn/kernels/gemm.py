@@ -5,7 +5,9 @@ Candidates (``_fused_cpu.cpp``, next to ``gemm<S>()``):
               default, and the reference the others must beat).
     "onednn"  oneDNN's matmul through ATen (``mkldnn::_linear_pointwise``): the per-step
               products on a packed copy of the recurrent weights, made once per layer call;
-              the input projection, the input gradient dx and the weight gradients unpacked.
+              the input projection and the input gradient dx unpacked (the weight
+              gradients are ``at::mm`` under every library: oneDNN pays two transposing
+              copies for them).
     "aten"    ``at::addmm`` on views of the same memory (whatever BLAS this torch dispatches
               to); always available, so it is the fallback of last resort.
 
