@@ -7,8 +7,9 @@ A fused layer's forward + backward is a fixed set of matrix products plus O(T*B*
 element-wise gate math (G = gates * H). This runs exactly those products, at their
 shapes, in the library the fused kernel chose for the layer's shape
 (``rnnkit.nn.kernels.gemm.choose``: ``torch.mm`` into preallocated buffers for mkl and
-aten, oneDNN's ``mkldnn::_linear_pointwise`` on recurrent weights packed once per call for
-onednn, as the kernel does), and nothing else:
+aten; for onednn, oneDNN's ``mkldnn::_linear_pointwise`` on recurrent weights packed once
+per call, for the projection and dx on the plain weight, and the weight gradients
+``torch.mm``, as the kernel does), and nothing else:
 
     forward   x [T*B, D] @ W_ih^T [D, G]             one input projection
               h [B, H] @ W_hh^T [H, G]               T recurrent products (the reset-
@@ -123,7 +124,7 @@ def gemm_only(
         torch.mm(flat.t(), x, out=dw_ih)
         torch.mm(flat, w_ih, out=dx)
 
-    def run_onednn() -> None:  # the kernel's onednn path; dx stays at::addmm there too
+    def run_onednn() -> None:  # the kernel's onednn path: the weight gradients at::mm there too
         mm_t, pack = _onednn_products()
         mm_t(x, w_ih)  # [T*B, D] @ [D, G]
         forward = [pack(w, B) for w, _ in parts]  # [n, H], packed once per call
@@ -138,9 +139,9 @@ def gemm_only(
                 mm_t(dgates[t, :, start : start + n], wt)
                 start += n
         flat = dgates.view(T * B, G)
-        mm_t(flat.t(), h_all.view(T * B, H).t().contiguous())  # dW_hh [G, H]
-        mm_t(flat.t(), x.t().contiguous())  # dW_ih [G, D]
-        torch.mm(flat, w_ih, out=dx)
+        torch.mm(flat.t(), h_all.view(T * B, H), out=dw_hh)
+        torch.mm(flat.t(), x, out=dw_ih)
+        mm_t(flat, w_ih.t().contiguous())  # dx [T*B, D]
 
     return run_onednn if library == "onednn" else run
 
