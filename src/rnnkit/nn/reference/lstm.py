@@ -43,8 +43,8 @@ def forward(x: Array, state0: tuple[Array, ...], p: Params):
         g = np.tanh(a[:, 2 * H : 3 * H])
         c_prev, h_prev = c, h
         c = f * c + i * g
-        h = o * np.tanh(c)  # r, [B, H]
-        saved.append((h_prev, c_prev, i, f, g, o, c, h))
+        h = o * np.tanh(c)  # [B, H]; r, when projected below
+        saved.append((h_prev, c_prev, i, f, g, o, c))
         if p.w_hr is not None:
             h = h @ p.w_hr.T  # [B, H] @ [H, P] -> [B, P]
         ys.append(h)
@@ -58,12 +58,12 @@ def backward(cache, dys: Array, dstate_T: tuple[Array, ...]) -> Grads:
     da = np.zeros((len(x), dh.shape[0], p.w_hh.shape[0]), x.dtype)  # [T, B, 4H]
     dw_hr = None if p.w_hr is None else np.zeros_like(p.w_hr)
     for t in reversed(range(len(x))):
-        _, c_prev, i, f, g, o, c, r = saved[t]
+        _, c_prev, i, f, g, o, c = saved[t]
         dh = dh + dys[t]
-        if p.w_hr is not None and dw_hr is not None:
-            dw_hr += dh.T @ r  # [P, B] @ [B, H]
-            dh = dh @ p.w_hr  # [B, P] @ [P, H]: dL/dr
         tc = np.tanh(c)
+        if p.w_hr is not None and dw_hr is not None:
+            dw_hr += dh.T @ (o * tc)  # [P, B] @ [B, H]: dh'^T r
+            dh = dh @ p.w_hr  # [B, P] @ [P, H]: dL/dr
         do = dh * tc
         dc = dc_next + dh * o * (1.0 - tc**2)
         da[t] = np.concatenate(
