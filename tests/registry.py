@@ -30,6 +30,7 @@ class LayerConfig:
     lengths: str  # "full", "padded" (a tensor with lengths=) or "packed" (PackedSequence)
     initial_state: bool
     dtype: torch.dtype
+    proj_size: int = 0  # lstm only: torch.nn.LSTM's projection of h (tests/test_proj_size.py)
 
     @property
     def id(self) -> str:
@@ -43,6 +44,7 @@ class LayerConfig:
                 self.lengths,
                 "h0" if self.initial_state else "noh0",
                 str(self.dtype).removeprefix("torch."),
+                *([f"P{self.proj_size}"] if self.proj_size else []),
             ]
         )
 
@@ -56,6 +58,8 @@ class LayerConfig:
         }
         if self.cell.startswith("rnn_"):
             kwargs["nonlinearity"] = self.cell.removeprefix("rnn_")
+        if self.proj_size:
+            kwargs["proj_size"] = self.proj_size
         return kwargs
 
 

@@ -30,8 +30,8 @@ def test_constructor_arguments(kwargs, message):
 def test_bad_nonlinearity_and_proj_size():
     with pytest.raises(ValueError, match="nonlinearity must be 'tanh' or 'relu', got 'sigmoid'"):
         rnnkit.RNN(3, 4, nonlinearity="sigmoid")
-    with pytest.raises(ValueError, match="proj_size is not supported"):
-        rnnkit.LSTM(3, 4, proj_size=2)
+    with pytest.raises(ValueError, match=r"proj_size must be .* \[1, 4\), got 4"):
+        rnnkit.LSTM(3, 4, proj_size=4)  # torch.nn's bound: 0 < proj_size < hidden_size
 
 
 @pytest.fixture

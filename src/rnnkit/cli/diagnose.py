@@ -164,7 +164,7 @@ def _diagnose_lm(run: str, text: str, chosen: list[int] | None, jacobian: bool, 
             raise ValueError(f"cannot read the --text file {path}: {e}") from None
     model, tokenizer, _ = lm.load(run)
     if chosen is not None:
-        _check_units(chosen, model.rnn.hidden_size)
+        _check_units(chosen, model.rnn.output_size)
     numbers = diagnose_lm(model, tokenizer, text, out, units=chosen, jacobian=jacobian)
     _write_numbers(Path(out), numbers)
     return numbers

@@ -96,8 +96,8 @@ def gate_trace(
     if not 0 <= direction < layer.num_directions:
         raise ValueError(f"direction must be in [0, {layer.num_directions}), got {direction}")
     run = unroll(layer, x, hx)
-    w_ih, w_hh, *biases = layer.all_weights[layer_index * layer.num_directions + direction]
-    b_ih, b_hh = (biases[0], biases[1]) if layer.bias else (None, None)
+    w_ih, w_hh, b_ih, b_hh, *_ = layer._direction_weights(layer_index, direction)
+    assert w_ih is not None and w_hh is not None  # the gated cells have both
     gx = F.linear(run.layer_inputs[layer_index], w_ih, b_ih)  # [T, B, G]
     seq = run.states[layer_index][direction]
     T = gx.shape[0]

@@ -29,11 +29,12 @@ class Unrolled:
 
     ``states[l][d][t]`` is the state of layer l, direction d after it has read input
     step t (for the reverse direction that is the state after steps T-1 .. t), each a
-    tuple of [B, H] tensors, first element h. ``initial[l][d]`` is the state before the
-    first step, ``layer_inputs[l]`` the input of layer l [T, B, D_l] (for gate replay).
+    tuple of tensors [B, size] (``layer.state_sizes``), first element h.
+    ``initial[l][d]`` is the state before the first step, ``layer_inputs[l]`` the input
+    of layer l [T, B, D_l] (for gate replay).
     """
 
-    output: Tensor  # [T, B, dirs*H] top layer, time-major
+    output: Tensor  # [T, B, dirs*R] top layer, time-major (R = h's size)
     states: list[list[list[State]]]
     initial: list[list[State]]
     layer_inputs: list[Tensor]
@@ -43,7 +44,7 @@ class Unrolled:
         return self.output.transpose(0, 1) if self.batch_first else self.output
 
     def final(self) -> Tensor | tuple[Tensor, ...]:
-        """h_n (or (h_n, c_n)) stacked [L*dirs, B, H] as the layer returns it."""
+        """h_n (or (h_n, c_n)) stacked [L*dirs, B, size] as the layer returns it."""
         last = [
             dir_states[0] if d == 1 else dir_states[-1]
             for layer in self.states
@@ -53,7 +54,7 @@ class Unrolled:
         return stacked[0] if len(stacked) == 1 else stacked
 
     def hidden(self, layer: int, direction: int = 0) -> list[Tensor]:
-        """h_t for t = 0 .. T-1 (time order), each [B, H]."""
+        """h_t for t = 0 .. T-1 (time order), each [B, R]."""
         return [s[0] for s in self.states[layer][direction]]
 
 
@@ -94,20 +95,20 @@ def unroll(layer: RNNBase, x: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None 
         inputs.append(x)
         layer_states, layer_initial, outs = [], [], []
         for d in range(dirs):
-            w_ih, w_hh, *biases = layer.all_weights[l * dirs + d]
-            b_ih, b_hh = (biases[0], biases[1]) if layer.bias else (None, None)
+            w_ih, w_hh, b_ih, b_hh, *extra = layer._direction_weights(l, d)
+            assert w_ih is not None
             gx = F.linear(x, w_ih, b_ih)  # [T, B, G]
             state = initial_states[l * dirs + d]
             layer_initial.append(state)
             seq: list[State] = [()] * T
             for t in range(T - 1, -1, -1) if d == 1 else range(T):
-                state = cell.step(gx[t], state, w_hh, b_hh)
+                state = cell.step(gx[t], state, w_hh, b_hh, *extra)
                 seq[t] = state
             layer_states.append(seq)
-            outs.append(torch.stack([s[0] for s in seq]))  # [T, B, H]
+            outs.append(torch.stack([s[0] for s in seq]))  # [T, B, R], R = h's size
         states.append(layer_states)
         initial.append(layer_initial)
-        x = torch.cat(outs, dim=2) if dirs > 1 else outs[0]  # [T, B, dirs*H]
+        x = torch.cat(outs, dim=2) if dirs > 1 else outs[0]  # [T, B, dirs*R]
         if layer.dropout and layer.training and l < layer.num_layers - 1:
             x = F.dropout(x, layer.dropout, training=True)
     return Unrolled(x, states, initial, inputs, layer.batch_first)

@@ -266,6 +266,14 @@ def _onnx_weights(
     return names[0], names[1], g.array(b, f"{hint}_B")  # [dirs, 2G]
 
 
+def _check_standard(layer: RNNBase) -> None:
+    if not layer.cell.standard:
+        raise ExportError(
+            f"ONNX's recurrent operators have no form of the cell {layer.cell.label!r} "
+            "(an LSTM projection has no ONNX LSTM attribute); export it with torch.export"
+        )
+
+
 def _check_float32(module: nn.Module) -> None:
     for name, p in module.named_parameters():
         if p.dtype != torch.float32:
@@ -288,6 +296,7 @@ def recurrent(
     batch_first), ``lengths`` int32 [B] (ONNX's sequence_lens), ``state`` (h0,) or
     (h0, c0), each [layers*dirs, B, H] -> (output in the layer's layout, [..., dirs*H];
     final states, each [layers*dirs, B, H])."""
+    _check_standard(layer)
     op, _, attrs = _cell_record(layer.cell.name)
     _check_float32(layer)
     dirs, L, H = layer.num_directions, layer.num_layers, layer.hidden_size

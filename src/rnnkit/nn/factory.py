@@ -34,11 +34,15 @@ def recurrent_layer(
     dropout: float = 0.0,
     batch_first: bool = False,
     unit_forget_bias: bool = False,
+    proj_size: int = 0,
 ) -> RNNBase:
     """The rnnkit layer stack for a cell name in ``CELL_NAMES``. ``unit_forget_bias``
     starts the LSTM's forget gates at bias 1 (Jozefowicz et al. 2015, sec. 3); cells
-    without a forget gate ignore it."""
+    without a forget gate ignore it. ``proj_size`` (lstm only) projects h to that many
+    units (Sak et al. 2014); the layer's ``output_size`` is what follows it reads."""
     _check_name(cell)
+    if proj_size and cell != "lstm":
+        raise ValueError(f"proj_size needs the lstm cell, got cell {cell!r}")
     kwargs: dict[str, Any] = {
         "num_layers": num_layers,
         "bidirectional": bidirectional,
@@ -46,7 +50,13 @@ def recurrent_layer(
         "batch_first": batch_first,
     }
     if cell == "lstm":
-        return LSTM(input_size, hidden_size, unit_forget_bias=unit_forget_bias, **kwargs)
+        return LSTM(
+            input_size,
+            hidden_size,
+            proj_size=proj_size,
+            unit_forget_bias=unit_forget_bias,
+            **kwargs,
+        )
     if cell.startswith("gru"):
         return GRU(input_size, hidden_size, reset_after=cell == "gru", **kwargs)
     return RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"), **kwargs)

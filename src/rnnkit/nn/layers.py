@@ -5,7 +5,9 @@ Same constructor arguments, parameter names and shapes (``weight_ih_l{k}{_revers
 and return values; a ``torch.nn`` state_dict loads as is. Additions: the reset-before
 GRU (``reset_after=False``), ``unit_forget_bias`` for the LSTM, and ``lengths=`` for
 padded variable-length batches. Nothing here is specific to one cell: a layer is a
-``rnnkit.nn.cells.Cell`` plus the time-loop runner picked by ``rnnkit.nn.kernels``.
+``rnnkit.nn.cells.Cell`` plus the time-loop runner picked by ``rnnkit.nn.kernels``; the
+record says which parameters a layer-direction has (``Cell.parameters``) and how large
+each state is (``Cell.state_sizes``; the LSTM's h is P with ``proj_size`` P).
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit.common import checks as _checks
 from rnnkit.nn import kernels
-from rnnkit.nn.cells import LSTM as LSTM_CELL
-from rnnkit.nn.cells import Cell, State, gru_cell, rnn_cell, set_forget_bias
+from rnnkit.nn.cells import Cell, State, gru_cell, lstm_cell, rnn_cell, set_forget_bias
 from rnnkit.nn.kernels.precision import reduced_products
 
 
@@ -51,24 +52,22 @@ class RNNBase(nn.Module):
         self.dropout = _checks.dropout_probability(dropout)
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
-        G = cell.num_gates * hidden_size
-        self._weight_names: list[list[tuple[str, ...]]] = []
+        self.proj_size = cell.proj_size  # as torch.nn: 0 but for a projected LSTM
+        self.state_sizes = cell.state_sizes(hidden_size)  # (h,) or (h, c): H, or P for h
+        self.output_size = cell.output_size(hidden_size)  # one direction's output, h's size
+        # per layer, per direction: (kind, full name) of each parameter, in torch.nn's order
+        self._weight_names: list[list[tuple[tuple[str, str], ...]]] = []
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size * self.num_directions
+            layer_input = input_size if layer == 0 else self.output_size * self.num_directions
             names_per_direction = []
             for direction in range(self.num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                shapes: dict[str, tuple[int, ...]] = {
-                    "weight_ih": (G, layer_input),
-                    "weight_hh": (G, hidden_size),
-                }
-                if bias:
-                    shapes |= {"bias_ih": (G,), "bias_hh": (G,)}
-                for kind, shape in shapes.items():
+                specs = cell.parameters(layer_input, hidden_size, self.bias)
+                for kind, shape in specs:
                     self.register_parameter(
                         kind + suffix, nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
                     )
-                names_per_direction.append(tuple(kind + suffix for kind in shapes))
+                names_per_direction.append(tuple((kind, kind + suffix) for kind, _ in specs))
             self._weight_names.append(names_per_direction)
         self.reset_parameters()
 
@@ -83,16 +82,29 @@ class RNNBase(nn.Module):
 
     @property
     def all_weights(self) -> list[list[Tensor]]:
+        """Per layer-direction, its parameters in torch.nn's order (as ``torch.nn``)."""
         return [
-            [getattr(self, n) for n in names] for layer in self._weight_names for names in layer
+            [getattr(self, n) for _, n in names] for layer in self._weight_names for names in layer
         ]
 
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        return [n for layer in self._weight_names for names in layer for _, n in names]
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        """Every parameter in torch.nn's order, as ``torch.nn.RNNBase._flat_weights``."""
+        return [getattr(self, n) for n in self._flat_weights_names]
+
     def _direction_weights(self, layer: int, direction: int) -> tuple[Tensor | None, ...]:
-        w = [getattr(self, name) for name in self._weight_names[layer][direction]]
-        return (w[0], w[1], w[2], w[3]) if self.bias else (w[0], w[1], None, None)
+        """(w_ih, w_hh, b_ih, b_hh, *extra) of one layer-direction (``Cell.direction_weights``)."""
+        names = self._weight_names[layer][direction]
+        return self.cell.direction_weights({kind: getattr(self, n) for kind, n in names})
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}, cell={self.cell.name}"
+        if self.cell.proj_size:
+            text += f", proj_size={self.cell.proj_size}"
         if self.num_layers != 1:
             text += f", num_layers={self.num_layers}"
         for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0)):
@@ -107,7 +119,8 @@ class RNNBase(nn.Module):
         ``PackedSequence``. lengths: per-sequence lengths of a padded input, in [0, T];
         outputs past a sequence's length are zero and its final state is taken at its
         own last step (a zero-length sequence returns its initial state).
-        hx: h_0 [num_layers * num_directions, B, H] (a tuple (h_0, c_0) for the LSTM).
+        hx: h_0 [num_layers * num_directions, B, H] (a tuple (h_0, c_0) for the LSTM; with
+        ``proj_size`` P, h_0 is [.., B, P] and c_0 [.., B, H]).
         Returns (output, h_n) or, for the LSTM, (output, (h_n, c_n)).
 
         Under ``torch.autocast("cpu", dtype=torch.bfloat16)``, the fused kernel computes
@@ -129,7 +142,7 @@ class RNNBase(nn.Module):
         """``forward`` under autocast. Autocast does not reach into a fused kernel (a
         pybind call), so the layer turns it off and casts at its boundary."""
         like = input.data if isinstance(input, PackedSequence) else input
-        compute = self._parameters[self._weight_names[0][0][0]].dtype  # type: ignore[union-attr]
+        compute = self._parameters[self._weight_names[0][0][0][1]].dtype  # type: ignore[union-attr]
         if not like.is_floating_point() or compute not in (torch.float32, torch.float64):
             return self._forward(input, hx, lengths)  # the general path's checks speak
         returned = amp
@@ -188,11 +201,12 @@ class RNNBase(nn.Module):
         parts = tuple(hx) if two and isinstance(hx, tuple | list) and len(hx) == 2 else (hx,)
         if len(parts) != self.cell.num_states:
             return None
-        first = self._parameters[self._weight_names[0][0][0]]
+        first = self._parameters[self._weight_names[0][0][0][1]]
         if first is None:
             return None
         compute, device = first.dtype, first.device
-        shape = (self.num_layers, input.shape[0 if self.batch_first else 1], self.hidden_size)
+        B = input.shape[0 if self.batch_first else 1]
+        shapes = [(self.num_layers, B, size) for size in self.state_sizes]
         amp = torch.is_autocast_enabled("cpu") and first.is_cpu
         if amp:  # as _forward_autocast: fp32 or bf16 in, bf16 products, torch.nn's dtypes out
             if compute != torch.float32 or torch.get_autocast_dtype("cpu") != torch.bfloat16:
@@ -202,7 +216,7 @@ class RNNBase(nn.Module):
             allowed = (compute,)
         if input.dtype not in allowed or input.device != device:
             return None
-        for part in parts:
+        for part, shape in zip(parts, shapes, strict=True):
             if type(part) is not Tensor or part.shape != shape or part.dtype not in allowed:
                 return None
             if part.device != device:
@@ -231,11 +245,11 @@ class RNNBase(nn.Module):
             final = finals[0]
         else:
             final = tuple(torch.cat([f[k] for f in finals]) for k in range(len(parts)))
-        out = x.transpose(0, 1) if self.batch_first else x  # [1, B, H] -> the input's layout
+        out = x.transpose(0, 1) if self.batch_first else x  # [1, B, R] -> the input's layout
         return out, (final if two else final[0])
 
     def _stream_weights(self, bf16: bool) -> list[tuple[Tensor | None, ...]]:
-        """Per layer (w_ih, w_hh, b_ih, b_hh) for ``_stream_step``: the parameters, or with
+        """Per layer (w_ih, w_hh, b_ih, b_hh, *extra) for ``_stream_step``: the parameters, or with
         ``bf16`` bf16 copies of the two matrices (the biases stay fp32). Both lists are kept
         while every parameter is the same tensor with the same storage and version; any
         in-place edit (an optimiser step, ``load_state_dict``, ``p.mul_()`` under
@@ -252,19 +266,16 @@ class RNNBase(nn.Module):
                     return cached[1]
                 if cached[2] is not None:
                     return cached[2]
-        names = [name for (layer,) in self._weight_names for name in layer]
+        names = [name for (layer,) in self._weight_names for _, name in layer]
         seen = [
             (name, params[name], params[name]._version, params[name].data_ptr()) for name in names
         ]
-        layers = [[params[name] for name in layer] for (layer,) in self._weight_names]
-        weights: list[tuple[Tensor | None, ...]] = [
-            (w[0], w[1], w[2], w[3]) if self.bias else (w[0], w[1], None, None) for w in layers
-        ]
+        weights = [self._direction_weights(layer, 0) for layer in range(self.num_layers)]
         copies: list[tuple[Tensor | None, ...]] | None = None
         if bf16:
             copies = [
-                (ws[0].bfloat16(), ws[1].bfloat16(), *w[2:])
-                for ws, w in zip(layers, weights, strict=True)
+                (cast(Tensor, w[0]).bfloat16(), cast(Tensor, w[1]).bfloat16(), *w[2:])
+                for w in weights
             ]
         self.__dict__["_stream_cache"] = (seen, weights, copies)
         return copies if copies is not None else weights
@@ -304,11 +315,12 @@ class RNNBase(nn.Module):
         return x, lengths, batched, packed
 
     def _initial_states(self, hx, B: int, x: Tensor, batched: bool) -> list[State]:
-        """One state tuple (each [B, H]) per layer-direction, from hx or zeros."""
-        n, H = self.num_layers * self.num_directions, self.hidden_size
+        """One state tuple per layer-direction (each [B, size], ``state_sizes``), from hx
+        or zeros."""
+        n = self.num_layers * self.num_directions
         if hx is None:
-            zeros = x.new_zeros(n, B, H)
-            return [(zeros[k],) * self.cell.num_states for k in range(n)]
+            zeros = {size: x.new_zeros(n, B, size) for size in self.state_sizes}
+            return [tuple(zeros[size][k] for size in self.state_sizes) for k in range(n)]
         names = ("h_0", "c_0")[: self.cell.num_states]
         if self.cell.num_states == 1:
             parts = (hx,)
@@ -316,9 +328,9 @@ class RNNBase(nn.Module):
             parts = tuple(hx)
         else:
             raise TypeError("the LSTM's hx must be a tuple (h_0, c_0)")
-        shape = (n, B, H) if batched else (n, H)
         states = [
-            _checks.state_like(name, s, shape, x) for name, s in zip(names, parts, strict=True)
+            _checks.state_like(name, s, (n, B, size) if batched else (n, size), x)
+            for name, s, size in zip(names, parts, self.state_sizes, strict=True)
         ]
         if not batched:
             states = [s.unsqueeze(1) for s in states]
@@ -412,9 +424,12 @@ class GRU(RNNBase):
 
 
 class LSTM(RNNBase):
-    """LSTM layers (``rnnkit.nn.cells.lstm``); a drop-in for ``torch.nn.LSTM`` (no proj_size).
+    """LSTM layers (``rnnkit.nn.cells.lstm``); a drop-in for ``torch.nn.LSTM``.
 
-    ``unit_forget_bias=True`` initialises every forget-gate bias to 1.
+    ``proj_size`` P (0 < P < hidden_size) projects h to P units, as torch.nn
+    (``weight_hr_l{k}`` [P, H]; h [.., P], c [.., H]; Sak et al. 2014); such a layer runs
+    the composite path (no fused kernel has the projection). ``unit_forget_bias=True``
+    initialises every forget-gate bias to 1.
     """
 
     def __init__(
@@ -432,11 +447,17 @@ class LSTM(RNNBase):
         *,
         unit_forget_bias: bool = False,
     ) -> None:
-        if proj_size != 0:
-            raise ValueError(f"proj_size is not supported (got {proj_size}); use 0")
+        hidden = _checks.positive_int("hidden_size", hidden_size)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, int):
+            raise ValueError(f"proj_size must be an integer, got {proj_size!r}")
+        if not 0 <= proj_size < hidden:
+            raise ValueError(
+                f"proj_size must be 0 (no projection) or in [1, hidden_size) = [1, {hidden}), "
+                f"got {proj_size}"
+            )
         self.unit_forget_bias = bool(unit_forget_bias)
         super().__init__(
-            LSTM_CELL,
+            lstm_cell(proj_size),
             input_size,
             hidden_size,
             num_layers,

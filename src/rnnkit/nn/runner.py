@@ -19,8 +19,9 @@ from torch import Tensor
 
 from rnnkit.nn.cells import Cell, State
 
-DirectionWeights = tuple[Tensor, Tensor, "Tensor | None", "Tensor | None"]
-"""(w_ih [G, D], w_hh [G, H], b_ih [G] or None, b_hh [G] or None)."""
+DirectionWeights = tuple["Tensor | None", ...]
+"""(w_ih [G, D], w_hh [G, R], b_ih [G] or None, b_hh [G] or None, *extra): the tuple
+``Cell.direction_weights`` builds; R is h's size, extra the cell's further parameters."""
 
 
 def step_mask(lengths: Tensor | None, T: int) -> Tensor | None:
@@ -41,8 +42,10 @@ def run_direction(
     weights: DirectionWeights,
     reverse: bool,
 ) -> tuple[Tensor, State]:
-    """x [T, B, D] -> (out [T, B, H], final state), one direction of one layer."""
-    w_ih, w_hh, b_ih, b_hh = weights
+    """x [T, B, D] -> (out [T, B, R], final state), one direction of one layer; R is h's
+    size (``cell.output_size``)."""
+    w_ih, w_hh, b_ih, b_hh, *extra = weights
+    assert w_ih is not None  # every cell has an input projection
     T = x.shape[0]
     gx = F.linear(x, w_ih, b_ih)  # [T, B, G]: every step's input projection in one GEMM
     # unbind, not gx[t]: the backward of T separate selects fills T zero tensors of the
@@ -50,7 +53,7 @@ def run_direction(
     steps = gx.unbind(0)
     outs: list[Tensor] = [x.new_empty(0)] * T
     for t in range(T - 1, -1, -1) if reverse else range(T):
-        new = cell.step(steps[t], state, w_hh, b_hh)
+        new = cell.step(steps[t], state, w_hh, b_hh, *extra)
         if mask is not None:
             new = tuple(torch.where(mask[t], n, s) for n, s in zip(new, state, strict=True))
             outs[t] = torch.where(mask[t], new[0], 0.0)
@@ -67,7 +70,7 @@ def run_layer(
     states: list[State],
     weights: list[DirectionWeights],
 ) -> tuple[Tensor, list[State]]:
-    """One layer, all its directions: x [T, B, D] -> (out [T, B, dirs*H], final states).
+    """One layer, all its directions: x [T, B, D] -> (out [T, B, dirs*R], final states).
 
     ``states`` and ``weights`` hold one entry per direction (forward, then reverse).
     """

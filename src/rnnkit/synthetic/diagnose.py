@@ -55,7 +55,7 @@ def diagnose_model(
     plot_unit_heatmap(
         hidden,
         problem.labels(batch, 0),
-        [u for u in units if u < rnn.hidden_size],
+        [u for u in units if u < rnn.output_size],
         out / "heatmap.png",
         title=(title + ": " if title else "") + "h_t of chosen units",
     )

@@ -19,7 +19,7 @@ class SequenceModel(nn.Module):
         if readout not in ("final", "every_step"):
             raise ValueError(f"readout must be 'final' or 'every_step', got {readout!r}")
         self.rnn, self.readout = rnn, readout
-        self.head = nn.Linear(rnn.hidden_size * rnn.num_directions, output_size)
+        self.head = nn.Linear(rnn.output_size * rnn.num_directions, output_size)
 
     def read(self, output: Tensor, h_n: Tensor | tuple[Tensor, ...]) -> Tensor:
         """The head on what the layer returned: output [T, B, H] and h_n."""

@@ -1,8 +1,8 @@
 """Cell kinds: one module per cell, each a ``Cell`` record plus its composite step."""
 
-from rnnkit.nn.cells.base import Cell, State
+from rnnkit.nn.cells.base import Cell, ParamSpec, State
 from rnnkit.nn.cells.gru import GRU, GRU_RESET_BEFORE, gru_cell
-from rnnkit.nn.cells.lstm import LSTM, set_forget_bias
+from rnnkit.nn.cells.lstm import LSTM, lstm_cell, set_forget_bias
 from rnnkit.nn.cells.rnn import RNN_RELU, RNN_TANH, rnn_cell
 
 CELLS: dict[str, Cell] = {c.name: c for c in (RNN_TANH, RNN_RELU, GRU, GRU_RESET_BEFORE, LSTM)}
@@ -15,8 +15,10 @@ __all__ = [
     "RNN_RELU",
     "RNN_TANH",
     "Cell",
+    "ParamSpec",
     "State",
     "gru_cell",
+    "lstm_cell",
     "rnn_cell",
     "set_forget_bias",
 ]

@@ -14,6 +14,12 @@ definition and are tested against each other:
 Every cell consumes the input projection ``gx = x @ W_ih.T + b_ih`` rather than ``x``:
 the projection does not depend on the state, so the time-loop runner computes it for
 all T steps at once as one GEMM before the loop.
+
+The record also describes a layer-direction's parameters (``parameters``: torch.nn's
+names and shapes, in torch.nn's order) and its state sizes (``state_sizes``), so layers,
+the runner, the kernels' dispatch and the diagnostics stay generic over them: a variant
+that adds a parameter or changes a state's size (the LSTM's ``proj_size``) changes the
+record, not the layer.
 """
 
 from __future__ import annotations
@@ -24,10 +30,15 @@ from dataclasses import dataclass
 from torch import Tensor
 
 State = tuple[Tensor, ...]
-StepFn = Callable[[Tensor, State, Tensor, "Tensor | None"], State]
-"""step(gx [B, G], state (each [B, H]), w_hh [G, H], b_hh [G] or None) -> new state."""
+StepFn = Callable[..., State]
+"""step(gx [B, G], state, w_hh [G, R], b_hh [G] or None, *extra) -> new state; the state's
+sizes are ``Cell.state_sizes`` (R = the first, h's), ``extra`` the record's parameters
+beyond the standard four, in its order (the LSTM's projection ``weight_hr`` [P, H])."""
 GatesFn = Callable[[Tensor, State, Tensor, "Tensor | None"], dict[str, Tensor]]
-"""gates(gx [B, G], state, w_hh [G, H], b_hh [G] or None) -> {name: activation [B, H]}."""
+"""gates(gx [B, G], state, w_hh [G, R], b_hh [G] or None) -> {name: activation [B, H]}."""
+ParamSpec = tuple[str, tuple[int, ...]]
+"""(torch.nn's name without the ``_l{k}{_reverse}`` suffix, shape)."""
+STANDARD_PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,8 @@ class Cell:
     (1 for RNN, 3 for GRU, 4 for LSTM). ``num_states`` is 1 (h) or 2 (h, c); the first
     state is always the output. ``options`` are the keyword arguments that select this
     form of the cell in the reference (``nonlinearity`` or ``reset_after``).
+    ``proj_size`` (LSTM only, torch.nn.LSTM's argument; ``lstm_cell(proj_size)``) makes
+    h a projection to P < H units: see ``parameters`` and ``state_sizes``.
 
     A gated cell also has ``gate_fn``: the activations of one step, by name, in weight
     order (GRU r, z, n; LSTM i, f, g, o). Its ``step`` is built on it, so the gate
@@ -54,6 +67,49 @@ class Cell:
     """The ``torch.nn`` mode string of the same cell, or None where torch lacks it."""
     gate_fn: GatesFn | None = None
     gate_names: tuple[str, ...] = ()
+    proj_size: int = 0
+
+    @property
+    def label(self) -> str:
+        """The name, with the options that change its parameters (for messages)."""
+        return self.name + (f" with proj_size={self.proj_size}" if self.proj_size else "")
+
+    def state_sizes(self, hidden_size: int) -> tuple[int, ...]:
+        """The size of each state, h first: (H,), (H, H), or (P, H) with a projection."""
+        h = self.proj_size or hidden_size
+        return (h,) + (hidden_size,) * (self.num_states - 1)
+
+    def output_size(self, hidden_size: int) -> int:
+        """The size of one direction's output (= h's): what the next layer reads."""
+        return self.state_sizes(hidden_size)[0]
+
+    def parameters(self, input_size: int, hidden_size: int, bias: bool) -> tuple[ParamSpec, ...]:
+        """One layer-direction's parameters, as torch.nn names and lays them out, in its
+        order (so a state_dict and ``all_weights`` match torch.nn's): weight_ih [G, D],
+        weight_hh [G, R], bias_ih [G], bias_hh [G] (with ``bias``), then the extras
+        (weight_hr [P, H] with a projection); G = num_gates * H, R = h's size."""
+        G = self.num_gates * hidden_size
+        specs: list[ParamSpec] = [
+            ("weight_ih", (G, input_size)),
+            ("weight_hh", (G, self.output_size(hidden_size))),
+        ]
+        if bias:
+            specs += [("bias_ih", (G,)), ("bias_hh", (G,))]
+        if self.proj_size:
+            specs.append(("weight_hr", (self.proj_size, hidden_size)))
+        return tuple(specs)
+
+    @property
+    def standard(self) -> bool:
+        """True if the parameters are the standard four and every state is [B, H]: the
+        layout the fused kernels implement."""
+        return self.proj_size == 0
+
+    def direction_weights(self, named: dict[str, Tensor]) -> tuple[Tensor | None, ...]:
+        """A layer-direction's parameters by kind -> the tuple the runner and the kernels
+        take: (w_ih, w_hh, b_ih, b_hh, *extra), None for an absent standard one."""
+        standard = tuple(named.get(kind) for kind in STANDARD_PARAMETERS)
+        return standard + tuple(t for k, t in named.items() if k not in STANDARD_PARAMETERS)
 
     def gates(
         self, gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None

@@ -11,9 +11,20 @@ gate of Gers et al. 2000), in the form and gate order (i, f, g, o) of ``torch.nn
 ``weight_ih`` = [W_i; W_f; W_g; W_o] [4H, D], ``weight_hh`` [4H, H], biases [4H] each.
 Jozefowicz et al. 2015 (section 3) found a forget-gate bias of 1 helps; layers expose it
 as ``unit_forget_bias``. The hand-written backward is ``rnnkit.nn.reference.lstm``.
+
+With a projection (``proj_size`` P < H; Sak et al. 2014, "Long short-term memory based
+recurrent neural network architectures for large vocabulary speech recognition", the
+LSTMP; torch.nn.LSTM's ``proj_size``), h is projected to P units:
+
+    h' = W_hr (o * tanh(c'))                       weight_hr [P, H]
+
+so h is [B, P], c stays [B, H], ``weight_hh`` is [4H, P], and the next layer reads P
+(2P bidirectional) features.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -33,14 +44,24 @@ def _lstm_gates(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> 
     }
 
 
-def _lstm_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
+def _lstm_step(
+    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, w_hr: Tensor | None = None
+) -> State:
     a = _lstm_gates(gx, state, w_hh, b_hh)
-    c_new = a["f"] * state[1] + a["i"] * a["g"]
-    h_new = a["o"] * torch.tanh(c_new)
+    c_new = a["f"] * state[1] + a["i"] * a["g"]  # [B, H]
+    h_new = a["o"] * torch.tanh(c_new)  # [B, H]
+    if w_hr is not None:
+        h_new = F.linear(h_new, w_hr)  # [B, H] @ [H, P] -> [B, P]
     return (h_new, c_new)
 
 
 LSTM = Cell("lstm", 4, 2, _lstm_step, (), "LSTM", gate_fn=_lstm_gates, gate_names=("i", "f", "o"))
+
+
+def lstm_cell(proj_size: int = 0) -> Cell:
+    """The LSTM record, with h projected to ``proj_size`` units when it is not 0 (the
+    caller checks 0 <= proj_size < hidden_size)."""
+    return LSTM if proj_size == 0 else replace(LSTM, proj_size=proj_size)
 
 
 @torch.no_grad()

@@ -5,8 +5,10 @@ Backends:
     "fused"      a kernel registered with ``register``, for the inputs it supports.
     "auto"       fused where a registered kernel supports the inputs, else composite.
 
-The built-in fused kernel, ``rnnkit.nn.kernels.fused`` (CPU, fp32/fp64, every cell), is
-registered at import and compiled on its first supported call.
+The built-in fused kernel, ``rnnkit.nn.kernels.fused`` (CPU, fp32/fp64, every cell in
+its standard layout), is registered at import and compiled on its first supported call.
+A cell variant no kernel implements (``Cell.standard`` False: the LSTM with ``proj_size``)
+runs the composite path under "auto".
 
 The switch, for debugging and for parity tests: ``rnnkit.set_backend(name)``, the
 context manager ``rnnkit.use_backend(name)``, or the environment variable
@@ -103,7 +105,7 @@ def select(cell: Cell, x: Tensor) -> RunLayer:
                 return kernel.run_layer
         if backend == "fused":
             raise RuntimeError(
-                f"backend 'fused' was forced but no fused kernel supports cell {cell.name!r} "
+                f"backend 'fused' was forced but no fused kernel supports cell {cell.label!r} "
                 f"on a {x.device.type} {x.dtype} input; use 'auto' or 'composite'"
             )
     return runner.run_layer

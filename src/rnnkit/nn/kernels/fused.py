@@ -150,10 +150,11 @@ def compile_info() -> dict[str, Any]:
 
 
 def supports(cell: Cell, x: Tensor) -> bool:
-    """CPU fp32/fp64 inputs of the five cells, where the extension builds."""
+    """CPU fp32/fp64 inputs of the five cells in their standard layout (no LSTM
+    projection: that runs the composite path), where the extension builds."""
     if not x.is_cpu or x.dtype not in (torch.float32, torch.float64):
         return False
-    if cell.name not in CELL_CODES:
+    if cell.name not in CELL_CODES or not cell.standard:
         return False
     return _builds()
 

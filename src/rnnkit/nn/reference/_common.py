@@ -15,9 +15,10 @@ class Params:
     """One layer-direction's weights, named and laid out as in ``torch.nn``."""
 
     w_ih: Array  # [G, D]
-    w_hh: Array  # [G, H]
+    w_hh: Array  # [G, R], R = h's size (H, or P with a projection)
     b_ih: Array | None  # [G]
     b_hh: Array | None  # [G]
+    w_hr: Array | None = None  # [P, H]: the LSTM's projection (proj_size P), or None
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Grads:
     w_hh: Array
     b_ih: Array | None
     b_hh: Array | None
+    w_hr: Array | None = None
 
 
 def sigmoid(a: Array) -> Array:
