@@ -275,7 +275,7 @@ inline float bits_to_float(uint32_t u) {
 }
 
 // C [M, N] (row stride ldc) = beta * C + r, r a contiguous bf16 [M, N]: the widening is a
-// 16-bit shift, so the loop vectorises (a mixed-dtype add_ through ATen costs 3-4 times more).
+// 16-bit shift, so the loop vectorises (ATen's mixed-dtype add_ was slower: docs/kernels.md).
 void add_bf16(const Tensor& r, float* C, int64_t M, int64_t N, int64_t ldc, float beta) {
   const uint16_t* src = reinterpret_cast<const uint16_t*>(r.data_ptr<at::BFloat16>());
   for (int64_t i = 0; i < M; ++i) {
@@ -375,10 +375,8 @@ Tensor project(const Tensor& x, const Tensor& w, const Tensor& b) {
 }
 
 // The weight gradients over all T*B rows, a [G, R] (a transposed view) @ b [R, K]: at::mm
-// (MKL here) under every backend. oneDNN's matmul through ATen wants a contiguous [G, R]
-// and [K, R], so it pays two transposing copies first: at R = 6400 (T=100, B=64),
-// [1536, 6400] @ [6400, 512] took 105 ms that way against 60 through at::mm, 2 threads,
-// quiet machine (docs/kernels.md).
+// (MKL here) under every backend: oneDNN's matmul through ATen wants a contiguous [G, R]
+// and [K, R], so it would pay two transposing copies first (measured: docs/kernels.md).
 Tensor mm_products(const Tensor& a, const Tensor& b) { return at::mm(a, b); }
 
 void mm_products_into(Tensor out, const Tensor& a, const Tensor& b) { at::mm_out(out, a, b); }
