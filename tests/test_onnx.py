@@ -1,7 +1,8 @@
 """ONNX export (``rnnkit.export.onnx``, the task adapters, ``rnnkit export``) against
 ONNX Runtime as the oracle: every cell and GRU form, 1-2 layers, one or two directions,
 with and without an initial state and variable lengths (a zero length included),
-batch-first and time-major, run at two (T, B) on one exported file; the task models'
+batch-first and time-major, run at two (T, B) on one exported file, and the same for the
+LSTM with proj_size (composed with Scan); the task models'
 outputs; the language model's greedy text through ONNX Runtime against `rnnkit sample
 --greedy`; and the CLI. fp32 within 1e-5 relative plus 1e-6 absolute.
 
@@ -58,17 +59,27 @@ def assert_close(actual, expected, what: str, atol: float = ATOL) -> None:
 # --- the layers -------------------------------------------------------------------------
 
 
-def _layer_case(cell, layers, bidirectional, initial, lengths, batch_first):
+def _layer_case(cell, layers, bidirectional, initial, lengths, batch_first, proj_size=0):
     torch.manual_seed(hash((cell, layers, bidirectional)) % 1000)
     layer = recurrent_layer(
-        cell, D, H, layers, bidirectional=bidirectional, batch_first=batch_first, dropout=0.3
+        cell,
+        D,
+        H,
+        layers,
+        bidirectional=bidirectional,
+        batch_first=batch_first,
+        dropout=0.3,
+        proj_size=proj_size,
     ).eval()  # dropout between layers: the identity in an export
     dirs = 2 if bidirectional else 1
     states = ("h0", "c0") if cell == "lstm" else ("h0",)
+    sizes = (proj_size or H, H)  # h's and c's
 
     def draw(T, B):
         x = torch.randn(B, T, D) if batch_first else torch.randn(T, B, D)
-        hx = tuple(torch.randn(layers * dirs, B, H) for _ in states) if initial else None
+        hx = None
+        if initial:
+            hx = tuple(torch.randn(layers * dirs, B, n) for n in sizes[: len(states)])
         lens = None
         if lengths:
             lens = torch.randint(0, T + 1, (B,))
@@ -78,7 +89,14 @@ def _layer_case(cell, layers, bidirectional, initial, lengths, batch_first):
     x, hx, lens = draw(*SIZES[0])
     example = {"input": x, "hx": None if hx is None else (hx if cell == "lstm" else hx[0])}
     example["lengths"] = lens
-    s = session(export.onnx_model(layer, example))
+    model = export.onnx_model(layer, example)
+    ops = {n.op_type for n in model.graph.node}
+    if proj_size:  # composed: one Scan per layer-direction, no ONNX LSTM node
+        assert "LSTM" not in ops
+        assert sum(n.op_type == "Scan" for n in model.graph.node) == layers * dirs
+    else:
+        assert "Scan" not in ops
+    s = session(model)
     assert [i.name for i in s.get_inputs()] == (
         ["input"] + (list(states) if initial else []) + (["lengths"] if lengths else [])
     )
@@ -122,6 +140,33 @@ def test_layer_matrix_matches_onnxruntime(
     cell, layers, bidirectional, initial, lengths, batch_first
 ):
     _layer_case(cell, layers, bidirectional, initial, lengths, batch_first)
+
+
+P = 3  # an LSTM's proj_size (< H): composed with Scan, ONNX's LSTM has no projection
+
+
+@pytest.mark.parametrize("everything", [True, False], ids=["all-features", "plain"])
+def test_projected_lstm_matches_onnxruntime(everything):
+    _layer_case("lstm", 2 if everything else 1, *[everything] * 4, proj_size=P)
+
+
+PROJ_MATRIX = list(itertools.product((1, 2), *([(False, True)] * 4)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "layers, bidirectional, initial, lengths, batch_first",
+    PROJ_MATRIX,
+    ids=[
+        f"lstm-P{P}-L{n}-{'bi' if b else 'uni'}-{'h0' if i else 'noh0'}"
+        f"-{'lengths' if ln else 'full'}-{'bf' if bf else 'tf'}"
+        for n, b, i, ln, bf in PROJ_MATRIX
+    ],
+)
+def test_projected_lstm_matrix_matches_onnxruntime(
+    layers, bidirectional, initial, lengths, batch_first
+):
+    _layer_case("lstm", layers, bidirectional, initial, lengths, batch_first, proj_size=P)
 
 
 def test_gru_forms_export_their_own_operator_attribute():

@@ -182,14 +182,6 @@ def test_factory_builds_it_for_the_lstm_only():
         recurrent_layer("gru", D, H, proj_size=P)
 
 
-def test_onnx_export_refuses_it_in_one_line():
-    pytest.importorskip("onnx")
-    from rnnkit.export.onnx import ExportError, onnx_model
-
-    with pytest.raises(ExportError, match="no form of the cell 'lstm with proj_size=2'"):
-        onnx_model(rnnkit.LSTM(D, H, proj_size=2), torch.randn(T, B, D))
-
-
 # --- the NumPy reference -------------------------------------------------------------
 
 EPS = 1e-6

@@ -19,11 +19,17 @@ The node's output Y [T, dirs, B, H] is transposed and reshaped to torch's [T, B,
 per layer and the final states are concatenated back. Dropout between layers is the
 identity: an export is the inference computation (``module.eval()``).
 
+An LSTM with ``proj_size`` P has no ONNX operator (ONNX's LSTM has no projection); it is
+composed per layer-direction: gx = x W_ih^T + b_ih + b_hh as one MatMul, then a ``Scan``
+over T whose body is one step in torch's gate order (``_projected_step``), the reverse
+direction scanning from the end; h0/h_n are [layers*dirs, B, P], the output dirs*P wide.
+
 Variable lengths: ``lengths`` becomes ONNX's ``sequence_lens`` (int32 [B]). Outputs past
 a sequence's length are zero in rnnkit and in ONNX Runtime. A zero length is left
 undefined by the ONNX specification; ONNX Runtime accepts it and returns a zero final
 state, where rnnkit returns the initial state, so the graph puts the initial state back
-for those rows (other runtimes may refuse a zero length).
+for those rows (other runtimes may refuse a zero length). The projected LSTM's Scan masks
+steps past a row's length itself (state kept, output 0), zero lengths included.
 
 Names in a layer's graph: inputs ``input`` ([T, B, D], or [B, T, D] batch-first),
 ``h0`` and ``c0`` ([layers*dirs, B, H]; when the example has a state), ``lengths`` (int32
@@ -266,14 +272,6 @@ def _onnx_weights(
     return names[0], names[1], g.array(b, f"{hint}_B")  # [dirs, 2G]
 
 
-def _check_standard(layer: RNNBase) -> None:
-    if not layer.cell.standard:
-        raise ExportError(
-            f"ONNX's recurrent operators have no form of the cell {layer.cell.label!r} "
-            "(an LSTM projection has no ONNX LSTM attribute); export it with torch.export"
-        )
-
-
 def _check_float32(module: nn.Module) -> None:
     for name, p in module.named_parameters():
         if p.dtype != torch.float32:
@@ -281,6 +279,13 @@ def _check_float32(module: nn.Module) -> None:
                 f"ONNX export writes float32 models; the parameter {name} is {p.dtype} "
                 "(convert the module with .float() first)"
             )
+
+
+def _check_exportable(layer: RNNBase) -> None:
+    if not (layer.cell.standard or (layer.cell.name == "lstm" and layer.cell.proj_size)):
+        raise ExportError(
+            f"ONNX export has no form of the cell {layer.cell.label!r}; export it with torch.export"
+        )
 
 
 def recurrent(
@@ -294,14 +299,38 @@ def recurrent(
 ) -> tuple[str, tuple[str, ...]]:
     """An rnnkit layer stack: x in the layer's layout ([T, B, D], or [B, T, D] with
     batch_first), ``lengths`` int32 [B] (ONNX's sequence_lens), ``state`` (h0,) or
-    (h0, c0), each [layers*dirs, B, H] -> (output in the layer's layout, [..., dirs*H];
-    final states, each [layers*dirs, B, H])."""
-    _check_standard(layer)
-    op, _, attrs = _cell_record(layer.cell.name)
+    (h0, c0), each [layers*dirs, B, size] (``layer.state_sizes``) -> (output in the
+    layer's layout, [..., dirs*R] with R = ``layer.output_size``; final states, each
+    [layers*dirs, B, size]). A projected LSTM is composed with ``Scan``
+    (``_projected_stack``), every other layer uses ONNX's recurrent operators."""
+    _check_exportable(layer)
     _check_float32(layer)
-    dirs, L, H = layer.num_directions, layer.num_layers, layer.hidden_size
     if layer.batch_first:
         x = g.op("Transpose", x, perm=[1, 0, 2], hint="time_major")  # [T, B, D]
+    if layer.cell.proj_size:
+        x, finals = _projected_stack(g, x, layer, lengths, state, hint)
+    else:
+        x, finals = _operator_stack(g, x, layer, lengths, state, hint)
+    if layer.batch_first:
+        x = g.op("Transpose", x, perm=[1, 0, 2], hint="batch_major")
+    stacked = tuple(
+        f[0] if len(f) == 1 else g.op("Concat", *f, axis=0, hint=f"{hint}_final") for f in finals
+    )
+    return x, stacked
+
+
+def _operator_stack(
+    g: Graph,
+    x: str,
+    layer: RNNBase,
+    lengths: str | None,
+    state: Sequence[str] | None,
+    hint: str,
+) -> tuple[str, list[list[str]]]:
+    """x [T, B, D] -> (output [T, B, dirs*H], per state kind one final [dirs, B, H] per
+    layer): one ONNX recurrent node per layer."""
+    op, _, attrs = _cell_record(layer.cell.name)
+    dirs, L, H = layer.num_directions, layer.num_layers, layer.hidden_size
     per_layer: list[list[str]] = []  # per state kind, one [dirs, B, H] name per layer
     for s in state or ():
         if L == 1:
@@ -353,12 +382,130 @@ def recurrent(
         else:  # [T, 2, B, H] -> [T, B, 2, H] -> [T, B, 2H]
             y = g.op("Transpose", y, perm=[0, 2, 1, 3])
             x = g.op("Reshape", y, g.ints([0, 0, -1], "shape"), hint=f"{hint}_l{k}_out")
-    if layer.batch_first:
-        x = g.op("Transpose", x, perm=[1, 0, 2], hint="batch_major")
-    stacked = tuple(
-        f[0] if L == 1 else g.op("Concat", *f, axis=0, hint=f"{hint}_final") for f in finals
-    )
-    return x, stacked
+    return x, finals
+
+
+def _projected_stack(
+    g: Graph,
+    x: str,
+    layer: RNNBase,
+    lengths: str | None,
+    state: Sequence[str] | None,
+    hint: str,
+) -> tuple[str, list[list[str]]]:
+    """x [T, B, D] -> (output [T, B, dirs*P], final h and c, one [1, B, P] / [1, B, H] per
+    layer-direction) for an LSTM with ``proj_size`` P, which ONNX's LSTM operator cannot
+    express: per layer-direction, the input projection as one MatMul over all steps
+    (gx [T, B, 4H], both biases added) and the recurrence as a ``Scan`` over T whose
+    body is one projected step in torch's gate order (``_projected_step``); the reverse
+    direction scans its input and writes its output from the end
+    (``scan_input_directions`` / ``scan_output_directions`` = 1).
+
+    With lengths, the step at t of row b counts only where t < lengths[b]: elsewhere the
+    state is kept and the output is 0. The forward direction's final state is then the
+    one at the row's last real step; the reverse direction starts at T-1 and keeps its
+    initial state until t = lengths[b]-1, which is where the rnnkit layer starts it; a
+    zero length keeps the initial state throughout, as the layer returns."""
+    dirs, L, H, P = layer.num_directions, layer.num_layers, layer.hidden_size, layer.proj_size
+    shape = g.op("Shape", x, hint="shape")  # [3]: T, B, D
+    batch = g.op("Slice", shape, g.ints([1], "start"), g.ints([2], "end"), hint="batch")  # [1]
+    mask = ""
+    if lengths is not None:  # mask [T, B, 1]: t < lengths[b]
+        steps = g.op("Slice", shape, g.ints([0], "start"), g.ints([1], "end"))  # [1]
+        steps = g.op("Cast", g.op("Squeeze", steps), to=g._elem("int32"), hint="steps")
+        one, zero = (g.array(np.asarray(v, dtype=np.int32), "const") for v in (1, 0))
+        t = g.op("Range", zero, steps, one, hint="t")  # [T]
+        t = g.op("Unsqueeze", t, g.ints([1], "axes"))  # [T, 1]
+        mask = g.op("Less", t, g.op("Unsqueeze", lengths, g.ints([0], "axes")))  # [T, B]
+        mask = g.op("Unsqueeze", mask, g.ints([2], "axes"), hint="mask")  # [T, B, 1]
+
+    def initial(kind: int, index: int, size: int) -> str:  # [B, size]
+        if state:
+            return g.op("Gather", state[kind], g.ints(index, "index"), axis=0, hint="initial")
+        fill = g.onnx.numpy_helper.from_array(np.zeros(1, np.float32))
+        dims = g.op("Concat", batch, g.ints([size], "size"), axis=0)
+        return g.op("ConstantOfShape", dims, value=fill, hint="initial")
+
+    zero = g.scalar(0.0, "zero") if mask else ""
+    finals: list[list[str]] = [[], []]
+    for k in range(L):
+        ys = []
+        for d in range(dirs):
+            w_ih, w_hh, b_ih, b_hh, w_hr = layer._direction_weights(k, d)
+            assert w_ih is not None and w_hh is not None and w_hr is not None
+            name = f"{hint}_l{k}{'_reverse' if d else ''}"
+            w_ih_t = g.weight(w_ih, f"{name}_w_ih_t", "T", lambda w: w.T)  # [D, 4H]
+            gx = g.op("MatMul", x, w_ih_t, hint=f"{name}_gx")  # [T, B, 4H]
+            if b_ih is not None and b_hh is not None:
+                both = (b_ih + b_hh).detach().to("cpu", torch.float32).numpy()
+                gx = g.op("Add", gx, g.array(both, f"{name}_b"), hint=f"{name}_gx")
+            w_hh_t = g.weight(w_hh, f"{name}_w_hh_t", "T", lambda w: w.T)  # [P, 4H]
+            w_hr_t = g.weight(w_hr, f"{name}_w_hr_t", "T", lambda w: w.T)  # [H, P]
+            body = _projected_step(g, w_hh_t, w_hr_t, zero, H, P, masked=bool(mask), hint=name)
+            h, c, y = g.ops(
+                "Scan",
+                initial(0, k * dirs + d, P),
+                initial(1, k * dirs + d, H),
+                gx,
+                *([mask] if mask else []),
+                outputs=3,
+                hint=f"{name}_",
+                body=body,
+                num_scan_inputs=2 if mask else 1,
+                scan_input_directions=[d] * (2 if mask else 1),
+                scan_output_directions=[d],
+            )  # h [B, P], c [B, H], y [T, B, P]
+            axes = g.ints([0], "axes")
+            finals[0].append(g.op("Unsqueeze", h, axes, hint=f"{name}_h"))  # [1, B, P]
+            finals[1].append(g.op("Unsqueeze", c, axes, hint=f"{name}_c"))  # [1, B, H]
+            ys.append(y)
+        x = ys[0] if dirs == 1 else g.op("Concat", *ys, axis=2, hint=f"{hint}_l{k}_out")
+    return x, finals  # x [T, B, dirs*P]
+
+
+def _projected_step(
+    g: Graph, w_hh_t: str, w_hr_t: str, zero: str, H: int, P: int, *, masked: bool, hint: str
+) -> Any:
+    """The Scan body of one projected LSTM step (``rnnkit.nn.cells.lstm``), torch's gate
+    order (i, f, g, o); the weights and the zero are the outer graph's values:
+
+        (h [B, P], c [B, H]; gx_t [B, 4H], m_t [B, 1] when masked) -> (h', c'; y_t [B, P])
+        gates = gx_t + h W_hh^T,  c' = f c + i g,  h' = W_hr (o tanh(c'))
+        masked: h', c' = where(m_t, h', h), where(m_t, c', c); y_t = where(m_t, h', 0)
+    """
+    helper, types = g.onnx.helper, g.onnx.TensorProto
+    body = Graph(f"{hint}_step")
+    body._taken, body._count = g._taken, g._count  # names stay unique across both scopes
+
+    def value(hint: str, elem: int, shape: Shape) -> tuple[str, Any]:
+        name = g.fresh(hint)
+        return name, helper.make_tensor_value_info(name, elem, shape)
+
+    (h, h_info), (c, c_info) = value("h", types.FLOAT, ["B", P]), value("c", types.FLOAT, ["B", H])
+    gx, gx_info = value("gx_t", types.FLOAT, ["B", 4 * H])
+    inputs = [h_info, c_info, gx_info]
+    if masked:
+        m, m_info = value("m_t", types.BOOL, ["B", 1])
+        inputs.append(m_info)
+    gates = body.op("Add", gx, body.op("MatMul", h, w_hh_t), hint="gates")  # [B, 4H]
+    i, f, cand, o = body.ops("Split", gates, axis=1, outputs=4, hint="gate")  # each [B, H]
+    i, f, o = (body.op("Sigmoid", a, hint=n) for a, n in ((i, "i"), (f, "f"), (o, "o")))
+    cand = body.op("Tanh", cand, hint="g")
+    c_new = body.op("Add", body.op("Mul", f, c), body.op("Mul", i, cand), hint="c_new")  # [B, H]
+    h_full = body.op("Mul", o, body.op("Tanh", c_new), hint="h_full")  # [B, H]
+    h_new = body.op("MatMul", h_full, w_hr_t, hint="h_new")  # [B, H] @ [H, P] -> [B, P]
+    if masked:
+        y = body.op("Where", m, h_new, zero, hint="y_t")
+        h_new = body.op("Where", m, h_new, h, hint="h_kept")
+        c_new = body.op("Where", m, c_new, c, hint="c_kept")
+    else:
+        y = body.op("Identity", h_new, hint="y_t")  # a value is one output of a graph
+    outputs = [
+        helper.make_tensor_value_info(h_new, types.FLOAT, ["B", P]),
+        helper.make_tensor_value_info(c_new, types.FLOAT, ["B", H]),
+        helper.make_tensor_value_info(y, types.FLOAT, ["B", P]),
+    ]
+    return helper.make_graph(body.nodes, f"{hint}_step", inputs, outputs)
 
 
 def cell_step(
@@ -431,20 +578,20 @@ def layer_graph(layer: RNNBase, example: Any = None) -> Graph:
             )
         with torch.no_grad():
             layer(x, hx, lengths=lengths)  # the layer's own checks speak first
-    two = layer.cell.num_states == 2
     g = Graph(f"rnnkit_{layer.cell.name}")
-    dirs, L, H, D = layer.num_directions, layer.num_layers, layer.hidden_size, layer.input_size
+    dirs, L, D = layer.num_directions, layer.num_layers, layer.input_size
+    sizes = layer.state_sizes  # (H,), (H, H), or (P, H) with a projection
     seq: list[int | str] = ["B", "T"] if layer.batch_first else ["T", "B"]
     x_name = g.input("input", "float", [*seq, D])
     state = None
     if hx is not None:
-        names = ("h0", "c0") if two else ("h0",)
-        state = [g.input(n, "float", [L * dirs, "B", H]) for n in names]
+        names = ("h0", "c0")[: len(sizes)]
+        state = [g.input(n, "float", [L * dirs, "B", s]) for n, s in zip(names, sizes, strict=True)]
     lens = None if lengths is None else g.input("lengths", "int32", ["B"])
     out, finals = recurrent(g, x_name, layer, lengths=lens, state=state)
-    g.output(out, "output", "float", [*seq, dirs * H])
-    for value, name in zip(finals, ("h_n", "c_n"), strict=False):
-        g.output(value, name, "float", [L * dirs, "B", H])
+    g.output(out, "output", "float", [*seq, dirs * layer.output_size])
+    for value, name, size in zip(finals, ("h_n", "c_n"), sizes, strict=False):
+        g.output(value, name, "float", [L * dirs, "B", size])
     return g
 
 
