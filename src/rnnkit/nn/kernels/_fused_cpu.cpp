@@ -828,13 +828,10 @@ void dispatch_cell(int64_t cell, const F& f) {
   }
 }
 
-// The forward's input projection over all T*B rows: with bf16 set (a layer under bf16
-// autocast), a @ b in bf16 with fp32 accumulation through ATen (oneDNN on CPU), the result
-// back in a's dtype. The per-step recurrent products go bf16 through Bf16Mirror, backward's
-// big products through its own prod (each operand rounded once); the gate math and the
-// states stay in a's dtype.
-Tensor mm_mixed(const Tensor& a, const Tensor& b, bool bf16) {
-  if (!bf16) return mm_products(a, b);
+// The forward's input projection under bf16 autocast: a @ b in bf16 with fp32 accumulation
+// through ATen (oneDNN on CPU), the result back in a's dtype. (The per-step recurrent
+// products go bf16 through Bf16Mirror, backward's big products through its own prod.)
+Tensor mm_bf16(const Tensor& a, const Tensor& b) {
   return at::mm(a.to(at::kBFloat16), b.to(at::kBFloat16)).to(a.scalar_type());
 }
 
@@ -846,7 +843,7 @@ Tensor packed_input(const Tensor& x, const Schedule& sc, const Tensor& tokens) {
 }
 
 // forward(cell, x [T,B,D], lengths [B] int64 or empty, h0s, c0s, w_ih, w_hh, b_ih, b_hh,
-// training, bf16 (the products in bf16, see mm_mixed and Bf16Mirror)) -> [out [T,B,dirs*H],
+// training, bf16 (the products in bf16, see mm_bf16 and Bf16Mirror)) -> [out [T,B,dirs*H],
 // then per direction h_T (, c_T), then, when training, per direction the saved buffers
 // hbuf, cbuf, gates [N, G], ghn [N, H] (empty tensors where a cell has none)].
 // Empty tensors stand for absent biases and for "all rows full".
@@ -868,7 +865,7 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
   for (int64_t d = 0; d < dirs; ++d) {
     // Every step's input projection in one GEMM: [N, D] @ [D, G] (+ b_ih).
     if (bf16) {
-      gx[d] = mm_mixed(xp, w_ih[d].t(), true);
+      gx[d] = mm_bf16(xp, w_ih[d].t());
       if (b_ih[d].numel()) gx[d].add_(b_ih[d]);
     } else {
       gx[d] = project(xp, w_ih[d], b_ih[d]);
@@ -1223,9 +1220,9 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
   const auto prod = [bf16, &x](const Tensor& a, const Tensor& b) {  // a @ b in x's dtype
     return bf16 ? at::mm(a, b).to(x.scalar_type()) : mm_products(a, b);
   };
-  const auto prod_into = [bf16, &prod](Tensor out, const Tensor& a, const Tensor& b) {
+  const auto prod_into = [bf16](Tensor out, const Tensor& a, const Tensor& b) {
     if (bf16) {
-      out.copy_(prod(a, b));
+      out.copy_(at::mm(a, b));  // bf16 result widened by the copy
     } else {
       mm_products_into(out, a, b);
     }
