@@ -25,6 +25,7 @@ with ``from_dict``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import types
@@ -161,7 +162,7 @@ def _validated(config: Any) -> Any:
 
 def update(config: Any, values: Mapping[str, Any], where: str) -> Any:
     """A copy of ``config`` with ``values`` (field -> value) set, each checked and coerced."""
-    known = _fields(config)
+    known = _own_fields_first(config)
     changes = {}
     for name, value in values.items():
         if name not in known:
@@ -290,7 +291,7 @@ def help_table(settings: Any) -> str:
     lines = []
     for section, config in sections_of(settings).items():
         lines.append(f"{section} ({type(config).__name__}):")
-        for name, f in _fields(config).items():
+        for name, f in _own_fields_first(config).items():
             base, optional = _field_type(config, name)
             choices = f.metadata.get("choices")
             kind = "|".join(map(str, choices)) if choices else base.__name__
@@ -303,6 +304,14 @@ def help_table(settings: Any) -> str:
                 f"  --{section}.{name} {shown}  ({kind}) {f.metadata.get('help', '')}".rstrip()
             )
     return "\n".join(lines)
+
+
+def _own_fields_first(config: Any) -> dict[str, dataclasses.Field]:
+    """A config's fields, those its own class declares first, then the inherited ones
+    (``rnnkit.common.variants.CellVariants``), so help reads the task's shape first."""
+    own = inspect.get_annotations(type(config))
+    fields = _fields(config)
+    return {n: fields[n] for n in sorted(fields, key=lambda n: n not in own)}
 
 
 def option(default: Any, help: str, **metadata: Any) -> Any:

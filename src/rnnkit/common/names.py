@@ -7,3 +7,9 @@ gru_reset_before (Cho 2014), lstm."""
 
 TOKENIZER_KINDS = ("char", "word", "bpe")
 """``rnnkit.data.tokenizers.KINDS``."""
+
+CELLS_WITH_MEMORY = ("lstm",)
+"""The cells with a memory state c beside h (``Cell.num_states == 2``)."""
+
+PROJECTABLE_CELLS = ("lstm",)
+"""The cells that take ``proj_size`` (torch.nn.LSTM's projection of h)."""

@@ -10,8 +10,10 @@ branch on a cell name themselves.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from rnnkit.common.variants import VARIANT_FIELDS
 from rnnkit.nn.cell_modules import CellBase, GRUCell, LSTMCell, RNNCell
 from rnnkit.nn.cells import CELLS
 from rnnkit.nn.layers import GRU, LSTM, RNN, RNNBase
@@ -35,12 +37,19 @@ def recurrent_layer(
     batch_first: bool = False,
     unit_forget_bias: bool = False,
     proj_size: int = 0,
+    variants: Mapping[str, Any] | None = None,
 ) -> RNNBase:
     """The rnnkit layer stack for a cell name in ``CELL_NAMES``. ``unit_forget_bias``
     starts the LSTM's forget gates at bias 1 (Jozefowicz et al. 2015, sec. 3); cells
     without a forget gate ignore it. ``proj_size`` (lstm only) projects h to that many
-    units (Sak et al. 2014); the layer's ``output_size`` is what follows it reads."""
+    units (Sak et al. 2014); the layer's ``output_size`` is what follows it reads.
+    ``variants``: a task config's ``rnnkit.common.variants.CellVariants`` fields by name
+    (``variant_fields``); with ``locked_dropout`` the layer drops its input, between its
+    layers and its output with ``dropout``, one mask per sequence, and the caller leaves
+    its own dropout off those sequences (``drops_sequences``)."""
     _check_name(cell)
+    v = dict(variants or {})
+    proj_size = v.pop("proj_size", 0) or proj_size
     if proj_size and cell != "lstm":
         raise ValueError(f"proj_size needs the lstm cell, got cell {cell!r}")
     kwargs: dict[str, Any] = {
@@ -49,6 +58,15 @@ def recurrent_layer(
         "dropout": dropout if num_layers > 1 else 0.0,  # torch.nn warns about it otherwise
         "batch_first": batch_first,
     }
+    if v.pop("locked_dropout", False) and dropout:
+        kwargs["dropout"] = 0.0
+        kwargs["variational_dropout"] = dropout
+    zoneout, zoneout_cell = v.pop("zoneout", 0.0), v.pop("zoneout_cell", None)
+    if zoneout_cell is not None and zoneout_cell != zoneout:
+        kwargs["zoneout"] = (zoneout, zoneout_cell)
+    elif zoneout:
+        kwargs["zoneout"] = zoneout
+    kwargs |= {name: value for name, value in v.items() if value}  # the layer checks them
     if cell == "lstm":
         return LSTM(
             input_size,
@@ -60,6 +78,17 @@ def recurrent_layer(
     if cell.startswith("gru"):
         return GRU(input_size, hidden_size, reset_after=cell == "gru", **kwargs)
     return RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"), **kwargs)
+
+
+def variant_fields(config: Any) -> dict[str, Any]:
+    """A task config's ``CellVariants`` fields by name, for ``recurrent_layer(variants=)``."""
+    return {name: getattr(config, name) for name in VARIANT_FIELDS}
+
+
+def drops_sequences(config: Any) -> bool:
+    """Whether a task model applies its own dropout to the sequences into and out of its
+    recurrent stack: not when the stack does it per sequence (``locked_dropout``)."""
+    return not getattr(config, "locked_dropout", False)
 
 
 def cell_module(

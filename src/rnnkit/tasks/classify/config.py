@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 
 from rnnkit.common.config import option
 from rnnkit.common.names import CELL_NAMES, TOKENIZER_KINDS
+from rnnkit.common.variants import CellVariants
 from rnnkit.train.config import OptimConfig, TrainerConfig
 
 POOLINGS = ("final", "mean", "max", "attention")
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(CellVariants):
     """The classifier's shape (the vocabulary and labels come from the data)."""
 
     cell: str = option("lstm", "recurrent cell kind", choices=CELL_NAMES)
@@ -26,6 +27,9 @@ class ClassifierConfig:
     pooling: str = option("max", "how the states become one vector", choices=POOLINGS)
     dropout: float = option(
         0.5, "dropout on embeddings, between layers and before the output", min=0, lt=1
+    )
+    embedding_dropout: float = option(
+        0.0, "drop whole words from the embedding, one mask per batch (Gal 2016)", min=0, lt=1
     )
 
 

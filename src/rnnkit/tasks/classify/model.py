@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.data.padded import length_mask
-from rnnkit.nn.factory import recurrent_layer
+from rnnkit.nn.embedding_dropout import embedding_dropout
+from rnnkit.nn.factory import drops_sequences, recurrent_layer, variant_fields
 from rnnkit.tasks.classify.config import ClassifierConfig
 from rnnkit.train.pretrained import Adapter, PretrainedMixin
 
@@ -47,16 +48,21 @@ class Classifier(nn.Module, PretrainedMixin):
             bidirectional=config.bidirectional,
             dropout=config.dropout,
             batch_first=True,
+            variants=variant_fields(config),
         )
-        width = directions * config.hidden_size
+        width = directions * self.rnn.output_size  # H per direction, or P projected
         if config.pooling == "attention":
             self.attention = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1))
         self.dropout = nn.Dropout(config.dropout)
+        # on the embedded words; with locked_dropout the stack drops them per sentence
+        self.input_dropout = nn.Dropout(config.dropout if drops_sequences(config) else 0.0)
         self.output = nn.Linear(width, num_labels)
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """ids [B, T], lengths [B] (each >= 1) -> logits [B, C]."""
-        states, final = self.rnn(self.dropout(self.embedding(ids)), lengths=lengths)  # [B, T, W]
+        c = self.config
+        x = embedding_dropout(self.embedding, ids, c.embedding_dropout, self.training)  # [B, T, E]
+        states, final = self.rnn(self.input_dropout(x), lengths=lengths)  # [B, T, W]
         mask = length_mask(lengths, ids.shape[1])  # [B, T]
         pooling = self.config.pooling
         if pooling == "final":

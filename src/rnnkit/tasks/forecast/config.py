@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from rnnkit.common.config import ConfigError, option
 from rnnkit.common.names import CELL_NAMES
+from rnnkit.common.variants import CellVariants
 from rnnkit.train.config import OptimConfig, TrainerConfig
 
 BUILTIN = ("sunspots", "co2")
@@ -16,7 +17,7 @@ BUILTIN = ("sunspots", "co2")
 
 
 @dataclass
-class ForecasterConfig:
+class ForecasterConfig(CellVariants):
     cell: str = option("gru", "recurrent cell kind", choices=CELL_NAMES)
     hidden_size: int = option(64, "hidden units per layer", min=1)
     num_layers: int = option(1, "stacked recurrent layers", min=1)

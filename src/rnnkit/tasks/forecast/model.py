@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.nn.factory import recurrent_layer
+from rnnkit.nn.factory import recurrent_layer, variant_fields
 from rnnkit.tasks.forecast.config import ForecasterConfig
 from rnnkit.train.pretrained import Adapter, PretrainedMixin
 
@@ -44,10 +44,11 @@ class Forecaster(nn.Module, PretrainedMixin):
             config.num_layers,
             dropout=config.dropout,
             batch_first=True,
+            variants=variant_fields(config),
         )
         steps = config.horizon if config.strategy == "direct" else 1
         self.head = nn.Linear(
-            config.hidden_size, steps * num_variables * (2 if config.gaussian else 1)
+            self.rnn.output_size, steps * num_variables * (2 if config.gaussian else 1)
         )
         self.dropout = nn.Dropout(config.dropout)
 

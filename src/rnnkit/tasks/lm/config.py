@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from rnnkit.common.config import ConfigError, option
 from rnnkit.common.names import CELL_NAMES
+from rnnkit.common.variants import CellVariants
 from rnnkit.decoding.config import SampleConfig
 from rnnkit.train.config import OptimConfig, TrainerConfig
 
@@ -16,7 +17,7 @@ DEFAULT_CORPUS = "pydoc_data.topics"
 
 
 @dataclass
-class LMConfig:
+class LMConfig(CellVariants):
     """The language model's shape and initialisation (the vocabulary comes from the tokenizer)."""
 
     cell: str = option("lstm", "recurrent cell kind", choices=CELL_NAMES)
@@ -27,7 +28,10 @@ class LMConfig:
     dropout: float = option(
         0.0, "dropout on the input, between layers and before the output", min=0, lt=1
     )
-    tie_weights: bool = option(False, "share the embedding and output matrices (needs D = H)")
+    embedding_dropout: float = option(
+        0.0, "drop whole words from the embedding, one mask per batch (Gal 2016)", min=0, lt=1
+    )
+    tie_weights: bool = option(False, "share the embedding and output matrices (needs D = H, or P)")
     init: str = option(
         "default",
         "uniform: every weight U(-init_scale, init_scale) (Zaremba 2014); orthogonal: "
@@ -39,12 +43,16 @@ class LMConfig:
 
     def validate(self) -> LMConfig:
         """The checks that span fields (each field's range is in its ``option``)."""
+        super().validate()
         if self.tie_weights and self.input == "onehot":
             raise ConfigError("--model.tie_weights needs --model.input embedding, not onehot")
-        if self.tie_weights and self.embedding_size != self.hidden_size:
+        out, flag = (
+            (self.proj_size, "proj_size") if self.proj_size else (self.hidden_size, "hidden_size")
+        )
+        if self.tie_weights and self.embedding_size != out:
             raise ConfigError(
-                "--model.tie_weights needs --model.embedding_size == --model.hidden_size, got "
-                f"{self.embedding_size} and {self.hidden_size}"
+                f"--model.tie_weights needs --model.embedding_size == --model.{flag}, got "
+                f"{self.embedding_size} and {out}"
             )
         return self
 

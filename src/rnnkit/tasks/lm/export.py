@@ -48,17 +48,21 @@ class LMStep(nn.Module):
         if example is not None:
             raise ExportError("the language model's step model takes no example (pass None)")
         m = self.model
-        L, H, V = m.config.num_layers, m.config.hidden_size, m.vocab_size
+        L, V = m.config.num_layers, m.vocab_size
+        sizes = m.rnn.state_sizes  # h's H (P projected), c's H
         g = Graph("rnnkit_lm_step")
         ids = g.input("ids", "int64", ["B"])
-        state = [g.input(name, "float", [L, "B", H]) for name in self.state_names]
+        state = [
+            g.input(name, "float", [L, "B", size])
+            for name, size in zip(self.state_names, sizes, strict=True)
+        ]
         x = g.op("Unsqueeze", ids, g.ints([0], "axes"), hint="ids_t")  # [1, B]
         x = one_hot(g, x, V) if m.embedding is None else embedding(g, x, m.embedding)
         out, finals = recurrent(g, x, m.rnn, state=state)  # [1, B, H]
         h = g.op("Squeeze", out, g.ints([0], "axes"), hint="top")  # [B, H]
         g.output(linear(g, h, m.decoder, rank=2), "logits", "float", ["B", V])
-        for value, name in zip(finals, ("h_n", "c_n"), strict=False):
-            g.output(value, name, "float", [L, "B", H])
+        for value, name, size in zip(finals, ("h_n", "c_n"), sizes, strict=False):
+            g.output(value, name, "float", [L, "B", size])
         g.metadata |= {
             "rnnkit.task": "lm",
             "rnnkit.model": "step",
@@ -87,5 +91,5 @@ def from_run(path: str | Path) -> LMStep:
 @torch.no_grad()
 def zero_state(step: LMStep, batch: int) -> tuple[Tensor, ...]:
     """The zero states a generation starts from, one per state input."""
-    c = step.model.config
-    return tuple(torch.zeros(c.num_layers, batch, c.hidden_size) for _ in step.state_names)
+    rnn = step.model.rnn
+    return tuple(torch.zeros(rnn.num_layers, batch, size) for size in rnn.state_sizes)

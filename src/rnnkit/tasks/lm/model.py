@@ -5,10 +5,15 @@
     h_t = RNN(dropout(e_t), h_{t-1})     num_layers of one cell kind, dropout between layers
     logits_t = W dropout(h_t) + b        projection to the vocabulary [V, H]
 
+The stack's variants and regularisers (``rnnkit.common.variants``: proj_size, recurrent
+dropout, weight drop, zoneout, locked dropout) come from the config; with
+``locked_dropout`` the stack drops its input, between layers and its output with one
+mask per sequence (Gal & Ghahramani 2016), and embedding dropout drops whole words.
+
 Causal by construction: a language model reads left to right only, so the RNN is never
 bidirectional. Dropout sits on the non-recurrent connections only (Zaremba et al. 2014,
 section 3). Weight tying shares E and W (Press & Wolf 2017; Inan et al. 2017), which
-needs D = H.
+needs D = H (D = P with a projection).
 
 Shapes: ids [T, B] (time-major, as the batches and the layers), logits [T, B, V],
 state as the layer's (h [L, B, H], or (h, c) for the LSTM).
@@ -25,7 +30,8 @@ from torch import Tensor, nn
 
 from rnnkit.common.config import check
 from rnnkit.nn.cells import set_forget_bias
-from rnnkit.nn.factory import recurrent_layer
+from rnnkit.nn.embedding_dropout import embedding_dropout
+from rnnkit.nn.factory import drops_sequences, recurrent_layer, variant_fields
 from rnnkit.tasks.lm.config import LMConfig
 from rnnkit.tasks.lm.loss import projected_cross_entropy
 from rnnkit.train.pretrained import Adapter, PretrainedMixin
@@ -61,9 +67,11 @@ class LanguageModel(nn.Module, PretrainedMixin):
             config.num_layers,
             dropout=config.dropout,
             unit_forget_bias=config.unit_forget_bias,
+            variants=variant_fields(config),
         )
-        self.drop = nn.Dropout(config.dropout)
-        self.decoder = nn.Linear(config.hidden_size, vocab_size)
+        # with locked_dropout the stack drops its own input and output, per sequence
+        self.drop = nn.Dropout(config.dropout if drops_sequences(config) else 0.0)
+        self.decoder = nn.Linear(self.rnn.output_size, vocab_size)  # H, or P projected
         self.reset_parameters()
         if config.tie_weights:
             assert self.embedding is not None
@@ -79,11 +87,11 @@ class LanguageModel(nn.Module, PretrainedMixin):
             H = c.hidden_size
             for name, p in self.rnn.named_parameters():
                 for block in p.split(H, dim=0):  # one gate's rows at a time
-                    if name.startswith("weight_hh"):
+                    if name.startswith(("weight_hh", "weight_hr")):
                         nn.init.orthogonal_(block)
                     elif name.startswith("weight_ih"):
                         nn.init.xavier_uniform_(block)
-                    else:
+                    elif name.startswith("bias"):
                         block.zero_()
             if self.embedding is not None:
                 nn.init.uniform_(self.embedding.weight, -c.init_scale, c.init_scale)
@@ -99,11 +107,14 @@ class LanguageModel(nn.Module, PretrainedMixin):
         return self.decoder(out), state  # [T, B, V]
 
     def features(self, ids: Tensor, state: Any = None) -> tuple[Tensor, Any]:
-        """ids [T, B] -> (the decoder's input [T, B, H], dropout applied; final state)."""
+        """ids [T, B] -> (the decoder's input [T, B, H] (P with a projection), dropout
+        applied; final state)."""
         if self.embedding is None:
             x = F.one_hot(ids, self.vocab_size).to(self.decoder.weight.dtype)  # [T, B, V]
         else:
-            x = self.embedding(ids)  # [T, B, D]
+            x = embedding_dropout(
+                self.embedding, ids, self.config.embedding_dropout, self.training
+            )  # [T, B, D]
         out, state = self.rnn(self.drop(x), state)  # [T, B, H]
         return self.drop(out), state
 

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 from rnnkit.common.config import ConfigError, option
 from rnnkit.common.names import CELL_NAMES
+from rnnkit.common.variants import CellVariants
 from rnnkit.train.config import OptimConfig, TrainerConfig
 
 
 @dataclass
-class MusicConfig:
+class MusicConfig(CellVariants):
     cell: str = option("gru_reset_before", "recurrent cell kind", choices=CELL_NAMES)
     hidden_size: int = option(46, "hidden units (Chung 2014: tanh 100, GRU 46, LSTM 36)", min=1)
     num_layers: int = option(1, "stacked recurrent layers", min=1)
@@ -22,6 +23,7 @@ class MusicConfig:
     high: int = option(108, "highest MIDI pitch of the roll", min=0, max=127)
 
     def validate(self) -> MusicConfig:
+        super().validate()
         if self.low >= self.high:
             raise ConfigError(f"--model.low must be < --model.high, got {self.low} and {self.high}")
         return self

@@ -47,16 +47,19 @@ class MusicStep(nn.Module):
         if example is not None:
             raise ExportError("the music model's step model takes no example (pass None)")
         m, c = self.model, self.model.config
-        P, L, H = c.high - c.low + 1, c.num_layers, c.hidden_size
+        P, L, sizes = c.high - c.low + 1, c.num_layers, m.rnn.state_sizes
         g = Graph("rnnkit_music_step")
         frame = g.input("frame", "float", ["B", P])
-        state = [g.input(name, "float", [L, "B", H]) for name in self.state_names]
+        state = [
+            g.input(name, "float", [L, "B", size])
+            for name, size in zip(self.state_names, sizes, strict=True)
+        ]
         x = g.op("Unsqueeze", frame, g.ints([0], "axes"), hint="frame_t")  # [1, B, P]
         out, finals = recurrent(g, x, m.rnn, state=state)  # [1, B, H]
         top = g.op("Squeeze", out, g.ints([0], "axes"), hint="top")  # [B, H]
         g.output(linear(g, top, m.output, rank=2), "logits", "float", ["B", P])
-        for value, name in zip(finals, ("h_n", "c_n"), strict=False):
-            g.output(value, name, "float", [L, "B", H])
+        for value, name, size in zip(finals, ("h_n", "c_n"), sizes, strict=False):
+            g.output(value, name, "float", [L, "B", size])
         g.metadata |= {
             "rnnkit.task": "music",
             "rnnkit.model": "step",

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.decoding.bernoulli import sample_bernoulli
-from rnnkit.nn.factory import recurrent_layer
+from rnnkit.nn.factory import drops_sequences, recurrent_layer, variant_fields
 from rnnkit.tasks.music.config import MusicConfig
 from rnnkit.train.pretrained import Adapter, PretrainedMixin
 
@@ -39,10 +39,16 @@ class MusicModel(nn.Module, PretrainedMixin):
         self.config = config
         pitches = config.high - config.low + 1
         self.rnn = recurrent_layer(
-            config.cell, pitches, config.hidden_size, config.num_layers, dropout=config.dropout
+            config.cell,
+            pitches,
+            config.hidden_size,
+            config.num_layers,
+            dropout=config.dropout,
+            variants=variant_fields(config),
         )
-        self.dropout = nn.Dropout(config.dropout)
-        self.output = nn.Linear(config.hidden_size, pitches)
+        # before the output; with locked_dropout the stack drops its output per sequence
+        self.dropout = nn.Dropout(config.dropout if drops_sequences(config) else 0.0)
+        self.output = nn.Linear(self.rnn.output_size, pitches)
 
     def forward(self, rolls: Tensor, state=None, lengths: Tensor | None = None):
         """rolls [T, B, P] -> (logits [T, B, P] for the next step, final state)."""

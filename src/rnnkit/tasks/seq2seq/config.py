@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 
 from rnnkit.common.config import option
 from rnnkit.common.names import CELL_NAMES, TOKENIZER_KINDS
+from rnnkit.common.variants import CellVariants
 from rnnkit.train.config import OptimConfig, TrainerConfig
 
 ATTENTIONS = ("bahdanau", "luong")
 
 
 @dataclass
-class Seq2SeqConfig:
+class Seq2SeqConfig(CellVariants):
     """The encoder-decoder's shape (the vocabularies come from the data)."""
 
     cell: str = option("gru", "recurrent cell kind of the encoder and decoder", choices=CELL_NAMES)
@@ -30,6 +31,9 @@ class Seq2SeqConfig:
     attention_size: int = option(128, "width A of the additive attention's hidden layer", min=1)
     dropout: float = option(
         0.1, "dropout on embeddings, between layers and before the output", min=0, lt=1
+    )
+    embedding_dropout: float = option(
+        0.0, "drop whole words from the embedding, one mask per batch (Gal 2016)", min=0, lt=1
     )
     sampling: float = option(
         0.0, "scheduled sampling: chance of feeding the model's own token", min=0, max=1

@@ -68,7 +68,7 @@ class Seq2SeqEncoder(nn.Module):
             raise ExportError("the encoder's graph takes no example (pass None)")
         m, c = self.model, self.model.config
         dirs = 2 if c.bidirectional else 1
-        M, H = dirs * c.hidden_size, c.hidden_size
+        M, H = dirs * m.encoder.output_size, c.hidden_size
         g = Graph("rnnkit_seq2seq_encoder")
         source = g.input("source", "int64", ["B", "S"])
         lengths = g.input("lengths", "int64", ["B"])
@@ -122,7 +122,7 @@ class Seq2SeqStep(nn.Module):
             raise ExportError("the decoder step's graph takes no example (pass None)")
         m, c = self.model, self.model.config
         dirs = 2 if c.bidirectional else 1
-        M, H, V = dirs * c.hidden_size, c.hidden_size, m.target_vocab
+        M, H, V = dirs * m.encoder.output_size, c.hidden_size, m.target_vocab
         F = M if c.attention == "bahdanau" else H
         K = m.attention.key.out_features
         g = Graph("rnnkit_seq2seq_decoder_step")

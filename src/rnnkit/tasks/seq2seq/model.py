@@ -46,7 +46,8 @@ from torch import Tensor, nn
 from rnnkit.data.padded import length_mask
 from rnnkit.data.tokenizers import BOS_ID
 from rnnkit.nn.cells import CELLS
-from rnnkit.nn.factory import cell_module, recurrent_layer
+from rnnkit.nn.embedding_dropout import embedding_dropout
+from rnnkit.nn.factory import cell_module, drops_sequences, recurrent_layer, variant_fields
 from rnnkit.tasks.seq2seq.config import ATTENTIONS, Seq2SeqConfig
 from rnnkit.train.pretrained import Adapter, PretrainedMixin
 
@@ -124,7 +125,7 @@ class Seq2Seq(nn.Module, PretrainedMixin):
             raise ValueError(f"model.sampling must be in [0, 1], got {config.sampling}")
         c = self.config = config
         dirs = 2 if c.bidirectional else 1
-        E, H, M = c.embedding_size, c.hidden_size, dirs * c.hidden_size
+        E, H = c.embedding_size, c.hidden_size
         self.target_vocab = target_vocab
         self.source_embedding = nn.Embedding(source_vocab, E, padding_idx=0)
         self.target_embedding = nn.Embedding(target_vocab, E, padding_idx=0)
@@ -136,11 +137,17 @@ class Seq2Seq(nn.Module, PretrainedMixin):
             bidirectional=c.bidirectional,
             dropout=c.dropout,
             batch_first=True,
+            variants=variant_fields(c),  # the encoder's; the decoder's step cells are plain
         )
+        M = dirs * self.encoder.output_size  # the memory's width: dirs * (H, or P projected)
         self.num_states = CELLS[c.cell].num_states  # (h,) or (h, c)
-        # One bridge per decoder layer and state kind (h, then c for the LSTM).
+        # One bridge per decoder layer and state kind (h, then c for the LSTM), from the
+        # encoder's final states of that kind, both directions: [B, dirs * size] -> [B, H].
+        sizes = self.encoder.state_sizes
         self.bridge = nn.ModuleList(
-            nn.Linear(M, H) for _ in range(c.decoder_layers * self.num_states)
+            nn.Linear(dirs * sizes[k], H)
+            for _ in range(c.decoder_layers)
+            for k in range(self.num_states)
         )
         feed = M if c.attention == "bahdanau" else H  # c_t or Luong's ~h_{t-1}
         self.cells = nn.ModuleList(
@@ -154,13 +161,18 @@ class Seq2Seq(nn.Module, PretrainedMixin):
             self.combine = nn.Linear(M + H, H, bias=False)  # W_c
             self.output = nn.Linear(H, target_vocab)
         self.dropout = nn.Dropout(c.dropout)
+        # on the source embeddings; with locked_dropout the encoder drops them per sentence
+        self.input_dropout = nn.Dropout(c.dropout if drops_sequences(c) else 0.0)
 
     # --- encoder --------------------------------------------------------------------
 
     def encode(self, source: Tensor, lengths: Tensor) -> tuple[Memory, State]:
         """source [B, S] ids, lengths [B] (each >= 1) -> (memory, the decoder's first state)."""
         c = self.config
-        states, final = self.encoder(self.dropout(self.source_embedding(source)), lengths=lengths)
+        embedded = embedding_dropout(
+            self.source_embedding, source, c.embedding_dropout, self.training
+        )  # [B, S, E]
+        states, final = self.encoder(self.input_dropout(embedded), lengths=lengths)
         finals = final if isinstance(final, tuple) else (final,)  # each [L_enc*dirs, B, H]
         dirs = 2 if c.bidirectional else 1
         mask = length_mask(lengths, source.shape[1])  # [B, S]
@@ -182,7 +194,10 @@ class Seq2Seq(nn.Module, PretrainedMixin):
 
     def step(self, previous: Tensor, state: State, memory: Memory) -> tuple[Tensor, State, Tensor]:
         """One decoder step: previous [B] token ids -> (logits [B, V], state, attention [B, S])."""
-        embedded = self.dropout(self.target_embedding(previous))  # [B, E]
+        c = self.config
+        embedded = self.dropout(
+            embedding_dropout(self.target_embedding, previous, c.embedding_dropout, self.training)
+        )  # [B, E]
         layers, (feed,) = state[:-1], state[-1]
         top = layers[-1][0]
         if self.config.attention == "bahdanau":

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 
 from rnnkit.common.config import option
 from rnnkit.common.names import CELL_NAMES
+from rnnkit.common.variants import CellVariants
 from rnnkit.tasks.tag.schemes import SCHEMES
 from rnnkit.train.config import OptimConfig, TrainerConfig
 
 
 @dataclass
-class TaggerConfig:
+class TaggerConfig(CellVariants):
     """The tagger's shape (vocabularies and the tag set come from the data)."""
 
     cell: str = option("lstm", "recurrent cell kind", choices=CELL_NAMES)
@@ -25,6 +26,9 @@ class TaggerConfig:
     char_hidden_size: int = option(25, "character BiRNN hidden units per direction", min=1)
     output: str = option("crf", "output layer", choices=("crf", "softmax"))
     dropout: float = option(0.5, "dropout on the word features and before the output", min=0, lt=1)
+    embedding_dropout: float = option(
+        0.0, "drop whole words from the embedding, one mask per batch (Gal 2016)", min=0, lt=1
+    )
 
 
 @dataclass

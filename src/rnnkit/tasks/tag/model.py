@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.data.padded import length_mask
-from rnnkit.nn.factory import recurrent_layer
+from rnnkit.nn.embedding_dropout import embedding_dropout
+from rnnkit.nn.factory import drops_sequences, recurrent_layer, variant_fields
 from rnnkit.tasks.tag.config import TaggerConfig
 from rnnkit.tasks.tag.crf import CRF
 from rnnkit.train.pretrained import Adapter, PretrainedMixin
@@ -69,9 +70,11 @@ class Tagger(nn.Module, PretrainedMixin):
             bidirectional=True,
             dropout=config.dropout,
             batch_first=True,
+            variants=variant_fields(config),
         )
-        self.dropout = nn.Dropout(config.dropout)
-        self.emit = nn.Linear(2 * config.hidden_size, num_tags)
+        # on the word features and the states; with locked_dropout the stack drops them
+        self.dropout = nn.Dropout(config.dropout if drops_sequences(config) else 0.0)
+        self.emit = nn.Linear(2 * self.rnn.output_size, num_tags)  # H per direction, or P
         self.crf = CRF(num_tags, *(constraints or ())) if config.output == "crf" else None
 
     def _char_features(self, chars: Tensor) -> Tensor:
@@ -97,12 +100,13 @@ class Tagger(nn.Module, PretrainedMixin):
 
     def emissions(self, words: Tensor, chars: Tensor | None, lengths: Tensor) -> Tensor:
         """-> tag scores [B, T, K]."""
-        features = self.embedding(words)  # [B, T, D]
+        c = self.config
+        features = embedding_dropout(self.embedding, words, c.embedding_dropout, self.training)
         if self.config.char_embedding_size:
             if chars is None:
                 raise ValueError("this tagger uses character features: pass chars [B, T, W]")
             features = torch.cat([features, self._char_features(chars)], dim=2)
-        states, _ = self.rnn(self.dropout(features), lengths=lengths)  # [B, T, 2H]
+        states, _ = self.rnn(self.dropout(features), lengths=lengths)  # [B, T, 2H] (2P)
         return self.emit(self.dropout(states))
 
     def loss(self, words: Tensor, chars: Tensor | None, lengths: Tensor, tags: Tensor) -> Tensor:
