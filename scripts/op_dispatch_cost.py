@@ -38,7 +38,7 @@ def main() -> None:
     x, h0 = leaf(T, B, D), leaf(B, H)
     w = [leaf(3 * H, D), leaf(3 * H, H), leaf(3 * H), leaf(3 * H)]
     dout = torch.randn(T, B, H, generator=g)
-    lists = ([h0], [], [w[0]], [w[1]], [w[2]], [w[3]])
+    lists = ([h0], [], [w[0]], [w[1]], [w[2]], [w[3]], [])  # the last: no noise
 
     def inference(run):
         with torch.no_grad():

@@ -65,6 +65,7 @@ def _op_args(cell_name, dirs, lengths, dtype=torch.float64, bias=True, seed=0):
         [leaf(G, D) for _ in range(dirs)],
         [leaf(G, H) for _ in range(dirs)],
         *biases,
+        [],  # no regulariser noise
         True,
         False,
     )
@@ -103,6 +104,7 @@ def test_the_backward_and_step_operators_pass_opcheck(cell):
         dh,
         dc,
         saved,
+        [],
         *detached,
         True,
         True,

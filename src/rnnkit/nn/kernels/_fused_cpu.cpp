@@ -489,6 +489,20 @@ Schedule schedule(const Tensor& lengths, int64_t T, int64_t B) {
   return sc;
 }
 
+// The element-wise gate loops of one step: rows b < n, split over torch's threads when the
+// step has enough of them to repay waking the second (the rows are independent, each row's
+// arithmetic is the same either way, so results do not depend on the split). Inside a
+// parallel region (the two directions on their own threads) it runs inline.
+constexpr int64_t kRowGrain = 4096;  // elements (rows * H) per thread, at least
+
+template <typename F>
+void for_rows(int64_t n, int64_t H, const F& body) {
+  at::parallel_for(0, n, std::max<int64_t>(1, kRowGrain / std::max<int64_t>(H, 1)),
+                   [&](int64_t b0, int64_t b1) {
+                     for (int64_t b = b0; b < b1; ++b) body(b);
+                   });
+}
+
 template <typename S>
 struct Dir {
   int64_t T, B, H;
@@ -501,6 +515,18 @@ struct Dir {
   S* out;      // this direction's first column of the layer output [T, B, dirs*H]
   int64_t ldo;  // dirs * H
   S* scratch;  // [B, 3H]
+  // Per-step regulariser noise (rnnkit/nn/noise.py, StepNoise), original batch order;
+  // null when off. Recurrent dropout: the recurrent products read h * rmask, written to hm
+  // ([N, H] packed like gx in training, where dW_hh reads it; [B, H] in inference).
+  // Zoneout: a state leaves step t as s_new + k (s_prev - s_new), k the keep-mask row of
+  // that state at (t, b): [T, B, H], or one [H] row for every step (evaluation: k = p);
+  // a state without zoneout reads the zero row.
+  const S* rmask = nullptr;
+  S* hm = nullptr;
+  const S* zh = nullptr;
+  const S* zc = nullptr;
+  bool z_const = false;
+  const S* zero = nullptr;  // [H] zeros
 
   int64_t time(int64_t s) const { return reverse ? T - 1 - s : s; }
   int64_t rows(int64_t t) const { return sc->full() ? B : sc->rows[t]; }
@@ -515,6 +541,24 @@ struct Dir {
   int64_t out_slot(int64_t s, int64_t t) const {
     return training ? (reverse ? t : t + 1) : (s + 1) % 2;
   }
+  // Zoneout keep-mask row [H] of state k (zh or zc) for sorted row b at time t.
+  const S* keep(const S* k, int64_t t, int64_t b) const {
+    return !k ? zero : z_const ? k : k + (t * B + orig(b)) * H;
+  }
+  // The h the recurrent products read at time t, rows b < n: hp, or hp * rmask into hm.
+  const S* recurrent_input(const S* hp, int64_t t, int64_t n) const {
+    if (!rmask) return hp;
+    S* out = training ? hm + off(t) * H : hm;
+    for_rows(n, H, [&](int64_t b) {
+      const S *hb = hp + b * H, *mb = rmask + orig(b) * H;
+      S* ob = out + b * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) ob[j] = hb[j] * mb[j];
+    });
+    return out;
+  }
+  // Backward: the h the recurrent products read at time t (saved hm, or hp).
+  const S* recurrent_saved(const S* hp, int64_t t) const { return rmask ? hm + off(t) * H : hp; }
 };
 
 // Rows [b0, b1) (sorted) of a [B, H] buffer from / to their original rows of another.
@@ -534,36 +578,30 @@ void scatter_rows(const Dir<S>& d, const S* from, S* to, int64_t b0, int64_t b1)
 // and the output. (b_hh is added there rather than folded into the projection so that a
 // one-step streaming call allocates nothing extra.)
 
-// The element-wise gate loops of one step: rows b < n, split over torch's threads when the
-// step has enough of them to repay waking the second (the rows are independent, each row's
-// arithmetic is the same either way, so results do not depend on the split). Inside a
-// parallel region (the two directions on their own threads) it runs inline.
-constexpr int64_t kRowGrain = 4096;  // elements (rows * H) per thread, at least
-
-template <typename F>
-void for_rows(int64_t n, int64_t H, const F& body) {
-  at::parallel_for(0, n, std::max<int64_t>(1, kRowGrain / std::max<int64_t>(H, 1)),
-                   [&](int64_t b0, int64_t b1) {
-                     for (int64_t b = b0; b < b1; ++b) body(b);
-                   });
-}
-
-template <typename S, int64_t CELL>
+// ZONE: some state has zoneout (the keep-masks in d.zh/d.zc); the plain loops otherwise.
+// Under recurrent dropout the products read d.recurrent_input's hr instead of hp.
+template <typename S, int64_t CELL, bool ZONE>
 void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
   const int64_t B = d.B, H = d.H, t = d.time(s), n = d.rows(t);  // rows b < n run
   const S* hp = d.hbuf + d.in_slot(s, t) * B * H;  // [n, H] state entering
   S* hn = d.hbuf + d.out_slot(s, t) * B * H;        // [n, H] state leaving
+  const S* hr = d.recurrent_input(hp, t, n);        // [n, H] what the products read
   auto y = [&](int64_t b) { return d.out + (t * B + d.orig(b)) * d.ldo; };  // [H] output row
   if constexpr (CELL == RNN_TANH || CELL == RNN_RELU) {
-    // a = gx + h U^T; h' = act(a)
+    // a = gx + h U^T; h' = act(a) (zoned: h' + k (h - h'), act(a) saved over a for backward)
     S* a = d.gx + d.off(t) * H;
-    gemm<S>(false, true, n, H, H, hp, H, w_hh, H, S(1), a, H);  // [n,H] += [n,H] @ [H,H]^T
+    gemm<S>(false, true, n, H, H, hr, H, w_hh, H, S(1), a, H);  // [n,H] += [n,H] @ [H,H]^T
     for_rows(n, H, [&](int64_t b) {
-      const S* ab = a + b * H;
+      S* ab = a + b * H;
+      const S *hpb = hp + b * H, *kh = ZONE ? d.keep(d.zh, t, b) : nullptr;
       S *hb = hn + b * H, *yb = y(b);
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const S v = act(ab[j] + b_hh[j], CELL == RNN_RELU);
+        S v = act(ab[j] + b_hh[j], CELL == RNN_RELU);
+        if constexpr (ZONE) {
+          ab[j] = v;
+          v += kh[j] * (hpb[j] - v);
+        }
         hb[j] = v;
         yb[j] = v;
       }
@@ -571,20 +609,25 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
   } else if constexpr (CELL == LSTM) {
     // a = gx + h U^T [n, 4H] -> i, f, g, o; c' = f c + i g; h' = o tanh(c')
     S* a = d.gx + d.off(t) * 4 * H;
-    gemm<S>(false, true, n, 4 * H, H, hp, H, w_hh, H, S(1), a, 4 * H);
+    gemm<S>(false, true, n, 4 * H, H, hr, H, w_hh, H, S(1), a, 4 * H);
     const S* cp = d.cbuf + d.in_slot(s, t) * B * H;
     S* cn = d.cbuf + d.out_slot(s, t) * B * H;
     for_rows(n, H, [&](int64_t b) {
       S* ab = a + b * 4 * H;  // overwritten with the activations i, f, g, o (saved)
-      const S* cpb = cp + b * H;
+      const S *cpb = cp + b * H, *hpb = hp + b * H;
+      const S *kh = ZONE ? d.keep(d.zh, t, b) : nullptr, *kc = ZONE ? d.keep(d.zc, t, b) : nullptr;
       S *cnb = cn + b * H, *hb = hn + b * H, *yb = y(b);
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const S i = sigmoid(ab[j] + b_hh[j]), f = sigmoid(ab[H + j] + b_hh[H + j]);
         const S g = tanh_(ab[2 * H + j] + b_hh[2 * H + j]);
         const S o = sigmoid(ab[3 * H + j] + b_hh[3 * H + j]);
-        const S c = f * cpb[j] + i * g;
-        const S h = o * tanh_(c);
+        S c = f * cpb[j] + i * g;
+        S h = o * tanh_(c);  // of the new c, before zoneout (Krueger et al. 2016, eq. 3-4)
+        if constexpr (ZONE) {
+          c += kc[j] * (cpb[j] - c);
+          h += kh[j] * (hpb[j] - h);
+        }
         ab[j] = i, ab[H + j] = f, ab[2 * H + j] = g, ab[3 * H + j] = o;
         cnb[j] = c, hb[j] = h, yb[j] = h;
       }
@@ -592,12 +635,13 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
   } else if constexpr (CELL == GRU) {
     // gh = h U^T [n, 3H] in one GEMM; r, z = sigmoid(gx + gh); n = tanh(gx_n + r (gh_n + b_hn))
     S* gh = d.scratch;
-    gemm<S>(false, true, n, 3 * H, H, hp, H, w_hh, H, S(0), gh, 3 * H);
+    gemm<S>(false, true, n, 3 * H, H, hr, H, w_hh, H, S(0), gh, 3 * H);
     S* a = d.gx + d.off(t) * 3 * H;
     S* ghn = d.training ? d.ghn + d.off(t) * H : d.ghn;
     for_rows(n, H, [&](int64_t b) {
       S* ab = a + b * 3 * H;  // overwritten with r, z, n (saved)
       const S *ghb = gh + b * 3 * H, *hpb = hp + b * H;
+      const S* kh = ZONE ? d.keep(d.zh, t, b) : nullptr;
       S *ghnb = ghn + b * H, *hb = hn + b * H, *yb = y(b);
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
@@ -605,35 +649,37 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
         const S z = sigmoid(ab[H + j] + ghb[H + j] + b_hh[H + j]);
         const S hn_ = ghb[2 * H + j] + b_hh[2 * H + j];
         const S n_ = tanh_(ab[2 * H + j] + r * hn_);
-        const S h = n_ + z * (hpb[j] - n_);  // (1 - z) n + z h
+        S h = n_ + z * (hpb[j] - n_);  // (1 - z) n + z h
+        if constexpr (ZONE) h += kh[j] * (hpb[j] - h);
         ab[j] = r, ab[H + j] = z, ab[2 * H + j] = n_;
         ghnb[j] = hn_, hb[j] = h, yb[j] = h;
       }
     });
   } else {  // GRU_RESET_BEFORE: two dependent GEMMs, r must exist before U_n (r h)
     S* a = d.gx + d.off(t) * 3 * H;
-    gemm<S>(false, true, n, 2 * H, H, hp, H, w_hh, H, S(1), a, 3 * H);  // a_rz += h U_rz^T
+    gemm<S>(false, true, n, 2 * H, H, hr, H, w_hh, H, S(1), a, 3 * H);  // a_rz += h U_rz^T
     S* rh = d.scratch;                                                  // [n, H]
     for_rows(n, H, [&](int64_t b) {
       S* ab = a + b * 3 * H;
-      const S* hpb = hp + b * H;
+      const S* hrb = hr + b * H;
       S* rhb = rh + b * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const S r = sigmoid(ab[j] + b_hh[j]), z = sigmoid(ab[H + j] + b_hh[H + j]);
         ab[j] = r, ab[H + j] = z;
-        rhb[j] = r * hpb[j];
+        rhb[j] = r * hrb[j];
       }
     });
     gemm<S>(false, true, n, H, H, rh, H, w_hh + 2 * H * H, H, S(1), a + 2 * H, 3 * H);
     for_rows(n, H, [&](int64_t b) {
       S* ab = a + b * 3 * H;
-      const S* hpb = hp + b * H;
+      const S *hpb = hp + b * H, *kh = ZONE ? d.keep(d.zh, t, b) : nullptr;
       S *hb = hn + b * H, *yb = y(b);
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const S n_ = tanh_(ab[2 * H + j] + b_hh[2 * H + j]);
-        const S h = n_ + ab[H + j] * (hpb[j] - n_);
+        S h = n_ + ab[H + j] * (hpb[j] - n_);
+        if constexpr (ZONE) h += kh[j] * (hpb[j] - h);
         ab[2 * H + j] = n_;
         hb[j] = h, yb[j] = h;
       }
@@ -655,30 +701,61 @@ struct Back {
   S* dhp;        // [B, H] dL/dh entering the step (written)
   S* dc;         // LSTM: [B, H] carried dL/dc, sorted rows, updated in place
   S* scratch;    // [B, 3H]
+  S* tmp;        // [B, H]: under recurrent dropout, the products' share of dL/dh before the mask
 };
 
-template <typename S, int64_t CELL>
+// The recurrent products' share of dL/dh entering the step: product(out, beta) adds
+// op @ U into out. Straight into dhp; under recurrent dropout into tmp (beta 0, or 1 when
+// tmp already holds a share) and then dhp += tmp * rmask, the mask the forward applied.
+template <typename S, typename P>
+void recurrent_grad(const Dir<S>& d, const Back<S>& k, int64_t nr, bool tmp_started,
+                    const P& product) {
+  if (!d.rmask) return product(k.dhp, S(1));
+  product(k.tmp, tmp_started ? S(1) : S(0));
+  const int64_t H = d.H;
+  for_rows(nr, H, [&](int64_t b) {
+    const S *tb = k.tmp + b * H, *mb = d.rmask + d.orig(b) * H;
+    S* db = k.dhp + b * H;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) db[j] += tb[j] * mb[j];
+  });
+}
+
+// Under zoneout (ZONE) the gradient g of the state leaving the step splits: (1 - k) g
+// reaches the cell's new state (gn below) and k g the state entering it (dhp's start).
+template <typename S, int64_t CELL, bool ZONE>
 void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) {
   const int64_t B = d.B, H = d.H, t = d.time(s), nr = d.rows(t);  // rows b < nr run
   const S* hp = d.hbuf + d.in_slot(s, t) * B * H;
   const S* hn = d.hbuf + d.out_slot(s, t) * B * H;
   auto dy = [&](int64_t b) { return k.dy + (t * B + d.orig(b)) * k.ldo; };  // [H]
   if constexpr (CELL == RNN_TANH || CELL == RNN_RELU) {
-    // da = (dh + dy) act'(a); dh_prev = da U
+    // da = (dh + dy) act'(a); dh_prev = da U (act(a) is the output, or saved under ZONE)
     S* da = k.dG + d.off(t) * H;
+    const S* v = ZONE ? d.gx + d.off(t) * H : hn;
     for_rows(nr, H, [&](int64_t b) {
       S *dab = da + b * H, *dhpb = k.dhp + b * H;
-      const S *dhb = k.dh + b * H, *dyb = dy(b), *yb = hn + b * H;
+      const S *dhb = k.dh + b * H, *dyb = dy(b), *yb = v + b * H;
+      const S* kh = ZONE ? d.keep(d.zh, t, b) : nullptr;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const S g = dhb[j] + dyb[j];
+        S g = dhb[j] + dyb[j];
+        S direct = S(0);
+        if constexpr (ZONE) {
+          direct = kh[j] * g;
+          g -= direct;
+        }
         dab[j] = CELL == RNN_RELU ? (yb[j] > S(0) ? g : S(0)) : g * (S(1) - yb[j] * yb[j]);
-        dhpb[j] = S(0);
+        dhpb[j] = direct;
       }
     });
-    gemm<S>(false, false, nr, H, H, da, H, w_hh, H, S(1), k.dhp, H);  // [nr,H] @ [H,H]
+    recurrent_grad(d, k, nr, false, [&](S* out, S beta) {
+      gemm<S>(false, false, nr, H, H, da, H, w_hh, H, beta, out, H);  // [nr,H] @ [H,H]
+    });
   } else if constexpr (CELL == LSTM) {
     // do = dh tanh(c'); dc = dc' + dh o (1 - tanh(c')^2); di = dc g; df = dc c; dg = dc i
+    // (ZONE: c' the new cell before zoneout, f c + i g, recomputed; the carried dc is of the
+    // zoned one, which passes kc dc to the previous cell directly)
     const S* gates = d.gx + d.off(t) * 4 * H;  // i, f, g, o
     const S* cp = d.cbuf + d.in_slot(s, t) * B * H;
     const S* cn = d.cbuf + d.out_slot(s, t) * B * H;
@@ -687,21 +764,31 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
       S *dab = da + b * 4 * H, *dhpb = k.dhp + b * H, *dcb = k.dc + b * H;
       const S *dhb = k.dh + b * H, *dyb = dy(b), *gb = gates + b * 4 * H;
       const S *cpb = cp + b * H, *cnb = cn + b * H;
+      const S *kh = ZONE ? d.keep(d.zh, t, b) : nullptr, *kc = ZONE ? d.keep(d.zc, t, b) : nullptr;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const S i = gb[j], f = gb[H + j], g = gb[2 * H + j], o = gb[3 * H + j];
-        const S gh = dhb[j] + dyb[j];
-        const S tc = tanh_(cnb[j]);
-        const S dc = dcb[j] + gh * o * (S(1) - tc * tc);
+        S gh = dhb[j] + dyb[j], dcz = dcb[j], direct = S(0), c_direct = S(0), c_new = cnb[j];
+        if constexpr (ZONE) {
+          direct = kh[j] * gh;
+          gh -= direct;
+          c_direct = kc[j] * dcz;
+          dcz -= c_direct;
+          c_new = f * cpb[j] + i * g;
+        }
+        const S tc = tanh_(c_new);
+        const S dc = dcz + gh * o * (S(1) - tc * tc);
         dab[j] = dc * g * i * (S(1) - i);
         dab[H + j] = dc * cpb[j] * f * (S(1) - f);
         dab[2 * H + j] = dc * i * (S(1) - g * g);
         dab[3 * H + j] = gh * tc * o * (S(1) - o);
-        dcb[j] = dc * f;
-        dhpb[j] = S(0);
+        dcb[j] = dc * f + c_direct;
+        dhpb[j] = direct;
       }
     });
-    gemm<S>(false, false, nr, H, 4 * H, da, 4 * H, w_hh, H, S(1), k.dhp, H);  // [nr,4H] @ [4H,H]
+    recurrent_grad(d, k, nr, false, [&](S* out, S beta) {
+      gemm<S>(false, false, nr, H, 4 * H, da, 4 * H, w_hh, H, beta, out, H);  // [nr,4H] @ [4H,H]
+    });
   } else if constexpr (CELL == GRU) {
     // dn = dh (1-z); dz = dh (h-n); dan = dn (1-n^2); dr = dan gh_n; dgh_n = dan r
     const S* gates = d.gx + d.off(t) * 3 * H;  // r, z, n
@@ -712,49 +799,66 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
       S *dgb = dg + b * 4 * H, *dghb = dgh + b * 3 * H, *dhpb = k.dhp + b * H;
       const S *dhb = k.dh + b * H, *dyb = dy(b), *gb = gates + b * 3 * H;
       const S *hpb = hp + b * H, *ghnb = ghn + b * H;
+      const S* kh = ZONE ? d.keep(d.zh, t, b) : nullptr;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const S r = gb[j], z = gb[H + j], n = gb[2 * H + j];
-        const S g = dhb[j] + dyb[j];
+        S g = dhb[j] + dyb[j], direct = S(0);
+        if constexpr (ZONE) {
+          direct = kh[j] * g;
+          g -= direct;
+        }
         const S dan = g * (S(1) - z) * (S(1) - n * n);
         const S dar = dan * ghnb[j] * r * (S(1) - r);
         const S daz = g * (hpb[j] - n) * z * (S(1) - z);
         const S dghn = dan * r;
         dgb[j] = dar, dgb[H + j] = daz, dgb[2 * H + j] = dan, dgb[3 * H + j] = dghn;
         dghb[j] = dar, dghb[H + j] = daz, dghb[2 * H + j] = dghn;
-        dhpb[j] = g * z;
+        dhpb[j] = g * z + direct;
       }
     });
-    gemm<S>(false, false, nr, H, 3 * H, dgh, 3 * H, w_hh, H, S(1), k.dhp, H);  // [nr,3H] @ [3H,H]
+    recurrent_grad(d, k, nr, false, [&](S* out, S beta) {
+      gemm<S>(false, false, nr, H, 3 * H, dgh, 3 * H, w_hh, H, beta, out, H);  // [nr,3H] @ [3H,H]
+    });
   } else {  // GRU_RESET_BEFORE: d(rh) = dan U_n, then dr = d(rh) h, dh += d(rh) r + da_rz U_rz
     const S* gates = d.gx + d.off(t) * 3 * H;
+    const S* hr = d.recurrent_saved(hp, t);  // the h of the products (masked)
     S* dg = k.dG + d.off(t) * 3 * H;  // [dar, daz, dan]
     for_rows(nr, H, [&](int64_t b) {
       S *dgb = dg + b * 3 * H, *dhpb = k.dhp + b * H;
       const S *dhb = k.dh + b * H, *dyb = dy(b), *gb = gates + b * 3 * H;
       const S* hpb = hp + b * H;
+      const S* kh = ZONE ? d.keep(d.zh, t, b) : nullptr;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const S z = gb[H + j], n = gb[2 * H + j];
-        const S g = dhb[j] + dyb[j];
+        S g = dhb[j] + dyb[j], direct = S(0);
+        if constexpr (ZONE) {
+          direct = kh[j] * g;
+          g -= direct;
+        }
         dgb[2 * H + j] = g * (S(1) - z) * (S(1) - n * n);  // dan
         dgb[H + j] = g * (hpb[j] - n) * z * (S(1) - z);      // daz
-        dhpb[j] = g * z;
+        dhpb[j] = g * z + direct;
       }
     });
     S* drh = k.scratch;  // [nr, H] = dan U_n
     gemm<S>(false, false, nr, H, H, dg + 2 * H, 3 * H, w_hh + 2 * H * H, H, S(0), drh, H);
+    S* acc = d.rmask ? k.tmp : k.dhp;  // d(rh) r joins the products' share (masked)
     for_rows(nr, H, [&](int64_t b) {
-      S *dgb = dg + b * 3 * H, *dhpb = k.dhp + b * H;
-      const S *gb = gates + b * 3 * H, *hpb = hp + b * H, *drhb = drh + b * H;
+      S *dgb = dg + b * 3 * H, *accb = acc + b * H;
+      const S *gb = gates + b * 3 * H, *hrb = hr + b * H, *drhb = drh + b * H;
+      const bool fresh = d.rmask != nullptr;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const S r = gb[j];
-        dgb[j] = drhb[j] * hpb[j] * r * (S(1) - r);  // dar
-        dhpb[j] += drhb[j] * r;
+        dgb[j] = drhb[j] * hrb[j] * r * (S(1) - r);  // dar
+        accb[j] = (fresh ? S(0) : accb[j]) + drhb[j] * r;
       }
     });
-    gemm<S>(false, false, nr, H, 2 * H, dg, 3 * H, w_hh, H, S(1), k.dhp, H);  // [nr,2H] @ [2H,H]
+    recurrent_grad(d, k, nr, true, [&](S* out, S beta) {
+      gemm<S>(false, false, nr, H, 2 * H, dg, 3 * H, w_hh, H, beta, out, H);  // [nr,2H] @ [2H,H]
+    });
   }
 }
 
@@ -785,7 +889,7 @@ void for_directions(bool overlap, int64_t dirs, const F& body) {
 // leaves at the step where it ends: rows [rows_at(s-1), rows_at(s)) start at step s and rows
 // [rows_at(s+1), rows_at(s)) end there (rows of length 0 never run: they keep h0). h0, c0, hT,
 // cT are [B, H] in original batch order; c0 and cT are null except for the LSTM.
-template <typename S, int64_t CELL>
+template <typename S, int64_t CELL, bool ZONE>
 void run_forward(Dir<S>& d, const S* w_hh, const S* b_hh, const S* h0, const S* c0, S* hT,
                  S* cT) {
   const int64_t BH = d.B * d.H;
@@ -794,7 +898,7 @@ void run_forward(Dir<S>& d, const S* w_hh, const S* b_hh, const S* h0, const S* 
     const int64_t in = d.in_slot(s, t) * BH, out = d.out_slot(s, t) * BH;
     gather_rows(d, h0, d.hbuf + in, d.rows_at(s - 1), n);
     if (c0) gather_rows(d, c0, d.cbuf + in, d.rows_at(s - 1), n);
-    forward_step<S, CELL>(d, s, w_hh, b_hh);
+    forward_step<S, CELL, ZONE>(d, s, w_hh, b_hh);
     scatter_rows(d, d.hbuf + out, hT, d.rows_at(s + 1), n);
     if (cT) scatter_rows(d, d.cbuf + out, cT, d.rows_at(s + 1), n);
   }
@@ -802,14 +906,14 @@ void run_forward(Dir<S>& d, const S* w_hh, const S* b_hh, const S* h0, const S* 
 
 // The mirror image: dL/dh_T (and dL/dc_T) enters where a row's forward ended, dL/dh_0 (and
 // dL/dc_0) leaves where it started.
-template <typename S, int64_t CELL>
+template <typename S, int64_t CELL, bool ZONE>
 void run_backward(Dir<S>& d, Back<S> k, const S* w_hh, const S* dhT, const S* dcT, S* dh0,
                   S* dc0) {
   for (int64_t s = d.T - 1; s >= 0; --s) {
     const int64_t n = d.rows_at(s);
     gather_rows(d, dhT, k.dh, d.rows_at(s + 1), n);
     if (dcT) gather_rows(d, dcT, k.dc, d.rows_at(s + 1), n);
-    backward_step<S, CELL>(d, k, s, w_hh);
+    backward_step<S, CELL, ZONE>(d, k, s, w_hh);
     scatter_rows(d, k.dhp, dh0, d.rows_at(s - 1), n);
     if (dc0) scatter_rows(d, k.dc, dc0, d.rows_at(s - 1), n);
     std::swap(k.dh, k.dhp);
@@ -828,6 +932,59 @@ void dispatch_cell(int64_t cell, const F& f) {
   }
 }
 
+// The per-step noise of a layer call (see Dir), per direction, in the compute dtype;
+// undefined tensors where off. From the extension's argument: empty (no noise), or per
+// direction rmask [B, H], then the zoneout keep-masks of h and of c, each [T, B, H] or a
+// single value (the constant of evaluation), empty where that state has none.
+struct Noise {
+  std::vector<Tensor> rmask, zh, zc;
+  Tensor zero;  // [H]
+  bool zone = false, z_const = false;
+};
+
+Noise noise_args(const std::vector<Tensor>& noise, int64_t T, int64_t B, int64_t H,
+                 int64_t dirs, const at::TensorOptions& opts) {
+  Noise n;
+  n.rmask.resize(dirs), n.zh.resize(dirs), n.zc.resize(dirs);
+  if (noise.empty()) return n;
+  TORCH_CHECK(int64_t(noise.size()) == 3 * dirs, "rnnkit fused: 3 noise tensors per direction");
+  bool full = false;
+  auto keep = [&](const Tensor& k) -> Tensor {
+    if (!k.numel()) return Tensor();
+    n.zone = true;
+    if (k.numel() == 1) {
+      n.z_const = true;
+      return at::full({H}, k.item<double>(), opts);
+    }
+    TORCH_CHECK(k.numel() == T * B * H, "rnnkit fused: zoneout masks must be [T, B, H]");
+    full = true;
+    return k.to(opts.dtype()).contiguous();
+  };
+  for (int64_t d = 0; d < dirs; ++d) {
+    const Tensor& m = noise[3 * d];
+    if (m.numel()) {
+      TORCH_CHECK(m.numel() == B * H, "rnnkit fused: the recurrent mask must be [B, H]");
+      n.rmask[d] = m.to(opts.dtype()).contiguous();
+    }
+    n.zh[d] = keep(noise[3 * d + 1]);
+    n.zc[d] = keep(noise[3 * d + 2]);
+  }
+  TORCH_CHECK(!(full && n.z_const), "rnnkit fused: zoneout masks all per step or all constant");
+  n.zero = at::zeros({H}, opts);
+  return n;
+}
+
+template <typename S>
+void attach_noise(Dir<S>& dir, const Noise& n, int64_t d, const Tensor& hm) {
+  auto ptr = [](const Tensor& t) -> S* { return t.defined() && t.numel() ? t.data_ptr<S>() : nullptr; };
+  dir.rmask = ptr(n.rmask[d]);
+  dir.hm = dir.rmask ? ptr(hm) : nullptr;
+  dir.zh = ptr(n.zh[d]);
+  dir.zc = ptr(n.zc[d]);
+  dir.z_const = n.z_const;
+  dir.zero = ptr(n.zero);
+}
+
 // The forward's input projection under bf16 autocast: a @ b in bf16 with fp32 accumulation
 // through ATen (oneDNN on CPU), the result back in a's dtype. (The per-step recurrent
 // products go bf16 through Bf16Mirror, backward's big products through its own prod.)
@@ -843,14 +1000,16 @@ Tensor packed_input(const Tensor& x, const Schedule& sc, const Tensor& tokens) {
 }
 
 // forward(cell, x [T,B,D], lengths [B] int64 or empty, h0s, c0s, w_ih, w_hh, b_ih, b_hh,
-// training, bf16 (the products in bf16, see mm_bf16 and Bf16Mirror)) -> [out [T,B,dirs*H],
-// then per direction h_T (, c_T), then, when training, per direction the saved buffers
-// hbuf, cbuf, gates [N, G], ghn [N, H] (empty tensors where a cell has none)].
+// noise (see noise_args), training, bf16 (the products in bf16, see mm_bf16 and Bf16Mirror))
+// -> [out [T,B,dirs*H], then per direction h_T (, c_T), then, when training, per direction
+// the saved buffers hbuf, cbuf, gates [N, G] (the RNN's under zoneout: its activations),
+// ghn [N, H], hm [N, H] (empty tensors where a cell or the noise has none)].
 // Empty tensors stand for absent biases and for "all rows full".
 std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<Tensor> h0s,
                             std::vector<Tensor> c0s, std::vector<Tensor> w_ih,
                             std::vector<Tensor> w_hh, std::vector<Tensor> b_ih,
-                            std::vector<Tensor> b_hh, bool training, bool bf16) {
+                            std::vector<Tensor> b_hh, std::vector<Tensor> noise, bool training,
+                            bool bf16) {
   x = x.contiguous();
   const int64_t T = x.size(0), B = x.size(1);
   const int64_t dirs = int64_t(w_ih.size()), H = w_hh[0].size(1), G = num_gates(cell) * H;
@@ -861,7 +1020,8 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
                          : at::zeros({T, B, dirs * H}, x.options());
   const Tensor xp = packed_input(x, sc, sc.full() ? Tensor() : sc.index(0, true));  // [N, D]
   std::vector<Tensor> gx(dirs), hbuf(dirs), cbuf(dirs), ghn(dirs), scratch(dirs), whh(dirs);
-  std::vector<Tensor> bhh(dirs), h0(dirs), c0(dirs), hT(dirs), cT(dirs);
+  std::vector<Tensor> bhh(dirs), h0(dirs), c0(dirs), hT(dirs), cT(dirs), hm(dirs);
+  const Noise nz = noise_args(noise, T, B, H, dirs, x.options());
   for (int64_t d = 0; d < dirs; ++d) {
     // Every step's input projection in one GEMM: [N, D] @ [D, G] (+ b_ih).
     if (bf16) {
@@ -882,6 +1042,7 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
       cT[d] = c0[d].clone();
     }
     if (cell == GRU) ghn[d] = at::empty({training ? sc.N : B, H}, x.options());
+    if (nz.rmask[d].defined()) hm[d] = at::empty({training ? sc.N : B, H}, x.options());
     scratch[d] = at::empty({B, 3 * H}, x.options());
   }
   const bool overlap = overlap_directions(dirs, B, G, H);
@@ -897,11 +1058,15 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
                  cell == GRU ? ghn[d].data_ptr<S>() : nullptr, hbuf[d].data_ptr<S>(),
                  lstm ? cbuf[d].data_ptr<S>() : nullptr, out.data_ptr<S>() + d * H, dirs * H,
                  scratch[d].data_ptr<S>()};
+      attach_noise(dir, nz, d, hm[d]);
       dispatch_cell<S>(cell, [&](auto c) {
-        run_forward<S, decltype(c)::value>(
-            dir, whh[d].data_ptr<S>(), bhh[d].data_ptr<S>(), h0[d].data_ptr<S>(),
-            lstm ? c0[d].data_ptr<S>() : nullptr, hT[d].data_ptr<S>(),
-            lstm ? cT[d].data_ptr<S>() : nullptr);
+        auto run = [&](auto zone) {
+          run_forward<S, decltype(c)::value, decltype(zone)::value>(
+              dir, whh[d].data_ptr<S>(), bhh[d].data_ptr<S>(), h0[d].data_ptr<S>(),
+              lstm ? c0[d].data_ptr<S>() : nullptr, hT[d].data_ptr<S>(),
+              lstm ? cT[d].data_ptr<S>() : nullptr);
+        };
+        nz.zone ? run(std::true_type{}) : run(std::false_type{});
       });
     });
   });
@@ -915,8 +1080,9 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
     for (int64_t d = 0; d < dirs; ++d) {
       result.push_back(hbuf[d]);
       result.push_back(lstm ? cbuf[d] : none);
-      result.push_back(cell <= RNN_RELU ? none : gx[d]);
+      result.push_back(cell <= RNN_RELU && !nz.zone ? none : gx[d]);
       result.push_back(cell == GRU ? ghn[d] : none);
+      result.push_back(hm[d].defined() ? hm[d] : none);
     }
   }
   return result;
@@ -1153,14 +1319,15 @@ std::vector<Tensor> step(int64_t cell, Tensor x, Tensor h, Tensor c, Tensor w_ih
   return {y, h_new, c_new};
 }
 
-// backward(cell, x, lengths, dout [T,B,dirs*H], dh_T, dc_T, saved (4 per direction, as
-// forward returned them), w_ih, w_hh, has_b_ih, has_b_hh, need_dx, bf16 (dx and the weight
+// backward(cell, x, lengths, dout [T,B,dirs*H], dh_T, dc_T, saved (5 per direction, as
+// forward returned them), noise (the forward's), w_ih, w_hh, has_b_ih, has_b_hh, need_dx, bf16 (dx and the weight
 // gradients from bf16 products, each operand rounded once)) -> [dx (or empty), then
 // per direction dh0, dc0 (or empty), dw_ih, dw_hh, db_ih (or empty), db_hh (or empty)].
 // The weight gradients are large GEMMs over all T*B rows after the reverse loop.
 std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout,
                              std::vector<Tensor> dhT, std::vector<Tensor> dcT,
-                             std::vector<Tensor> saved, std::vector<Tensor> w_ih,
+                             std::vector<Tensor> saved, std::vector<Tensor> noise,
+                             std::vector<Tensor> w_ih,
                              std::vector<Tensor> w_hh, bool has_b_ih, bool has_b_hh,
                              bool need_dx, bool bf16) {
   x = x.contiguous();
@@ -1170,8 +1337,9 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
   const bool lstm = cell == LSTM;
   const int64_t Gs = cell == GRU ? 4 * H : G;  // stored gate-gradient width
   const Schedule sc = schedule(lengths, T, B);  // the forward's
-  std::vector<Tensor> dG(dirs), dh(dirs), dc(dirs), scratch(dirs), whh(dirs);
+  std::vector<Tensor> dG(dirs), dh(dirs), dc(dirs), scratch(dirs), whh(dirs), tmp(dirs);
   std::vector<Tensor> dhTs(dirs), dcTs(dirs), dh0(dirs), dc0(dirs);
+  const Noise nz = noise_args(noise, T, B, H, dirs, x.options());
   for (int64_t d = 0; d < dirs; ++d) {
     dG[d] = at::empty({sc.N, Gs}, x.options());
     dh[d] = at::empty({2, B, H}, x.options());
@@ -1183,6 +1351,7 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
       dc0[d] = dcTs[d].clone();
     }
     scratch[d] = at::empty({B, 3 * H}, x.options());
+    tmp[d] = nz.rmask[d].defined() ? at::empty({B, H}, x.options()) : Tensor();
     whh[d] = w_hh[d].contiguous();
   }
   const bool overlap = overlap_directions(dirs, B, G, H);
@@ -1194,20 +1363,25 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     for_directions(overlap, dirs, [&](int64_t d) {
       const MirrorGuard mirror(whh[d], whh_bf16[d]);
       const PackGuard pack(whh[d]);
-      Tensor hbuf = saved[4 * d], cbuf = saved[4 * d + 1], gates = saved[4 * d + 2];
-      Tensor ghn = saved[4 * d + 3];
+      Tensor hbuf = saved[5 * d], cbuf = saved[5 * d + 1], gates = saved[5 * d + 2];
+      Tensor ghn = saved[5 * d + 3];
       Dir<S> dir{T, B, H, d == 1, true, &sc,
                  gates.numel() ? gates.data_ptr<S>() : nullptr,
                  ghn.numel() ? ghn.data_ptr<S>() : nullptr, hbuf.data_ptr<S>(),
                  cbuf.numel() ? cbuf.data_ptr<S>() : nullptr, nullptr, dirs * H, nullptr};
       Back<S> k{dG[d].data_ptr<S>(), dout.data_ptr<S>() + d * H, dirs * H,
                 dh[d][0].data_ptr<S>(), dh[d][1].data_ptr<S>(),
-                lstm ? dc[d].data_ptr<S>() : nullptr, scratch[d].data_ptr<S>()};
+                lstm ? dc[d].data_ptr<S>() : nullptr, scratch[d].data_ptr<S>(),
+                tmp[d].defined() ? tmp[d].data_ptr<S>() : nullptr};
+      attach_noise(dir, nz, d, saved[5 * d + 4]);
       dispatch_cell<S>(cell, [&](auto c) {
-        run_backward<S, decltype(c)::value>(
-            dir, k, whh[d].data_ptr<S>(), dhTs[d].data_ptr<S>(),
-            lstm ? dcTs[d].data_ptr<S>() : nullptr, dh0[d].data_ptr<S>(),
-            lstm ? dc0[d].data_ptr<S>() : nullptr);
+        auto run = [&](auto zone) {
+          run_backward<S, decltype(c)::value, decltype(zone)::value>(
+              dir, k, whh[d].data_ptr<S>(), dhTs[d].data_ptr<S>(),
+              lstm ? dcTs[d].data_ptr<S>() : nullptr, dh0[d].data_ptr<S>(),
+              lstm ? dc0[d].data_ptr<S>() : nullptr);
+        };
+        nz.zone ? run(std::true_type{}) : run(std::false_type{});
       });
     });
   });
@@ -1235,11 +1409,13 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     const Tensor g2d = dG[d];                  // [N, Gs]
     const Tensor dgx = g2d.narrow(1, 0, G);  // [N, G] = dL/d(x W_ih^T + b_ih)
     const Tensor gl = low(g2d), dgxl = gl.narrow(1, 0, G);
-    // [N, H]: the state entering each token's step (slot t, or t + 1 walking backwards).
+    // [N, H]: the h each token's recurrent products read: the state entering its step
+    // (slot t, or t + 1 walking backwards), or under recurrent dropout the masked copy.
     const int64_t shift = d == 1 ? 1 : 0;
-    const Tensor hprev = sc.full()
-        ? saved[4 * d].narrow(0, shift, T).reshape({T * B, H})
-        : saved[4 * d].view({(T + 1) * B, H}).index_select(0, sc.index(shift, false));
+    const Tensor hprev = nz.rmask[d].defined() ? saved[5 * d + 4]
+        : sc.full()
+        ? saved[5 * d].narrow(0, shift, T).reshape({T * B, H})
+        : saved[5 * d].view({(T + 1) * B, H}).index_select(0, sc.index(shift, false));
     if (need_dx) {  // [N,G] @ [G,D]
       if (bf16) {
         dxp.add_(prod(dgxl, low(w_ih[d])));
@@ -1261,7 +1437,7 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     } else if (cell == GRU_RESET_BEFORE) {  // U_n multiplies r * h
       dw_hh = at::empty({G, H}, x.options());
       prod_into(dw_hh.narrow(0, 0, 2 * H), dgxl.narrow(1, 0, 2 * H).t(), low(hprev));
-      const Tensor r = saved[4 * d + 2].narrow(1, 0, H);  // [N, H]
+      const Tensor r = saved[5 * d + 2].narrow(1, 0, H);  // [N, H]
       prod_into(dw_hh.narrow(0, 2 * H, H), dgxl.narrow(1, 2 * H, H).t(), low(r * hprev));
     } else {
       dw_hh = prod(dgxl.t(), low(hprev));

@@ -51,6 +51,7 @@ import logging
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -170,9 +171,12 @@ def run_layer(
     lengths: Tensor | None,
     states: list[State],
     weights: list,
+    noise: Sequence[Any] | None = None,
 ) -> tuple[Tensor, list[State]]:
     """``rnnkit.nn.runner.run_layer``'s contract, fused: x [T, B, D] -> (out [T, B, dirs*H],
-    final states per direction). Differentiable w.r.t. x, states and weights."""
+    final states per direction). Differentiable w.r.t. x, states and weights. ``noise``:
+    one ``rnnkit.nn.noise.StepNoise`` (or None) per direction: recurrent dropout and
+    zoneout inside the time loop, as the composite runner applies them."""
     code = CELL_CODES[cell.name]
     bf16 = products() == torch.bfloat16 and x.dtype == torch.float32
     dirs, n_states = len(weights), cell.num_states
@@ -187,12 +191,37 @@ def run_layer(
     w_ih, w_hh = [w[0] for w in weights], [w[1] for w in weights]
     tensors = (x, *h0, *c0, *w_ih, *w_hh, *biases[0], *biases[1])
     training = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    res = ops.layer(code, x, lengths, h0, c0, w_ih, w_hh, biases[0], biases[1], training, bf16)
+    flat = _flat_noise(noise, n_states)
+    res = ops.layer(
+        code, x, lengths, h0, c0, w_ih, w_hh, biases[0], biases[1], flat, training, bf16
+    )
     finals = [tuple(res[1 + d * n_states : 1 + (d + 1) * n_states]) for d in range(dirs)]
     return res[0], finals
 
 
 _NONE = torch.empty(0)  # an absent bias or cell state (the extension reads numel() only)
+
+
+def _flat_noise(noise: Sequence[Any] | None, n_states: int) -> list[Tensor]:
+    """StepNoise per direction -> the extension's list: per direction the recurrent mask
+    [B, H], then the zoneout keep-masks of h and c ([T, B, H], or one value where the mask
+    is evaluation's expanded constant), ``_NONE`` where off; [] without noise."""
+    if noise is None or all(n is None for n in noise):
+        return []
+    flat: list[Tensor] = []
+    for n in noise:
+        recurrent = None if n is None else n.recurrent
+        zoneout = tuple(() if n is None or n.zoneout is None else n.zoneout)
+        zoneout = (zoneout + (None,) * 2)[:2]  # h, c (None: no zoneout, or no c)
+        flat.append(_NONE if recurrent is None else recurrent)
+        for k in zoneout[:n_states] + (None,) * (2 - n_states):
+            if k is None:
+                flat.append(_NONE)
+            elif all(stride == 0 for stride in k.stride()):  # the constant p, expanded
+                flat.append(k[0, 0, :1].contiguous())
+            else:
+                flat.append(k)
+    return flat
 
 
 def step(

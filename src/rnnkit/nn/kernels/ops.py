@@ -3,21 +3,26 @@ and ``torch.compile`` see each layer call as one opaque node instead of tracing 
 compiled extension (whose data pointers fake tensors do not have).
 
     rnnkit::fused_layer(cell, x, lengths?, h0[], c0[], w_ih[], w_hh[], b_ih[], b_hh[],
-                        training, bf16) -> [out, finals..., saved...]
-    rnnkit::fused_layer_backward(cell, x, lengths?, dout, dh[], dc[], saved[], w_ih[],
-                                 w_hh[], has_b_ih, has_b_hh, need_dx, bf16) -> [grads...]
+                        noise[], training, bf16) -> [out, finals..., saved...]
+    rnnkit::fused_layer_backward(cell, x, lengths?, dout, dh[], dc[], saved[], noise[],
+                                 w_ih[], w_hh[], has_b_ih, has_b_hh, need_dx, bf16)
+                                 -> [grads...]
     rnnkit::fused_step(cell, x, h, c?, w_ih, w_hh, b_ih?, b_hh?, y_bf16, state_bf16)
                        -> (y, h', c')
 
 One list entry per direction (forward, then reverse); ``c0``/``dc`` are empty for cells
-with one state, ``b_ih``/``b_hh`` empty for a layer without biases. The shapes (T, B, D,
-H, G = gates * H):
+with one state, ``b_ih``/``b_hh`` empty for a layer without biases. ``noise`` is empty,
+or holds per direction the per-step regulariser noise (``rnnkit.nn.noise.StepNoise``):
+the recurrent-dropout mask [B, H], then the zoneout keep-masks of h and of c, each
+[T, B, H] or one value (evaluation's constant), an empty tensor where one is off. The
+shapes (T, B, D, H, G = gates * H):
 
     fused_layer     out [T, B, dirs*H]; per direction h_T (, c_T) [B, H]; when training,
                     per direction the buffers backward reads: the states entering and
                     leaving every step [T+1, B, H] (and the LSTM's cells), the gate
-                    activations [T*B, G] (not the RNN's) and the reset-after GRU's
-                    U_n h + b_hn [T*B, H]
+                    activations [T*B, G] (the RNN's under zoneout only), the reset-after
+                    GRU's U_n h + b_hn [T*B, H] and, under recurrent dropout, the masked h
+                    the products read [T*B, H]
     fused_layer_backward  dx [T, B, D] (if need_dx); per direction dh0 (, dc0) [B, H],
                     dW_ih [G, D], dW_hh [G, H] (, db_ih [G]) (, db_hh [G])
     fused_step      y [1, B, H], h' [1, B, H], c' [1, B, H] (LSTM) or [0, B, H]
@@ -64,10 +69,19 @@ def _ext() -> ModuleType:
     return ext
 
 
-def _kept(cell: int) -> tuple[bool, bool, bool, bool]:
-    """Which of the extension's four saved buffers per direction (hbuf, cbuf, gates, ghn)
-    the cell has; the others come back as empty tensors and are dropped."""
-    return True, cell == _LSTM, cell > CELL_CODES["rnn_relu"], cell == _GRU
+def _noise_kinds(noise: Sequence[Tensor]) -> tuple[bool, bool]:
+    """(recurrent dropout?, zoneout?) of a layer call's ``noise`` list."""
+    if not noise:
+        return False, False
+    return noise[0].numel() > 0, noise[1].numel() > 0 or noise[2].numel() > 0
+
+
+def _kept(cell: int, noise: Sequence[Tensor] = ()) -> tuple[bool, ...]:
+    """Which of the extension's five saved buffers per direction (hbuf, cbuf, gates, ghn,
+    hm) the cell and the noise have; the others come back as empty tensors and are dropped."""
+    masked, zoned = _noise_kinds(noise)
+    gates = cell > CELL_CODES["rnn_relu"] or zoned
+    return True, cell == _LSTM, gates, cell == _GRU, masked
 
 
 _gemm_lock = threading.Lock()
@@ -99,6 +113,7 @@ def layer_forward(
     w_hh: list[Tensor],
     b_ih: list[Tensor],
     b_hh: list[Tensor],
+    noise: list[Tensor],
     training: bool,
     bf16: bool,
 ) -> list[Tensor]:
@@ -119,18 +134,19 @@ def layer_forward(
             w_hh,
             b_ih or [none] * dirs,
             b_hh or [none] * dirs,
+            noise,
             training,
             bf16,
         )
     n_out = 1 + dirs * (2 if cell == _LSTM else 1)
-    kept = _kept(cell)
-    saved = [t for k, t in enumerate(res[n_out:]) if kept[k % 4]]
+    kept = _kept(cell, noise)
+    saved = [t for k, t in enumerate(res[n_out:]) if kept[k % len(kept)]]
     return [*res[:n_out], *saved]
 
 
-def _token_buffers(cell: int) -> list[bool]:
+def _token_buffers(cell: int, noise: Sequence[Tensor]) -> list[bool]:
     """For each saved buffer ``layer_forward`` returns per direction: packed per token?"""
-    return [k >= 2 for k, kept in enumerate(_kept(cell)) if kept]
+    return [k >= 2 for k, kept in enumerate(_kept(cell, noise)) if kept]
 
 
 def _tokens(lengths: Tensor | None, T: int, B: int) -> int:
@@ -149,15 +165,16 @@ def fused_layer(
     w_hh: list[Tensor],
     b_ih: list[Tensor],
     b_hh: list[Tensor],
+    noise: list[Tensor],
     training: bool,
     bf16: bool,
 ) -> list[Tensor]:
-    res = layer_forward(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, training, bf16)
+    res = layer_forward(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, noise, training, bf16)
     rows = x.shape[0] * x.shape[1]
     if not training or lengths is None or _tokens(lengths, x.shape[0], x.shape[1]) == rows:
         return res
     n_out = 1 + len(w_ih) * (2 if cell == _LSTM else 1)
-    token = _token_buffers(cell)
+    token = _token_buffers(cell, noise)
     for k in range(n_out, len(res)):
         if token[(k - n_out) % len(token)]:  # [N, F] -> [T*B, F], the tail never read
             padded = res[k].new_empty(rows, res[k].shape[1])
@@ -167,7 +184,7 @@ def fused_layer(
 
 
 @fused_layer.register_fake
-def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, training, bf16):
+def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, noise, training, bf16):
     T, B = x.shape[0], x.shape[1]
     G, H = w_hh[0].shape
     dirs = len(w_ih)
@@ -175,8 +192,8 @@ def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, training, bf16):
     for d in range(dirs):
         result += [s.new_empty(s.shape, dtype=x.dtype) for s in (h0[d], *c0[d : d + 1])]
     if training:
-        shapes = ((T + 1, B, H), (T + 1, B, H), (T * B, G), (T * B, H))
-        kept = _kept(cell)
+        shapes = ((T + 1, B, H), (T + 1, B, H), (T * B, G), (T * B, H), (T * B, H))
+        kept = _kept(cell, noise)
         for _d in range(dirs):
             result += [x.new_empty(shape) for k, shape in enumerate(shapes) if kept[k]]
     return result
@@ -184,7 +201,7 @@ def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, training, bf16):
 
 def _setup_layer(ctx: Any, inputs: tuple, output: list[Tensor]) -> None:
     """Autograd's record of a layer call (the op's and the eager path's)."""
-    cell, x, lengths, h0, _c0, w_ih, w_hh, b_ih, b_hh, training, bf16 = inputs
+    cell, x, lengths, h0, _c0, w_ih, w_hh, b_ih, b_hh, noise, training, bf16 = inputs
     dirs, n_states = len(w_ih), 2 if cell == _LSTM else 1
     saved = output[1 + dirs * n_states :]
     if not training:  # an inference call keeps nothing, so it has no backward
@@ -196,7 +213,8 @@ def _setup_layer(ctx: Any, inputs: tuple, output: list[Tensor]) -> None:
     ctx.has_b = (len(b_ih) > 0, len(b_hh) > 0)
     ctx.state_shapes = [h.shape for h in h0]
     ctx.has_lengths = lengths is not None
-    ctx.save_for_backward(x, lengths, *w_ih, *w_hh, *saved)
+    ctx.n_noise = len(noise)
+    ctx.save_for_backward(x, lengths, *w_ih, *w_hh, *noise, *saved)
 
 
 def _layer_grads(ctx: Any, grads: Sequence[Tensor | None], backward: Callable) -> tuple:
@@ -204,7 +222,8 @@ def _layer_grads(ctx: Any, grads: Sequence[Tensor | None], backward: Callable) -
     of a layer call's outputs, by ``backward`` (the op, or its implementation)."""
     dirs, n_states = ctx.dirs, ctx.n_states
     x, lengths, *rest = ctx.saved_tensors
-    w_ih, w_hh, saved = rest[:dirs], rest[dirs : 2 * dirs], rest[2 * dirs :]
+    w_ih, w_hh, rest = rest[:dirs], rest[dirs : 2 * dirs], rest[2 * dirs :]
+    noise, saved = rest[: ctx.n_noise], rest[ctx.n_noise :]
     dout = grads[0]
     if dout is None:  # only the final states were used
         dout = x.new_zeros(x.shape[0], x.shape[1], dirs * w_hh[0].shape[1])
@@ -222,6 +241,7 @@ def _layer_grads(ctx: Any, grads: Sequence[Tensor | None], backward: Callable) -
         dout,
         *d_states,
         list(saved),
+        list(noise),
         list(w_ih),
         list(w_hh),
         has_b_ih,
@@ -244,7 +264,7 @@ def _layer_grads(ctx: Any, grads: Sequence[Tensor | None], backward: Callable) -
 
 def _backward_layer(ctx: Any, grads: list[Tensor | None]) -> tuple:
     dx, *lists = _layer_grads(ctx, grads, fused_layer_backward)
-    return None, dx, None, *lists, None, None
+    return None, dx, None, *lists, [None] * ctx.n_noise, None, None
 
 
 fused_layer.register_autograd(_backward_layer, setup_context=_setup_layer)
@@ -254,7 +274,7 @@ class _EagerLayer(torch.autograd.Function):
     """``fused_layer``'s autograd without the dispatcher: eager calls take this (the
     dispatched custom op costs tens of microseconds of Python per call; docs/export.md).
     Same record and backward as the op's. Inputs: cell, x, lengths, the sizes of the
-    lists (h0, c0, w_ih, w_hh, b_ih, b_hh), training, bf16, then the lists' tensors."""
+    lists (h0, c0, w_ih, w_hh, b_ih, b_hh, noise), training, bf16, then the lists' tensors."""
 
     @staticmethod
     def forward(ctx, cell, x, lengths, sizes, training, bf16, *flat):  # type: ignore[override]
@@ -271,7 +291,8 @@ class _EagerLayer(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, *grads):  # type: ignore[override]
         dx, *lists = _layer_grads(ctx, grads, layer_backward)
-        return None, dx, None, None, None, None, *itertools.chain(*lists)
+        no_noise = [None] * ctx.n_noise
+        return None, dx, None, None, None, None, *itertools.chain(*lists), *no_noise
 
 
 def layer(
@@ -284,17 +305,19 @@ def layer(
     w_hh: list[Tensor],
     b_ih: list[Tensor],
     b_hh: list[Tensor],
+    noise: list[Tensor],
     training: bool,
     bf16: bool,
 ) -> list[Tensor]:
     """``fused_layer``: the custom operator when traced (``torch.compile``,
     ``torch.export``), else the same implementation and autograd called directly.
     ``training`` (saved buffers, a backward) only where autograd records the call."""
+    args = (cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, noise)
     if torch.compiler.is_compiling() or type(x) is not Tensor:
-        return fused_layer(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, training, bf16)
+        return fused_layer(*args, training, bf16)
     if not training:
-        return layer_forward(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, False, bf16)
-    lists = (h0, c0, w_ih, w_hh, b_ih, b_hh)
+        return layer_forward(*args, False, bf16)
+    lists = (h0, c0, w_ih, w_hh, b_ih, b_hh, noise)
     sizes = tuple(len(part) for part in lists)
     flat = itertools.chain(*lists)
     return list(_EagerLayer.apply(cell, x, lengths, sizes, True, bf16, *flat))
@@ -311,6 +334,7 @@ def layer_backward(
     dh: list[Tensor],
     dc: list[Tensor],
     saved: list[Tensor],
+    noise: list[Tensor],
     w_ih: list[Tensor],
     w_hh: list[Tensor],
     has_b_ih: bool,
@@ -321,9 +345,9 @@ def layer_backward(
     """A layer call's backward in the extension, from ``layer_forward``'s buffers."""
     ext = _ext()
     none = x.new_empty(0)
-    kept = _kept(cell)
+    kept = _kept(cell, noise)
     per = sum(kept)
-    full: list[Tensor] = []  # the extension's four buffers per direction
+    full: list[Tensor] = []  # the extension's five buffers per direction
     for d in range(len(w_ih)):
         mine = iter(saved[d * per : (d + 1) * per])
         full += [next(mine) if k else none for k in kept]
@@ -338,6 +362,7 @@ def layer_backward(
             dh,
             dc,
             full,
+            noise,
             w_ih,
             w_hh,
             has_b_ih,
@@ -359,6 +384,7 @@ def fused_layer_backward(
     dh: list[Tensor],
     dc: list[Tensor],
     saved: list[Tensor],
+    noise: list[Tensor],
     w_ih: list[Tensor],
     w_hh: list[Tensor],
     has_b_ih: bool,
@@ -367,14 +393,14 @@ def fused_layer_backward(
     bf16: bool,
 ) -> list[Tensor]:
     N = _tokens(lengths, x.shape[0], x.shape[1])
-    token = _token_buffers(cell)
+    token = _token_buffers(cell, noise)
     saved = [t[:N] if token[k % len(token)] else t for k, t in enumerate(saved)]
-    args = (cell, x, lengths, dout, dh, dc, saved, w_ih, w_hh, has_b_ih, has_b_hh, need_dx)
-    return layer_backward(*args, bf16)
+    args = (cell, x, lengths, dout, dh, dc, saved, noise, w_ih, w_hh, has_b_ih, has_b_hh)
+    return layer_backward(*args, need_dx, bf16)
 
 
 @fused_layer_backward.register_fake
-def _(cell, x, lengths, dout, dh, dc, saved, w_ih, w_hh, has_b_ih, has_b_hh, need_dx, bf16):
+def _(cell, x, lengths, dout, dh, dc, saved, noise, w_ih, w_hh, has_b_ih, has_b_hh, need_dx, bf16):
     G, H = w_hh[0].shape
     result = [x.new_empty(x.shape)] if need_dx else []
     for d in range(len(w_ih)):
