@@ -75,7 +75,11 @@ class RNNBase(nn.Module):
         self.weight_drop = _checks.probability("weight_drop", weight_drop)
         self.zoneout = noise.zoneout_rates(zoneout, ("h", "c")[: cell.num_states])
         self.variational_dropout = _checks.probability("variational_dropout", variational_dropout)
-        self._weight_hh_shape = dict(cell.parameters(input_size, hidden_size, True))["weight_hh"]
+        self._weight_hh_shape = dict(cell.parameters(input_size, hidden_size, True)).get(
+            "weight_hh"
+        )
+        if self.weight_drop and self._weight_hh_shape is None:
+            raise ValueError(f"weight_drop needs a weight_hh, which cell {cell.label!r} lacks")
         self.proj_size = cell.proj_size  # as torch.nn: 0 but for a projected LSTM
         self.state_sizes = cell.state_sizes(hidden_size)  # (h,) or (h, c): H, or P for h
         self.output_size = cell.output_size(hidden_size)  # one direction's output, h's size

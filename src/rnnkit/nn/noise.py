@@ -16,7 +16,7 @@ Four regularisers, each a layer argument (``rnnkit.nn.layers.RNNBase``; docs/cel
   hidden activations", sec. 3): per unit and step, a state keeps its previous value with
   probability p: ``s_t = k_t * s_{t-1} + (1 - k_t) * s_new``, k_t ~ Bernoulli(p) drawn
   fresh at every step; one rate per state (the LSTM's h and c may differ). In evaluation
-  k_t = p, the expectation (sec. 3: "as in dropout, we use the expectation").
+  k_t = p, the expectation of the mask (as the paper does at test time).
 * ``variational_dropout`` p (Gal & Ghahramani 2016, sec. 4, "locked" dropout): one mask
   [B, F] per sequence on every layer's input and on the last layer's output, the same at
   every step.
@@ -60,8 +60,8 @@ class StepNoise:
     [T, B, size] or None (that state has no zoneout). After the cell's step gives s_new,
     ``s_t = k[t] * s_{t-1} + (1 - k[t]) * s_new`` (exactly s_{t-1} where k = 1, exactly
     s_new where k = 0: ``torch.lerp``); the step itself reads the zoned states
-    s_{t-1} (so the LSTM's h_new = o * tanh(c_new) uses the un-zoned c_new, Krueger et
-    al. 2016 eq. 3-4). k is indexed by the input's time position, also in the reverse
+    s_{t-1} (so the LSTM's h_new = o * tanh(c_new) uses the un-zoned c_new, as Krueger
+    et al. 2016's zoneout LSTM). k is indexed by the input's time position, also in the reverse
     direction (which reads k[T-1] first). In evaluation k is the constant p expanded to
     [T, B, size] (stride 0). Backward: dL/ds_new = (1 - k) dL/ds_t and dL/ds_{t-1} gets
     k dL/ds_t besides the step's own paths. With ``lengths``, the length mask applies
@@ -132,7 +132,7 @@ def draw(
     T: int,
     B: int,
     input_sizes: Sequence[int],
-    weight_hh_shape: Sequence[int],
+    weight_hh_shape: Sequence[int] | None,
     state_sizes: Sequence[int],
     directions: int,
     recurrent_dropout: float,
@@ -143,7 +143,9 @@ def draw(
 ) -> StackNoise | None:
     """The masks of one forward call of a stack of ``len(input_sizes)`` layers, or None
     when none applies (evaluation without zoneout, or every rate 0). ``input_sizes[l]``
-    is D_l, ``state_sizes`` the cell's (h first), ``zoneout`` one rate per state."""
+    is D_l, ``state_sizes`` the cell's (h first), ``zoneout`` one rate per state;
+    ``weight_hh_shape`` [G, R] (None: the cell has no recurrent weight, and no weight
+    drop)."""
     p_rec, p_w, p_var = (
         (recurrent_dropout, weight_drop, variational_dropout) if training else (0.0, 0.0, 0.0)
     )
@@ -155,7 +157,9 @@ def draw(
         inputs.append(dropout_mask((B, size), p_var, like))
         layer_weights, layer_steps = [], []
         for _ in range(directions):
-            layer_weights.append(dropout_mask(weight_hh_shape, p_w, like))
+            layer_weights.append(
+                None if weight_hh_shape is None else dropout_mask(weight_hh_shape, p_w, like)
+            )
             recurrent = dropout_mask((B, R), p_rec, like)
             zones = tuple(
                 zoneout_mask(T, B, n, p, training, like)

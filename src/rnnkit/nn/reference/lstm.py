@@ -17,7 +17,7 @@ dh''s place above, and dW_hr = sum over steps of dh'^T r.
 With the regularisers' masks (``_common``): U reads h_in = m * h (recurrent dropout), so
 dh_prev = m * (U^T da) and dU = sum da^T h_in; zoneout mixes after the step,
 h_t = k^h_t h + (1 - k^h_t) h', c_t = k^c_t c + (1 - k^c_t) c' (h' from the un-zoned c',
-Krueger et al. 2016 eq. 3-4), so the step's backward starts from (1 - k^h_t) dh_t and
+as Krueger et al. 2016's zoneout LSTM), so the step's backward starts from (1 - k^h_t) dh_t and
 (1 - k^c_t) dc_t, and dh_prev, dc_prev get k^h_t dh_t, k^c_t dc_t besides.
 """
 
