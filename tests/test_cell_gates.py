@@ -37,11 +37,11 @@ def _reference_step(cell, gx, state, w_hh, b_hh):
     x = gx.numpy()[None]  # [1, B, G]
     s0 = tuple(s.numpy() for s in state)
     if cell is LSTM:
-        _, final, (_, _, saved) = reference.lstm.forward(x, s0, p)
+        _, final, (*_, saved) = reference.lstm.forward(x, s0, p)
         _, _, i, f, g, o, _ = saved[0]
         return {"i": i, "f": f, "g": g, "o": o}, final
     _, final, (*_, saved) = reference.gru.forward(x, s0, p, **dict(cell.options))
-    _, r, z, n, _ = saved[0]
+    _, _, r, z, n, _ = saved[0]  # (h, h_in, r, z, n, gh_n)
     return {"r": r, "z": z, "n": n}, final
 
 

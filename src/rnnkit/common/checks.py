@@ -30,6 +30,13 @@ def dropout_probability(value: object) -> float:
     return float(value)
 
 
+def probability(name: str, value: object) -> float:
+    """A rate in [0, 1) (a dropout-like probability), as a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
 def tensor(name: str, value: object) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")

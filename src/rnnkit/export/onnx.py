@@ -286,6 +286,11 @@ def _check_exportable(layer: RNNBase) -> None:
         raise ExportError(
             f"ONNX export has no form of the cell {layer.cell.label!r}; export it with torch.export"
         )
+    if any(layer.zoneout):  # the other regularisers are the identity in evaluation
+        raise ExportError(
+            f"ONNX export has no zoneout (the layer has zoneout={layer.zoneout}, which in "
+            "evaluation mixes each state with the previous one); export it with torch.export"
+        )
 
 
 def recurrent(

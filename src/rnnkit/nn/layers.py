@@ -3,8 +3,10 @@
 Same constructor arguments, parameter names and shapes (``weight_ih_l{k}{_reverse}``,
 ``weight_hh_l...``, ``bias_ih_l...``, ``bias_hh_l...``), ``forward(input, hx)`` contract
 and return values; a ``torch.nn`` state_dict loads as is. Additions: the reset-before
-GRU (``reset_after=False``), ``unit_forget_bias`` for the LSTM, and ``lengths=`` for
-padded variable-length batches. Nothing here is specific to one cell: a layer is a
+GRU (``reset_after=False``), ``unit_forget_bias`` for the LSTM, ``lengths=`` for
+padded variable-length batches, and the recurrent regularisers torch.nn lacks
+(``recurrent_dropout``, ``weight_drop``, ``zoneout``, ``variational_dropout``;
+``rnnkit.nn.noise``, docs/cells.md). Nothing here is specific to one cell: a layer is a
 ``rnnkit.nn.cells.Cell`` plus the time-loop runner picked by ``rnnkit.nn.kernels``; the
 record says which parameters a layer-direction has (``Cell.parameters``) and how large
 each state is (``Cell.state_sizes``; the LSTM's h is P with ``proj_size`` P).
@@ -21,13 +23,25 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.common import checks as _checks
-from rnnkit.nn import kernels
+from rnnkit.nn import kernels, noise
 from rnnkit.nn.cells import Cell, State, gru_cell, lstm_cell, rnn_cell, set_forget_bias
 from rnnkit.nn.kernels.precision import reduced_products
 
 
 class RNNBase(nn.Module):
-    """A stack of ``num_layers`` recurrent layers of one ``Cell``, each 1 or 2 directions."""
+    """A stack of ``num_layers`` recurrent layers of one ``Cell``, each 1 or 2 directions.
+
+    The recurrent regularisers (keyword-only, each 0 = off; ``rnnkit.nn.noise`` has the
+    equations and papers): ``recurrent_dropout`` (one mask per sequence on h where it
+    enters W_hh h; Gal & Ghahramani 2016), ``weight_drop`` (DropConnect on weight_hh, one
+    mask per call; Merity et al. 2017), ``zoneout`` (each state keeps its previous value
+    with probability p per unit and step, a number or one per state, (p_h, p_c) for the
+    LSTM; Krueger et al. 2016), ``variational_dropout`` (one mask per sequence on every
+    layer's input and the last layer's output; Gal & Ghahramani 2016). Each direction
+    and layer draws its own masks from torch's default generator, in training only; in
+    evaluation all are off but zoneout, which mixes by its expectation p. ``dropout``
+    keeps torch.nn's meaning (between layers, a fresh mask per element).
+    """
 
     def __init__(
         self,
@@ -41,6 +55,11 @@ class RNNBase(nn.Module):
         bidirectional: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float | tuple[float, ...] = 0.0,
+        variational_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.cell = cell
@@ -52,6 +71,15 @@ class RNNBase(nn.Module):
         self.dropout = _checks.dropout_probability(dropout)
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
+        self.recurrent_dropout = _checks.probability("recurrent_dropout", recurrent_dropout)
+        self.weight_drop = _checks.probability("weight_drop", weight_drop)
+        self.zoneout = noise.zoneout_rates(zoneout, ("h", "c")[: cell.num_states])
+        self.variational_dropout = _checks.probability("variational_dropout", variational_dropout)
+        self._weight_hh_shape = dict(cell.parameters(input_size, hidden_size, True)).get(
+            "weight_hh"
+        )
+        if self.weight_drop and self._weight_hh_shape is None:
+            raise ValueError(f"weight_drop needs a weight_hh, which cell {cell.label!r} lacks")
         self.proj_size = cell.proj_size  # as torch.nn: 0 but for a projected LSTM
         self.state_sizes = cell.state_sizes(hidden_size)  # (h,) or (h, c): H, or P for h
         self.output_size = cell.output_size(hidden_size)  # one direction's output, h's size
@@ -110,7 +138,14 @@ class RNNBase(nn.Module):
         for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0)):
             if getattr(self, name) != default:
                 text += f", {name}={getattr(self, name)}"
-        return text + (", bidirectional=True" if self.bidirectional else "")
+        text += ", bidirectional=True" if self.bidirectional else ""
+        for name in ("recurrent_dropout", "weight_drop", "variational_dropout"):
+            if getattr(self, name):
+                text += f", {name}={getattr(self, name)}"
+        if any(self.zoneout):
+            same = len(set(self.zoneout)) == 1
+            text += f", zoneout={self.zoneout[0] if same else self.zoneout}"
+        return text
 
     def forward(self, input, hx=None, *, lengths=None):
         """Run the stack over ``input``; see ``torch.nn.RNN`` for the contract.
@@ -165,16 +200,24 @@ class RNNBase(nn.Module):
     def _forward(self, input, hx, lengths):
         x, lengths, batched, packed = self._time_major_input(input, lengths)
         states = self._initial_states(hx, x.shape[1], x, batched)
-        run_layer = kernels.select(self.cell, x)
+        drawn = self._draw_noise(x)
+        run_layer = kernels.select(self.cell, x, noise=drawn is not None and drawn.per_step)
         finals: list[State] = []
         for layer in range(self.num_layers):
             dirs = range(self.num_directions)
             layer_states = [states[layer * self.num_directions + d] for d in dirs]
             weights = [self._direction_weights(layer, d) for d in dirs]
-            x, layer_finals = run_layer(self.cell, x, lengths, layer_states, weights)
+            if drawn is None:
+                x, layer_finals = run_layer(self.cell, x, lengths, layer_states, weights)
+            else:
+                x, layer_finals = self._noisy_layer(
+                    run_layer, layer, x, lengths, layer_states, weights, drawn
+                )
             finals.extend(layer_finals)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
+        if drawn is not None and drawn.output is not None:
+            x = x * drawn.output  # [T, B, dirs*R] * [B, dirs*R]: one mask per sequence
         final = tuple(torch.stack([f[k] for f in finals]) for k in range(self.cell.num_states))
         if not batched:
             x, final = x.squeeze(1), tuple(s.squeeze(1) for s in final)
@@ -183,6 +226,43 @@ class RNNBase(nn.Module):
         elif self.batch_first:
             x = x.transpose(0, 1)
         return x, (final[0] if self.cell.num_states == 1 else final)
+
+    def _draw_noise(self, x: Tensor) -> noise.StackNoise | None:
+        """The regularisers' masks for one call on x [T, B, D] (``noise.draw``: in a fixed
+        order from torch's default generator), or None when none applies."""
+        dirs, R = self.num_directions, self.output_size
+        return noise.draw(
+            training=self.training,
+            T=x.shape[0],
+            B=x.shape[1],
+            input_sizes=[self.input_size] + [dirs * R] * (self.num_layers - 1),
+            weight_hh_shape=self._weight_hh_shape,
+            state_sizes=self.state_sizes,
+            directions=dirs,
+            recurrent_dropout=self.recurrent_dropout,
+            weight_drop=self.weight_drop,
+            zoneout=self.zoneout,
+            variational_dropout=self.variational_dropout,
+            like=x,
+        )
+
+    def _noisy_layer(self, run_layer, layer, x, lengths, states, weights, drawn):
+        """Layer ``layer`` under the masks ``drawn``: locked dropout on its input x
+        [T, B, D_l], DropConnect on each direction's weight_hh (a new tensor, so the
+        parameter is never written and its gradient is the mask times the dropped
+        weight's), and the per-step noise handed to ``run_layer`` (only when there is
+        some, so any kernel runs a layer without it)."""
+        mask = drawn.inputs[layer]
+        if mask is not None:
+            x = x * mask  # [T, B, D_l] * [B, D_l]: the same mask at every step
+        weights = [
+            w if m is None else (w[0], w[1] * m, *w[2:])  # [G, R] * [G, R]
+            for w, m in zip(weights, drawn.weight_hh[layer], strict=True)
+        ]
+        steps = drawn.steps[layer]
+        if steps is None:
+            return run_layer(self.cell, x, lengths, states, weights)
+        return run_layer(self.cell, x, lengths, states, weights, noise=steps)
 
     def _stream_step(self, input, hx):
         """The streaming fast path: one time step of a batched tensor with a given state,
@@ -197,6 +277,9 @@ class RNNBase(nn.Module):
             return None
         if self.training and self.dropout:
             return None
+        noisy = self.recurrent_dropout or self.weight_drop or self.variational_dropout
+        if any(self.zoneout) or (self.training and noisy):
+            return None  # masks, or zoneout's mixing in evaluation, change the step
         two = self.cell.num_states == 2
         parts = tuple(hx) if two and isinstance(hx, tuple | list) and len(hx) == 2 else (hx,)
         if len(parts) != self.cell.num_states:
@@ -372,6 +455,11 @@ class RNN(RNNBase):
         bidirectional: bool = False,
         device=None,
         dtype=None,
+        *,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float | tuple[float, ...] = 0.0,
+        variational_dropout: float = 0.0,
     ) -> None:
         self.nonlinearity = nonlinearity
         super().__init__(
@@ -385,6 +473,10 @@ class RNN(RNNBase):
             bidirectional,
             device,
             dtype,
+            recurrent_dropout=recurrent_dropout,
+            weight_drop=weight_drop,
+            zoneout=zoneout,
+            variational_dropout=variational_dropout,
         )
 
 
@@ -407,6 +499,10 @@ class GRU(RNNBase):
         dtype=None,
         *,
         reset_after: bool = True,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float | tuple[float, ...] = 0.0,
+        variational_dropout: float = 0.0,
     ) -> None:
         self.reset_after = bool(reset_after)
         super().__init__(
@@ -420,6 +516,10 @@ class GRU(RNNBase):
             bidirectional,
             device,
             dtype,
+            recurrent_dropout=recurrent_dropout,
+            weight_drop=weight_drop,
+            zoneout=zoneout,
+            variational_dropout=variational_dropout,
         )
 
 
@@ -446,6 +546,10 @@ class LSTM(RNNBase):
         dtype=None,
         *,
         unit_forget_bias: bool = False,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float | tuple[float, ...] = 0.0,
+        variational_dropout: float = 0.0,
     ) -> None:
         hidden = _checks.positive_int("hidden_size", hidden_size)
         if isinstance(proj_size, bool) or not isinstance(proj_size, int):
@@ -467,6 +571,10 @@ class LSTM(RNNBase):
             bidirectional,
             device,
             dtype,
+            recurrent_dropout=recurrent_dropout,
+            weight_drop=weight_drop,
+            zoneout=zoneout,
+            variational_dropout=variational_dropout,
         )
 
     def reset_parameters(self) -> None:

@@ -31,11 +31,17 @@ from torch import Tensor
 
 State = tuple[Tensor, ...]
 StepFn = Callable[..., State]
-"""step(gx [B, G], state, w_hh [G, R], b_hh [G] or None, *extra) -> new state; the state's
-sizes are ``Cell.state_sizes`` (R = the first, h's), ``extra`` the record's parameters
-beyond the standard four, in its order (the LSTM's projection ``weight_hr`` [P, H])."""
-GatesFn = Callable[[Tensor, State, Tensor, "Tensor | None"], dict[str, Tensor]]
-"""gates(gx [B, G], state, w_hh [G, R], b_hh [G] or None) -> {name: activation [B, H]}."""
+"""step(gx [B, G], state, w_hh [G, R], b_hh [G] or None, *extra, h_in=None) -> new state;
+the state's sizes are ``Cell.state_sizes`` (R = the first, h's), ``extra`` the record's
+parameters beyond the standard four, in its order (the LSTM's projection ``weight_hr``
+[P, H]). ``h_in`` [B, R] is the h that enters the recurrent product ``w_hh h``
+(``F.linear(h_in, w_hh)``), state[0] when None; the runner passes ``h_in = m * h`` under
+recurrent dropout (``rnnkit.nn.noise``), and everything else in the step (the GRU's
+``z * h``, the carried state) reads the state's own h. A step must accept ``h_in`` by
+keyword; the runner passes it only when a recurrent mask is in force."""
+GatesFn = Callable[..., dict[str, Tensor]]
+"""gates(gx [B, G], state, w_hh [G, R], b_hh [G] or None, h_in=None) -> {name: activation
+[B, H]}; ``h_in`` as in ``StepFn``."""
 ParamSpec = tuple[str, tuple[int, ...]]
 """(torch.nn's name without the ``_l{k}{_reverse}`` suffix, shape)."""
 STANDARD_PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -112,12 +118,18 @@ class Cell:
         return standard + tuple(t for k, t in named.items() if k not in STANDARD_PARAMETERS)
 
     def gates(
-        self, gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None
+        self,
+        gx: Tensor,
+        state: State,
+        w_hh: Tensor,
+        b_hh: Tensor | None,
+        h_in: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """The named activations of one step from gx [B, G] and the state before it:
-        {name: [B, H]}, the same tensors ``step`` combines into the new state."""
+        {name: [B, H]}, the same tensors ``step`` combines into the new state (``h_in``:
+        the h of the recurrent product, as in ``StepFn``)."""
         if self.gate_fn is None:
             raise ValueError(
                 f"cell {self.name!r} has no gates; gated cells are gru, gru_reset_before, lstm"
             )
-        return self.gate_fn(gx, state, w_hh, b_hh)
+        return self.gate_fn(gx, state, w_hh, b_hh, h_in)

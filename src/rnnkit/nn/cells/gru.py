@@ -28,10 +28,10 @@ from rnnkit.nn.cells.base import Cell, State
 
 
 def _reset_after_gates(
-    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None
+    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, h_in: Tensor | None = None
 ) -> dict[str, Tensor]:
-    (h,) = state
-    gh = F.linear(h, w_hh, b_hh)  # [B, 3H]
+    h = state[0] if h_in is None else h_in  # the h of the recurrent product (StepFn)
+    gh = F.linear(h, w_hh, b_hh)  # [B, H] @ [H, 3H] -> [B, 3H]
     x_r, x_z, x_n = gx.chunk(3, dim=1)  # each [B, H]
     h_r, h_z, h_n = gh.chunk(3, dim=1)
     r = torch.sigmoid(x_r + h_r)
@@ -40,9 +40,9 @@ def _reset_after_gates(
 
 
 def _reset_before_gates(
-    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None
+    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, h_in: Tensor | None = None
 ) -> dict[str, Tensor]:
-    (h,) = state
+    h = state[0] if h_in is None else h_in  # the h of both recurrent products (StepFn)
     H = h.shape[1]
     b_rz, b_n = (None, None) if b_hh is None else (b_hh[: 2 * H], b_hh[2 * H :])
     rz = torch.sigmoid(gx[:, : 2 * H] + F.linear(h, w_hh[: 2 * H], b_rz))  # [B, 2H]
@@ -56,12 +56,16 @@ def _update(h: Tensor, a: dict[str, Tensor]) -> State:
     return (n + z * (h - n),)  # == (1 - z) * n + z * h
 
 
-def _reset_after_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
-    return _update(state[0], _reset_after_gates(gx, state, w_hh, b_hh))
+def _reset_after_step(
+    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, *, h_in: Tensor | None = None
+) -> State:
+    return _update(state[0], _reset_after_gates(gx, state, w_hh, b_hh, h_in))
 
 
-def _reset_before_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
-    return _update(state[0], _reset_before_gates(gx, state, w_hh, b_hh))
+def _reset_before_step(
+    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, *, h_in: Tensor | None = None
+) -> State:
+    return _update(state[0], _reset_before_gates(gx, state, w_hh, b_hh, h_in))
 
 
 GRU = Cell(

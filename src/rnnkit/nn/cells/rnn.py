@@ -16,14 +16,18 @@ from torch import Tensor
 from rnnkit.nn.cells.base import Cell, State
 
 
-def _tanh_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
-    (h,) = state
-    return (torch.tanh(gx + F.linear(h, w_hh, b_hh)),)  # [B, H]
+def _tanh_step(
+    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, *, h_in: Tensor | None = None
+) -> State:
+    h = state[0] if h_in is None else h_in  # the h of the recurrent product (StepFn)
+    return (torch.tanh(gx + F.linear(h, w_hh, b_hh)),)  # [B, H] @ [H, H] -> [B, H]
 
 
-def _relu_step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
-    (h,) = state
-    return (torch.relu(gx + F.linear(h, w_hh, b_hh)),)  # [B, H]
+def _relu_step(
+    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, *, h_in: Tensor | None = None
+) -> State:
+    h = state[0] if h_in is None else h_in
+    return (torch.relu(gx + F.linear(h, w_hh, b_hh)),)  # [B, H] @ [H, H] -> [B, H]
 
 
 RNN_TANH = Cell("rnn_tanh", 1, 1, _tanh_step, (("nonlinearity", "tanh"),), "RNN_TANH")

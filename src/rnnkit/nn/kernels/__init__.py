@@ -8,7 +8,9 @@ Backends:
 The built-in fused kernel, ``rnnkit.nn.kernels.fused`` (CPU, fp32/fp64, every cell in
 its standard layout), is registered at import and compiled on its first supported call.
 A cell variant no kernel implements (``Cell.standard`` False: the LSTM with ``proj_size``)
-runs the composite path under "auto".
+runs the composite path under "auto". So does a call with per-step regulariser noise
+(recurrent dropout in training, zoneout: ``rnnkit.nn.noise.StepNoise``) where no kernel
+takes ``noise=`` (``Kernel.noise``).
 
 The switch, for debugging and for parity tests: ``rnnkit.set_backend(name)``, the
 context manager ``rnnkit.use_backend(name)``, or the environment variable
@@ -30,7 +32,11 @@ from rnnkit.nn import runner
 from rnnkit.nn.cells import Cell, State
 
 BACKENDS = ("auto", "composite", "fused")
-RunLayer = Callable[[Cell, Tensor, "Tensor | None", list[State], list], tuple[Tensor, list[State]]]
+RunLayer = Callable[..., tuple[Tensor, list[State]]]
+"""run_layer(cell, x [T, B, D], lengths [B] or None, states, weights) -> (out [T, B,
+dirs*R], final states), ``rnnkit.nn.runner.run_layer``'s contract; a kernel with
+``Kernel.noise`` also takes ``noise=`` (one ``rnnkit.nn.noise.StepNoise`` or None per
+direction), and is called with it only when some direction has noise."""
 
 
 class Step(Protocol):
@@ -58,6 +64,10 @@ class Kernel:
     run_layer: RunLayer
     step: Step | None = None
     """optional: the streaming fast path (``RNNBase`` uses it for T = 1 without grad)."""
+    noise: bool = False
+    """True if ``run_layer`` takes ``noise=`` (recurrent dropout and zoneout masks, as
+    ``rnnkit.nn.noise.StepNoise`` documents); ``select`` skips the others for a call
+    with per-step noise."""
 
 
 _kernels: list[Kernel] = []
@@ -96,17 +106,20 @@ def use_backend(name: str) -> Iterator[None]:
         set_backend(previous)
 
 
-def select(cell: Cell, x: Tensor) -> RunLayer:
-    """The ``run_layer`` that the current backend picks for ``cell`` on input ``x``."""
+def select(cell: Cell, x: Tensor, noise: bool = False) -> RunLayer:
+    """The ``run_layer`` that the current backend picks for ``cell`` on input ``x``;
+    ``noise``: the call carries per-step noise (``StepNoise``), so only a kernel with
+    ``Kernel.noise`` (or the composite runner) will do."""
     backend = get_backend()
     if backend != "composite":
         for kernel in _kernels:
-            if kernel.supports(cell, x):
+            if (kernel.noise or not noise) and kernel.supports(cell, x):
                 return kernel.run_layer
         if backend == "fused":
+            what = " with recurrent dropout or zoneout" if noise else ""
             raise RuntimeError(
-                f"backend 'fused' was forced but no fused kernel supports cell {cell.label!r} "
-                f"on a {x.device.type} {x.dtype} input; use 'auto' or 'composite'"
+                f"backend 'fused' was forced but no fused kernel supports cell {cell.label!r}"
+                f"{what} on a {x.device.type} {x.dtype} input; use 'auto' or 'composite'"
             )
     return runner.run_layer
 

@@ -2,7 +2,9 @@
 
 This is the textbook and the oracle every other implementation is tested against.
 ``forward(x, state0, params, **options) -> (ys, final_state, cache)`` and
-``backward(cache, dys, dfinal_state) -> Grads`` for one layer and one direction.
+``backward(cache, dys, dfinal_state) -> Grads`` for one layer and one direction; the
+regularisers' masks as keyword arrays, ``forward(..., recurrent_mask=m, zoneout=(k, ...))``
+(recurrent dropout and zoneout, ``_common``; their BPTT by hand too).
 ``for_cell(cell)`` returns the pair for a ``rnnkit.nn.cells.Cell`` with its options bound.
 """
 

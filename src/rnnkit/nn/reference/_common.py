@@ -1,4 +1,16 @@
-"""Containers and helpers shared by the NumPy reference cells."""
+"""Containers and helpers shared by the NumPy reference cells.
+
+The regularisers' masks (``rnnkit.nn.noise``) are ``forward``'s keyword arguments, given
+as arrays so the reference stays deterministic:
+
+``recurrent_mask`` m [B, R] (recurrent dropout): the recurrent product reads
+h_in = m * h_{t-1}; backward, dL/dh_{t-1} gets m * (U^T da) on that path only, and
+dU = sum_t da_t^T h_in,t.
+
+``zoneout`` (k_1, ...) per state, each [T, B, size] or None: after the step,
+s_t = k_t s_{t-1} + (1 - k_t) s_new; backward, dL/ds_new = (1 - k_t) dL/ds_t and
+dL/ds_{t-1} gets k_t dL/ds_t besides the step's own paths.
+"""
 
 from __future__ import annotations
 
@@ -56,3 +68,18 @@ def weight_grads(p: Params, dgx: Array, dgh: Array, x: Array, h_prev: Array) -> 
         b_ih=None if p.b_ih is None else dgx.sum(axis=(0, 1)),
         b_hh=None if p.b_hh is None else dgh.sum(axis=(0, 1)),
     )
+
+
+def keep_masks(zoneout: tuple[Array | None, ...] | None, num_states: int) -> tuple:
+    """Zoneout's keep-masks per state (None where a state has none)."""
+    return (None,) * num_states if zoneout is None else tuple(zoneout)
+
+
+def zone(k: Array | None, old: Array, new: Array) -> Array:
+    """s_t = k s_{t-1} + (1 - k) s_new (zoneout; k None: s_new)."""
+    return new if k is None else k * old + (1.0 - k) * new
+
+
+def unzone(k: Array | None, ds: Array) -> tuple[Array, Array | float]:
+    """dL/ds_t -> (dL/ds_new, the direct part of dL/ds_{t-1}): ((1 - k) ds, k ds)."""
+    return (ds, 0.0) if k is None else ((1.0 - k) * ds, k * ds)

@@ -13,6 +13,12 @@ Backward of one step, given dh' and dc' (the carried cell gradient):
 With a projection W_hr [P, H] (proj_size; Sak et al. 2014): r = o tanh(c'), h' = W_hr r,
 so the step's backward first maps dh' [B, P] back to dr = dh' W_hr [B, H], which takes
 dh''s place above, and dW_hr = sum over steps of dh'^T r.
+
+With the regularisers' masks (``_common``): U reads h_in = m * h (recurrent dropout), so
+dh_prev = m * (U^T da) and dU = sum da^T h_in; zoneout mixes after the step,
+h_t = k^h_t h + (1 - k^h_t) h', c_t = k^c_t c + (1 - k^c_t) c' (h' from the un-zoned c',
+as Krueger et al. 2016's zoneout LSTM), so the step's backward starts from (1 - k^h_t) dh_t and
+(1 - k^c_t) dc_t, and dh_prev, dc_prev get k^h_t dh_t, k^c_t dc_t besides.
 """
 
 from __future__ import annotations
@@ -24,42 +30,58 @@ from rnnkit.nn.reference._common import (
     Grads,
     Params,
     bias_or_zero,
+    keep_masks,
     sigmoid,
+    unzone,
     weight_grads,
+    zone,
 )
 
 
-def forward(x: Array, state0: tuple[Array, ...], p: Params):
+def forward(
+    x: Array,
+    state0: tuple[Array, ...],
+    p: Params,
+    *,
+    recurrent_mask: Array | None = None,
+    zoneout: tuple[Array | None, ...] | None = None,
+):
     """x [T, B, D], state0 = (h0 [B, R], c0 [B, H]) -> (ys [T, B, R], (h_T, c_T), cache);
-    R = H, or P with a projection ``p.w_hr`` [P, H]."""
+    R = H, or P with a projection ``p.w_hr`` [P, H]; ``recurrent_mask`` [B, R],
+    ``zoneout`` (k^h [T, B, R] or None, k^c [T, B, H] or None) as ``_common``."""
     h, c = state0
+    kh, kc = keep_masks(zoneout, 2)
     G = p.w_hh.shape[0]
     H = G // 4
     b = bias_or_zero(p.b_ih, G, x.dtype) + bias_or_zero(p.b_hh, G, x.dtype)
     ys, saved = [], []
-    for x_t in x:
-        a = x_t @ p.w_ih.T + h @ p.w_hh.T + b  # [B, 4H]
-        i, f, o = (sigmoid(a[:, k * H : (k + 1) * H]) for k in (0, 1, 3))
+    for t, x_t in enumerate(x):
+        h_in = h if recurrent_mask is None else recurrent_mask * h
+        a = x_t @ p.w_ih.T + h_in @ p.w_hh.T + b  # [B, D] @ [D, 4H] + [B, R] @ [R, 4H]
+        i, f, o = (sigmoid(a[:, j * H : (j + 1) * H]) for j in (0, 1, 3))
         g = np.tanh(a[:, 2 * H : 3 * H])
-        c_prev, h_prev = c, h
-        c = f * c + i * g
-        h = o * np.tanh(c)  # [B, H]; r, when projected below
-        saved.append((h_prev, c_prev, i, f, g, o, c))
+        c_new = f * c + i * g
+        h_new = o * np.tanh(c_new)  # [B, H]; r, when projected below
+        saved.append((h_in, c, i, f, g, o, c_new))
         if p.w_hr is not None:
-            h = h @ p.w_hr.T  # [B, H] @ [H, P] -> [B, P]
+            h_new = h_new @ p.w_hr.T  # [B, H] @ [H, P] -> [B, P]
+        h = zone(None if kh is None else kh[t], h, h_new)
+        c = zone(None if kc is None else kc[t], c, c_new)
         ys.append(h)
-    return np.stack(ys), (h, c), (x, p, saved)
+    return np.stack(ys), (h, c), (x, p, recurrent_mask, kh, kc, saved)
 
 
 def backward(cache, dys: Array, dstate_T: tuple[Array, ...]) -> Grads:
     """dys [T, B, R] and dstate_T = (dL/dh_T, dL/dc_T) -> gradients of everything."""
-    x, p, saved = cache
+    x, p, m, kh, kc, saved = cache
     dh, dc_next = dstate_T
     da = np.zeros((len(x), dh.shape[0], p.w_hh.shape[0]), x.dtype)  # [T, B, 4H]
     dw_hr = None if p.w_hr is None else np.zeros_like(p.w_hr)
     for t in reversed(range(len(x))):
         _, c_prev, i, f, g, o, c = saved[t]
         dh = dh + dys[t]
+        dh, dh_direct = unzone(None if kh is None else kh[t], dh)  # dh: into the step's h'
+        dc_next, dc_direct = unzone(None if kc is None else kc[t], dc_next)
         tc = np.tanh(c)
         if p.w_hr is not None and dw_hr is not None:
             dw_hr += dh.T @ (o * tc)  # [P, B] @ [B, H]: dh'^T r
@@ -75,10 +97,11 @@ def backward(cache, dys: Array, dstate_T: tuple[Array, ...]) -> Grads:
             ],
             axis=1,
         )
-        dc_next = dc * f
-        dh = da[t] @ p.w_hh  # [B, 4H] @ [4H, R]
-    h_prev = np.stack([s[0] for s in saved])
-    grads = weight_grads(p, da, da, x, h_prev)
+        dc_next = dc * f + dc_direct
+        dh_in = da[t] @ p.w_hh  # [B, 4H] @ [4H, R]
+        dh = (dh_in if m is None else m * dh_in) + dh_direct
+    h_in_all = np.stack([s[0] for s in saved])  # [T, B, R]: what U multiplied
+    grads = weight_grads(p, da, da, x, h_in_all)
     grads.state0 = (dh, dc_next)
     grads.w_hr = dw_hr
     return grads
