@@ -139,7 +139,7 @@ def _register_builtin() -> None:
     """The fused CPU kernels; cheap here: they compile on the first call they support."""
     from rnnkit.nn.kernels import fused
 
-    register(Kernel("fused_cpu", fused.supports, fused.run_layer, fused.step))
+    register(Kernel("fused_cpu", fused.supports, fused.run_layer, fused.step, noise=True))
 
 
 _register_builtin()

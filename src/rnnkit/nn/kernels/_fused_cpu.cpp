@@ -600,7 +600,7 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
         S v = act(ab[j] + b_hh[j], CELL == RNN_RELU);
         if constexpr (ZONE) {
           ab[j] = v;
-          v += kh[j] * (hpb[j] - v);
+          v = kh[j] * hpb[j] + (S(1) - kh[j]) * v;  // exact at k = 0 and 1
         }
         hb[j] = v;
         yb[j] = v;
@@ -625,8 +625,8 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
         S c = f * cpb[j] + i * g;
         S h = o * tanh_(c);  // of the new c, before zoneout (Krueger et al. 2016, eq. 3-4)
         if constexpr (ZONE) {
-          c += kc[j] * (cpb[j] - c);
-          h += kh[j] * (hpb[j] - h);
+          c = kc[j] * cpb[j] + (S(1) - kc[j]) * c;
+          h = kh[j] * hpb[j] + (S(1) - kh[j]) * h;
         }
         ab[j] = i, ab[H + j] = f, ab[2 * H + j] = g, ab[3 * H + j] = o;
         cnb[j] = c, hb[j] = h, yb[j] = h;
@@ -650,7 +650,7 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
         const S hn_ = ghb[2 * H + j] + b_hh[2 * H + j];
         const S n_ = tanh_(ab[2 * H + j] + r * hn_);
         S h = n_ + z * (hpb[j] - n_);  // (1 - z) n + z h
-        if constexpr (ZONE) h += kh[j] * (hpb[j] - h);
+        if constexpr (ZONE) h = kh[j] * hpb[j] + (S(1) - kh[j]) * h;
         ab[j] = r, ab[H + j] = z, ab[2 * H + j] = n_;
         ghnb[j] = hn_, hb[j] = h, yb[j] = h;
       }
@@ -679,7 +679,7 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
       for (int64_t j = 0; j < H; ++j) {
         const S n_ = tanh_(ab[2 * H + j] + b_hh[2 * H + j]);
         S h = n_ + ab[H + j] * (hpb[j] - n_);
-        if constexpr (ZONE) h += kh[j] * (hpb[j] - h);
+        if constexpr (ZONE) h = kh[j] * hpb[j] + (S(1) - kh[j]) * h;
         ab[2 * H + j] = n_;
         hb[j] = h, yb[j] = h;
       }
@@ -743,7 +743,7 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
         S direct = S(0);
         if constexpr (ZONE) {
           direct = kh[j] * g;
-          g -= direct;
+          g *= S(1) - kh[j];
         }
         dab[j] = CELL == RNN_RELU ? (yb[j] > S(0) ? g : S(0)) : g * (S(1) - yb[j] * yb[j]);
         dhpb[j] = direct;
@@ -771,9 +771,9 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
         S gh = dhb[j] + dyb[j], dcz = dcb[j], direct = S(0), c_direct = S(0), c_new = cnb[j];
         if constexpr (ZONE) {
           direct = kh[j] * gh;
-          gh -= direct;
+          gh *= S(1) - kh[j];
           c_direct = kc[j] * dcz;
-          dcz -= c_direct;
+          dcz *= S(1) - kc[j];
           c_new = f * cpb[j] + i * g;
         }
         const S tc = tanh_(c_new);
@@ -806,7 +806,7 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
         S g = dhb[j] + dyb[j], direct = S(0);
         if constexpr (ZONE) {
           direct = kh[j] * g;
-          g -= direct;
+          g *= S(1) - kh[j];
         }
         const S dan = g * (S(1) - z) * (S(1) - n * n);
         const S dar = dan * ghnb[j] * r * (S(1) - r);
@@ -835,7 +835,7 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
         S g = dhb[j] + dyb[j], direct = S(0);
         if constexpr (ZONE) {
           direct = kh[j] * g;
-          g -= direct;
+          g *= S(1) - kh[j];
         }
         dgb[2 * H + j] = g * (S(1) - z) * (S(1) - n * n);  // dan
         dgb[H + j] = g * (hpb[j] - n) * z * (S(1) - z);      // daz
