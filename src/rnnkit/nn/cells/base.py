@@ -111,13 +111,21 @@ class Cell:
         standard = tuple(named.get(kind) for kind in STANDARD_PARAMETERS)
         return standard + tuple(t for k, t in named.items() if k not in STANDARD_PARAMETERS)
 
+    def initial_value(self, kind: str) -> float | None:
+        """The constant a parameter starts at, or None for torch.nn's uniform draw (every
+        parameter of these cells; a layer norm's gain starts at 1: ``cells.layer_norm``)."""
+        return None
+
     def gates(
-        self, gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None
+        self, gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, *extra: Tensor | None
     ) -> dict[str, Tensor]:
         """The named activations of one step from gx [B, G] and the state before it:
-        {name: [B, H]}, the same tensors ``step`` combines into the new state."""
+        {name: [B, H]}, the same tensors ``step`` combines into the new state. ``extra``
+        are the step's further parameters (``direction_weights``); these cells' gates do
+        not read them (the LSTM's projection acts after its gates)."""
         if self.gate_fn is None:
             raise ValueError(
-                f"cell {self.name!r} has no gates; gated cells are gru, gru_reset_before, lstm"
+                f"cell {self.name!r} has no gates; gated cells are gru, gru_reset_before, "
+                "lstm, lstm_ln, gru_ln"
             )
         return self.gate_fn(gx, state, w_hh, b_hh)
