@@ -24,7 +24,7 @@ def test_shapes_and_state_carry_for_every_cell(cell, input):
     first, mid = model(ids[:4])
     second, _ = model(ids[4:], mid)
     torch.testing.assert_close(torch.cat([first, second]), logits)
-    h = state[0] if cell == "lstm" else state
+    h = state[0] if isinstance(state, tuple) else state  # (h, c) or h
     assert h.shape == (2, 3, 6)
 
 

@@ -1,14 +1,14 @@
 """Names that configs offer as choices, kept torch-free so that building the command
 line's help never imports torch; tests check them against the registries they name."""
 
-CELL_NAMES = ("rnn_tanh", "rnn_relu", "gru", "gru_reset_before", "lstm")
+CELL_NAMES = ("rnn_tanh", "rnn_relu", "gru", "gru_reset_before", "lstm", "lstm_ln", "gru_ln")
 """``rnnkit.nn.cells.CELLS``: rnn_tanh, rnn_relu, gru (reset-after, as torch.nn/cuDNN),
-gru_reset_before (Cho 2014), lstm."""
+gru_reset_before (Cho 2014), lstm; lstm_ln and gru_ln, layer-normalised (Ba et al. 2016)."""
 
 TOKENIZER_KINDS = ("char", "word", "bpe")
 """``rnnkit.data.tokenizers.KINDS``."""
 
-CELLS_WITH_MEMORY = ("lstm",)
+CELLS_WITH_MEMORY = ("lstm", "lstm_ln")
 """The cells with a memory state c beside h (``Cell.num_states == 2``)."""
 
 PROJECTABLE_CELLS = ("lstm",)

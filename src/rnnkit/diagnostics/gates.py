@@ -39,11 +39,12 @@ def gate_names(cell: Cell) -> tuple[str, ...]:
 
 
 def gate_values(
-    cell: Cell, gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None
+    cell: Cell, gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, *extra: Tensor | None
 ) -> dict[str, Tensor]:
-    """The sigmoid gates of one step: gx [B, G] and the state before it -> {name: [B, H]}."""
+    """The sigmoid gates of one step: gx [B, G] and the state before it -> {name: [B, H]};
+    ``extra`` the record's further parameters (``Cell.direction_weights``), as the step's."""
     names = gate_names(cell)
-    activations = cell.gates(gx, state, w_hh, b_hh)
+    activations = cell.gates(gx, state, w_hh, b_hh, *extra)
     return {n: activations[n] for n in names}
 
 
@@ -96,7 +97,7 @@ def gate_trace(
     if not 0 <= direction < layer.num_directions:
         raise ValueError(f"direction must be in [0, {layer.num_directions}), got {direction}")
     run = unroll(layer, x, hx)
-    w_ih, w_hh, b_ih, b_hh, *_ = layer._direction_weights(layer_index, direction)
+    w_ih, w_hh, b_ih, b_hh, *extra = layer._direction_weights(layer_index, direction)
     assert w_ih is not None and w_hh is not None  # the gated cells have both
     gx = F.linear(run.layer_inputs[layer_index], w_ih, b_ih)  # [T, B, G]
     seq = run.states[layer_index][direction]
@@ -104,7 +105,7 @@ def gate_trace(
     per_step: dict[str, list[Tensor]] = {n: [x.new_empty(0)] * T for n in names}
     before = run.initial[layer_index][direction]
     for t in range(T - 1, -1, -1) if direction == 1 else range(T):
-        for name, v in gate_values(layer.cell, gx[t], before, w_hh, b_hh).items():
+        for name, v in gate_values(layer.cell, gx[t], before, w_hh, b_hh, *extra).items():
             per_step[name][t] = v
         before = seq[t]
     gates = {n: torch.stack(v) for n, v in per_step.items()}  # each [T, B, H]

@@ -13,11 +13,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.common import checks as _checks
-from rnnkit.nn.cells import LSTM, Cell, gru_cell, rnn_cell, set_forget_bias
+from rnnkit.nn.cells import GRU_LN, LSTM, LSTM_LN, Cell, gru_cell, rnn_cell, set_forget_bias
 
 
 class CellBase(nn.Module):
-    """One step of a ``Cell``: ``weight_ih`` [G, D], ``weight_hh`` [G, H], biases [G]."""
+    """One step of a ``Cell``: ``weight_ih`` [G, D], ``weight_hh`` [G, H], biases [G], and
+    the record's further parameters (``Cell.parameters``: a layer norm's gains)."""
+
+    weight_ih: Tensor
+    weight_hh: Tensor
+    bias_ih: Tensor | None
+    bias_hh: Tensor | None
 
     def __init__(
         self,
@@ -34,17 +40,24 @@ class CellBase(nn.Module):
         self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
         self.bias = bool(bias)
         factory = {"device": device, "dtype": dtype}
-        G = cell.num_gates * hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(G, input_size, **factory))
-        self.weight_hh = nn.Parameter(torch.empty(G, hidden_size, **factory))
-        self.bias_ih = nn.Parameter(torch.empty(G, **factory)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(G, **factory)) if bias else None
+        specs = cell.parameters(input_size, hidden_size, self.bias)
+        self._kinds = tuple(kind for kind, _ in specs)
+        if not self.bias:  # as torch.nn.RNNCellBase: the names exist, as None
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        for kind, shape in specs:
+            self.register_parameter(kind, nn.Parameter(torch.empty(shape, **factory)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """As the layers': torch.nn's uniform draw, or the record's constant."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        for kind in self._kinds:
+            value = self.cell.initial_value(kind)
+            if value is None:
+                nn.init.uniform_(getattr(self, kind), -bound, bound)
+            else:
+                nn.init.constant_(getattr(self, kind), value)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, cell={self.cell.name}, bias={self.bias}"
@@ -71,9 +84,10 @@ class CellBase(nn.Module):
                 _checks.state_like(name, s if batched else _unsqueeze(s), shape, x)
                 for name, s in zip(names, parts, strict=False)
             )
-        new = self.cell.step(
-            F.linear(x, self.weight_ih, self.bias_ih), state, self.weight_hh, self.bias_hh
-        )
+        named = {kind: getattr(self, kind) for kind in self._kinds}
+        w_ih, w_hh, b_ih, b_hh, *extra = self.cell.direction_weights(named)
+        assert w_ih is not None  # every cell has an input projection
+        new = self.cell.step(F.linear(x, w_ih, b_ih), state, w_hh, b_hh, *extra)
         if not batched:
             new = tuple(s.squeeze(0) for s in new)
         return new[0] if self.cell.num_states == 1 else new
@@ -100,7 +114,8 @@ class RNNCell(CellBase):
 
 
 class GRUCell(CellBase):
-    """One GRU step; a drop-in for ``torch.nn.GRUCell`` (``reset_after=False``: Cho 2014)."""
+    """One GRU step; a drop-in for ``torch.nn.GRUCell`` (``reset_after=False``: Cho 2014;
+    ``layer_norm=True``: the layer-normalised GRU, reset-after, as the ``GRU`` layer)."""
 
     def __init__(
         self,
@@ -111,13 +126,22 @@ class GRUCell(CellBase):
         dtype=None,
         *,
         reset_after: bool = True,
+        layer_norm: bool = False,
     ) -> None:
         self.reset_after = bool(reset_after)
-        super().__init__(gru_cell(self.reset_after), input_size, hidden_size, bias, device, dtype)
+        self.layer_norm = bool(layer_norm)
+        if self.layer_norm and not self.reset_after:
+            raise ValueError(
+                "layer_norm=True has the reset-after form only (haste's LayerNormGRU), "
+                "got reset_after=False"
+            )
+        cell = GRU_LN if self.layer_norm else gru_cell(self.reset_after)
+        super().__init__(cell, input_size, hidden_size, bias, device, dtype)
 
 
 class LSTMCell(CellBase):
-    """One LSTM step; a drop-in for ``torch.nn.LSTMCell``."""
+    """One LSTM step; a drop-in for ``torch.nn.LSTMCell`` (``layer_norm=True``: the
+    layer-normalised LSTM, as the ``LSTM`` layer)."""
 
     def __init__(
         self,
@@ -128,9 +152,12 @@ class LSTMCell(CellBase):
         dtype=None,
         *,
         unit_forget_bias: bool = False,
+        layer_norm: bool = False,
     ) -> None:
         self.unit_forget_bias = bool(unit_forget_bias)
-        super().__init__(LSTM, input_size, hidden_size, bias, device, dtype)
+        self.layer_norm = bool(layer_norm)
+        cell = LSTM_LN if self.layer_norm else LSTM
+        super().__init__(cell, input_size, hidden_size, bias, device, dtype)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()

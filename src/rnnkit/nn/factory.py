@@ -6,6 +6,7 @@ branch on a cell name themselves.
     gru                  GRU, reset gate after the recurrent product (torch.nn, cuDNN)
     gru_reset_before     GRU, reset gate before it (Cho et al. 2014)
     lstm                 LSTM (torch.nn's gate order)
+    lstm_ln, gru_ln      layer-normalised LSTM and GRU (reset-after) (Ba et al. 2016; haste)
 """
 
 from __future__ import annotations
@@ -67,16 +68,20 @@ def recurrent_layer(
     elif zoneout:
         kwargs["zoneout"] = zoneout
     kwargs |= {name: value for name, value in v.items() if value}  # the layer checks them
-    if cell == "lstm":
+    if cell in ("lstm", "lstm_ln"):
         return LSTM(
             input_size,
             hidden_size,
             proj_size=proj_size,
             unit_forget_bias=unit_forget_bias,
+            layer_norm=cell == "lstm_ln",
             **kwargs,
         )
     if cell.startswith("gru"):
-        return GRU(input_size, hidden_size, reset_after=cell == "gru", **kwargs)
+        reset_after, layer_norm = cell != "gru_reset_before", cell == "gru_ln"
+        return GRU(
+            input_size, hidden_size, reset_after=reset_after, layer_norm=layer_norm, **kwargs
+        )
     return RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"), **kwargs)
 
 
@@ -103,8 +108,17 @@ def cell_module(
     hand-written time loop (a decoder that feeds back its own output). Its state is a
     tensor [B, H], or a tuple (h, c) when ``CELLS[cell].num_states == 2``."""
     _check_name(cell)
-    if cell == "lstm":
-        return LSTMCell(input_size, hidden_size, bias, unit_forget_bias=unit_forget_bias)
+    if cell in ("lstm", "lstm_ln"):
+        return LSTMCell(
+            input_size,
+            hidden_size,
+            bias,
+            unit_forget_bias=unit_forget_bias,
+            layer_norm=cell == "lstm_ln",
+        )
     if cell.startswith("gru"):
-        return GRUCell(input_size, hidden_size, bias, reset_after=cell == "gru")
+        reset_after, layer_norm = cell != "gru_reset_before", cell == "gru_ln"
+        return GRUCell(
+            input_size, hidden_size, bias, reset_after=reset_after, layer_norm=layer_norm
+        )
     return RNNCell(input_size, hidden_size, bias, nonlinearity=cell.removeprefix("rnn_"))

@@ -24,7 +24,16 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit.common import checks as _checks
 from rnnkit.nn import kernels, noise
-from rnnkit.nn.cells import Cell, State, gru_cell, lstm_cell, rnn_cell, set_forget_bias
+from rnnkit.nn.cells import (
+    GRU_LN,
+    LSTM_LN,
+    Cell,
+    State,
+    gru_cell,
+    lstm_cell,
+    rnn_cell,
+    set_forget_bias,
+)
 from rnnkit.nn.kernels.precision import reduced_products
 
 
@@ -100,10 +109,27 @@ class RNNBase(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias, as ``torch.nn``."""
+        """U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias, as ``torch.nn``; a parameter
+        the cell record starts at a constant starts there (``reset_constants``)."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        for kind, name in self._kinds_and_names():
+            if self.cell.initial_value(kind) is None:
+                nn.init.uniform_(getattr(self, name), -bound, bound)
+        self.reset_constants()
+
+    @torch.no_grad()
+    def reset_constants(self) -> None:
+        """Set each parameter the cell record starts at a constant (``Cell.initial_value``:
+        a layer norm's gain 1, its bias 0) to it: for a model whose own initialisation
+        redraws every parameter. The standard cells have none."""
+        for kind, name in self._kinds_and_names():
+            value = self.cell.initial_value(kind)
+            if value is not None:
+                nn.init.constant_(getattr(self, name), value)
+
+    def _kinds_and_names(self) -> list[tuple[str, str]]:
+        """(kind, full name) of every parameter, in torch.nn's order."""
+        return [pair for layer in self._weight_names for names in layer for pair in names]
 
     def flatten_parameters(self) -> None:
         """No-op, for code written against ``torch.nn`` (no cuDNN weight buffer here)."""
@@ -484,6 +510,8 @@ class GRU(RNNBase):
     """GRU layers (``rnnkit.nn.cells.gru``); a drop-in for ``torch.nn.GRU``.
 
     ``reset_after=False`` selects the original reset-before form of Cho et al. 2014.
+    ``layer_norm=True`` the layer-normalised GRU (Ba et al. 2016; haste's LayerNormGRU:
+    ``rnnkit.nn.cells.layer_norm``), reset-after only; it runs the composite path.
     """
 
     def __init__(
@@ -503,10 +531,17 @@ class GRU(RNNBase):
         weight_drop: float = 0.0,
         zoneout: float | tuple[float, ...] = 0.0,
         variational_dropout: float = 0.0,
+        layer_norm: bool = False,
     ) -> None:
         self.reset_after = bool(reset_after)
+        self.layer_norm = bool(layer_norm)
+        if self.layer_norm and not self.reset_after:
+            raise ValueError(
+                "layer_norm=True has the reset-after form only (haste's LayerNormGRU), "
+                "got reset_after=False"
+            )
         super().__init__(
-            gru_cell(self.reset_after),
+            GRU_LN if self.layer_norm else gru_cell(self.reset_after),
             input_size,
             hidden_size,
             num_layers,
@@ -529,7 +564,9 @@ class LSTM(RNNBase):
     ``proj_size`` P (0 < P < hidden_size) projects h to P units, as torch.nn
     (``weight_hr_l{k}`` [P, H]; h [.., P], c [.., H]; Sak et al. 2014); such a layer runs
     the composite path (no fused kernel has the projection). ``unit_forget_bias=True``
-    initialises every forget-gate bias to 1.
+    initialises every forget-gate bias to 1. ``layer_norm=True`` the layer-normalised LSTM
+    (Ba et al. 2016; haste's LayerNormLSTM: ``rnnkit.nn.cells.layer_norm``), without
+    ``proj_size``; it runs the composite path.
     """
 
     def __init__(
@@ -550,6 +587,7 @@ class LSTM(RNNBase):
         weight_drop: float = 0.0,
         zoneout: float | tuple[float, ...] = 0.0,
         variational_dropout: float = 0.0,
+        layer_norm: bool = False,
     ) -> None:
         hidden = _checks.positive_int("hidden_size", hidden_size)
         if isinstance(proj_size, bool) or not isinstance(proj_size, int):
@@ -560,8 +598,13 @@ class LSTM(RNNBase):
                 f"got {proj_size}"
             )
         self.unit_forget_bias = bool(unit_forget_bias)
+        self.layer_norm = bool(layer_norm)
+        if self.layer_norm and proj_size:
+            raise ValueError(
+                f"layer_norm=True has no proj_size form, got proj_size={proj_size} (use 0)"
+            )
         super().__init__(
-            lstm_cell(proj_size),
+            LSTM_LN if self.layer_norm else lstm_cell(proj_size),
             input_size,
             hidden_size,
             num_layers,

@@ -40,8 +40,8 @@ recurrent dropout (``rnnkit.nn.noise``), and everything else in the step (the GR
 ``z * h``, the carried state) reads the state's own h. A step must accept ``h_in`` by
 keyword; the runner passes it only when a recurrent mask is in force."""
 GatesFn = Callable[..., dict[str, Tensor]]
-"""gates(gx [B, G], state, w_hh [G, R], b_hh [G] or None, h_in=None) -> {name: activation
-[B, H]}; ``h_in`` as in ``StepFn``."""
+"""gates(gx [B, G], state, w_hh [G, R], b_hh [G] or None, *extra, h_in=None) -> {name:
+activation [B, H]}; ``extra`` and ``h_in`` as in ``StepFn``."""
 ParamSpec = tuple[str, tuple[int, ...]]
 """(torch.nn's name without the ``_l{k}{_reverse}`` suffix, shape)."""
 STANDARD_PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -117,19 +117,28 @@ class Cell:
         standard = tuple(named.get(kind) for kind in STANDARD_PARAMETERS)
         return standard + tuple(t for k, t in named.items() if k not in STANDARD_PARAMETERS)
 
+    def initial_value(self, kind: str) -> float | None:
+        """The constant a parameter starts at, or None for torch.nn's uniform draw (every
+        parameter of these cells; a layer norm's gain starts at 1: ``cells.layer_norm``)."""
+        return None
+
     def gates(
         self,
         gx: Tensor,
         state: State,
         w_hh: Tensor,
         b_hh: Tensor | None,
+        *extra: Tensor | None,
         h_in: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """The named activations of one step from gx [B, G] and the state before it:
-        {name: [B, H]}, the same tensors ``step`` combines into the new state (``h_in``:
-        the h of the recurrent product, as in ``StepFn``)."""
+        {name: [B, H]}, the same tensors ``step`` combines into the new state. ``extra``
+        are the step's further parameters (``direction_weights``); these cells' gates do
+        not read them (the LSTM's projection acts after its gates). ``h_in``: the h of the
+        recurrent product, as in ``StepFn``."""
         if self.gate_fn is None:
             raise ValueError(
-                f"cell {self.name!r} has no gates; gated cells are gru, gru_reset_before, lstm"
+                f"cell {self.name!r} has no gates; gated cells are gru, gru_reset_before, "
+                "lstm, lstm_ln, gru_ln"
             )
-        return self.gate_fn(gx, state, w_hh, b_hh, h_in)
+        return self.gate_fn(gx, state, w_hh, b_hh, h_in=h_in)

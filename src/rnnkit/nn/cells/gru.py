@@ -28,7 +28,7 @@ from rnnkit.nn.cells.base import Cell, State
 
 
 def _reset_after_gates(
-    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, h_in: Tensor | None = None
+    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, *, h_in: Tensor | None = None
 ) -> dict[str, Tensor]:
     h = state[0] if h_in is None else h_in  # the h of the recurrent product (StepFn)
     gh = F.linear(h, w_hh, b_hh)  # [B, H] @ [H, 3H] -> [B, 3H]
@@ -40,7 +40,7 @@ def _reset_after_gates(
 
 
 def _reset_before_gates(
-    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, h_in: Tensor | None = None
+    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, *, h_in: Tensor | None = None
 ) -> dict[str, Tensor]:
     h = state[0] if h_in is None else h_in  # the h of both recurrent products (StepFn)
     H = h.shape[1]
@@ -59,13 +59,13 @@ def _update(h: Tensor, a: dict[str, Tensor]) -> State:
 def _reset_after_step(
     gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, *, h_in: Tensor | None = None
 ) -> State:
-    return _update(state[0], _reset_after_gates(gx, state, w_hh, b_hh, h_in))
+    return _update(state[0], _reset_after_gates(gx, state, w_hh, b_hh, h_in=h_in))
 
 
 def _reset_before_step(
     gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, *, h_in: Tensor | None = None
 ) -> State:
-    return _update(state[0], _reset_before_gates(gx, state, w_hh, b_hh, h_in))
+    return _update(state[0], _reset_before_gates(gx, state, w_hh, b_hh, h_in=h_in))
 
 
 GRU = Cell(

@@ -34,7 +34,7 @@ from rnnkit.nn.cells.base import Cell, State
 
 
 def _lstm_gates(
-    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, h_in: Tensor | None = None
+    gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, *, h_in: Tensor | None = None
 ) -> dict[str, Tensor]:
     h = state[0] if h_in is None else h_in  # the h of the recurrent product (StepFn)
     gates = gx + F.linear(h, w_hh, b_hh)  # [B, R] @ [R, 4H] -> [B, 4H]
@@ -56,7 +56,7 @@ def _lstm_step(
     *,
     h_in: Tensor | None = None,
 ) -> State:
-    a = _lstm_gates(gx, state, w_hh, b_hh, h_in)
+    a = _lstm_gates(gx, state, w_hh, b_hh, h_in=h_in)
     c_new = a["f"] * state[1] + a["i"] * a["g"]  # [B, H]
     h_new = a["o"] * torch.tanh(c_new)  # [B, H]
     if w_hr is not None:

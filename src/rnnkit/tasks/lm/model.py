@@ -97,6 +97,7 @@ class LanguageModel(nn.Module, PretrainedMixin):
                 nn.init.uniform_(self.embedding.weight, -c.init_scale, c.init_scale)
             nn.init.uniform_(self.decoder.weight, -c.init_scale, c.init_scale)
             self.decoder.bias.zero_()
+        self.rnn.reset_constants()  # a layer norm's gains start at 1 whatever the init above
         if getattr(self.rnn, "unit_forget_bias", False):  # the init above overwrote it
             for weights in self.rnn.all_weights:
                 set_forget_bias(weights[2], weights[3])
