@@ -65,8 +65,8 @@ def _music(model_c: Any):
 
 
 def _forecast(model_c: Any):
-    model = Forecaster(model_c, 2)
-    return model, lambda m: m(torch.randn(3, model_c.window, 2))[0].square().mean()
+    model, inputs = Forecaster(model_c, 2), torch.randn(3, model_c.window, 2)
+    return model, lambda m: m(inputs)[0].square().mean()
 
 
 TASKS: dict[str, tuple[Any, Callable, str, list[str]]] = {
@@ -171,3 +171,38 @@ def test_embedding_dropout_flag_changes_training_not_evaluation(task):
         noisy = loss(model)
         torch.manual_seed(3)
         assert not torch.equal(noisy, loss(plain))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_regulariser_flags_reach_every_task_models_stack(task):
+    """--model.recurrent_dropout, weight_drop, zoneout (zoneout_cell: the LSTM's c) and
+    locked_dropout (the task's dropout, per sequence, moved into the stack) set the
+    layer's arguments; the model trains with them and is deterministic in evaluation."""
+    settings_cls, build, attribute, extra = TASKS[task]
+    layers = "--model.encoder_layers" if task == "seq2seq" else "--model.num_layers"
+    args = [*SMALL, *extra, "--model.cell", "lstm", layers, "2"]
+    args += ["--model.recurrent_dropout", "0.2", "--model.weight_drop", "0.1"]
+    args += ["--model.zoneout", "0.1", "--model.zoneout_cell", "0.3"]
+    args += ["--model.dropout", "0.25", "--model.locked_dropout", "true"]
+    settings = resolve(settings_cls(), overrides=args)
+    torch.manual_seed(0)
+    model, loss = build(settings.model)
+    rnn = getattr(model, attribute)
+    assert (rnn.recurrent_dropout, rnn.weight_drop, rnn.zoneout) == (0.2, 0.1, (0.1, 0.3))
+    assert (rnn.variational_dropout, rnn.dropout) == (0.25, 0.0)
+    loss(model.train()).backward()
+    assert all(p.grad is not None for p in rnn.parameters())
+    with torch.no_grad():
+        model.eval()
+        assert torch.equal(loss(model), loss(model))
+
+
+def test_the_torch_free_cell_lists_match_the_cell_records():
+    from rnnkit.common.names import CELL_NAMES, CELLS_WITH_MEMORY, PROJECTABLE_CELLS
+    from rnnkit.nn.cells import CELLS
+
+    assert CELL_NAMES == tuple(CELLS)
+    assert CELLS_WITH_MEMORY == tuple(n for n, c in CELLS.items() if c.num_states == 2)
+    assert PROJECTABLE_CELLS == ("lstm",)
+    rnnkit_lstm = pytest.importorskip("rnnkit").LSTM
+    assert rnnkit_lstm(4, 8, proj_size=3).proj_size == 3
