@@ -13,11 +13,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.common import checks as _checks
-from rnnkit.nn.cells import LSTM, Cell, gru_cell, rnn_cell, set_forget_bias
+from rnnkit.nn.cells import (
+    LSTM,
+    MINGRU,
+    MINLSTM,
+    Cell,
+    gru_cell,
+    rnn_cell,
+    set_forget_bias,
+    set_minlstm_forget_bias,
+)
 
 
 class CellBase(nn.Module):
-    """One step of a ``Cell``: ``weight_ih`` [G, D], ``weight_hh`` [G, H], biases [G]."""
+    """One step of a ``Cell``: ``weight_ih`` [G, D], ``weight_hh`` [G, H], biases [G]
+    (a cell that is not ``recurrent``, minGRU or minLSTM: ``weight_ih`` and ``bias_ih``)."""
 
     def __init__(
         self,
@@ -36,9 +46,10 @@ class CellBase(nn.Module):
         factory = {"device": device, "dtype": dtype}
         G = cell.num_gates * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(G, input_size, **factory))
-        self.weight_hh = nn.Parameter(torch.empty(G, hidden_size, **factory))
+        recurrent = cell.recurrent
+        self.weight_hh = nn.Parameter(torch.empty(G, hidden_size, **factory)) if recurrent else None
         self.bias_ih = nn.Parameter(torch.empty(G, **factory)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(G, **factory)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(G, **factory)) if bias and recurrent else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -136,3 +147,36 @@ class LSTMCell(CellBase):
         super().reset_parameters()
         if self.unit_forget_bias and self.bias_ih is not None and self.bias_hh is not None:
             set_forget_bias(self.bias_ih, self.bias_hh)
+
+
+class MinGRUCell(CellBase):
+    """One minGRU step (Feng et al. 2024; ``rnnkit.nn.cells.minimal``): ``weight_ih``
+    [2H, D], ``bias_ih`` [2H]; hx [B, H]."""
+
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None
+    ) -> None:
+        super().__init__(MINGRU, input_size, hidden_size, bias, device, dtype)
+
+
+class MinLSTMCell(CellBase):
+    """One minLSTM step (Feng et al. 2024; ``rnnkit.nn.cells.minimal``): ``weight_ih``
+    [3H, D], ``bias_ih`` [3H]; hx [B, H] (one state: no c). ``unit_forget_bias``: b_f = 1."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        unit_forget_bias: bool = False,
+    ) -> None:
+        self.unit_forget_bias = bool(unit_forget_bias)
+        super().__init__(MINLSTM, input_size, hidden_size, bias, device, dtype)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.unit_forget_bias and self.bias_ih is not None:
+            set_minlstm_forget_bias(self.bias_ih)

@@ -6,15 +6,17 @@ branch on a cell name themselves.
     gru                  GRU, reset gate after the recurrent product (torch.nn, cuDNN)
     gru_reset_before     GRU, reset gate before it (Cho et al. 2014)
     lstm                 LSTM (torch.nn's gate order)
+    mingru, minlstm      minimal GRU and LSTM (Feng et al. 2024): gates from x_t only,
+                         trained with a parallel scan
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rnnkit.nn.cell_modules import CellBase, GRUCell, LSTMCell, RNNCell
+from rnnkit.nn.cell_modules import CellBase, GRUCell, LSTMCell, MinGRUCell, MinLSTMCell, RNNCell
 from rnnkit.nn.cells import CELLS
-from rnnkit.nn.layers import GRU, LSTM, RNN, RNNBase
+from rnnkit.nn.layers import GRU, LSTM, RNN, MinGRU, MinLSTM, RNNBase
 
 CELL_NAMES = tuple(CELLS)
 
@@ -37,9 +39,9 @@ def recurrent_layer(
     proj_size: int = 0,
 ) -> RNNBase:
     """The rnnkit layer stack for a cell name in ``CELL_NAMES``. ``unit_forget_bias``
-    starts the LSTM's forget gates at bias 1 (Jozefowicz et al. 2015, sec. 3); cells
-    without a forget gate ignore it. ``proj_size`` (lstm only) projects h to that many
-    units (Sak et al. 2014); the layer's ``output_size`` is what follows it reads."""
+    starts the LSTM's forget gates at bias 1 (Jozefowicz et al. 2015, sec. 3), and the
+    minLSTM's; cells without a forget gate ignore it. ``proj_size`` (lstm only) projects h
+    to that many units (Sak et al. 2014); the layer's ``output_size`` is what follows it reads."""
     _check_name(cell)
     if proj_size and cell != "lstm":
         raise ValueError(f"proj_size needs the lstm cell, got cell {cell!r}")
@@ -59,6 +61,10 @@ def recurrent_layer(
         )
     if cell.startswith("gru"):
         return GRU(input_size, hidden_size, reset_after=cell == "gru", **kwargs)
+    if cell == "mingru":
+        return MinGRU(input_size, hidden_size, **kwargs)
+    if cell == "minlstm":
+        return MinLSTM(input_size, hidden_size, unit_forget_bias=unit_forget_bias, **kwargs)
     return RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"), **kwargs)
 
 
@@ -78,4 +84,8 @@ def cell_module(
         return LSTMCell(input_size, hidden_size, bias, unit_forget_bias=unit_forget_bias)
     if cell.startswith("gru"):
         return GRUCell(input_size, hidden_size, bias, reset_after=cell == "gru")
+    if cell == "mingru":
+        return MinGRUCell(input_size, hidden_size, bias)
+    if cell == "minlstm":
+        return MinLSTMCell(input_size, hidden_size, bias, unit_forget_bias=unit_forget_bias)
     return RNNCell(input_size, hidden_size, bias, nonlinearity=cell.removeprefix("rnn_"))

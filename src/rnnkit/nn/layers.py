@@ -22,7 +22,17 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit.common import checks as _checks
 from rnnkit.nn import kernels
-from rnnkit.nn.cells import Cell, State, gru_cell, lstm_cell, rnn_cell, set_forget_bias
+from rnnkit.nn.cells import (
+    MINGRU,
+    MINLSTM,
+    Cell,
+    State,
+    gru_cell,
+    lstm_cell,
+    rnn_cell,
+    set_forget_bias,
+    set_minlstm_forget_bias,
+)
 from rnnkit.nn.kernels.precision import reduced_products
 
 
@@ -274,7 +284,7 @@ class RNNBase(nn.Module):
         copies: list[tuple[Tensor | None, ...]] | None = None
         if bf16:
             copies = [
-                (cast(Tensor, w[0]).bfloat16(), cast(Tensor, w[1]).bfloat16(), *w[2:])
+                (cast(Tensor, w[0]).bfloat16(), None if w[1] is None else w[1].bfloat16(), *w[2:])
                 for w in weights
             ]
         self.__dict__["_stream_cache"] = (seen, weights, copies)
@@ -474,3 +484,77 @@ class LSTM(RNNBase):
         if self.unit_forget_bias and self.bias:
             for weights in self.all_weights:
                 set_forget_bias(weights[2], weights[3])
+
+
+class MinGRU(RNNBase):
+    """minGRU layers (Feng et al. 2024; ``rnnkit.nn.cells.minimal``): gates from x_t only,
+    ``weight_ih_l{k}`` [2H, D] and ``bias_ih_l{k}`` [2H], no recurrent weights. Trained with
+    a parallel scan over the sequence (``rnnkit.nn.kernels.scan``), streamed step by step;
+    torch.nn.GRU's constructor arguments and ``forward`` contract (h_0 [layers*dirs, B, H])."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(
+            MINGRU,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+        )
+
+
+class MinLSTM(RNNBase):
+    """minLSTM layers (Feng et al. 2024; ``rnnkit.nn.cells.minimal``): input and forget
+    gates from x_t only, normalised to sum to 1, one state h (no c); ``weight_ih_l{k}``
+    [3H, D] and ``bias_ih_l{k}`` [3H]. As ``MinGRU``: a parallel scan in training, steps
+    when streaming, torch.nn.GRU's arguments (hx is h_0 alone, not a tuple).
+    ``unit_forget_bias=True`` initialises every forget-gate bias (b_f) to 1."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        unit_forget_bias: bool = False,
+    ) -> None:
+        self.unit_forget_bias = bool(unit_forget_bias)
+        super().__init__(
+            MINLSTM,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+        )
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.unit_forget_bias and self.bias:
+            for weights in self.all_weights:
+                set_minlstm_forget_bias(weights[1])  # (weight_ih, bias_ih)

@@ -63,11 +63,12 @@ def compare_cell(cell: Cell, seed: int) -> dict[str, float]:
 
     forward, backward = reference.for_cell(cell)
     w = {n.removesuffix("_l0"): p.detach().numpy() for n, p in layer.named_parameters()}
-    params = reference.Params(w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"])
+    params = reference.Params(w["weight_ih"], w.get("weight_hh"), w["bias_ih"], w.get("bias_hh"))
     ref_ys, ref_final, cache = forward(x.numpy(), tuple(s.numpy() for s in state0), params)
     g = backward(cache, dys.numpy(), tuple(d.numpy() for d in dfinal))
     ref_grads = {"x": g.x, "weight_ih": g.w_ih, "weight_hh": g.w_hh}
     ref_grads |= {"bias_ih": g.b_ih, "bias_hh": g.b_hh}
+    ref_grads = {k: v for k, v in ref_grads.items() if v is not None}  # minGRU: no w_hh
     ref_grads |= {f"state0[{k}]": s for k, s in enumerate(g.state0)}
 
     candidates: dict[str, tuple[torch.nn.Module, str | None]] = {"composite": (layer, "composite")}

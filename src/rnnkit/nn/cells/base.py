@@ -34,8 +34,12 @@ StepFn = Callable[..., State]
 """step(gx [B, G], state, w_hh [G, R], b_hh [G] or None, *extra) -> new state; the state's
 sizes are ``Cell.state_sizes`` (R = the first, h's), ``extra`` the record's parameters
 beyond the standard four, in its order (the LSTM's projection ``weight_hr`` [P, H])."""
-GatesFn = Callable[[Tensor, State, Tensor, "Tensor | None"], dict[str, Tensor]]
-"""gates(gx [B, G], state, w_hh [G, R], b_hh [G] or None) -> {name: activation [B, H]}."""
+GatesFn = Callable[..., dict[str, Tensor]]
+"""gates(gx [B, G], state, w_hh [G, R], b_hh [G] or None) -> {name: activation [B, H]};
+w_hh is None for a cell that is not ``recurrent``."""
+ScanTermsFn = Callable[[Tensor], tuple[Tensor, Tensor]]
+"""scan_terms(gx [T, B, G]) -> (log a, log b), each [T, B, H]: the recurrence
+h_t = a_t * h_{t-1} + b_t of a cell whose gates read x_t only, in log space (b > 0)."""
 ParamSpec = tuple[str, tuple[int, ...]]
 """(torch.nn's name without the ``_l{k}{_reverse}`` suffix, shape)."""
 STANDARD_PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -46,9 +50,10 @@ class Cell:
     """A cell kind: its name, its shapes, and its composite one-step function.
 
     ``num_gates`` is the number of H-row blocks stacked in ``weight_ih``/``weight_hh``
-    (1 for RNN, 3 for GRU, 4 for LSTM). ``num_states`` is 1 (h) or 2 (h, c); the first
-    state is always the output. ``options`` are the keyword arguments that select this
-    form of the cell in the reference (``nonlinearity`` or ``reset_after``).
+    (1 for RNN, 3 for GRU, 4 for LSTM; 2 and 3 for minGRU and minLSTM, ``weight_ih``
+    only). ``num_states`` is 1 (h) or 2 (h, c); the first state is always the output.
+    ``options`` are the keyword arguments that select this form of the cell in the
+    reference (``nonlinearity``, ``reset_after`` or ``lstm``).
     ``proj_size`` (LSTM only, torch.nn.LSTM's argument; ``lstm_cell(proj_size)``) makes
     h a projection to P < H units: see ``parameters`` and ``state_sizes``.
 
@@ -68,6 +73,16 @@ class Cell:
     gate_fn: GatesFn | None = None
     gate_names: tuple[str, ...] = ()
     proj_size: int = 0
+    scan_terms: ScanTermsFn | None = None
+    """For a cell whose gates read x_t only (minGRU, minLSTM; ``cells/minimal.py``): its
+    recurrence as the log-space terms a parallel scan takes. Such a cell has no recurrent
+    weights (``weight_hh``, ``bias_hh``): its step receives None for them."""
+
+    @property
+    def recurrent(self) -> bool:
+        """True if the gates read h_{t-1}, through ``weight_hh`` (every cell but the
+        parallel-scan ones)."""
+        return self.scan_terms is None
 
     @property
     def label(self) -> str:
@@ -87,14 +102,16 @@ class Cell:
         """One layer-direction's parameters, as torch.nn names and lays them out, in its
         order (so a state_dict and ``all_weights`` match torch.nn's): weight_ih [G, D],
         weight_hh [G, R], bias_ih [G], bias_hh [G] (with ``bias``), then the extras
-        (weight_hr [P, H] with a projection); G = num_gates * H, R = h's size."""
+        (weight_hr [P, H] with a projection); G = num_gates * H, R = h's size. A cell
+        that is not ``recurrent`` has weight_ih and bias_ih only."""
         G = self.num_gates * hidden_size
-        specs: list[ParamSpec] = [
-            ("weight_ih", (G, input_size)),
-            ("weight_hh", (G, self.output_size(hidden_size))),
-        ]
+        specs: list[ParamSpec] = [("weight_ih", (G, input_size))]
+        if self.recurrent:
+            specs.append(("weight_hh", (G, self.output_size(hidden_size))))
         if bias:
-            specs += [("bias_ih", (G,)), ("bias_hh", (G,))]
+            specs.append(("bias_ih", (G,)))
+        if bias and self.recurrent:
+            specs.append(("bias_hh", (G,)))
         if self.proj_size:
             specs.append(("weight_hr", (self.proj_size, hidden_size)))
         return tuple(specs)
@@ -103,7 +120,7 @@ class Cell:
     def standard(self) -> bool:
         """True if the parameters are the standard four and every state is [B, H]: the
         layout the fused kernels implement."""
-        return self.proj_size == 0
+        return self.proj_size == 0 and self.recurrent
 
     def direction_weights(self, named: dict[str, Tensor]) -> tuple[Tensor | None, ...]:
         """A layer-direction's parameters by kind -> the tuple the runner and the kernels
@@ -112,12 +129,13 @@ class Cell:
         return standard + tuple(t for k, t in named.items() if k not in STANDARD_PARAMETERS)
 
     def gates(
-        self, gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None
+        self, gx: Tensor, state: State, w_hh: Tensor | None, b_hh: Tensor | None
     ) -> dict[str, Tensor]:
         """The named activations of one step from gx [B, G] and the state before it:
         {name: [B, H]}, the same tensors ``step`` combines into the new state."""
         if self.gate_fn is None:
             raise ValueError(
-                f"cell {self.name!r} has no gates; gated cells are gru, gru_reset_before, lstm"
+                f"cell {self.name!r} has no gates; gated cells are gru, gru_reset_before, "
+                "lstm, mingru, minlstm"
             )
         return self.gate_fn(gx, state, w_hh, b_hh)

@@ -8,7 +8,8 @@ Backends:
 The built-in fused kernel, ``rnnkit.nn.kernels.fused`` (CPU, fp32/fp64, every cell in
 its standard layout), is registered at import and compiled on its first supported call.
 A cell variant no kernel implements (``Cell.standard`` False: the LSTM with ``proj_size``)
-runs the composite path under "auto".
+runs the composite path under "auto". ``rnnkit.nn.kernels.scan`` (torch ops, any device,
+fp32/fp64) is the parallel scan of the cells whose gates read x_t only (minGRU, minLSTM).
 
 The switch, for debugging and for parity tests: ``rnnkit.set_backend(name)``, the
 context manager ``rnnkit.use_backend(name)``, or the environment variable
@@ -127,6 +128,9 @@ def _register_builtin() -> None:
     from rnnkit.nn.kernels import fused
 
     register(Kernel("fused_cpu", fused.supports, fused.run_layer, fused.step))
+    from rnnkit.nn.kernels import scan
+
+    register(Kernel("scan", scan.supports, scan.run_layer, scan.step))
 
 
 _register_builtin()

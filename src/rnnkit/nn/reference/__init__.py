@@ -12,7 +12,7 @@ import functools
 from types import ModuleType
 from typing import Any, Protocol
 
-from rnnkit.nn.reference import gru, lstm, rnn
+from rnnkit.nn.reference import gru, lstm, minimal, rnn
 from rnnkit.nn.reference._common import Grads, Params
 
 _MODULES: dict[str, ModuleType] = {
@@ -21,6 +21,8 @@ _MODULES: dict[str, ModuleType] = {
     "gru": gru,
     "gru_reset_before": gru,
     "lstm": lstm,
+    "mingru": minimal,
+    "minlstm": minimal,
 }
 
 
@@ -40,4 +42,4 @@ def for_cell(cell: CellRecord):
     return functools.partial(module.forward, **dict(cell.options)), module.backward
 
 
-__all__ = ["Grads", "Params", "for_cell", "gru", "lstm", "rnn"]
+__all__ = ["Grads", "Params", "for_cell", "gru", "lstm", "minimal", "rnn"]

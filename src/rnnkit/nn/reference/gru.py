@@ -33,6 +33,7 @@ from rnnkit.nn.reference._common import (
 def forward(x: Array, state0: tuple[Array, ...], p: Params, reset_after: bool = True):
     """x [T, B, D], state0 = (h0 [B, H],) -> (ys [T, B, H], (h_T,), cache)."""
     (h,) = state0
+    assert p.w_hh is not None  # a recurrent cell
     H = h.shape[1]
     b_ih = bias_or_zero(p.b_ih, 3 * H, x.dtype)
     b_hh = bias_or_zero(p.b_hh, 3 * H, x.dtype)
@@ -89,6 +90,7 @@ def backward(cache, dys: Array, dstate_T: tuple[Array, ...]) -> Grads:
     g = weight_grads(p, dgx, dgh, x, h_prev)
     if not reset_after:
         # U_n multiplies r * h, not h, and its bias receives dan (= dgx's n block).
+        assert g.w_hh is not None
         r_all = np.stack([s[1] for s in saved])
         g.w_hh[2 * H :] = np.einsum("tbg,tbh->gh", dgx[..., 2 * H :], r_all * h_prev)
         if g.b_hh is not None:

@@ -33,6 +33,7 @@ def forward(x: Array, state0: tuple[Array, ...], p: Params):
     """x [T, B, D], state0 = (h0 [B, R], c0 [B, H]) -> (ys [T, B, R], (h_T, c_T), cache);
     R = H, or P with a projection ``p.w_hr`` [P, H]."""
     h, c = state0
+    assert p.w_hh is not None  # a recurrent cell
     G = p.w_hh.shape[0]
     H = G // 4
     b = bias_or_zero(p.b_ih, G, x.dtype) + bias_or_zero(p.b_hh, G, x.dtype)

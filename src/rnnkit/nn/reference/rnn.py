@@ -22,6 +22,7 @@ from rnnkit.nn.reference._common import Array, Grads, Params, bias_or_zero, weig
 def forward(x: Array, state0: tuple[Array, ...], p: Params, nonlinearity: str = "tanh"):
     """x [T, B, D], state0 = (h0 [B, H],) -> (ys [T, B, H], (h_T,), cache)."""
     (h,) = state0
+    assert p.w_hh is not None  # a recurrent cell
     G = p.w_hh.shape[0]
     b = bias_or_zero(p.b_ih, G, x.dtype) + bias_or_zero(p.b_hh, G, x.dtype)
     ys, pre = [], []
