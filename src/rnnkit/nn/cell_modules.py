@@ -21,7 +21,6 @@ from rnnkit.nn.cells import (
     gru_cell,
     rnn_cell,
     set_forget_bias,
-    set_minlstm_forget_bias,
 )
 
 
@@ -161,22 +160,9 @@ class MinGRUCell(CellBase):
 
 class MinLSTMCell(CellBase):
     """One minLSTM step (Feng et al. 2024; ``rnnkit.nn.cells.minimal``): ``weight_ih``
-    [3H, D], ``bias_ih`` [3H]; hx [B, H] (one state: no c). ``unit_forget_bias``: b_f = 1."""
+    [3H, D], ``bias_ih`` [3H]; hx [B, H] (one state: no c)."""
 
     def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        device=None,
-        dtype=None,
-        *,
-        unit_forget_bias: bool = False,
+        self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None
     ) -> None:
-        self.unit_forget_bias = bool(unit_forget_bias)
         super().__init__(MINLSTM, input_size, hidden_size, bias, device, dtype)
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        if self.unit_forget_bias and self.bias_ih is not None:
-            set_minlstm_forget_bias(self.bias_ih)

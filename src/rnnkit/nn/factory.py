@@ -39,9 +39,10 @@ def recurrent_layer(
     proj_size: int = 0,
 ) -> RNNBase:
     """The rnnkit layer stack for a cell name in ``CELL_NAMES``. ``unit_forget_bias``
-    starts the LSTM's forget gates at bias 1 (Jozefowicz et al. 2015, sec. 3), and the
-    minLSTM's; cells without a forget gate ignore it. ``proj_size`` (lstm only) projects h
-    to that many units (Sak et al. 2014); the layer's ``output_size`` is what follows it reads."""
+    starts the LSTM's forget gates at bias 1 (Jozefowicz et al. 2015, sec. 3); the other
+    cells ignore it (the minLSTM's f is normalised against i). ``proj_size`` (lstm only)
+    projects h to that many units (Sak et al. 2014); the layer's ``output_size`` is what
+    follows it reads."""
     _check_name(cell)
     if proj_size and cell != "lstm":
         raise ValueError(f"proj_size needs the lstm cell, got cell {cell!r}")
@@ -64,7 +65,7 @@ def recurrent_layer(
     if cell == "mingru":
         return MinGRU(input_size, hidden_size, **kwargs)
     if cell == "minlstm":
-        return MinLSTM(input_size, hidden_size, unit_forget_bias=unit_forget_bias, **kwargs)
+        return MinLSTM(input_size, hidden_size, **kwargs)
     return RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"), **kwargs)
 
 
@@ -87,5 +88,5 @@ def cell_module(
     if cell == "mingru":
         return MinGRUCell(input_size, hidden_size, bias)
     if cell == "minlstm":
-        return MinLSTMCell(input_size, hidden_size, bias, unit_forget_bias=unit_forget_bias)
+        return MinLSTMCell(input_size, hidden_size, bias)
     return RNNCell(input_size, hidden_size, bias, nonlinearity=cell.removeprefix("rnn_"))

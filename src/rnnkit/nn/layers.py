@@ -31,7 +31,6 @@ from rnnkit.nn.cells import (
     lstm_cell,
     rnn_cell,
     set_forget_bias,
-    set_minlstm_forget_bias,
 )
 from rnnkit.nn.kernels.precision import reduced_products
 
@@ -522,8 +521,7 @@ class MinLSTM(RNNBase):
     """minLSTM layers (Feng et al. 2024; ``rnnkit.nn.cells.minimal``): input and forget
     gates from x_t only, normalised to sum to 1, one state h (no c); ``weight_ih_l{k}``
     [3H, D] and ``bias_ih_l{k}`` [3H]. As ``MinGRU``: a parallel scan in training, steps
-    when streaming, torch.nn.GRU's arguments (hx is h_0 alone, not a tuple).
-    ``unit_forget_bias=True`` initialises every forget-gate bias (b_f) to 1."""
+    when streaming, torch.nn.GRU's arguments (hx is h_0 alone, not a tuple)."""
 
     def __init__(
         self,
@@ -536,10 +534,7 @@ class MinLSTM(RNNBase):
         bidirectional: bool = False,
         device=None,
         dtype=None,
-        *,
-        unit_forget_bias: bool = False,
     ) -> None:
-        self.unit_forget_bias = bool(unit_forget_bias)
         super().__init__(
             MINLSTM,
             input_size,
@@ -552,9 +547,3 @@ class MinLSTM(RNNBase):
             device,
             dtype,
         )
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        if self.unit_forget_bias and self.bias:
-            for weights in self.all_weights:
-                set_minlstm_forget_bias(weights[1])  # (weight_ih, bias_ih)

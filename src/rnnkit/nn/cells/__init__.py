@@ -3,7 +3,7 @@
 from rnnkit.nn.cells.base import Cell, ParamSpec, State
 from rnnkit.nn.cells.gru import GRU, GRU_RESET_BEFORE, gru_cell
 from rnnkit.nn.cells.lstm import LSTM, lstm_cell, set_forget_bias
-from rnnkit.nn.cells.minimal import MINGRU, MINLSTM, set_minlstm_forget_bias
+from rnnkit.nn.cells.minimal import MINGRU, MINLSTM
 from rnnkit.nn.cells.rnn import RNN_RELU, RNN_TANH, rnn_cell
 
 CELLS: dict[str, Cell] = {c.name: c for c in (RNN_TANH, RNN_RELU, GRU, GRU_RESET_BEFORE, LSTM)}
@@ -25,5 +25,4 @@ __all__ = [
     "lstm_cell",
     "rnn_cell",
     "set_forget_bias",
-    "set_minlstm_forget_bias",
 ]

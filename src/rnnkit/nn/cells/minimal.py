@@ -111,12 +111,3 @@ MINLSTM = Cell(
     gate_names=("i", "f"),
     scan_terms=_minlstm_scan_terms,
 )
-
-
-@torch.no_grad()
-def set_minlstm_forget_bias(bias_ih: Tensor, value: float = 1.0) -> None:
-    """b_f = ``value`` (the f block of the minLSTM's ``bias_ih`` [3H]; it has no bias_hh):
-    as the LSTM's ``unit_forget_bias``, f starts above i, so h starts by keeping more of
-    its past (Jozefowicz et al. 2015, sec. 3, for the LSTM)."""
-    H = bias_ih.shape[0] // 3
-    bias_ih[H : 2 * H] = value
