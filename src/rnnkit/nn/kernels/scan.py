@@ -69,11 +69,14 @@ def linear_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, chunk: int = CHUNK) ->
     a_star = log_a.cumsum(1)  # [N, C, B, H]: log A within each chunk, <= 0
     s = torch.exp(a_star + torch.logcumsumexp(log_b - a_star, dim=1))  # each chunk from 0
     A = torch.exp(a_star)  # [N, C, B, H]; underflows to 0 where the chunk forgets h_in
+    # Chunk ends taken once and unbound: indexing A[n, -1] in the loop would make each
+    # backward fill a zero tensor of the whole [N, C, B, H] (quadratic in N).
+    A_end, s_end = A[:, -1].unbind(0), s[:, -1].unbind(0)  # N x [B, H]
     h_in = [h0]  # the state entering each chunk: linear, so h0 may have any sign
     for n in range(N - 1):
-        h_in.append(A[n, -1] * h_in[-1] + s[n, -1])  # [B, H]
-    h = A * torch.stack(h_in)[:, None] + s  # [N, C, B, H]
-    return h.view(N * C, B, H)[:T]
+        h_in.append(A_end[n] * h_in[-1] + s_end[n])  # [B, H]
+    h = (A * torch.stack(h_in)[:, None] + s).view(N * C, B, H)  # [T (+ padding), B, H]
+    return h if N * C == T else h[:T]
 
 
 def _reverse_within(t: Tensor, lengths: Tensor | None) -> Tensor:
