@@ -10,11 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rnnkit
 from helpers import TOLERANCE, assert_fp32_close, assert_rel_close, fp32_layer_truth, rnnkit_class
+from rnnkit.diagnostics import gate_trace
 from rnnkit.nn import kernels, reference, runner
 from rnnkit.nn.cells import MINGRU, MINLSTM
 from rnnkit.nn.factory import cell_module, recurrent_layer
@@ -399,3 +401,25 @@ def test_torch_export_with_a_fixed_T(tmp_path):
             torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
     with pytest.raises(ExportError, match="no form of the cell 'minlstm'"):
         to_onnx(layer, (x,), tmp_path / "minlstm.onnx")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_diagnostics_read_the_sigmoid_gates(cell):
+    """``gate_trace`` (``Cell.gates``, no recurrent weight): minGRU's z, minLSTM's i and f
+    (before their normalisation), of the reverse direction, and its hidden states."""
+    H = 4
+    layer = _layer(cell, 3, H, bidirectional=True)
+    x = torch.randn(6, 2, 3, dtype=F64)
+    trace = gate_trace(layer, x, direction=1)
+    w_ih, _, b_ih, _ = layer._direction_weights(0, 1)
+    k = F.linear(x, w_ih, b_ih)  # [T, B, G]
+    assert (
+        tuple(trace.gates)
+        == layer.cell.gate_names
+        == {"mingru": ("z",), "minlstm": ("i", "f")}[cell]
+    )
+    for j, name in enumerate(layer.cell.gate_names):
+        assert_rel_close(trace.gates[name], torch.sigmoid(k[..., j * H : (j + 1) * H]), 1e-14)
+    with torch.no_grad():
+        out, _ = layer(x)
+    assert_rel_close(trace.hidden, out[..., H:], TOLERANCE[F64], "hidden states")
