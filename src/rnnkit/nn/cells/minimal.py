@@ -13,7 +13,7 @@ minLSTM (sec. 3.2): gate order (i, f, h~) as torch.nn.LSTM's (i, f, g),
 
     i  = sigmoid(W_i x + b_i),  f = sigmoid(W_f x + b_f)
     h~ = g(W_h x + b_h)
-    f' = f / (f + i),  i' = i / (f + i)         (sec. 3.2.3: a scale independent of t)
+    f' = f / (f + i),  i' = i / (f + i)         (sec. 3.2, step 3: a scale independent of t)
     h' = f' * h + i' * h~
 
 No ``weight_hh``/``bias_hh``: the record's ``scan_terms`` marks the cell as not
