@@ -96,6 +96,8 @@ def rnnkit_class(cell: str):
         "gru": rnnkit.GRU,
         "gru_reset_before": lambda *a, **k: rnnkit.GRU(*a, reset_after=False, **k),
         "lstm": rnnkit.LSTM,
+        "mingru": rnnkit.MinGRU,
+        "minlstm": rnnkit.MinLSTM,
     }[cell]
 
 

@@ -11,7 +11,7 @@ import torch
 
 from error_model import float64_leaves, fp32_truth_and_bounds
 from helpers import assert_fp32_close
-from registry import ALL_CELLS
+from registry import FUSED_CELLS
 from rnnkit.nn import runner
 from rnnkit.nn.kernels import fused, gemm
 from test_kernels import _layer_problem, _run_with_grads
@@ -41,7 +41,7 @@ def _available_except(monkeypatch, *missing: str) -> None:
 
 
 @pytest.mark.parametrize("shape, lengths", SHAPES, ids=["bidirectional", "B1", "H32"])
-@pytest.mark.parametrize("cell_name", ALL_CELLS)
+@pytest.mark.parametrize("cell_name", FUSED_CELLS)
 def test_every_backend_matches_the_reference(cache, monkeypatch, cell_name, shape, lengths):
     """Each available library's forward and backward within the fp32 error model's bound
     of the exact result (computed once per problem, as in test_kernels.py); fp64 always

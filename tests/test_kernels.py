@@ -23,7 +23,7 @@ from helpers import (
     random_loss_weights,
     rnnkit_class,
 )
-from registry import ALL_CELLS, B, D, H, LayerConfig, T, layer_configs, sample_lengths
+from registry import FUSED_CELLS, B, D, H, LayerConfig, T, layer_configs, sample_lengths
 from rnnkit.nn import kernels, reference, runner
 from rnnkit.nn.cells import CELLS
 from rnnkit.nn.kernels import fused
@@ -97,7 +97,7 @@ def _assert_fused_matches_composite(cell, x, lengths, states, weights):
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("cell_name", ALL_CELLS)
+@pytest.mark.parametrize("cell_name", FUSED_CELLS)
 def test_fused_direction_matches_reference(cell_name, reverse):
     """One direction against the hand-written NumPy BPTT (float64, full lengths)."""
     cell, x, _, states, weights = _layer_problem(cell_name, 7, 3, 5, 4, 2, torch.float64, None)
@@ -192,7 +192,7 @@ def test_fused_is_the_default_on_cpu():
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    cell_name=st.sampled_from(ALL_CELLS),
+    cell_name=st.sampled_from(FUSED_CELLS),
     T=st.integers(1, 9),
     B=st.integers(1, 5),
     D=st.integers(1, 7),
@@ -208,7 +208,7 @@ def test_random_shapes(cell_name, T, B, D, H, dirs, bias, dtype, data):
     _assert_fused_matches_composite(*problem)
 
 
-@pytest.mark.parametrize("cell_name", ALL_CELLS)
+@pytest.mark.parametrize("cell_name", FUSED_CELLS)
 @pytest.mark.parametrize(
     "shape, lengths",
     [
@@ -240,7 +240,7 @@ def test_zero_length_sequence_keeps_its_state_and_emits_zeros():
 # ---- inference ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cell_name", ALL_CELLS)
+@pytest.mark.parametrize("cell_name", FUSED_CELLS)
 def test_inference_matches_training_and_builds_no_graph(cell_name):
     for dtype in (torch.float32, torch.float64):
         problem = _layer_problem(cell_name, 6, 4, 3, 5, 2, dtype, [6, 2, 0, 5])
@@ -296,7 +296,7 @@ def _stream(layer, xs, hx, fast=True):
     return torch.cat(outs, 1 if layer.batch_first else 0), hx
 
 
-@pytest.mark.parametrize("cell_name", ALL_CELLS)
+@pytest.mark.parametrize("cell_name", FUSED_CELLS)
 @pytest.mark.parametrize(
     "num_layers,bias,batch_first,size",
     [(1, True, False, (5, 7)), (3, False, True, (5, 7)), (2, True, False, (37, 70))],

@@ -21,9 +21,11 @@ def reference_stack(layer, x: np.ndarray, state0: list[tuple], dys: np.ndarray, 
     """
     forward, backward = reference.for_cell(layer.cell)
     dirs = layer.num_directions
-    weights = [[w.detach().double().numpy() for w in ws] for ws in layer.all_weights]
-    if not layer.bias:
-        weights = [[w[0], w[1], None, None] for w in weights]
+    weights = [  # (w_ih, w_hh, b_ih, b_hh) per layer-direction, None where a cell has none
+        [None if w is None else w.detach().double().numpy() for w in layer._direction_weights(k, d)]
+        for k in range(layer.num_layers)
+        for d in range(dirs)
+    ]
     caches, finals, inp = [], [], x
     for layer_index in range(layer.num_layers):
         outs = []

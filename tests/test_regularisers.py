@@ -20,7 +20,7 @@ import torch
 
 import rnnkit
 from helpers import TOLERANCE, assert_rel_close, rnnkit_class
-from registry import ALL_CELLS, B, D, H, LayerConfig, T, layer_configs, sample_lengths
+from registry import FUSED_CELLS, B, D, H, LayerConfig, T, layer_configs, sample_lengths
 from rnnkit.nn import kernels, noise, reference, runner
 from rnnkit.nn.cells import CELLS, lstm_cell
 from rnnkit.train import checkpoint
@@ -42,7 +42,7 @@ def _layer(config: LayerConfig, seed: int = 0, **rates):
 
 # --- the reference's hand-written BPTT through the masks -------------------------------
 
-REF_CELLS = [CELLS[name] for name in ALL_CELLS] + [lstm_cell(3)]  # the classic cells
+REF_CELLS = [CELLS[name] for name in FUSED_CELLS] + [lstm_cell(3)]  # the classic cells
 
 
 @pytest.mark.parametrize("cell", REF_CELLS, ids=lambda c: c.label.replace(" ", "-"))
@@ -275,7 +275,7 @@ def test_layer_with_all_regularisers_matches_the_reference(config: LayerConfig, 
 
 # --- evaluation -------------------------------------------------------------------------
 
-ALL = [*ALL_CELLS, "lstm_proj"]
+ALL = [*FUSED_CELLS, "lstm_proj"]
 
 
 def _config(cell: str, **changes) -> LayerConfig:

@@ -22,7 +22,7 @@ from torch.utils import _pytree
 
 import rnnkit
 from helpers import rnnkit_class
-from registry import ALL_CELLS, D, H, LayerConfig, layer_configs
+from registry import FUSED_CELLS, D, H, LayerConfig, layer_configs
 from rnnkit.export import load_torch_export, to_torch_export
 from rnnkit.nn.cells import CELLS
 from rnnkit.nn.kernels import fused, ops
@@ -71,7 +71,7 @@ def _op_args(cell_name, dirs, lengths, dtype=torch.float64, bias=True, seed=0):
     )
 
 
-@pytest.mark.parametrize("cell", ALL_CELLS)
+@pytest.mark.parametrize("cell", FUSED_CELLS)
 @pytest.mark.parametrize("lengths", [None, [4, 0, 2]], ids=["full", "lengths"])
 def test_the_layer_operator_passes_torch_library_opcheck(cell, lengths):
     """Schema, fake implementation (every output's shape and dtype, the saved buffers
@@ -118,7 +118,7 @@ def test_the_backward_and_step_operators_pass_opcheck(cell):
     torch.library.opcheck(ops.fused_step, step_args)
 
 
-@pytest.mark.parametrize("cell", ALL_CELLS)
+@pytest.mark.parametrize("cell", FUSED_CELLS)
 def test_eager_path_and_dispatched_operator_agree_bit_for_bit(cell):
     """``ops.layer`` skips the dispatcher in eager mode; the operator (what traced code
     runs) must give the same outputs and gradients."""
@@ -135,9 +135,11 @@ def test_eager_path_and_dispatched_operator_agree_bit_for_bit(cell):
 
 # ---- torch.export of the layers ------------------------------------------------------
 
-EXPORT_CONFIGS = [
+EXPORT_CONFIGS = [  # the fused cells: the parallel scan's chunk loop fixes T (test_min_cells)
     c
-    for c in layer_configs(num_layers=(1, 2), lengths=("full", "padded"), dtypes=(torch.float32,))
+    for c in layer_configs(
+        cells=FUSED_CELLS, num_layers=(1, 2), lengths=("full", "padded"), dtypes=(torch.float32,)
+    )
     if c.bidirectional == c.batch_first == c.initial_state == (c.lengths == "padded") != c.bias
     and c.num_layers == 1 + c.bidirectional
 ]

@@ -39,7 +39,12 @@ def gate_names(cell: Cell) -> tuple[str, ...]:
 
 
 def gate_values(
-    cell: Cell, gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, *extra: Tensor | None
+    cell: Cell,
+    gx: Tensor,
+    state: State,
+    w_hh: Tensor | None,
+    b_hh: Tensor | None,
+    *extra: Tensor | None,
 ) -> dict[str, Tensor]:
     """The sigmoid gates of one step: gx [B, G] and the state before it -> {name: [B, H]};
     ``extra`` the record's further parameters (``Cell.direction_weights``), as the step's."""
@@ -98,7 +103,7 @@ def gate_trace(
         raise ValueError(f"direction must be in [0, {layer.num_directions}), got {direction}")
     run = unroll(layer, x, hx)
     w_ih, w_hh, b_ih, b_hh, *extra = layer._direction_weights(layer_index, direction)
-    assert w_ih is not None and w_hh is not None  # the gated cells have both
+    assert w_ih is not None  # (w_hh is None for minGRU and minLSTM)
     gx = F.linear(run.layer_inputs[layer_index], w_ih, b_ih)  # [T, B, G]
     seq = run.states[layer_index][direction]
     T = gx.shape[0]

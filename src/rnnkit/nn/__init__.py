@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 from rnnkit.common.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from rnnkit.nn.cell_modules import GRUCell, LSTMCell, RNNCell
+    from rnnkit.nn.cell_modules import GRUCell, LSTMCell, MinGRUCell, MinLSTMCell, RNNCell
     from rnnkit.nn.cells import CELLS
     from rnnkit.nn.factory import CELL_NAMES, cell_module, recurrent_layer
     from rnnkit.nn.kernels import get_backend, set_backend, use_backend
-    from rnnkit.nn.layers import GRU, LSTM, RNN, RNNBase
+    from rnnkit.nn.layers import GRU, LSTM, RNN, MinGRU, MinLSTM, RNNBase
 
 # Loaded on first use, so that ``import rnnkit.nn.reference`` (NumPy only) loads no torch.
 __getattr__ = lazy_exports(
@@ -26,6 +26,8 @@ __getattr__ = lazy_exports(
         "GRUCell": "rnnkit.nn.cell_modules",
         "LSTMCell": "rnnkit.nn.cell_modules",
         "RNNCell": "rnnkit.nn.cell_modules",
+        "MinGRUCell": "rnnkit.nn.cell_modules",
+        "MinLSTMCell": "rnnkit.nn.cell_modules",
         "CELLS": "rnnkit.nn.cells",
         "CELL_NAMES": "rnnkit.nn.factory",
         "recurrent_layer": "rnnkit.nn.factory",
@@ -37,6 +39,8 @@ __getattr__ = lazy_exports(
         "LSTM": "rnnkit.nn.layers",
         "RNN": "rnnkit.nn.layers",
         "RNNBase": "rnnkit.nn.layers",
+        "MinGRU": "rnnkit.nn.layers",
+        "MinLSTM": "rnnkit.nn.layers",
     },
 )
 __all__ = [
@@ -47,6 +51,10 @@ __all__ = [
     "RNN",
     "GRUCell",
     "LSTMCell",
+    "MinGRU",
+    "MinGRUCell",
+    "MinLSTM",
+    "MinLSTMCell",
     "RNNBase",
     "RNNCell",
     "cell_module",

@@ -13,15 +13,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.common import checks as _checks
-from rnnkit.nn.cells import GRU_LN, LSTM, LSTM_LN, Cell, gru_cell, rnn_cell, set_forget_bias
+from rnnkit.nn.cells import (
+    GRU_LN,
+    LSTM,
+    LSTM_LN,
+    MINGRU,
+    MINLSTM,
+    Cell,
+    gru_cell,
+    rnn_cell,
+    set_forget_bias,
+)
+from rnnkit.nn.cells.base import STANDARD_PARAMETERS
 
 
 class CellBase(nn.Module):
     """One step of a ``Cell``: ``weight_ih`` [G, D], ``weight_hh`` [G, H], biases [G], and
-    the record's further parameters (``Cell.parameters``: a layer norm's gains)."""
+    the record's further parameters (``Cell.parameters``: a layer norm's gains). A
+    standard name the record lacks is None (without bias: the biases, as torch.nn; a
+    cell that is not ``recurrent``, minGRU or minLSTM: ``weight_hh`` and ``bias_hh``)."""
 
     weight_ih: Tensor
-    weight_hh: Tensor
+    weight_hh: Tensor | None
     bias_ih: Tensor | None
     bias_hh: Tensor | None
 
@@ -42,9 +55,9 @@ class CellBase(nn.Module):
         factory = {"device": device, "dtype": dtype}
         specs = cell.parameters(input_size, hidden_size, self.bias)
         self._kinds = tuple(kind for kind, _ in specs)
-        if not self.bias:  # as torch.nn.RNNCellBase: the names exist, as None
-            self.register_parameter("bias_ih", None)
-            self.register_parameter("bias_hh", None)
+        for kind in STANDARD_PARAMETERS:  # the names exist, as None, where the cell lacks them
+            if kind not in self._kinds:
+                self.register_parameter(kind, None)
         for kind, shape in specs:
             self.register_parameter(kind, nn.Parameter(torch.empty(shape, **factory)))
         self.reset_parameters()
@@ -163,3 +176,23 @@ class LSTMCell(CellBase):
         super().reset_parameters()
         if self.unit_forget_bias and self.bias_ih is not None and self.bias_hh is not None:
             set_forget_bias(self.bias_ih, self.bias_hh)
+
+
+class MinGRUCell(CellBase):
+    """One minGRU step (Feng et al. 2024; ``rnnkit.nn.cells.minimal``): ``weight_ih``
+    [2H, D], ``bias_ih`` [2H]; hx [B, H]."""
+
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None
+    ) -> None:
+        super().__init__(MINGRU, input_size, hidden_size, bias, device, dtype)
+
+
+class MinLSTMCell(CellBase):
+    """One minLSTM step (Feng et al. 2024; ``rnnkit.nn.cells.minimal``): ``weight_ih``
+    [3H, D], ``bias_ih`` [3H]; hx [B, H] (one state: no c)."""
+
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None
+    ) -> None:
+        super().__init__(MINLSTM, input_size, hidden_size, bias, device, dtype)

@@ -7,6 +7,8 @@ branch on a cell name themselves.
     gru_reset_before     GRU, reset gate before it (Cho et al. 2014)
     lstm                 LSTM (torch.nn's gate order)
     lstm_ln, gru_ln      layer-normalised LSTM and GRU (reset-after) (Ba et al. 2016; haste)
+    mingru, minlstm      minimal GRU and LSTM (Feng et al. 2024): gates from x_t only,
+                         trained with a parallel scan
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from rnnkit.common.variants import VARIANT_FIELDS
-from rnnkit.nn.cell_modules import CellBase, GRUCell, LSTMCell, RNNCell
+from rnnkit.nn.cell_modules import CellBase, GRUCell, LSTMCell, MinGRUCell, MinLSTMCell, RNNCell
 from rnnkit.nn.cells import CELLS
-from rnnkit.nn.layers import GRU, LSTM, RNN, RNNBase
+from rnnkit.nn.layers import GRU, LSTM, RNN, MinGRU, MinLSTM, RNNBase
 
 CELL_NAMES = tuple(CELLS)
 
@@ -41,13 +43,13 @@ def recurrent_layer(
     variants: Mapping[str, Any] | None = None,
 ) -> RNNBase:
     """The rnnkit layer stack for a cell name in ``CELL_NAMES``. ``unit_forget_bias``
-    starts the LSTM's forget gates at bias 1 (Jozefowicz et al. 2015, sec. 3); cells
-    without a forget gate ignore it. ``proj_size`` (lstm only) projects h to that many
-    units (Sak et al. 2014); the layer's ``output_size`` is what follows it reads.
-    ``variants``: a task config's ``rnnkit.common.variants.CellVariants`` fields by name
-    (``variant_fields``); with ``locked_dropout`` the layer drops its input, between its
-    layers and its output with ``dropout``, one mask per sequence, and the caller leaves
-    its own dropout off those sequences (``drops_sequences``)."""
+    starts the LSTM's forget gates at bias 1 (Jozefowicz et al. 2015, sec. 3); the other
+    cells ignore it (the minLSTM's f is normalised against i). ``proj_size`` (lstm only)
+    projects h to that many units (Sak et al. 2014); the layer's ``output_size`` is what
+    follows it reads. ``variants``: a task config's ``rnnkit.common.variants.CellVariants``
+    fields by name (``variant_fields``); with ``locked_dropout`` the layer drops its input,
+    between its layers and its output with ``dropout``, one mask per sequence, and the
+    caller leaves its own dropout off those sequences (``drops_sequences``)."""
     _check_name(cell)
     v = dict(variants or {})
     proj_size = v.pop("proj_size", 0) or proj_size
@@ -82,6 +84,10 @@ def recurrent_layer(
         return GRU(
             input_size, hidden_size, reset_after=reset_after, layer_norm=layer_norm, **kwargs
         )
+    if cell == "mingru":
+        return MinGRU(input_size, hidden_size, **kwargs)
+    if cell == "minlstm":
+        return MinLSTM(input_size, hidden_size, **kwargs)
     return RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"), **kwargs)
 
 
@@ -121,4 +127,8 @@ def cell_module(
         return GRUCell(
             input_size, hidden_size, bias, reset_after=reset_after, layer_norm=layer_norm
         )
+    if cell == "mingru":
+        return MinGRUCell(input_size, hidden_size, bias)
+    if cell == "minlstm":
+        return MinLSTMCell(input_size, hidden_size, bias)
     return RNNCell(input_size, hidden_size, bias, nonlinearity=cell.removeprefix("rnn_"))

@@ -27,6 +27,8 @@ from rnnkit.nn import kernels, noise
 from rnnkit.nn.cells import (
     GRU_LN,
     LSTM_LN,
+    MINGRU,
+    MINLSTM,
     Cell,
     State,
     gru_cell,
@@ -89,6 +91,11 @@ class RNNBase(nn.Module):
         )
         if self.weight_drop and self._weight_hh_shape is None:
             raise ValueError(f"weight_drop needs a weight_hh, which cell {cell.label!r} lacks")
+        if self.recurrent_dropout and not cell.recurrent:
+            raise ValueError(
+                f"recurrent_dropout needs a recurrent product, which cell {cell.label!r} lacks "
+                "(its gates read x_t only); use zoneout or variational_dropout"
+            )
         self.proj_size = cell.proj_size  # as torch.nn: 0 but for a projected LSTM
         self.state_sizes = cell.state_sizes(hidden_size)  # (h,) or (h, c): H, or P for h
         self.output_size = cell.output_size(hidden_size)  # one direction's output, h's size
@@ -383,7 +390,7 @@ class RNNBase(nn.Module):
         copies: list[tuple[Tensor | None, ...]] | None = None
         if bf16:
             copies = [
-                (cast(Tensor, w[0]).bfloat16(), cast(Tensor, w[1]).bfloat16(), *w[2:])
+                (cast(Tensor, w[0]).bfloat16(), None if w[1] is None else w[1].bfloat16(), *w[2:])
                 for w in weights
             ]
         self.__dict__["_stream_cache"] = (seen, weights, copies)
@@ -625,3 +632,87 @@ class LSTM(RNNBase):
         if self.unit_forget_bias and self.bias:
             for weights in self.all_weights:
                 set_forget_bias(weights[2], weights[3])
+
+
+class MinGRU(RNNBase):
+    """minGRU layers (Feng et al. 2024; ``rnnkit.nn.cells.minimal``): gates from x_t only,
+    ``weight_ih_l{k}`` [2H, D] and ``bias_ih_l{k}`` [2H], no recurrent weights. Trained with
+    a parallel scan over the sequence (``rnnkit.nn.kernels.scan``), streamed step by step;
+    torch.nn.GRU's constructor arguments and ``forward`` contract (h_0 [layers*dirs, B, H]).
+    The regularisers that need no recurrent product: ``zoneout`` and
+    ``variational_dropout`` (``recurrent_dropout`` and ``weight_drop`` are refused)."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        zoneout: float = 0.0,
+        variational_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+    ) -> None:
+        super().__init__(
+            MINGRU,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+            recurrent_dropout=recurrent_dropout,
+            weight_drop=weight_drop,
+            zoneout=zoneout,
+            variational_dropout=variational_dropout,
+        )
+
+
+class MinLSTM(RNNBase):
+    """minLSTM layers (Feng et al. 2024; ``rnnkit.nn.cells.minimal``): input and forget
+    gates from x_t only, normalised to sum to 1, one state h (no c); ``weight_ih_l{k}``
+    [3H, D] and ``bias_ih_l{k}`` [3H]. As ``MinGRU``: a parallel scan in training, steps
+    when streaming, torch.nn.GRU's arguments (hx is h_0 alone, not a tuple)."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        zoneout: float = 0.0,
+        variational_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+    ) -> None:
+        super().__init__(
+            MINLSTM,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+            recurrent_dropout=recurrent_dropout,
+            weight_drop=weight_drop,
+            zoneout=zoneout,
+            variational_dropout=variational_dropout,
+        )

@@ -209,10 +209,11 @@ def gemm_flops(cell: Cell, shape: Shape) -> tuple[int, int]:
     size, one for the gradient of its input (dx, dh) and one for its weight (dW_ih,
     dW_hh): 2x the forward, so forward + backward is 3x. Element-wise gate math (O(T*B*G))
     is not counted; the reset-before GRU's two dependent recurrent GEMMs have the same
-    total as one.
+    total as one. A cell without recurrent weights (minGRU, minLSTM) has the input
+    projection only.
     """
     G = cell.num_gates * shape.H
-    forward = 2 * shape.T * shape.B * G * (shape.D + shape.H)
+    forward = 2 * shape.T * shape.B * G * (shape.D + (shape.H if cell.recurrent else 0))
     return forward, 3 * forward
 
 

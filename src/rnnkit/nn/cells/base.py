@@ -38,10 +38,15 @@ parameters beyond the standard four, in its order (the LSTM's projection ``weigh
 (``F.linear(h_in, w_hh)``), state[0] when None; the runner passes ``h_in = m * h`` under
 recurrent dropout (``rnnkit.nn.noise``), and everything else in the step (the GRU's
 ``z * h``, the carried state) reads the state's own h. A step must accept ``h_in`` by
-keyword; the runner passes it only when a recurrent mask is in force."""
+keyword; the runner passes it only when a recurrent mask is in force (never for a cell
+that is not ``recurrent``: w_hh is None there)."""
 GatesFn = Callable[..., dict[str, Tensor]]
 """gates(gx [B, G], state, w_hh [G, R], b_hh [G] or None, *extra, h_in=None) -> {name:
-activation [B, H]}; ``extra`` and ``h_in`` as in ``StepFn``."""
+activation [B, H]}; ``extra`` and ``h_in`` as in ``StepFn``; w_hh is None for a cell that
+is not ``recurrent``."""
+ScanTermsFn = Callable[[Tensor], tuple[Tensor, Tensor]]
+"""scan_terms(gx [T, B, G]) -> (log a, log b), each [T, B, H]: the recurrence
+h_t = a_t * h_{t-1} + b_t of a cell whose gates read x_t only, in log space (b > 0)."""
 ParamSpec = tuple[str, tuple[int, ...]]
 """(torch.nn's name without the ``_l{k}{_reverse}`` suffix, shape)."""
 STANDARD_PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -52,9 +57,10 @@ class Cell:
     """A cell kind: its name, its shapes, and its composite one-step function.
 
     ``num_gates`` is the number of H-row blocks stacked in ``weight_ih``/``weight_hh``
-    (1 for RNN, 3 for GRU, 4 for LSTM). ``num_states`` is 1 (h) or 2 (h, c); the first
-    state is always the output. ``options`` are the keyword arguments that select this
-    form of the cell in the reference (``nonlinearity`` or ``reset_after``).
+    (1 for RNN, 3 for GRU, 4 for LSTM; 2 and 3 for minGRU and minLSTM, ``weight_ih``
+    only). ``num_states`` is 1 (h) or 2 (h, c); the first state is always the output.
+    ``options`` are the keyword arguments that select this form of the cell in the
+    reference (``nonlinearity``, ``reset_after`` or ``lstm``).
     ``proj_size`` (LSTM only, torch.nn.LSTM's argument; ``lstm_cell(proj_size)``) makes
     h a projection to P < H units: see ``parameters`` and ``state_sizes``.
 
@@ -74,6 +80,16 @@ class Cell:
     gate_fn: GatesFn | None = None
     gate_names: tuple[str, ...] = ()
     proj_size: int = 0
+    scan_terms: ScanTermsFn | None = None
+    """For a cell whose gates read x_t only (minGRU, minLSTM; ``cells/minimal.py``): its
+    recurrence as the log-space terms a parallel scan takes. Such a cell has no recurrent
+    weights (``weight_hh``, ``bias_hh``): its step receives None for them."""
+
+    @property
+    def recurrent(self) -> bool:
+        """True if the gates read h_{t-1}, through ``weight_hh`` (every cell but the
+        parallel-scan ones)."""
+        return self.scan_terms is None
 
     @property
     def label(self) -> str:
@@ -93,14 +109,16 @@ class Cell:
         """One layer-direction's parameters, as torch.nn names and lays them out, in its
         order (so a state_dict and ``all_weights`` match torch.nn's): weight_ih [G, D],
         weight_hh [G, R], bias_ih [G], bias_hh [G] (with ``bias``), then the extras
-        (weight_hr [P, H] with a projection); G = num_gates * H, R = h's size."""
+        (weight_hr [P, H] with a projection); G = num_gates * H, R = h's size. A cell
+        that is not ``recurrent`` has weight_ih and bias_ih only."""
         G = self.num_gates * hidden_size
-        specs: list[ParamSpec] = [
-            ("weight_ih", (G, input_size)),
-            ("weight_hh", (G, self.output_size(hidden_size))),
-        ]
+        specs: list[ParamSpec] = [("weight_ih", (G, input_size))]
+        if self.recurrent:
+            specs.append(("weight_hh", (G, self.output_size(hidden_size))))
         if bias:
-            specs += [("bias_ih", (G,)), ("bias_hh", (G,))]
+            specs.append(("bias_ih", (G,)))
+        if bias and self.recurrent:
+            specs.append(("bias_hh", (G,)))
         if self.proj_size:
             specs.append(("weight_hr", (self.proj_size, hidden_size)))
         return tuple(specs)
@@ -109,7 +127,7 @@ class Cell:
     def standard(self) -> bool:
         """True if the parameters are the standard four and every state is [B, H]: the
         layout the fused kernels implement."""
-        return self.proj_size == 0
+        return self.proj_size == 0 and self.recurrent
 
     def direction_weights(self, named: dict[str, Tensor]) -> tuple[Tensor | None, ...]:
         """A layer-direction's parameters by kind -> the tuple the runner and the kernels
@@ -126,7 +144,7 @@ class Cell:
         self,
         gx: Tensor,
         state: State,
-        w_hh: Tensor,
+        w_hh: Tensor | None,
         b_hh: Tensor | None,
         *extra: Tensor | None,
         h_in: Tensor | None = None,
@@ -139,6 +157,8 @@ class Cell:
         if self.gate_fn is None:
             raise ValueError(
                 f"cell {self.name!r} has no gates; gated cells are gru, gru_reset_before, "
-                "lstm, lstm_ln, gru_ln"
+                "lstm, lstm_ln, gru_ln, mingru, minlstm"
             )
+        if h_in is None:  # (a cell without a recurrent product takes no h_in)
+            return self.gate_fn(gx, state, w_hh, b_hh)
         return self.gate_fn(gx, state, w_hh, b_hh, h_in=h_in)

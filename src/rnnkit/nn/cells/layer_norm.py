@@ -176,7 +176,7 @@ class LayerNormCell(Cell):
         self,
         gx: Tensor,
         state: State,
-        w_hh: Tensor,
+        w_hh: Tensor | None,
         b_hh: Tensor | None,
         *extra: Tensor | None,
         h_in: Tensor | None = None,

@@ -3,14 +3,17 @@
 Backends:
     "composite"  ``rnnkit.nn.runner.run_layer``: the cell's step under autograd, any device.
     "fused"      a kernel registered with ``register``, for the inputs it supports.
-    "auto"       fused where a registered kernel supports the inputs, else composite.
+    "auto"       fused where a registered kernel supports the inputs (and, if it says
+                 where, prefers them: ``Kernel.auto``), else composite.
 
 The built-in fused kernel, ``rnnkit.nn.kernels.fused`` (CPU, fp32/fp64, every cell in
 its standard layout), is registered at import and compiled on its first supported call.
 A cell variant no kernel implements (``Cell.standard`` False: the LSTM with ``proj_size``)
 runs the composite path under "auto". So does a call with per-step regulariser noise
 (recurrent dropout in training, zoneout: ``rnnkit.nn.noise.StepNoise``) where no kernel
-takes ``noise=`` (``Kernel.noise``).
+takes ``noise=`` (``Kernel.noise``). ``rnnkit.nn.kernels.scan`` (torch ops, any device,
+fp32/fp64) is the parallel scan of the cells whose gates read x_t only (minGRU, minLSTM):
+"auto" picks it off the CPU, a forced "fused" everywhere (``scan.preferred``).
 
 The switch, for debugging and for parity tests: ``rnnkit.set_backend(name)``, the
 context manager ``rnnkit.use_backend(name)``, or the environment variable
@@ -68,6 +71,9 @@ class Kernel:
     """True if ``run_layer`` takes ``noise=`` (recurrent dropout and zoneout masks, as
     ``rnnkit.nn.noise.StepNoise`` documents); ``select`` skips the others for a call
     with per-step noise."""
+    auto: Callable[[Cell, Tensor], bool] | None = None
+    """optional: where "auto" picks it among the inputs it ``supports`` (None: all of
+    them); a forced "fused" picks it wherever it supports the inputs."""
 
 
 _kernels: list[Kernel] = []
@@ -113,7 +119,7 @@ def select(cell: Cell, x: Tensor, noise: bool = False) -> RunLayer:
     backend = get_backend()
     if backend != "composite":
         for kernel in _kernels:
-            if (kernel.noise or not noise) and kernel.supports(cell, x):
+            if (kernel.noise or not noise) and _takes(kernel, cell, x, backend):
                 return kernel.run_layer
         if backend == "fused":
             what = " with recurrent dropout or zoneout" if noise else ""
@@ -127,12 +133,19 @@ def select(cell: Cell, x: Tensor, noise: bool = False) -> RunLayer:
 def select_step(cell: Cell, x: Tensor) -> Step | None:
     """The single-step function of the kernel ``select`` picks, or None (composite, or a
     kernel without one)."""
-    if get_backend() == "composite":
+    backend = get_backend()
+    if backend == "composite":
         return None
     for kernel in _kernels:
-        if kernel.supports(cell, x):
+        if _takes(kernel, cell, x, backend):
             return kernel.step
     return None
+
+
+def _takes(kernel: Kernel, cell: Cell, x: Tensor, backend: str) -> bool:
+    if not kernel.supports(cell, x):
+        return False
+    return backend == "fused" or kernel.auto is None or kernel.auto(cell, x)
 
 
 def _register_builtin() -> None:
@@ -140,6 +153,9 @@ def _register_builtin() -> None:
     from rnnkit.nn.kernels import fused
 
     register(Kernel("fused_cpu", fused.supports, fused.run_layer, fused.step, noise=True))
+    from rnnkit.nn.kernels import scan
+
+    register(Kernel("scan", scan.supports, scan.run_layer, scan.step, auto=scan.preferred))
 
 
 _register_builtin()

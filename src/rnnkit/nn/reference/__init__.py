@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, Protocol
 
-from rnnkit.nn.reference import gru, gru_ln, lstm, lstm_ln, rnn
+from rnnkit.nn.reference import gru, gru_ln, lstm, lstm_ln, minimal, rnn
 from rnnkit.nn.reference._common import Array, Grads, Params
 
 _MODULES: dict[str, ModuleType] = {
@@ -29,6 +29,8 @@ _MODULES: dict[str, ModuleType] = {
     "lstm": lstm,
     "lstm_ln": lstm_ln,
     "gru_ln": gru_ln,
+    "mingru": minimal,
+    "minlstm": minimal,
 }
 _FIELDS = {
     "weight_ih": "w_ih",
@@ -59,8 +61,9 @@ def for_cell(cell: CellRecord):
 
 def params(cell: CellRecord, named: Mapping[str, Array]) -> Params:
     """A layer-direction's parameters by torch.nn name (``Cell.parameters``' names; an
-    absent bias is None) -> the container ``cell``'s reference takes (``module.Params``)."""
-    fields: dict[str, Array | None] = {"b_ih": None, "b_hh": None}
+    absent bias or recurrent weight is None) -> the container ``cell``'s reference takes
+    (``module.Params``)."""
+    fields: dict[str, Array | None] = {"w_hh": None, "b_ih": None, "b_hh": None}
     fields |= {_FIELDS.get(kind, kind): value for kind, value in named.items()}
     return _MODULES[cell.name].Params(**fields)
 
@@ -83,6 +86,7 @@ __all__ = [
     "gru_ln",
     "lstm",
     "lstm_ln",
+    "minimal",
     "named_grads",
     "params",
     "rnn",

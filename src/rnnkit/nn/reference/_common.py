@@ -27,7 +27,7 @@ class Params:
     """One layer-direction's weights, named and laid out as in ``torch.nn``."""
 
     w_ih: Array  # [G, D]
-    w_hh: Array  # [G, R], R = h's size (H, or P with a projection)
+    w_hh: Array | None  # [G, R], R = h's size (H, or P with a projection); None: minGRU, minLSTM
     b_ih: Array | None  # [G]
     b_hh: Array | None  # [G]
     w_hr: Array | None = None  # [P, H]: the LSTM's projection (proj_size P), or None
@@ -40,7 +40,7 @@ class Grads:
     x: Array  # [T, B, D]
     state0: tuple[Array, ...]  # each [B, H]
     w_ih: Array
-    w_hh: Array
+    w_hh: Array | None  # None for a cell without recurrent weights (minGRU, minLSTM)
     b_ih: Array | None
     b_hh: Array | None
     w_hr: Array | None = None

@@ -53,6 +53,7 @@ def forward(
     ``recurrent_mask`` [B, H], ``zoneout`` (k [T, B, H] or None,) as ``_common``."""
     (h,) = state0
     (k,) = keep_masks(zoneout, 1)
+    assert p.w_hh is not None  # a recurrent cell
     H = h.shape[1]
     b_ih = bias_or_zero(p.b_ih, 3 * H, x.dtype)
     b_hh = bias_or_zero(p.b_hh, 3 * H, x.dtype)
@@ -113,6 +114,7 @@ def backward(cache, dys: Array, dstate_T: tuple[Array, ...]) -> Grads:
     g = weight_grads(p, dgx, dgh, x, h_in_all)
     if not reset_after:
         # U_n multiplies r * h_in, not h_in, and its bias receives dan (= dgx's n block).
+        assert g.w_hh is not None
         r_all = np.stack([s[2] for s in saved])
         g.w_hh[2 * H :] = np.einsum("tbg,tbh->gh", dgx[..., 2 * H :], r_all * h_in_all)
         if g.b_hh is not None:

@@ -37,6 +37,7 @@ def forward(x: Array, state0: tuple[Array, ...], p: LayerNormParams, eps: float 
     (h,) = state0
     H = h.shape[1]
     ax = x @ p.w_ih.T  # [T, B, D] @ [D, 3H]: every step's W x
+    assert p.w_hh is not None  # a recurrent cell
     ys, saved = [], []
     for ax_t in ax:
         px, nx = norm_forward(ax_t, p.ln_ih_weight, p.b_ih, eps)  # [B, 3H]

@@ -51,6 +51,7 @@ def forward(
     ``zoneout`` (k^h [T, B, R] or None, k^c [T, B, H] or None) as ``_common``."""
     h, c = state0
     kh, kc = keep_masks(zoneout, 2)
+    assert p.w_hh is not None  # a recurrent cell
     G = p.w_hh.shape[0]
     H = G // 4
     b = bias_or_zero(p.b_ih, G, x.dtype) + bias_or_zero(p.b_hh, G, x.dtype)

@@ -43,6 +43,7 @@ def forward(
     ``recurrent_mask`` [B, H], ``zoneout`` (k [T, B, H] or None,) as ``_common``."""
     (h,) = state0
     (k,) = keep_masks(zoneout, 1)
+    assert p.w_hh is not None  # a recurrent cell
     G = p.w_hh.shape[0]
     b = bias_or_zero(p.b_ih, G, x.dtype) + bias_or_zero(p.b_hh, G, x.dtype)
     ys, pre, news, h_ins = [], [], [], []
