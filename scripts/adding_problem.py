@@ -11,7 +11,8 @@ Parts:
     diagnosis  short LSTM (and GRU) runs at T = --diagnosis-T, one change at a time from
                the old defaults: optimiser and batch (RMSprop, 20), forget bias 1, chrono.
     grid       --cells x --lengths (x --seeds) with the experiment's defaults, each run
-               stopped when solved or after --seconds.
+               stopped when solved or after --seconds; then results.md.
+    table      results.md again from summary.json (every grid row run so far).
 
 Every run stops when Hochreiter & Schmidhuber's criterion holds on the 1000 held-out
 sequences (every one within 0.04 of its target) or when its budget is spent; its final
@@ -47,7 +48,7 @@ from rnnkit.synthetic.experiment import (
 )
 from rnnkit.synthetic.model import SequenceModel
 
-PARTS = ("flow", "diagnosis", "grid")
+PARTS = ("flow", "diagnosis", "grid", "table")
 STARTS = {"lstm": ("uniform", "forget1", "chrono"), "gru": ("uniform", "chrono")}
 STARTS["gru_reset_before"] = STARTS["gru"]
 
@@ -166,7 +167,11 @@ def flow_part(args, base: ExperimentConfig, runs: Path, out: Path, summary: dict
             norms = gradient_flow(model.rnn, batch.x, model.loss_fn(problem, batch)).norms[0, 0]
             curves[start] = norms
             ratio = numbers[f"{cell}_{start}"] = float(norms[0] / norms[-1])
-            log(f"flow {cell} {start}: ||dL/dh_0|| / ||dL/dh_{T - 1}|| = {ratio:.3g}")
+            half = numbers[f"{cell}_{start}_half"] = float(norms[T // 2] / norms[-1])
+            log(
+                f"flow {cell} {start}: ||dL/dh_t|| / ||dL/dh_{T - 1}|| = {ratio:.3g} at t = 0, "
+                f"{half:.3g} at t = {T // 2}"
+            )
         plot_curves(
             curves,
             out / f"gradflow_init_T{T}_{cell}.png",
@@ -233,29 +238,44 @@ def grid_part(args, base: ExperimentConfig, runs: Path, out: Path, summary: dict
     write_table(summary, out, args.threshold)
 
 
+def first_below(row: dict, threshold: float) -> str:
+    """When the held-out MSE first fell below ``threshold`` x trivial: sequences (seconds)."""
+    c = row["curve"]
+    for n, t, m in zip(c["sequences"], c["seconds"], c["relative_mse"], strict=True):
+        if m < threshold:
+            return f"{n:,} ({t:.0f} s)"
+    return "never"
+
+
 def write_table(summary: dict, out: Path, threshold: float) -> None:
     lines = [
         "| cell | T | seed | steps (batches of 32) | training sequences | wall time (s) | "
-        "stopped | all 1000 held-out within 0.04 (H&S) | test MSE | test MSE / trivial | "
+        f"held-out MSE first < {threshold} x trivial at | "
+        "all 1000 held-out within 0.04 (H&S) | test MSE | test MSE / trivial | "
         f"solved (test MSE < {threshold} x trivial) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = sorted(summary.get("grid", {}).values(), key=lambda r: (r["T"], r["seed"], r["cell"]))
     for r in rows:
-        hs = f"yes, at {r['hs_solved_at']:,} sequences" if r["hs_solved_at"] is not None else "no"
+        hs = f"yes, at {r['hs_solved_at']:,}" if r["hs_solved_at"] is not None else "no"
         lines.append(
             f"| {r['cell']} | {r['T']} | {r['seed']} | {r['steps']:,} | {r['sequences']:,} | "
-            f"{r['seconds']:.0f} | {r['stopped']} | {hs} | {r['test_mse']:.2e} | "
+            f"{r['seconds']:.0f} | {first_below(r, threshold)} | {hs} | {r['test_mse']:.2e} | "
             f"{r['test_relative_mse']:.4f} | {'**yes**' if r['solved'] else 'no'} |"
         )
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+
+
+def table_part(args, base: ExperimentConfig, runs: Path, out: Path, summary: dict) -> None:
+    """results.md again from summary.json (the grid's rows), without running anything."""
+    write_table(summary, out, args.threshold)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default=",".join(PARTS), help=f"some of {PARTS}")
     parser.add_argument("--cells", default="lstm,gru,gru_reset_before")
-    parser.add_argument("--lengths", default="200,400", help="grid: the values of T")
+    parser.add_argument("--lengths", default="50,100,200,400", help="grid: the values of T")
     parser.add_argument("--seeds", default="0", help="grid: one run per seed")
     parser.add_argument("--seconds", type=float, default=300.0, help="grid: budget per run")
     parser.add_argument("--max-sequences", type=int, default=5_000_000)
@@ -284,7 +304,12 @@ def main() -> None:
     if (out / "summary.json").exists():  # a partial rerun updates what it reruns
         summary = json.loads((out / "summary.json").read_text())
     summary.setdefault("settings", {})[args.parts] = vars(args) | {"base": asdict(base)}
-    for part, run in (("flow", flow_part), ("diagnosis", diagnosis_part), ("grid", grid_part)):
+    for part, run in (
+        ("flow", flow_part),
+        ("diagnosis", diagnosis_part),
+        ("grid", grid_part),
+        ("table", table_part),
+    ):
         if part in parts:
             run(args, base, runs, out, summary)
             atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))

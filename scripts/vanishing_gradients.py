@@ -1,4 +1,7 @@
-"""Every figure and number of docs/vanishing_gradients.md, in one rerunnable command.
+"""Every figure and number of docs/vanishing_gradients.md, in one rerunnable command,
+but those of section 2's gate starts (scripts/adding_problem.py). Every model here has
+torch.nn's start (gate_init "uniform"), not the experiment's default: it shows the
+gradient vanishing.
 
     PYTHONPATH=src python scripts/vanishing_gradients.py            # ~40 min on 2 busy cores
     PYTHONPATH=src python scripts/vanishing_gradients.py --seconds 20 --lengths 50

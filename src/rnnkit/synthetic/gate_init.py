@@ -2,30 +2,32 @@
 it has learned anything.
 
 torch.nn draws every bias from U(-1/sqrt(H), 1/sqrt(H)), so every gate starts near 0.5:
-an LSTM keeps half of c per step (f ~ 0.5) and a GRU half of h (z ~ 0.5). A signal
-t steps back then reaches the read-out scaled by about 0.5^t, and so does its gradient:
-at the adding problem's T = 200 that is 1e-60, nothing at float32 (docs/vanishing_gradients.md,
-section 2). Three starts:
+an LSTM keeps about half of c per step (f ~ 0.5) and a GRU half of h (z ~ 0.5). A signal
+t steps back reaches the read-out scaled by about 0.5^t, and so does its gradient: at
+the adding problem's T = 200 the gradient at the first step is below float32's smallest
+normal number (docs/vanishing_gradients.md, section 2b), and no optimiser, learning rate
+or budget can follow a gradient that is not there. Three starts:
 
     uniform   torch.nn's, unchanged.
     forget1   the LSTM's total forget bias b_f = b_if + b_hf = 1 (Gers, Schmidhuber and
               Cummins 2000; Jozefowicz, Zaremba and Sutskever 2015, section 3): f ~ 0.73,
               a memory of about 4 steps. The GRU has no forget gate here: unchanged.
-    chrono    Tallec and Ollivier 2018, "Can recurrent neural networks warp time?",
-              section 4 ("chrono initialization"): per unit,
+    chrono    Tallec and Ollivier 2018, "Can recurrent neural networks warp time?"
+              (ICLR; their "chrono initialization"): per unit,
 
                   b_f ~ log U([1, T_max - 1]),   b_i = -b_f          (LSTM)
                   b_z ~ log U([1, T_max - 1])                         (GRU, both forms)
 
-              With zero input a unit then keeps f = sigmoid(b_f) = 1 - 1/tau of its
-              state per step and writes i = 1/tau of the new one, tau = 1 + exp(b_f)
-              uniform in [2, T_max]: a leaky integrator whose time constants spread over
-              the dependencies to be learned. The negative input bias also keeps the
-              cell from drifting before it has learned what to store (Hochreiter and
-              Schmidhuber 1997, section 4, "internal state drift": their adding-problem
-              LSTM had no forget gate, f = 1, and input gates biased negative).
-              torch.nn's GRU keeps h with weight z (h' = (1 - z) n + z h), so its update
-              gate takes the forget gate's place, with the same sign.
+              Where the gate's input terms are small, a unit keeps f = sigmoid(b_f)
+              = 1 - 1/tau of its state per step and writes i = 1/tau of the new one,
+              tau = 1 + exp(b_f) uniform in [2, T_max]: a leaky integrator whose time
+              constants spread over the dependencies to be learned. The negative input
+              bias also keeps the cell from drifting before it has learned what to
+              store (Hochreiter and Schmidhuber 1997, "internal state drift", and
+              section 5.4: their adding-problem LSTM had no forget gate, f = 1, and
+              input gates biased negative). torch.nn's GRU keeps h with weight z
+              (h' = (1 - z) n + z h), so its update gate takes the forget gate's place,
+              with the same sign.
 
 Every start sets the total bias (b_ih + b_hh) of the gates it names by writing b_ih and
 zeroing b_hh, in every layer and direction; the other weights keep torch.nn's draw.
