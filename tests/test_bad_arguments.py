@@ -87,6 +87,8 @@ CASES: list[tuple[list[str], str]] = [  # (argv, what the one line must name)
     (["experiment", "--lr", "-1"], "lr"),
     (["experiment", "--clip", "-1"], "clip"),
     (["experiment", "--recurrent-gain", "-1"], "recurrent_gain"),
+    (["experiment", "--gate-init", "nosuch"], "gate_init"),
+    (["experiment", "--optimizer", "lbfgs"], "optimizer"),
     (["experiment", "--max-seconds", "-1"], "max_seconds"),
     (["experiment", "--seed", "-1"], "seed"),
     (["bench", "--quick", "--repeats", "0"], "repeats"),
@@ -97,6 +99,7 @@ CASES: list[tuple[list[str], str]] = [  # (argv, what the one line must name)
     (["diagnose", "--units", "99"], "--units"),
     (["diagnose", "--task", "nosuch"], "task"),
     (["diagnose", "--hidden-size", "0"], "hidden_size"),
+    (["diagnose", "--gate-init", "nosuch"], "gate_init"),
     (["diagnose", "--lm", RUN], "--text"),
 ]
 

@@ -203,10 +203,15 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_diagnose_reads_the_old_experiment_format(tmp_path):
     """Earlier versions wrote result.json and model.safetensors (the config in its
-    metadata) into the run directory; such a directory still loads and diagnoses."""
-    config = ExperimentConfig(task="adding", size=10, cell="gru", hidden_size=4)
+    metadata) into the run directory; such a directory still loads and diagnoses, and
+    its config says the gate start it was trained with (torch.nn's, "uniform")."""
+    config = ExperimentConfig(
+        task="adding", size=10, cell="gru", hidden_size=4, gate_init="uniform"
+    )
     model = build_model(config, make_problem("adding", 10))
-    old_config = {k: v for k, v in asdict(config).items() if k != "device"}  # no such field then
+    old_config = {  # no such fields then
+        k: v for k, v in asdict(config).items() if k not in ("device", "gate_init")
+    }
     old = tmp_path / "old"
     old.mkdir()
     save_file(
@@ -229,8 +234,12 @@ def test_diagnose_reads_the_old_experiment_format(tmp_path):
 
 
 def test_bad_config_fails_with_a_message():
-    with pytest.raises(ValueError, match="optimizer must be 'adam' or 'sgd'"):
-        ExperimentConfig(optimizer="rmsprop")
+    with pytest.raises(
+        ValueError, match="optimizer must be one of adam, sgd, rmsprop, got 'lbfgs'"
+    ):
+        ExperimentConfig(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="gate_init must be one of chrono, forget1, uniform"):
+        ExperimentConfig(gate_init="ones")
     with pytest.raises(ValueError, match="cell must be one of"):
         build_model(ExperimentConfig(cell="transformer"), make_problem("adding", 10))
 

@@ -19,6 +19,9 @@ def diagnose(
     num_layers: int = typer.Option(1),
     batch_size: int = typer.Option(16),
     seed: int = typer.Option(0, help="Seed for the fresh model's weights and the batch."),
+    gate_init: str = typer.Option(
+        "chrono", help="The fresh model's gate biases: chrono, forget1 or uniform (torch.nn's)."
+    ),
     model: str = typer.Option(
         "",
         help="A run directory of `rnnkit experiment` (or one of its checkpoints, or the "
@@ -71,6 +74,7 @@ def diagnose(
                     num_layers,
                     batch_size,
                     seed,
+                    gate_init,
                     model,
                     chosen,
                     jacobian,
@@ -104,6 +108,7 @@ def _diagnose_task(
     num_layers: int,
     batch_size: int,
     seed: int,
+    gate_init: str,
     model: str,
     chosen: list[int] | None,
     jacobian: bool,
@@ -123,6 +128,7 @@ def _diagnose_task(
             hidden_size=hidden_size,
             num_layers=num_layers,
             seed=seed,
+            gate_init=gate_init,
         )
         net = build_model(config, make_problem(task, size))
     if chosen is None:

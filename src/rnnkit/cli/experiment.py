@@ -15,11 +15,17 @@ def experiment(
     hidden_size: int = typer.Option(32),
     num_layers: int = typer.Option(1),
     batch_size: int = typer.Option(32),
-    optimizer: str = typer.Option("adam", help="adam or sgd."),
+    optimizer: str = typer.Option("adam", help="adam, sgd or rmsprop."),
     lr: float = typer.Option(1e-3),
     clip: float = typer.Option(0.0, help="Max gradient norm; 0 means no clipping."),
     recurrent_gain: float = typer.Option(
         0.0, help="If > 0, each H x H block of weight_hh is orthogonal x this gain."
+    ),
+    gate_init: str = typer.Option(
+        "chrono",
+        help="Gate biases at the start: chrono (Tallec & Ollivier 2018: memory time "
+        "constants spread up to the task's sequence length), forget1 (LSTM forget bias 1) "
+        "or uniform (torch.nn's).",
     ),
     max_sequences: int = typer.Option(200_000, help="Stop after this many sequences."),
     max_seconds: float = typer.Option(60.0, help="Stop after this many seconds."),
@@ -66,6 +72,7 @@ def experiment(
                 lr=lr,
                 clip=clip or None,
                 recurrent_gain=recurrent_gain or None,
+                gate_init=gate_init,
                 max_sequences=max_sequences,
                 max_seconds=max_seconds,
                 eval_every=eval_every,

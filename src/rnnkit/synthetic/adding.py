@@ -71,6 +71,10 @@ class AddingProblem(Problem):
         self.T = positive("T", T, minimum=10)
         self.variable_length = variable_length
 
+    @property
+    def max_length(self) -> int:
+        return self.T + self.T // 10 if self.variable_length else self.T
+
     def sample(self, rng: Rng, batch_size: int) -> Batch:
         x, lengths, target = adding_sequences(rng, batch_size, self.T, self.variable_length)
         return Batch(

@@ -108,6 +108,10 @@ class AgreementProblem(Problem):
     def __init__(self, max_modifiers: int) -> None:
         self.max_modifiers = positive("max_modifiers", max_modifiers, minimum=0)
 
+    @property
+    def max_length(self) -> int:
+        return 2 + 4 * self.max_modifiers  # "the" N, then relative clauses of 4 words
+
     def sample(self, rng: Rng, batch_size: int, full: bool = False) -> Batch:
         tokens, lengths, labels, distances = agreement_sequences(
             rng, batch_size, self.max_modifiers, full

@@ -61,6 +61,13 @@ class Problem(ABC):
     """The metric in [0, 1], higher is better, that the trainer keeps the best checkpoint
     by; every problem here is solved when it reaches 1 on the held-out set."""
 
+    @property
+    @abstractmethod
+    def max_length(self) -> int:
+        """The most steps a sequence of this problem has: the longest dependency a model
+        may have to learn, which chrono initialisation sets its memory for
+        (``rnnkit.synthetic.gate_init``)."""
+
     @abstractmethod
     def sample(self, rng: Rng, batch_size: int) -> Batch: ...
 

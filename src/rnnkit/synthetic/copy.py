@@ -53,6 +53,10 @@ class CopyProblem(Problem):
     def __init__(self, T: int) -> None:
         self.T = positive("T", T)
 
+    @property
+    def max_length(self) -> int:
+        return self.T + 2 * MEMORY
+
     def sample(self, rng: Rng, batch_size: int) -> Batch:
         inputs, targets = copy_sequences(rng, batch_size, self.T)
         tokens = torch.from_numpy(inputs)

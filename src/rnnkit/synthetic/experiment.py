@@ -32,6 +32,7 @@ from rnnkit.common.io import atomic_write_text
 from rnnkit.common.names import CELL_NAMES
 from rnnkit.nn.factory import recurrent_layer
 from rnnkit.synthetic import PROBLEMS, Problem, make_problem
+from rnnkit.synthetic.gate_init import check_gate_init, init_gate_biases
 from rnnkit.synthetic.model import SequenceModel
 from rnnkit.synthetic.task import ProblemTask
 from rnnkit.train import checkpoint as ckpt
@@ -44,6 +45,9 @@ from rnnkit.train.trainer import Trainer, TrainerConfig, TrainingDiverged
 KIND = "experiment"
 """``meta.task`` in the config.json of an experiment's checkpoints."""
 
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+"""rmsprop: the update rule of Arjovsky, Shah and Bengio 2016's adding-problem runs."""
+
 BUDGET = ("max_sequences", "max_seconds")
 """The fields a resumed run may change; every other one must match the checkpoint."""
 
@@ -53,7 +57,16 @@ class ExperimentConfig:
     """One run. ``size`` is T for adding and copy, the maximum number of modifiers for
     agreement. ``recurrent_gain``: if set, every H x H block of each ``weight_hh`` is
     orthogonal times this gain (above 1: a deliberately exploding start). ``clip``: the
-    max gradient norm (None: measured, never clipped)."""
+    max gradient norm (None: measured, never clipped). ``gate_init``: how the gate biases
+    start (``rnnkit.synthetic.gate_init``): "chrono" (Tallec and Ollivier 2018, T_max the
+    problem's longest sequence), "forget1" or "uniform" (torch.nn's draw). A config
+    saved before the field existed reads as "uniform", the start its run had.
+
+    The defaults: Adam (Kingma and Ba 2015) at lr 1e-3, batches of 32, no clipping,
+    H = 32 and the chrono start. From torch.nn's start the adding problem's gradient
+    vanishes before it reaches the marked pairs and no cell leaves the trivial solution
+    at T = 50 to 400; from chrono's, the LSTM and both GRUs solve it at T = 400
+    (docs/vanishing_gradients.md, section 2)."""
 
     task: str = "adding"
     size: int = 50
@@ -65,6 +78,7 @@ class ExperimentConfig:
     lr: float = 1e-3
     clip: float | None = None
     recurrent_gain: float | None = None
+    gate_init: str = "chrono"
     max_sequences: int = 200_000
     max_seconds: float = 60.0
     eval_every: int = 3200
@@ -85,8 +99,11 @@ class ExperimentConfig:
         check_range("lr", self.lr, **lr.metadata)  # the trainer's range for a learning rate
         check_range("recurrent_gain", self.recurrent_gain, optional=True, gt=0)
         check_range("seed", self.seed, min=0, max=2**32 - 1)
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        check_gate_init(self.gate_init, self.cell)
         if self.clip is not None and not self.clip > 0:
             raise ValueError(f"clip must be a positive max-norm or None, got {self.clip!r}")
         for name in (
@@ -144,6 +161,7 @@ def build_model(config: ExperimentConfig, problem: Problem) -> SequenceModel:
             for weights in rnn.all_weights:
                 for block in weights[1].split(H, dim=0):  # [H, H] per gate
                     nn.init.orthogonal_(block, gain=config.recurrent_gain)
+    init_gate_biases(rnn, config.gate_init, problem.max_length, config.seed)
     return SequenceModel(rnn, problem.output_size, problem.readout)
 
 
@@ -352,12 +370,20 @@ def load_config(run: str | Path) -> ExperimentConfig:
         raise ckpt.CheckpointError(f"{checkpoint} holds a {found!r} model, not an experiment")
     fields = saved.get("experiment")
     try:
-        return ExperimentConfig(**fields)  # type: ignore[arg-type]
+        return ExperimentConfig(**_saved_fields(fields))  # type: ignore[arg-type]
     except (TypeError, ValueError) as error:
         raise ckpt.CheckpointError(
             f"{checkpoint / ckpt.CONFIG_FILE}: 'experiment' is not a valid experiment config "
             f"({error})"
         ) from None
+
+
+def _saved_fields(fields: Any) -> Any:
+    """A saved config's fields; one saved before ``gate_init`` existed had torch.nn's
+    start, "uniform"."""
+    if isinstance(fields, dict) and "gate_init" not in fields:
+        return fields | {"gate_init": "uniform"}
+    return fields
 
 
 def load_run(path: str | Path) -> tuple[SequenceModel, ExperimentConfig]:
@@ -394,7 +420,7 @@ def _load_legacy(path: Path) -> tuple[SequenceModel, ExperimentConfig]:
     if "config" not in metadata:
         raise ckpt.CheckpointError(f"{path} is not a model written by `rnnkit experiment`")
     try:
-        config = ExperimentConfig(**json.loads(metadata["config"]))
+        config = ExperimentConfig(**_saved_fields(json.loads(metadata["config"])))
     except (TypeError, ValueError) as error:
         raise ckpt.CheckpointError(
             f"{path}: its metadata is not an experiment config ({error})"
