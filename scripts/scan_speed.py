@@ -48,9 +48,10 @@ def _models(D: int, H: int, sequential: bool) -> list[tuple[str, RNNBase, str]]:
     target = _parameters(lstm)
     models = [("LSTM", lstm, "auto"), ("GRU", rnnkit.GRU(D, H), "auto")]
     for cls in (rnnkit.MinGRU, rnnkit.MinLSTM):
-        models.append((f"{cls.__name__}", cls(D, H), "auto"))
+        models.append((f"{cls.__name__}", cls(D, H), "fused"))  # the scan (auto: not on a CPU)
     for cls in (rnnkit.MinGRU, rnnkit.MinLSTM):
-        models.append((f"{cls.__name__} (= LSTM params)", cls(D, _matched(cls, D, target)), "auto"))
+        matched = cls(D, _matched(cls, D, target))
+        models.append((f"{cls.__name__} (= LSTM params)", matched, "fused"))
     if sequential:
         for cls in (rnnkit.MinGRU, rnnkit.MinLSTM):
             models.append((f"{cls.__name__} (sequential)", cls(D, H), "composite"))

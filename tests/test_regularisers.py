@@ -204,7 +204,7 @@ def reference_stack(layer, drawn, x, state0, lengths, dys, dfinal):
 def _stack_configs() -> list[LayerConfig]:
     configs = [
         c
-        for c in layer_configs(num_layers=(1, 2), dtypes=(torch.float64,))
+        for c in layer_configs(FUSED_CELLS, num_layers=(1, 2), dtypes=(torch.float64,))
         if not c.batch_first and c.bias == c.initial_state
     ]
     return configs + [dataclasses.replace(c, proj_size=P) for c in configs if c.cell == "lstm"]
