@@ -19,7 +19,10 @@ DEFAULT_REPEATS, DEFAULT_WARMUP, DEFAULT_DTYPE, DEFAULT_MEMORY = 5, 1, "float32"
 @app.command()
 def bench(
     cells: Annotated[
-        str, typer.Option(help="'all' or comma-separated: " + ",".join(CELL_NAMES))
+        str,
+        typer.Option(
+            help="'all' (those with a fused kernel) or comma-separated: " + ",".join(CELL_NAMES)
+        ),
     ] = "all",
     shapes: Annotated[
         str | None,
