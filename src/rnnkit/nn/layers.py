@@ -634,85 +634,61 @@ class LSTM(RNNBase):
                 set_forget_bias(weights[2], weights[3])
 
 
-class MinGRU(RNNBase):
+class _ScanLayers(RNNBase):
+    """Layers of a parallel-scan cell (``CELL``), with torch.nn.GRU's constructor arguments
+    and ``forward`` contract (h_0 [layers*dirs, B, H]). The regularisers that need no
+    recurrent product: ``zoneout`` and ``variational_dropout`` (``recurrent_dropout`` and
+    ``weight_drop`` are refused)."""
+
+    CELL: Cell
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        zoneout: float = 0.0,
+        variational_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+    ) -> None:
+        super().__init__(
+            self.CELL,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+            recurrent_dropout=recurrent_dropout,
+            weight_drop=weight_drop,
+            zoneout=zoneout,
+            variational_dropout=variational_dropout,
+        )
+
+
+class MinGRU(_ScanLayers):
     """minGRU layers (Feng et al. 2024; ``rnnkit.nn.cells.minimal``): gates from x_t only,
     ``weight_ih_l{k}`` [2H, D] and ``bias_ih_l{k}`` [2H], no recurrent weights. Trained with
-    a parallel scan over the sequence (``rnnkit.nn.kernels.scan``), streamed step by step;
-    torch.nn.GRU's constructor arguments and ``forward`` contract (h_0 [layers*dirs, B, H]).
-    The regularisers that need no recurrent product: ``zoneout`` and
-    ``variational_dropout`` (``recurrent_dropout`` and ``weight_drop`` are refused)."""
+    a parallel scan over the sequence (``rnnkit.nn.kernels.scan``; "auto" takes it off the
+    CPU), streamed step by step; the arguments of ``_ScanLayers``."""
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        device=None,
-        dtype=None,
-        *,
-        zoneout: float = 0.0,
-        variational_dropout: float = 0.0,
-        recurrent_dropout: float = 0.0,
-        weight_drop: float = 0.0,
-    ) -> None:
-        super().__init__(
-            MINGRU,
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            device,
-            dtype,
-            recurrent_dropout=recurrent_dropout,
-            weight_drop=weight_drop,
-            zoneout=zoneout,
-            variational_dropout=variational_dropout,
-        )
+    CELL = MINGRU
 
 
-class MinLSTM(RNNBase):
+class MinLSTM(_ScanLayers):
     """minLSTM layers (Feng et al. 2024; ``rnnkit.nn.cells.minimal``): input and forget
     gates from x_t only, normalised to sum to 1, one state h (no c); ``weight_ih_l{k}``
-    [3H, D] and ``bias_ih_l{k}`` [3H]. As ``MinGRU``: a parallel scan in training, steps
-    when streaming, torch.nn.GRU's arguments (hx is h_0 alone, not a tuple)."""
+    [3H, D] and ``bias_ih_l{k}`` [3H]. As ``MinGRU`` (hx is h_0 alone, not a tuple)."""
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        device=None,
-        dtype=None,
-        *,
-        zoneout: float = 0.0,
-        variational_dropout: float = 0.0,
-        recurrent_dropout: float = 0.0,
-        weight_drop: float = 0.0,
-    ) -> None:
-        super().__init__(
-            MINLSTM,
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            device,
-            dtype,
-            recurrent_dropout=recurrent_dropout,
-            weight_drop=weight_drop,
-            zoneout=zoneout,
-            variational_dropout=variational_dropout,
-        )
+    CELL = MINLSTM
