@@ -427,3 +427,32 @@ def test_the_diagnostics_read_the_sigmoid_gates(cell):
     with torch.no_grad():
         out, _ = layer(x)
     assert_rel_close(trace.hidden, out[..., H:], TOLERANCE[F64], "hidden states")
+
+
+@pytest.mark.parametrize("cls", [rnnkit.MinGRU, rnnkit.MinLSTM])
+def test_regularisers_without_a_recurrent_product_are_refused_the_others_apply(cls):
+    """No W_hh: recurrent dropout and weight drop are one error naming the cell; zoneout
+    holds units (its expectation in evaluation) and locked dropout runs, on the composite
+    path under "auto" on the CPU."""
+    for name in ("recurrent_dropout", "weight_drop"):
+        with pytest.raises(ValueError, match=name):
+            cls(4, 6, **{name: 0.2})
+    torch.manual_seed(0)
+    zoned = cls(4, 6, zoneout=0.5, variational_dropout=0.2, dtype=F64)
+    plain = cls(4, 6, dtype=F64)
+    plain.load_state_dict(zoned.state_dict())
+    x = torch.randn(5, 3, 4, dtype=F64)
+    h0 = torch.randn(1, 3, 6, dtype=F64)
+    with torch.no_grad():
+        zoned.eval(), plain.eval()
+        out, _ = zoned(x, h0)
+        ref, previous = [], h0[0]
+        for t in range(5):  # s_t = p s_{t-1} + (1 - p) s_new, s_new from the zoned state
+            new = plain(x[t : t + 1], previous[None])[0][0]
+            previous = 0.5 * previous + 0.5 * new
+            ref.append(previous)
+        torch.testing.assert_close(out, torch.stack(ref), rtol=1e-12, atol=1e-12)
+        zoned.train()
+        torch.manual_seed(1)
+        trained, _ = zoned(x, h0)
+        assert not torch.equal(trained, out)
