@@ -20,6 +20,7 @@ a config without them builds the same model as before.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Self
 
 from rnnkit.common.config import ConfigError, option
 from rnnkit.common.names import CELLS_WITH_MEMORY, PROJECTABLE_CELLS
@@ -56,8 +57,9 @@ class CellVariants:
         False, "--model.dropout on sequences uses one mask per sequence (Gal 2016)"
     )
 
-    def validate(self):
-        """The checks that span fields; a task config that adds its own calls this."""
+    def validate(self) -> Self:
+        """The checks that span fields; a task config that adds its own calls this. (``cell``
+        and ``hidden_size`` are the task config's own fields, declared after these.)"""
         self.check_variants(getattr(self, "cell"), getattr(self, "hidden_size"))  # noqa: B009
         return self
 

@@ -211,10 +211,10 @@ def _flat_noise(noise: Sequence[Any] | None, n_states: int) -> list[Tensor]:
     flat: list[Tensor] = []
     for n in noise:
         recurrent = None if n is None else n.recurrent
-        zoneout = tuple(() if n is None or n.zoneout is None else n.zoneout)
-        zoneout = (zoneout + (None,) * 2)[:2]  # h, c (None: no zoneout, or no c)
+        zoneout = () if n is None or n.zoneout is None else tuple(n.zoneout)  # per state
         flat.append(_NONE if recurrent is None else recurrent)
-        for k in zoneout[:n_states] + (None,) * (2 - n_states):
+        for s in range(2):  # h, then c (none for a cell without one)
+            k = zoneout[s] if s < min(n_states, len(zoneout)) else None
             if k is None:
                 flat.append(_NONE)
             elif all(stride == 0 for stride in k.stride()):  # the constant p, expanded
