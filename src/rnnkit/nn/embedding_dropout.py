@@ -7,7 +7,6 @@ reads zeros. Merity et al. 2017 (AWD-LSTM, sec. 4.3) use it with p = 0.1 on PTB.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -18,4 +17,5 @@ def embedding_dropout(embedding: nn.Embedding, ids: Tensor, p: float, training: 
         return embedding(ids)
     weight = embedding.weight  # [V, D]
     keep = weight.new_empty(weight.shape[0], 1).bernoulli_(1.0 - p) / (1.0 - p)  # [V, 1]
-    return F.embedding(ids, weight * keep, embedding.padding_idx)
+    # (E * keep)[ids] = E[ids] * keep[ids]: the looked-up rows only, not a copy of all V
+    return embedding(ids) * keep[ids]  # [..., D] * [..., 1]
