@@ -3,6 +3,7 @@
     PYTHONPATH=src python scripts/lm_step_profile.py                  # PTB small config
     PYTHONPATH=src python scripts/lm_step_profile.py --vocab 67 --hidden 512 \
         --embedding 128 --batch 64 --bptt 100                          # Tiny Shakespeare
+    PYTHONPATH=src python scripts/lm_step_profile.py --precision bf16 # under bf16 autocast
 
 Times (medians of --repeats, after warm-up) of a whole step of ``LanguageModel`` (the
 trainer's ``model.loss``, SGD step and clipping included), of the same step written with
@@ -18,6 +19,7 @@ implementation on this machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -30,6 +32,24 @@ from rnnkit.tools.bench import time_alternating
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
     (ms,), _ = time_alternating([fn], repeats, warmup=3)
     return ms
+
+
+def autocast(a: argparse.Namespace) -> contextlib.AbstractContextManager[object]:
+    """bf16 autocast for --precision bf16 (the forward and the loss, as the trainer runs
+    them), else nothing."""
+    if a.precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def under(a: argparse.Namespace, fn: Callable[[], object]) -> Callable[[], object]:
+    """fn run under ``autocast(a)``."""
+
+    def run() -> object:
+        with autocast(a):
+            return fn()
+
+    return run
 
 
 def torch_nn_step(a: argparse.Namespace, inputs: torch.Tensor, targets: torch.Tensor):
@@ -47,8 +67,9 @@ def torch_nn_step(a: argparse.Namespace, inputs: torch.Tensor, targets: torch.Te
     optimizer = torch.optim.SGD(params, lr=0.1)
 
     def step() -> None:
-        out, _ = rnn(emb(inputs))
-        loss = torch.nn.functional.cross_entropy(dec(out).flatten(0, 1), targets)
+        with autocast(a):
+            out, _ = rnn(emb(inputs))
+            loss = torch.nn.functional.cross_entropy(dec(out).flatten(0, 1), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 0.25)
@@ -67,6 +88,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--bptt", type=int, default=20)
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     a = p.parse_args()
     torch.manual_seed(0)
     config = LMConfig(
@@ -79,7 +101,8 @@ def main() -> None:
     N, H, V = a.bptt * a.batch, a.hidden, a.vocab
 
     def whole_step() -> None:
-        loss, _ = model.loss(inputs, targets.view(a.bptt, a.batch))
+        with autocast(a):
+            loss, _ = model.loss(inputs, targets.view(a.bptt, a.batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
@@ -89,12 +112,15 @@ def main() -> None:
     x = model.embedding(inputs).detach().requires_grad_()  # type: ignore[misc]
 
     def recurrent() -> None:
-        out, _ = model.rnn(x)
+        with autocast(a):
+            out, _ = model.rnn(x)
         out.backward(torch.ones_like(out))
 
     h, w, b = torch.randn(N, H), model.decoder.weight.detach(), model.decoder.bias.detach()
     p = torch.randn(V, N)
     hg, wg, bg = (t.clone().requires_grad_() for t in (h, w, b))
+    if a.precision == "bf16":  # the products' operands as bf16 autocast hands them over
+        h, w, b, p = (t.to(torch.bfloat16) for t in (h, w, b, p))
     F = torch.nn.functional
     parts = {
         "whole training step": whole_step,
@@ -104,16 +130,16 @@ def main() -> None:
         "output layer: z^T = W h^T + b": lambda: torch.addmm(b[:, None], w, h.t()),
         "output layer: dL/dh = P^T W": lambda: p.t() @ w,
         "output layer: dL/dW = P h": lambda: p @ h,
-        "output layer + loss fwd+bwd (projected_cross_entropy)": lambda: projected_cross_entropy(
-            hg, wg, bg, targets
-        ).backward(),
-        "torch.nn: F.linear + F.cross_entropy fwd+bwd": lambda: F.cross_entropy(
-            F.linear(hg, wg, bg), targets
-        ).backward(),
+        "output layer + loss fwd+bwd (projected_cross_entropy)": lambda: under(
+            a, lambda: projected_cross_entropy(hg, wg, bg, targets)
+        )().backward(),
+        "torch.nn: F.linear + F.cross_entropy fwd+bwd": lambda: under(
+            a, lambda: F.cross_entropy(F.linear(hg, wg, bg), targets)
+        )().backward(),
     }
     print(
         f"{a.layers}x{H} {a.cell}, V={V}, batch {a.batch} x bptt {a.bptt} = {N} tokens per "
-        f"step, {torch.get_num_threads()} threads"
+        f"step, {torch.get_num_threads()} threads, {a.precision}"
     )
     times = {name: median_ms(fn, a.repeats) for name, fn in parts.items()}
     # the two whole steps again, taking turns, for a ratio that one noisy minute cannot skew

@@ -156,3 +156,36 @@ def test_under_bf16_autocast_the_products_are_bf16_and_the_rest_fp32():
         assert (a - e).norm() <= bound * e.norm(), name
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the inference path
         assert projected_cross_entropy(x, w, b, target) == mixed
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_bf16_column_loops_widen_the_logits_and_round_p_once(bias):
+    """The compiled column loops on bf16 logits (bf16 autocast): the log-sum-exp of the
+    widened logits plus the fp32 bias, against fp64 torch ops; P = (softmax - onehot) *
+    scale computed in fp32 and rounded once to bf16 (within one bf16 rounding of the fp64
+    value, the target entries included), and db its fp32 row sums."""
+    from rnnkit.nn.kernels import fused
+
+    ext = fused.load()
+    g = torch.Generator().manual_seed(5)
+    V, N = 37, 23
+    zt = (3 * torch.randn(V, N, generator=g)).to(torch.bfloat16)
+    b = torch.randn(V, generator=g) if bias else None
+    target = torch.randint(0, V, (N,), generator=g)
+    z64 = zt.double() + (b.double()[:, None] if bias else 0)
+    lse = ext.column_logsumexp(zt, b)
+    assert lse.dtype == torch.float32
+    torch.testing.assert_close(lse.double(), torch.logsumexp(z64, 0), rtol=1e-6, atol=1e-6)
+    scale = 0.25
+    p64 = torch.softmax(z64, 0)
+    p64[target, torch.arange(N)] -= 1
+    p64 *= scale
+    db = ext.column_softmax_grad_(zt, lse, target, scale, b)
+    assert zt.dtype == torch.bfloat16 and db.dtype == torch.float32
+    ulp = 2.0**-8 * 1.001 * p64.abs() + 1e-7  # one bf16 rounding (8 bits), fp32 roundoff
+    assert bool(((zt.double() - p64).abs() <= ulp).all())
+    torch.testing.assert_close(db.double(), p64.sum(1), rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="bias must be contiguous"):
+        ext.column_logsumexp(zt, torch.zeros(V + 1))
+    with pytest.raises(RuntimeError, match="bf16 z\\^T only"):
+        ext.column_logsumexp(zt.float(), torch.zeros(V))

@@ -1459,72 +1459,126 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
 
 // ---------------------------------------------------------------------------------------
 // The language model's softmax down the columns of z^T [V, N] (logits computed transposed,
-// see rnnkit/train/losses.py): log-sum-exp per column, and the cross-entropy gradient in
+// see rnnkit/tasks/lm/loss.py): log-sum-exp per column, and the cross-entropy gradient in
 // place. Each loop runs along a contiguous row of N, so it vectorises with fast_exp.
+// z^T is fp32 or fp64 (computed in its own type), or bf16 under bf16 autocast: the logits
+// as the bf16 product returned them, widened on read and computed in fp32 (lse, P before
+// its rounding, db), with the bias b [V] (fp32) added on read: only the product is rounded,
+// not z + b, and no fp32 copy of the logits is made.
 // ---------------------------------------------------------------------------------------
+
+// bf16 values are handled as their bits (uint16_t), so that the loops vectorise: widening is
+// a shift, and narrowing rounds to nearest even in integer arithmetic (the values here are
+// finite: fast_exp clamps).
+inline float widen(uint16_t v) { return bits_to_float(uint32_t(v) << 16); }
+inline float widen(float v) { return v; }
+inline double widen(double v) { return v; }
+template <typename Z, typename S>
+inline Z narrow(S v) {
+  if constexpr (std::is_same_v<Z, uint16_t>) {
+    const uint32_t u = __builtin_bit_cast(uint32_t, v);
+    return uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  } else {
+    return v;
+  }
+}
+const uint16_t* bf16_bits(const Tensor& t) {
+  return reinterpret_cast<const uint16_t*>(t.data_ptr<at::BFloat16>());
+}
 
 void check_columns(const Tensor& zt, const char* what) {
   TORCH_CHECK(zt.dim() == 2 && zt.is_contiguous() && zt.device().is_cpu(), what,
               ": z^T must be a contiguous CPU matrix [V, N]");
 }
 
-// Columns [n0, n1) of z^T [V, N] (row stride N) -> lse[n0 - n1): a pass for the column
-// maxima, a pass for the sums of exp(z - max).
-template <typename S>
-void logsumexp_columns(const S* z, int64_t V, int64_t N, int64_t n0, int64_t n1, S* lse) {
+// The compute dtype of z^T's values (fp32 for bf16) and the optional bias [V] in it.
+at::ScalarType column_compute(const Tensor& zt, const std::optional<Tensor>& bias,
+                              const char* what) {
+  const auto s = zt.scalar_type() == at::kBFloat16 ? at::kFloat : zt.scalar_type();
+  TORCH_CHECK(s == at::kFloat || s == at::kDouble, what, ": z^T must be fp32, fp64 or bf16");
+  TORCH_CHECK(!bias || (bias->is_contiguous() && bias->numel() == zt.size(0) &&
+                        bias->scalar_type() == s),
+              what, ": bias must be contiguous [V] of the compute dtype");
+  TORCH_CHECK(!bias || zt.scalar_type() == at::kBFloat16, what,
+              ": a separate bias is for bf16 z^T only (fp32 logits include it)");
+  return s;
+}
+
+// Columns [n0, n1) of z^T [V, N] (row stride N), plus bias[v] where given, -> lse[n0, n1):
+// a pass for the column maxima, a pass for the sums of exp(z - max).
+template <typename Z, typename S>
+void logsumexp_columns(const Z* z, const S* bias, int64_t V, int64_t N, int64_t n0,
+                       int64_t n1, S* lse) {
   const int64_t w = n1 - n0;
   std::vector<S> m(w, -std::numeric_limits<S>::infinity()), sum(w, S(0));
   S* mp = m.data();
   S* sp = sum.data();
   for (int64_t v = 0; v < V; ++v) {
-    const S* row = z + v * N + n0;
+    const Z* row = z + v * N + n0;
+    const S b = bias ? bias[v] : S(0);
 #pragma omp simd
-    for (int64_t j = 0; j < w; ++j) mp[j] = row[j] > mp[j] ? row[j] : mp[j];
+    for (int64_t j = 0; j < w; ++j) {
+      const S x = widen(row[j]) + b;
+      mp[j] = x > mp[j] ? x : mp[j];
+    }
   }
   for (int64_t v = 0; v < V; ++v) {
-    const S* row = z + v * N + n0;
+    const Z* row = z + v * N + n0;
+    const S b = bias ? bias[v] : S(0);
 #pragma omp simd
-    for (int64_t j = 0; j < w; ++j) sp[j] += fast_exp(row[j] - mp[j]);
+    for (int64_t j = 0; j < w; ++j) sp[j] += fast_exp(widen(row[j]) + b - mp[j]);
   }
   for (int64_t j = 0; j < w; ++j) lse[n0 + j] = mp[j] + std::log(sp[j]);
 }
 
-// One row of z^T in place: p = exp(z - lse) * scale along the columns; returns its sum.
-template <typename S>
-S softmax_grad_row(S* row, const S* lse, int64_t N, S scale) {
+// One row of z^T in place: p = exp(z + b - lse) * scale along the columns (rounded once to
+// Z); returns its sum in S.
+template <typename Z, typename S>
+S softmax_grad_row(Z* row, S b, const S* lse, int64_t N, S scale) {
   S acc = 0;
 #pragma omp simd reduction(+ : acc)
   for (int64_t n = 0; n < N; ++n) {
-    const S p = fast_exp(row[n] - lse[n]) * scale;
-    row[n] = p;
+    const S p = fast_exp(widen(row[n]) + b - lse[n]) * scale;
+    row[n] = narrow<Z>(p);
     acc += p;
   }
   return acc;
 }
 
-// column_logsumexp(zt [V, N]) -> lse [N]; the threads split the columns.
-Tensor column_logsumexp(Tensor zt) {
+// column_logsumexp(zt [V, N], bias [V] or None) -> lse [N] in the compute dtype; the
+// threads split the columns.
+Tensor column_logsumexp(Tensor zt, std::optional<Tensor> bias) {
   check_columns(zt, "column_logsumexp");
+  const auto s = column_compute(zt, bias, "column_logsumexp");
   const int64_t V = zt.size(0), N = zt.size(1);
-  Tensor lse = at::empty({N}, zt.options());
-  AT_DISPATCH_FLOATING_TYPES(zt.scalar_type(), "rnnkit_column_logsumexp", [&] {
-    const scalar_t* z = zt.data_ptr<scalar_t>();
-    scalar_t* out = lse.data_ptr<scalar_t>();
+  Tensor lse = at::empty({N}, zt.options().dtype(s));
+  auto run = [&](auto z, auto out) {
+    using S = std::remove_pointer_t<decltype(out)>;
+    const S* b = bias ? bias->data_ptr<S>() : nullptr;
     at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
-      logsumexp_columns(z, V, N, n0, n1, out);
+      logsumexp_columns(z, b, V, N, n0, n1, out);
     });
-  });
+  };
+  if (zt.scalar_type() == at::kBFloat16)
+    run(bf16_bits(zt), lse.data_ptr<float>());
+  else
+    AT_DISPATCH_FLOATING_TYPES(zt.scalar_type(), "rnnkit_column_logsumexp", [&] {
+      run(zt.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>());
+    });
   return lse;
 }
 
-// column_softmax_grad_(zt [V, N], lse [N], target [N], scale) -> db [V]: zt becomes
-// dL/dz^T = (softmax down each column - onehot(target)) * scale in one pass, and db its
-// row sums; the threads split the rows.
-Tensor column_softmax_grad_(Tensor zt, Tensor lse, Tensor target, double scale) {
+// column_softmax_grad_(zt [V, N], lse [N], target [N], scale, bias [V] or None) -> db [V]:
+// zt becomes dL/dz^T = (softmax down each column - onehot(target)) * scale in one pass,
+// and db its row sums (in the compute dtype); the threads split the rows. For bf16 z^T each
+// target entry is recomputed from its saved logit, so p - scale is rounded once.
+Tensor column_softmax_grad_(Tensor zt, Tensor lse, Tensor target, double scale,
+                            std::optional<Tensor> bias) {
   check_columns(zt, "column_softmax_grad_");
+  const auto s = column_compute(zt, bias, "column_softmax_grad_");
   const int64_t V = zt.size(0), N = zt.size(1);
-  TORCH_CHECK(lse.is_contiguous() && lse.numel() == N && lse.scalar_type() == zt.scalar_type(),
-              "column_softmax_grad_: lse must be contiguous [N] of z's dtype");
+  TORCH_CHECK(lse.is_contiguous() && lse.numel() == N && lse.scalar_type() == s,
+              "column_softmax_grad_: lse must be contiguous [N] of the compute dtype");
   TORCH_CHECK(target.is_contiguous() && target.numel() == N &&
                   target.scalar_type() == at::kLong,
               "column_softmax_grad_: target must be contiguous int64 [N]");
@@ -1532,20 +1586,33 @@ Tensor column_softmax_grad_(Tensor zt, Tensor lse, Tensor target, double scale) 
   for (int64_t n = 0; n < N; ++n)
     TORCH_CHECK(t[n] >= 0 && t[n] < V, "target ", t[n], " at position ", n,
                 " is outside the vocabulary [0, ", V, ")");
-  Tensor db = at::empty({V}, zt.options());
-  AT_DISPATCH_FLOATING_TYPES(zt.scalar_type(), "rnnkit_column_softmax_grad", [&] {
-    scalar_t* z = zt.data_ptr<scalar_t>();
-    scalar_t* dbp = db.data_ptr<scalar_t>();
-    const scalar_t* l = lse.data_ptr<scalar_t>();
-    const auto sc = scalar_t(scale);
+  Tensor db = at::empty({V}, zt.options().dtype(s));
+  auto run = [&](auto z, auto dbp) {
+    using Z = std::remove_pointer_t<decltype(z)>;
+    using S = std::remove_pointer_t<decltype(dbp)>;
+    const S* l = lse.data_ptr<S>();
+    const S* b = bias ? bias->data_ptr<S>() : nullptr;
+    const auto sc = S(scale);
+    std::vector<S> logit(N);  // the target logits, before the pass overwrites them
+    for (int64_t n = 0; n < N; ++n) logit[n] = widen(z[t[n] * N + n]) + (b ? b[t[n]] : S(0));
     at::parallel_for(0, V, 16, [&](int64_t v0, int64_t v1) {
-      for (int64_t v = v0; v < v1; ++v) dbp[v] = softmax_grad_row(z + v * N, l, N, sc);
+      for (int64_t v = v0; v < v1; ++v)
+        dbp[v] = softmax_grad_row(z + v * N, b ? b[v] : S(0), l, N, sc);
     });
     for (int64_t n = 0; n < N; ++n) {
-      z[t[n] * N + n] -= sc;
+      if constexpr (std::is_same_v<Z, S>)
+        z[t[n] * N + n] -= sc;
+      else
+        z[t[n] * N + n] = narrow<Z>(fast_exp(logit[n] - l[n]) * sc - sc);
       dbp[t[n]] -= sc;
     }
-  });
+  };
+  if (zt.scalar_type() == at::kBFloat16)
+    run(const_cast<uint16_t*>(bf16_bits(zt)), db.data_ptr<float>());
+  else
+    AT_DISPATCH_FLOATING_TYPES(zt.scalar_type(), "rnnkit_column_softmax_grad", [&] {
+      run(zt.data_ptr<scalar_t>(), db.data_ptr<scalar_t>());
+    });
   return db;
 }
 
@@ -1555,9 +1622,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "fused RNN layer forward (see fused.py)");
   m.def("step", &step, "one fused inference step of one layer-direction (see fused.py)");
   m.def("backward", &backward, "fused RNN layer backward through time (see fused.py)");
-  m.def("column_logsumexp", &column_logsumexp, "log-sum-exp down the columns of z^T [V, N]");
+  m.def("column_logsumexp", &column_logsumexp, "log-sum-exp down the columns of z^T [V, N]",
+        py::arg("zt"), py::arg("bias") = py::none());
   m.def("column_softmax_grad_", &column_softmax_grad_,
-        "in place: z^T [V, N] -> (softmax down the columns - onehot) * scale; returns row sums");
+        "in place: z^T [V, N] -> (softmax down the columns - onehot) * scale; returns row sums",
+        py::arg("zt"), py::arg("lse"), py::arg("target"), py::arg("scale"),
+        py::arg("bias") = py::none());
   m.def("set_gemm_backend", &set_gemm_backend, "the library of the fp32 products (see gemm.py)");
   m.def("gemm_backend", &gemm_backend, "the library of the fp32 products now");
   m.def("gemm_available", &gemm_available, "whether a GEMM backend can run here");

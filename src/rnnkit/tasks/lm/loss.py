@@ -18,8 +18,10 @@ Traced (``torch.compile``, ``torch.export``), the function is ``F.cross_entropy`
 ``F.linear``: the compiler fuses those itself, and it cannot see into the extension.
 
 Under bf16 autocast the three products take bf16 operands with fp32 accumulation (as
-``F.linear`` does under autocast), while the logits, the log-sum-exp, P and every
-returned gradient stay fp32.
+``F.linear`` does under autocast; h and W are rounded once, for all three). The logits
+stay the bf16 product and the bias is added in fp32 as the column loops read them; the
+log-sum-exp and every returned gradient are fp32, and P, computed in fp32, is rounded to
+bf16 once, in z^T's buffer, as the two backward products read it.
 """
 
 from __future__ import annotations
@@ -44,48 +46,75 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
         mean: bool,
         bf16: bool,
     ) -> Tensor:
-        zt = _logits_t(h, weight, bias, bf16)  # [V, N]
-        lse = _column_logsumexp(zt)  # [N]
-        losses = lse - zt.gather(0, target[None, :])[0]
-        ctx.save_for_backward(zt, lse, h, weight, target)
-        ctx.has_bias, ctx.mean, ctx.bf16 = bias is not None, mean, bf16
+        if bf16:  # each operand rounded once, for the forward's and the backward's products
+            h, weight = h.to(torch.bfloat16), weight.to(torch.bfloat16)
+        zt, apart = _logits_t(h, weight, bias)  # [V, N]
+        lse = _column_logsumexp(zt, apart)  # [N]
+        losses = lse - _target_logits(zt, apart, target)
+        ctx.save_for_backward(zt, lse, h, weight, target, apart)
+        ctx.has_bias, ctx.mean = bias is not None, mean
         return losses.mean() if mean else losses.sum()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        zt, lse, h, weight, target = ctx.saved_tensors
+        zt, lse, h, weight, target, apart = ctx.saved_tensors
         scale = grad / target.shape[0] if ctx.mean else grad
-        p, db = _column_softmax_grad_(zt, lse, target, scale)  # dL/dz^T in z^T's buffer
+        p, db = _column_softmax_grad_(zt, lse, target, scale, apart)  # dL/dz^T in z^T's buffer
         need = ctx.needs_input_grad
-        dh = _mm(p.t(), weight, ctx.bf16) if need[0] else None  # [N, V] @ [V, H]
-        dw = _mm(p, h, ctx.bf16) if need[1] else None  # [V, N] @ [N, H]
+        dh = _mm(p.t(), weight) if need[0] else None  # [N, V] @ [V, H]
+        dw = _mm(p, h) if need[1] else None  # [V, N] @ [N, H]
         return dh, dw, db if ctx.has_bias and need[2] else None, None, None, None
 
 
 def _columns_kernel(zt: Tensor) -> Any:
-    """The compiled extension's column softmax for CPU fp32/fp64 z^T, else None (torch ops)."""
-    if zt.device.type != "cpu" or zt.dtype not in (torch.float32, torch.float64):
+    """The compiled extension's column softmax for CPU fp32/fp64/bf16 z^T, else None."""
+    if zt.device.type != "cpu" or zt.dtype not in (torch.float32, torch.float64, torch.bfloat16):
         return None
     from rnnkit.nn.kernels import fused
 
     return fused.load()
 
 
-def _column_logsumexp(zt: Tensor) -> Tensor:
-    """log sum_v exp z^T[v, n] for each column n."""
+def _logits_t(h: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """(h W^T + b)^T = W h^T + b[:, None], [V, N], and the bias kept apart (or None).
+
+    For bf16 h and weight (bf16 autocast) z^T is the bf16 product W h^T and the fp32 bias
+    stays apart: the compiled column loops widen z^T and add it on read (only the product
+    is rounded, not z + b), and the logits are never copied to fp32. Without the extension (another
+    device) z^T is widened to fp32 with the bias added, and nothing stays apart.
+    """
+    if h.dtype == torch.bfloat16:
+        zt = weight @ h.t()  # [V, H] @ [H, N], fp32 accumulation, bf16 result
+        if _columns_kernel(zt) is not None:
+            return zt, bias
+        zt = zt.float()
+        return (zt if bias is None else zt.add_(bias[:, None])), None
+    if bias is None:
+        return weight @ h.t(), None
+    return torch.addmm(bias[:, None], weight, h.t()), None
+
+
+def _target_logits(zt: Tensor, apart: Tensor | None, target: Tensor) -> Tensor:
+    """z^T[target[n], n] + b[target[n]] for each column n, in the compute dtype."""
+    picked = zt.gather(0, target[None, :])[0]
+    return picked.float() + apart[target] if apart is not None else picked
+
+
+def _column_logsumexp(zt: Tensor, apart: Tensor | None) -> Tensor:
+    """log sum_v exp (z^T[v, n] + b[v]) for each column n."""
     ext = _columns_kernel(zt)
-    return ext.column_logsumexp(zt) if ext is not None else torch.logsumexp(zt, dim=0)
+    return ext.column_logsumexp(zt, apart) if ext is not None else torch.logsumexp(zt, dim=0)
 
 
 def _column_softmax_grad_(
-    zt: Tensor, lse: Tensor, target: Tensor, scale: Tensor
+    zt: Tensor, lse: Tensor, target: Tensor, scale: Tensor, apart: Tensor | None
 ) -> tuple[Tensor, Tensor]:
     """In place: z^T -> (softmax down each column - onehot(target)) * scale; and its row
     sums (dL/db)."""
     ext = _columns_kernel(zt)
     if ext is not None:  # scale is the 0-dim gradient of a scalar loss
-        db = ext.column_softmax_grad_(zt, lse, target, float(scale))
+        db = ext.column_softmax_grad_(zt, lse, target, float(scale), apart)
         increment_version(zt)  # written through a raw pointer: tell autograd's version check
         return zt, db
     p = zt.sub_(lse).exp_()
@@ -94,21 +123,12 @@ def _column_softmax_grad_(
     return p, p.sum(1)
 
 
-def _mm(a: Tensor, b: Tensor, bf16: bool) -> Tensor:
-    """a @ b; with bf16, on bf16 copies of both (fp32 accumulation), the result in a's dtype."""
-    if not bf16:
+def _mm(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b; where either is bf16, on bf16 copies of both (fp32 accumulation) and widened
+    to fp32, the dtype of the parameters and of h under autocast."""
+    if a.dtype != torch.bfloat16 and b.dtype != torch.bfloat16:
         return a @ b
-    return (a.to(torch.bfloat16) @ b.to(torch.bfloat16)).to(a.dtype)
-
-
-def _logits_t(h: Tensor, weight: Tensor, bias: Tensor | None, bf16: bool = False) -> Tensor:
-    """(h W^T + b)^T = W h^T + b[:, None], [V, N]."""
-    if bf16:
-        zt = _mm(weight, h.t(), True)
-        return zt if bias is None else zt.add_(bias[:, None])
-    if bias is None:
-        return weight @ h.t()
-    return torch.addmm(bias[:, None], weight, h.t())
+    return (a.to(torch.bfloat16) @ b.to(torch.bfloat16)).float()
 
 
 def projected_cross_entropy(
@@ -149,6 +169,8 @@ def _cross_entropy(
     tensors = (h, weight) if bias is None else (h, weight, bias)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return _ProjectedCrossEntropy.apply(h, weight, bias, target, mean, bf16)
-    zt = _logits_t(h, weight, bias, bf16)
-    losses = _column_logsumexp(zt) - zt.gather(0, target[None, :])[0]
+    if bf16:
+        h, weight = h.to(torch.bfloat16), weight.to(torch.bfloat16)
+    zt, apart = _logits_t(h, weight, bias)
+    losses = _column_logsumexp(zt, apart) - _target_logits(zt, apart, target)
     return losses.mean() if mean else losses.sum()
