@@ -218,13 +218,14 @@ def test_a_long_text_is_cut_with_a_note_or_refused_when_strict(run, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--unit", "8"], "--unit 8 is not a unit of h (size 8) of this model; expected [0, 7]"),
-        (["--unit", "-1"], "--unit -1 is not a unit of h (size 8)"),
+        (["--unit", "8"], "--unit 8 is not a unit of layer 0's h (size 8); expected [0, 7]"),
+        (["--unit", "-1"], "--unit -1 is not a unit of layer 0's h (size 8)"),
         (["--layer", "2"], "--layer 2 is not a layer of this model; expected [0, 1]"),
         (
             ["--signal", "q"],
             "--signal 'q' is not a signal of this model; expected h, c, i, f, g, o",
         ),
+        (["--rank-by", "mean"], "--rank-by 'mean' is not a ranking; expected variance, saturation"),
         (["--max-tokens", "0"], "--max-tokens must be a positive integer, got 0"),
         (["--format", "png"], "--format must be one of html, json, got 'png'"),
     ],

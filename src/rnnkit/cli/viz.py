@@ -52,6 +52,10 @@ def viz_command(
     pattern: Annotated[
         str, typer.Option("--pattern", help="A JavaScript regular expression the page starts with.")
     ] = "",
+    rank_by: Annotated[
+        str,
+        typer.Option("--rank-by", help="The ranking shown first: variance, saturation or pattern."),
+    ] = "variance",
     encoding: Annotated[
         str, typer.Option("--encoding", help="The text file's encoding.")
     ] = "utf-8",
@@ -95,6 +99,7 @@ def viz_command(
             signal=signal,
             unit=unit,
             pattern=pattern,
+            rank_by=rank_by,
             title=f"{run.name}: " + viz.default_title(model),
         )
         lim = data["limits"]

@@ -241,6 +241,7 @@
     $("signal").value = D.initial.signal;
     $("unit").value = D.initial.unit;
     $("pattern").value = D.initial.pattern;
+    $("ranking").value = D.initial.ranking;
     buildText();
     matchPattern();
     $("layer").addEventListener("change", () => { fillSignals(); draw(); });

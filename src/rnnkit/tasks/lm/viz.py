@@ -72,7 +72,7 @@ def _check_choice(what: str, value: int | str, choices: Sequence[int | str], fla
         shown = (
             f"[0, {len(choices) - 1}]" if isinstance(value, int) else ", ".join(map(str, choices))
         )
-        raise ValueError(f"{flag} {value!r} is not a {what} of this model; expected {shown}")
+        raise ValueError(f"{flag} {value!r} is not {what}; expected {shown}")
 
 
 def visualise(
@@ -85,12 +85,15 @@ def visualise(
     signal: str = "h",
     unit: int = 0,
     pattern: str = "",
+    rank_by: str = "variance",
     title: str = "",
 ) -> dict[str, Any]:
     """The viewer's data for ``model`` on ``text`` (the JSON ``--format json`` writes):
     tokens, predictions, each layer's quantised signals with their variance and
-    saturation, and the limits. ``layer``, ``signal``, ``unit`` and ``pattern`` are what
-    the page shows first (checked against the model)."""
+    saturation, and the limits. ``layer``, ``signal``, ``unit``, ``pattern`` and
+    ``rank_by`` (a ranking of ``ranking.RANKINGS``) are what the page shows first
+    (checked against the model)."""
+    _check_choice("a ranking", rank_by, ranking.RANKINGS, "--rank-by")
     if not text:
         raise ValueError("the text is empty; the viewer needs at least one token")
     ids = tokenizer.encode(text)
@@ -113,7 +116,7 @@ def visualise(
 
     model = model.eval()
     rnn = model.rnn
-    _check_choice("layer", layer, range(rnn.num_layers), "--layer")
+    _check_choice("a layer of this model", layer, range(rnn.num_layers), "--layer")
     device = model.decoder.weight.device
     inputs = torch.tensor(ids, dtype=torch.int64, device=device)[:, None]  # [T, 1]
     with torch.no_grad():
@@ -126,9 +129,9 @@ def visualise(
         )  # [T, 1, D], the stack's input (no dropout in eval)
     per_layer = unit_signals(rnn, x)
     names = list(per_layer[0].values)
-    _check_choice("signal", signal, names, "--signal")
+    _check_choice("a signal of this model", signal, names, "--signal")
     size = per_layer[layer].values[signal].shape[1]
-    _check_choice(f"unit of {signal} (size {size})", unit, range(size), "--unit")
+    _check_choice(f"a unit of layer {layer}'s {signal} (size {size})", unit, range(size), "--unit")
     megabytes = sum(v.size for s in per_layer for v in s.values.values()) / 1e6
     if megabytes > limits.max_megabytes:
         raise ValueError(
@@ -207,7 +210,13 @@ def visualise(
             "max_megabytes": limits.max_megabytes,
             "rank_rows": RANK_ROWS,
         },
-        "initial": {"layer": layer, "signal": signal, "unit": unit, "pattern": pattern},
+        "initial": {
+            "layer": layer,
+            "signal": signal,
+            "unit": unit,
+            "pattern": pattern,
+            "ranking": rank_by,
+        },
     }
 
 
