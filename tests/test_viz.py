@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from rnnkit.cli import app
 from rnnkit.data.spans import token_spans, utf16_offsets
 from rnnkit.diagnostics import gate_trace, ranking
+from rnnkit.diagnostics.page import render
 from rnnkit.diagnostics.units import LEVELS, quantise
 from rnnkit.nn.cells import CELLS
 from rnnkit.tasks.lm import viz
@@ -41,14 +42,19 @@ def utf16_slice(text: str, start: int, end: int) -> str:
     return text.encode("utf-16-le")[2 * start : 2 * end].decode("utf-16-le")
 
 
-CASES = [(cell, "char") for cell in CELLS] + [("lstm", "word"), ("gru", "bpe")]
+CASES = [(cell, "char", {}) for cell in CELLS] + [
+    ("lstm", "word", {}),
+    ("gru", "bpe", {}),
+    ("lstm", "char", {"proj_size": 5}),
+]
 
 
-@pytest.mark.parametrize(("cell", "kind"), CASES)
-def test_data_equals_the_model(cell, kind):
+@pytest.mark.parametrize(("cell", "kind", "config"), CASES)
+def test_data_equals_the_model(cell, kind, config):
     tok = tokenizer(kind)
-    lm = model(cell, tok)
+    lm = model(cell, tok, **config)
     data = viz.visualise(lm, tok, TEXT)
+    assert data["layers"][0]["signals"]["h"]["size"] == config.get("proj_size", 8)
     ids = tok.encode(TEXT)
     assert data["tokens"]["ids"] == ids
     inputs = torch.tensor(ids)[:, None]  # [T, 1]
@@ -175,6 +181,15 @@ def run(tmp_path_factory):
     text = root / "text.txt"
     text.write_text(TEXT, encoding="utf-8")
     return saved(root / "lstm"), text
+
+
+def test_page_data_survives_markup_in_the_text():
+    tok = tokenizer("char")
+    text = 'a </script><b>"x"</b> <!-- c'
+    data = viz.visualise(model("gru", tok), tok, text)
+    html = render(data, "about", "limits")
+    element = re.search(r'<script id="viz-data" type="application/json">(.*?)</script>', html, re.S)
+    assert element is not None and json.loads(element.group(1))["text"] == text
 
 
 def test_cli_writes_a_self_contained_page_and_the_same_json(run, tmp_path):
