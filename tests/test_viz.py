@@ -241,6 +241,10 @@ def test_a_long_text_is_cut_with_a_note_or_refused_when_strict(run, tmp_path):
             "--signal 'q' is not a signal of this model; expected h, c, i, f, g, o",
         ),
         (["--rank-by", "mean"], "--rank-by 'mean' is not a ranking; expected variance, saturation"),
+        (
+            ["--max-megabytes", "0.001"],
+            "MB of codes, over --max-megabytes 0.001; lower --max-tokens",
+        ),
         (["--max-tokens", "0"], "--max-tokens must be a positive integer, got 0"),
         (["--format", "png"], "--format must be one of html, json, got 'png'"),
     ],

@@ -90,9 +90,9 @@ def visualise(
 ) -> dict[str, Any]:
     """The viewer's data for ``model`` on ``text`` (the JSON ``--format json`` writes):
     tokens, predictions, each layer's quantised signals with their variance and
-    saturation, and the limits. ``layer``, ``signal``, ``unit``, ``pattern`` and
-    ``rank_by`` (a ranking of ``ranking.RANKINGS``) are what the page shows first
-    (checked against the model)."""
+    saturation, and the limits; the model is put in eval mode. ``layer``, ``signal``,
+    ``unit``, ``pattern`` and ``rank_by`` (a ranking of ``ranking.RANKINGS``) are what the
+    page shows first (checked against the model)."""
     _check_choice("a ranking", rank_by, ranking.RANKINGS, "--rank-by")
     if not text:
         raise ValueError("the text is empty; the viewer needs at least one token")
@@ -102,12 +102,11 @@ def visualise(
             f"the text holds no {tokenizer.kind} tokens; the viewer needs at least one"
         )
     total = len(ids)
-    if total > limits.max_tokens:
-        if limits.strict:
-            raise ValueError(
-                f"the text has {total} {tokenizer.kind} tokens, over --max-tokens "
-                f"{limits.max_tokens} (without --strict it is cut to the first {limits.max_tokens})"
-            )
+    if total > limits.max_tokens and limits.strict:
+        raise ValueError(
+            f"the text has {total} {tokenizer.kind} tokens, over --max-tokens "
+            f"{limits.max_tokens} (without --strict it is cut to the first {limits.max_tokens})"
+        )
     points = token_points(tokenizer, text, ids)[: limits.max_tokens]  # code points
     ids = ids[: limits.max_tokens]
     offsets = utf16_offsets(text)
