@@ -78,6 +78,7 @@ COMMAND_MODULES = (
     "forecast",
     "runs",
     "export",
+    "viz",
     "bench",
     "diagnose",
     "experiment",
