@@ -276,3 +276,25 @@ def test_a_language_model_trains_in_bf16_to_its_fp32_loss(cell, tmp_path, one_th
         saved = lm.load(run.out_dir)[2]
         assert saved.trainer.precision == precision  # kept in the run for --resume
     assert abs(losses["bf16"] - losses["fp32"]) < 0.01, losses
+
+
+def test_streaming_follows_the_backend_and_the_autocast_dtype(step_calls):
+    """The streaming plan is kept between calls, but not across a backend switch, and a
+    float16 autocast (no bf16 copies for it) leaves the call to the general path."""
+    layer = rnnkit.GRU(D, H).eval()
+    x, h = torch.randn(1, B, D), torch.randn(1, B, H)
+    with torch.no_grad():
+        first = layer(x, h)
+        assert len(step_calls) == 1
+        with rnnkit.use_backend("composite"):
+            composite = layer(x, h)
+        assert len(step_calls) == 1
+        torch.testing.assert_close(composite, first)
+        layer(x, h)
+        assert len(step_calls) == 2
+        with torch.autocast("cpu", dtype=torch.float16):
+            layer(x, h)
+        assert len(step_calls) == 2
+        with torch.autocast("cpu", dtype=BF16):
+            layer(x, h)
+        assert len(step_calls) == 3

@@ -303,50 +303,37 @@ class RNNBase(nn.Module):
         CPU one), in the parameters' dtype or under bf16 autocast on CPU. Returns None, and
         the general path runs (and validates), whenever any of that does not hold. Same
         results as the general path (under autocast: the same bf16 products and returned
-        dtypes); far less per-call work."""
-        if type(input) is not Tensor or input.dim() != 3 or self.num_directions != 1:
+        dtypes); far less per-call work: what does not change between calls (the step
+        function, the weights, bf16 copies of them) is kept in ``_stream_plan``."""
+        if type(input) is not Tensor or input.dim() != 3:
             return None
+        if self.training and (self.dropout or self._noisy_in_training):
+            return None
+        amp = torch.is_autocast_enabled("cpu")
+        plan = self._stream_plan(amp)
+        if plan is None:
+            return None
+        step, weights, allowed, device = plan
         if input.shape[1 if self.batch_first else 0] != 1 or input.shape[2] != self.input_size:
             return None
-        if self.training and self.dropout:
-            return None
-        noisy = self.recurrent_dropout or self.weight_drop or self.variational_dropout
-        if any(self.zoneout) or (self.training and noisy):
-            return None  # masks, or zoneout's mixing in evaluation, change the step
-        two = self.cell.num_states == 2
-        parts = tuple(hx) if two and isinstance(hx, tuple | list) and len(hx) == 2 else (hx,)
-        if len(parts) != self.cell.num_states:
-            return None
-        first = self._parameters[self._weight_names[0][0][0][1]]
-        if first is None:
-            return None
-        compute, device = first.dtype, first.device
-        B = input.shape[0 if self.batch_first else 1]
-        shapes = [(self.num_layers, B, size) for size in self.state_sizes]
-        amp = torch.is_autocast_enabled("cpu") and first.is_cpu
-        if amp:  # as _forward_autocast: fp32 or bf16 in, bf16 products, torch.nn's dtypes out
-            if compute != torch.float32 or torch.get_autocast_dtype("cpu") != torch.bfloat16:
-                return None
-            allowed: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
-        else:
-            allowed = (compute,)
         if input.dtype not in allowed or input.device != device:
             return None
-        for part, shape in zip(parts, shapes, strict=True):
-            if type(part) is not Tensor or part.shape != shape or part.dtype not in allowed:
+        two = len(self.state_sizes) == 2
+        parts = tuple(hx) if two and isinstance(hx, tuple | list) and len(hx) == 2 else (hx,)
+        if len(parts) != len(self.state_sizes):
+            return None
+        B, L = input.shape[0 if self.batch_first else 1], self.num_layers
+        for part, size in zip(parts, self.state_sizes, strict=True):
+            if type(part) is not Tensor or part.shape != (L, B, size):
                 return None
-            if part.device != device:
+            if part.dtype not in allowed or part.device != device:
                 return None
-        returned = compute
+        returned = allowed[0]  # the parameters' dtype
         if amp:  # as _forward_autocast: the GRU returns its state's dtype, the others bf16
             returned = parts[0].dtype if self.cell.name.startswith("gru") else torch.bfloat16
-        step = kernels.select_step(self.cell, first)
-        if step is None:
-            return None
-        weights = self._stream_weights(amp)
-        rounded = returned == torch.bfloat16 and amp
-        x, finals, last = input, [], self.num_layers - 1
-        for layer in range(self.num_layers):
+        rounded = amp and returned == torch.bfloat16
+        x, finals, last = input, [], L - 1
+        for layer in range(L):
             state = parts if last == 0 else tuple(p[layer] for p in parts)
             x, state = step(
                 self.cell,
@@ -364,37 +351,61 @@ class RNNBase(nn.Module):
         out = x.transpose(0, 1) if self.batch_first else x  # [1, B, R] -> the input's layout
         return out, (final if two else final[0])
 
-    def _stream_weights(self, bf16: bool) -> list[tuple[Tensor | None, ...]]:
-        """Per layer (w_ih, w_hh, b_ih, b_hh, *extra) for ``_stream_step``: the parameters, or with
-        ``bf16`` bf16 copies of the two matrices (the biases stay fp32). Both lists are kept
-        while every parameter is the same tensor with the same storage and version; any
-        in-place edit (an optimiser step, ``load_state_dict``, ``p.mul_()`` under
-        ``no_grad``) bumps the version, so they are rebuilt. Edits through ``p.data``
-        bypass the version counter and are not seen: use in-place ops on ``p``."""
+    @property
+    def _noisy_in_training(self) -> bool:
+        """Whether a training call draws regulariser masks (the step has none)."""
+        return bool(self.recurrent_dropout or self.weight_drop or self.variational_dropout)
+
+    def _stream_plan(self, amp: bool):
+        """(step function, per-layer weight tuples, allowed dtypes (the parameters' first),
+        device) for ``_stream_step``, or None where it cannot run: two directions, zoneout
+        (its evaluation mixing changes the step), no single-step kernel, or autocast other
+        than bf16 over fp32 parameters on CPU.
+
+        Per layer the weights are (w_ih, w_hh, b_ih, b_hh, *extra): the parameters, or
+        under ``amp`` bf16 copies of the two matrices (the biases stay fp32). The plan is
+        kept while every parameter is the same tensor with the same storage and version
+        and the backend and the kernel registry are the same; any in-place edit (an optimiser step,
+        ``load_state_dict``, ``p.mul_()`` under ``no_grad``) bumps the version, so it is
+        rebuilt. Edits through ``p.data`` bypass the version counter and are not seen: use
+        in-place ops on ``p``."""
+        if self.num_directions != 1 or any(self.zoneout):
+            return None
+        if amp and torch.get_autocast_dtype("cpu") != torch.bfloat16:
+            return None
         params = cast(dict[str, Tensor], self._parameters)  # every name is registered
+        dispatch = kernels.dispatch_state()
         cached = self.__dict__.get("_stream_cache")
-        if cached is not None:
-            for name, p, version, ptr in cached[0]:
+        if cached is not None and cached[0] == dispatch:
+            for name, p, version, ptr in cached[1]:
                 if params[name] is not p or p._version != version or p.data_ptr() != ptr:
                     break
             else:
-                if not bf16:
-                    return cached[1]
-                if cached[2] is not None:
-                    return cached[2]
+                return cached[3] if amp else cached[2]
         names = [name for (layer,) in self._weight_names for _, name in layer]
+        if any(params[name] is None for name in names):
+            return None
         seen = [
             (name, params[name], params[name]._version, params[name].data_ptr()) for name in names
         ]
-        weights = [self._direction_weights(layer, 0) for layer in range(self.num_layers)]
-        copies: list[tuple[Tensor | None, ...]] | None = None
-        if bf16:
-            copies = [
-                (cast(Tensor, w[0]).bfloat16(), None if w[1] is None else w[1].bfloat16(), *w[2:])
-                for w in weights
-            ]
-        self.__dict__["_stream_cache"] = (seen, weights, copies)
-        return copies if copies is not None else weights
+        first = params[names[0]]
+        step = kernels.select_step(self.cell, first)
+        plain = bf16 = None
+        if step is not None:
+            weights = [self._direction_weights(layer, 0) for layer in range(self.num_layers)]
+            plain = (step, weights, (first.dtype,), first.device)
+            if first.is_cpu and first.dtype == torch.float32:
+                copies = [
+                    (
+                        cast(Tensor, w[0]).bfloat16(),
+                        None if w[1] is None else w[1].bfloat16(),
+                        *w[2:],
+                    )
+                    for w in weights
+                ]
+                bf16 = (step, copies, (torch.float32, torch.bfloat16), first.device)
+        self.__dict__["_stream_cache"] = (dispatch, seen, plain, bf16)
+        return bf16 if amp else plain
 
     def _time_major_input(self, input, lengths):
         """-> (x [T, B, D], lengths [B] or None, batched?, the input PackedSequence or None)."""

@@ -130,6 +130,12 @@ def select(cell: Cell, x: Tensor, noise: bool = False) -> RunLayer:
     return runner.run_layer
 
 
+def dispatch_state() -> tuple[str, int, int]:
+    """What ``select``/``select_step`` answer from besides the cell and the input: the
+    backend and the registry, for a caller that keeps an answer (the streaming plan)."""
+    return _backend, id(_kernels), len(_kernels)
+
+
 def select_step(cell: Cell, x: Tensor) -> Step | None:
     """The single-step function of the kernel ``select`` picks, or None (composite, or a
     kernel without one)."""
