@@ -61,7 +61,7 @@ from torch import Tensor
 
 from rnnkit.common.io import atomic_write_bytes
 from rnnkit.nn.cells import Cell, State
-from rnnkit.nn.kernels import ops
+from rnnkit.nn.kernels import memory, ops
 from rnnkit.nn.kernels.precision import products
 
 CELL_CODES = ops.CELL_CODES
@@ -137,6 +137,7 @@ def load() -> ModuleType | None:
             )
             return None
         _info.update(seconds=time.perf_counter() - start, cached=cached, name=name)
+        _info.update(keeps_freed_memory=memory.keep_freed_memory())
         _info["build_dir"] = str(build_dir)
         _module = module
         return module
@@ -144,7 +145,8 @@ def load() -> ModuleType | None:
 
 def compile_info() -> dict[str, Any]:
     """How the extension was obtained in this process: ``seconds`` (load time), ``cached``
-    (True if the compiled module was already on disk), ``name``, ``build_dir``; or
+    (True if the compiled module was already on disk), ``name``, ``build_dir``,
+    ``keeps_freed_memory`` (``memory.keep_freed_memory``); or
     ``error``. Loads it if that has not happened yet."""
     load()
     return dict(_info) if _error is None else {"error": _error}
