@@ -73,7 +73,10 @@ def rnn_step(w, act):
     return step
 
 
-relu = lambda a: np.maximum(a, 0.0)  # noqa: E731
+def relu(a):
+    return np.maximum(a, 0.0)
+
+
 for nonlinearity, act in (("tanh", np.tanh), ("relu", relu)):
     layer = rnnkit.RNN(D, H, nonlinearity=nonlinearity, dtype=torch.float64)
     ys, (h_T,) = unroll(rnn_step(weights(layer), act), x, (h0,))
@@ -84,7 +87,9 @@ for nonlinearity, act in (("tanh", np.tanh), ("relu", relu)):
     reference = torch.nn.RNN(D, H, nonlinearity=nonlinearity, dtype=torch.float64)
     reference.load_state_dict(layer.state_dict())
     torch.testing.assert_close(reference(torch.from_numpy(x))[0], layer(torch.from_numpy(x))[0])
-    print(f"rnn_{nonlinearity}: from scratch == rnnkit.RNN == torch.nn.RNN, output {tuple(out.shape)}")
+    print(
+        f"rnn_{nonlinearity}: from scratch == rnnkit.RNN == torch.nn.RNN, output {tuple(out.shape)}"
+    )
 
 # %% [markdown]
 # ## The GRU, in both published forms
@@ -122,16 +127,15 @@ def gru_step(w, reset_after):
     return step
 
 
+gru_after = rnnkit.GRU(D, H, dtype=torch.float64)  # reset_after=True, the default
+gru_before = rnnkit.GRU(D, H, reset_after=False, dtype=torch.float64)
+gru_before.load_state_dict(gru_after.state_dict())  # the same weights in both forms
 outputs = {}
-for reset_after in (True, False):
-    layer = rnnkit.GRU(D, H, reset_after=reset_after, dtype=torch.float64)
-    if not reset_after:
-        layer.load_state_dict(gru_after.state_dict())  # the same weights in both forms
+for reset_after, layer in ((True, gru_after), (False, gru_before)):
     ys, _ = unroll(gru_step(weights(layer), reset_after), x, (h0,))
     out, _ = layer(torch.from_numpy(x), torch.from_numpy(h0)[None])
     np.testing.assert_allclose(out.detach().numpy(), ys, rtol=1e-12, atol=1e-12)
     outputs[reset_after] = ys
-    gru_after = layer
     print(f"reset_after={reset_after}: from scratch == rnnkit.GRU")
 
 gap = np.abs(outputs[True] - outputs[False]).max()
@@ -205,7 +209,12 @@ def lstm_step(w):
     def step(x_t, state):
         h, c = state
         a = x_t @ w["weight_ih"].T + w["bias_ih"] + h @ w["weight_hh"].T + w["bias_hh"]  # [B, 4H]
-        i, f, g, o = sigmoid(a[:, :H]), sigmoid(a[:, H : 2 * H]), np.tanh(a[:, 2 * H : 3 * H]), sigmoid(a[:, 3 * H :])
+        i, f, g, o = (
+            sigmoid(a[:, :H]),
+            sigmoid(a[:, H : 2 * H]),
+            np.tanh(a[:, 2 * H : 3 * H]),
+            sigmoid(a[:, 3 * H :]),
+        )
         c = f * c + i * g
         return (o * np.tanh(c), c)
 
@@ -215,13 +224,17 @@ def lstm_step(w):
 c0 = rng.standard_normal((B, H)) * 0.5
 lstm = rnnkit.LSTM(D, H, dtype=torch.float64)
 ys, (h_T, c_T) = unroll(lstm_step(weights(lstm)), x, (h0, c0))
-out, (h_n, c_n) = lstm(torch.from_numpy(x), (torch.from_numpy(h0)[None], torch.from_numpy(c0)[None]))
+out, (h_n, c_n) = lstm(
+    torch.from_numpy(x), (torch.from_numpy(h0)[None], torch.from_numpy(c0)[None])
+)
 np.testing.assert_allclose(out.detach().numpy(), ys, rtol=1e-12, atol=1e-12)
 np.testing.assert_allclose(c_n[0].detach().numpy(), c_T, rtol=1e-12, atol=1e-12)
 torch_lstm = torch.nn.LSTM(D, H, dtype=torch.float64)
 torch_lstm.load_state_dict(lstm.state_dict())
 torch.testing.assert_close(torch_lstm(torch.from_numpy(x))[0], lstm(torch.from_numpy(x))[0])
-print(f"LSTM: from scratch == rnnkit.LSTM == torch.nn.LSTM; h {tuple(h_n.shape)}, c {tuple(c_n.shape)}")
+print(
+    f"LSTM: from scratch == rnnkit.LSTM == torch.nn.LSTM; h {tuple(h_n.shape)}, c {tuple(c_n.shape)}"
+)
 
 # %% [markdown]
 # ## The cell records: shapes named once
@@ -243,7 +256,11 @@ for name in ("rnn_tanh", "rnn_relu", "gru", "gru_reset_before", "lstm"):
 w = weights(gru_after)
 x_0 = torch.from_numpy(x[0])
 gx = x_0 @ gru_after.weight_ih_l0.T + gru_after.bias_ih_l0  # [B, 3H]
-gates = CELLS["gru"].gates(gx, (torch.from_numpy(h0),), gru_after.weight_hh_l0, gru_after.bias_hh_l0)
-r_scratch = sigmoid(x[0] @ w["weight_ih"][:H].T + w["bias_ih"][:H] + h0 @ w["weight_hh"][:H].T + w["bias_hh"][:H])
+gates = CELLS["gru"].gates(
+    gx, (torch.from_numpy(h0),), gru_after.weight_hh_l0, gru_after.bias_hh_l0
+)
+r_scratch = sigmoid(
+    x[0] @ w["weight_ih"][:H].T + w["bias_ih"][:H] + h0 @ w["weight_hh"][:H].T + w["bias_hh"][:H]
+)
 np.testing.assert_allclose(gates["r"].detach().numpy(), r_scratch, rtol=1e-12)
 print("Cell.gates:", {k: tuple(v.shape) for k, v in gates.items()})

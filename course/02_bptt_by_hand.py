@@ -144,7 +144,12 @@ np.testing.assert_allclose(grads["h0"], ref.state0[0], rtol=1e-10, atol=1e-12)
 gru = rnnkit.GRU(D, H, reset_after=False, dtype=torch.float64)
 with torch.no_grad():
     for name, value in p.items():
-        torch_name = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}[name]
+        torch_name = {
+            "w_ih": "weight_ih",
+            "w_hh": "weight_hh",
+            "b_ih": "bias_ih",
+            "b_hh": "bias_hh",
+        }[name]
         getattr(gru, f"{torch_name}_l0").copy_(torch.from_numpy(value))
 xt = torch.from_numpy(x).requires_grad_()
 h0t = torch.from_numpy(h0)[None].requires_grad_()

@@ -82,7 +82,9 @@ for gain in (0.5, 1.0, 2.0):
 # With every singular value of U at 0.5, and |1 - h^2| <= 1, the norm is at most 0.5^(T-t)
 distance = np.arange(T)[::-1]  # T - 1 - t
 assert np.all(curves[0.5] <= 0.5**distance * (1 + 1e-9))
-print(f"||dh_T/dh_0||: gain 0.5 -> {curves[0.5][0]:.1e}, 1.0 -> {curves[1.0][0]:.1e}, 2.0 -> {curves[2.0][0]:.1e}")
+print(
+    f"||dh_T/dh_0||: gain 0.5 -> {curves[0.5][0]:.1e}, 1.0 -> {curves[1.0][0]:.1e}, 2.0 -> {curves[2.0][0]:.1e}"
+)
 
 plt.figure(figsize=(6, 3))
 for gain, curve in curves.items():
@@ -123,13 +125,20 @@ problem = AddingProblem(50, variable_length=False)
 batch = problem.sample_full(np.random.default_rng(0), 16)
 ratios = {}
 plt.figure(figsize=(6, 3))
-for cell, start in (("rnn_tanh", "uniform"), ("gru", "uniform"), ("gru", "chrono"), ("lstm", "chrono")):
+for cell, start in (
+    ("rnn_tanh", "uniform"),
+    ("gru", "uniform"),
+    ("gru", "chrono"),
+    ("lstm", "chrono"),
+):
     torch.manual_seed(0)
     layer = rnnkit.nn.recurrent_layer(cell, 2, 32)
     if start == "chrono":
         init_gate_biases(layer, "chrono", t_max=50, seed=0)
     head = torch.nn.Linear(32, 1)
-    flow = gradient_flow(layer, batch.x, lambda out, h_n: problem.loss(head(out[-1]), batch))
+    flow = gradient_flow(
+        layer, batch.x, lambda out, h_n, head=head: problem.loss(head(out[-1]), batch)
+    )
     ratios[cell, start] = flow.ratio()  # ||dL/dh_0|| / ||dL/dh_T-1||
     plt.semilogy(flow.norms[0, 0], label=f"{cell}, {start} start")
 plt.xlabel("step t")
@@ -187,14 +196,23 @@ print(f"the constant 0.5's MSE: {baseline:.4f} (1/24 = {1 / 24:.4f})")
 assert abs(baseline - 1 / 24) < 0.005
 
 config = ExperimentConfig(
-    task="adding", size=20, cell="gru", hidden_size=32, lr=3e-3, max_seconds=8,
-    eval_every=640, eval_size=500, seed=0,
+    task="adding",
+    size=20,
+    cell="gru",
+    hidden_size=32,
+    lr=3e-3,
+    max_seconds=8,
+    eval_every=640,
+    eval_size=500,
+    seed=0,
 )
 log = io.StringIO()  # the trainer's line per evaluation; the last one is printed below
 with tempfile.TemporaryDirectory() as out, redirect_stdout(log), redirect_stderr(log):
     result, trained, run_dir = run_experiment(config, out)
 print(log.getvalue().strip().splitlines()[-1])
 final = result.final()
-print(f"after {result.sequences} sequences ({result.seconds:.0f} s): MSE {final['mse']:.4f}, "
-      f"accuracy {final['accuracy']:.2f} ({result.stopped})")
+print(
+    f"after {result.sequences} sequences ({result.seconds:.0f} s): MSE {final['mse']:.4f}, "
+    f"accuracy {final['accuracy']:.2f} ({result.stopped})"
+)
 assert final["mse"] < baseline / 4, "the GRU should beat the marker-blind baseline well within 8 s"

@@ -106,8 +106,10 @@ pieces = [bpe.token_text(i) for i in bpe.encode("The tokenizer splits uncommonly
 print(pieces)
 assert bpe.decode(bpe.encode(held_out)) == held_out  # lossless, even on unseen text
 assert UNK_ID not in bpe.encode(held_out + " ☃ Ωmega")
-print(f"held out: {len(held_out):,} chars -> {len(bpe.encode(held_out)):,} BPE tokens, "
-      f"{len(words.encode(held_out)):,} words")
+print(
+    f"held out: {len(held_out):,} chars -> {len(bpe.encode(held_out)):,} BPE tokens, "
+    f"{len(words.encode(held_out)):,} words"
+)
 
 # %% [markdown]
 # ## One-hot vectors and embeddings
@@ -126,7 +128,9 @@ assert one_hot.sum(1).tolist() == [1.0] * len(ids)
 embedding = torch.nn.Embedding(chars.vocab_size, 8, dtype=torch.float64)  # W [V, E]
 by_product = torch.from_numpy(one_hot) @ embedding.weight  # [T, V] @ [V, E]
 torch.testing.assert_close(by_product, embedding(ids))  # the lookup == the product
-print(f"one-hot {tuple(one_hot.shape)} @ W {tuple(embedding.weight.shape)} == embedding(ids) {tuple(embedding(ids).shape)}")
+print(
+    f"one-hot {tuple(one_hot.shape)} @ W {tuple(embedding.weight.shape)} == embedding(ids) {tuple(embedding(ids).shape)}"
+)
 
 # %% [markdown]
 # The same holds inside a recurrent layer: with one-hot input, the first layer's input
@@ -134,11 +138,13 @@ print(f"one-hot {tuple(one_hot.shape)} @ W {tuple(embedding.weight.shape)} == em
 # model whose embedding is $W_{ih}^\top$ (with E = V, no saving in parameters).
 
 # %%
-from rnnkit.tasks.lm.config import LMConfig  # noqa: E402
-from rnnkit.tasks.lm.model import LanguageModel  # noqa: E402
+from rnnkit.tasks.lm.config import LMConfig
+from rnnkit.tasks.lm.model import LanguageModel
 
 torch.manual_seed(0)
-model = LanguageModel(LMConfig(cell="gru", num_layers=1, hidden_size=16, input="onehot"), chars.vocab_size).double()
+model = LanguageModel(
+    LMConfig(cell="gru", num_layers=1, hidden_size=16, input="onehot"), chars.vocab_size
+).double()
 W_ih = model.rnn.weight_ih_l0  # [3H, V]
 gx_one_hot = F.one_hot(ids, chars.vocab_size).double() @ W_ih.T  # [T, 3H]
 torch.testing.assert_close(gx_one_hot, W_ih.T[ids])  # column lookup

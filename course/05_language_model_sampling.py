@@ -98,8 +98,18 @@ assert ours["perplexity"] < 0.5 * chars.vocab_size  # far better than a uniform 
 
 # %%
 @torch.no_grad()
-def sample_from_scratch(model, tokenizer, prime, n=1, max_tokens=200, temperature=1.0,
-                        seed=0, greedy=False, allow_unk=False, stop_at_eos=True):
+def sample_from_scratch(
+    model,
+    tokenizer,
+    prime,
+    n=1,
+    max_tokens=200,
+    temperature=1.0,
+    seed=0,
+    greedy=False,
+    allow_unk=False,
+    stop_at_eos=True,
+):
     generator = torch.Generator().manual_seed(seed)
     banned = [PAD_ID, BOS_ID] + ([] if allow_unk else [UNK_ID]) + ([] if stop_at_eos else [EOS_ID])
     prime_ids = torch.tensor(tokenizer.encode(prime))[:, None].expand(-1, n).contiguous()  # [P, N]
@@ -179,8 +189,18 @@ for text in sample(word_model, words, config)[:4]:
     print(repr("The" + text))
 
 # with <unk> allowed, the model emits it about as often as it saw it
-with_unk = torch.stack(list(generate(word_model, words, SampleConfig(
-    prime="The", num_samples=8, max_tokens=60, seed=1, allow_unk=True, stop_at_eos=False))), 1)
+with_unk = torch.stack(
+    list(
+        generate(
+            word_model,
+            words,
+            SampleConfig(
+                prime="The", num_samples=8, max_tokens=60, seed=1, allow_unk=True, stop_at_eos=False
+            ),
+        )
+    ),
+    1,
+)
 unk_share = float((with_unk == UNK_ID).float().mean())
 print(f"<unk> allowed: {unk_share:.0%} of sampled words are <unk>")
 assert unk_share > 0.02
@@ -197,5 +217,7 @@ rest = p.clone()
 rest[UNK_ID] = 0
 torch.testing.assert_close(masked.softmax(-1), rest / (1 - p[UNK_ID]))
 assert p[UNK_ID] > 0.1
-print(f"p(<unk>) = {float(p[UNK_ID]):.2f} there; masked out, every other word's probability "
-      f"scales by 1 / {float(1 - p[UNK_ID]):.2f}")
+print(
+    f"p(<unk>) = {float(p[UNK_ID]):.2f} there; masked out, every other word's probability "
+    f"scales by 1 / {float(1 - p[UNK_ID]):.2f}"
+)

@@ -115,7 +115,9 @@ for l in range(2):
 out, h_n = layer(x, lengths=lengths)  # [T, B, 2H], [layers * 2, B, H]
 torch.testing.assert_close(out, inputs)
 torch.testing.assert_close(h_n, torch.stack(finals))
-print(f"from scratch == rnnkit.GRU(num_layers=2, bidirectional=True): output {tuple(out.shape)}, h_n {tuple(h_n.shape)}")
+print(
+    f"from scratch == rnnkit.GRU(num_layers=2, bidirectional=True): output {tuple(out.shape)}, h_n {tuple(h_n.shape)}"
+)
 
 # %% [markdown]
 # ## Many-to-one: sentiment
@@ -125,7 +127,10 @@ print(f"from scratch == rnnkit.GRU(num_layers=2, bidirectional=True): output {tu
 # preceding "not", so word order matters.
 
 # %%
-positive, negative = ["good", "great", "fun", "moving", "clever"], ["bad", "dull", "awful", "boring", "weak"]
+positive, negative = (
+    ["good", "great", "fun", "moving", "clever"],
+    ["bad", "dull", "awful", "boring", "weak"],
+)
 subjects = ["the film", "this movie", "the plot", "the cast", "the ending", "it"]
 rng = random.Random(0)
 
@@ -140,12 +145,22 @@ def review():
 
 (work / "sent_train.txt").write_text("\n".join(review() for _ in range(1500)) + "\n")
 (work / "sent_valid.txt").write_text("\n".join(review() for _ in range(300)) + "\n")
-run = quietly(classify.train, classify.configure(
-    data={"train": str(work / "sent_train.txt"), "valid": str(work / "sent_valid.txt"), "batch_size": 32},
-    model={"cell": "gru", "hidden_size": 32, "embedding_size": 16, "dropout": 0.0},
-    optim={"lr": 0.01}, trainer=quiet | {"epochs": 6, "out": str(work / "classify")},
-))
-predictions = classify.predict(run.out_dir, ["the plot was not good .", "the cast was not dull .", "it was great ."])
+run = quietly(
+    classify.train,
+    classify.configure(
+        data={
+            "train": str(work / "sent_train.txt"),
+            "valid": str(work / "sent_valid.txt"),
+            "batch_size": 32,
+        },
+        model={"cell": "gru", "hidden_size": 32, "embedding_size": 16, "dropout": 0.0},
+        optim={"lr": 0.01},
+        trainer=quiet | {"epochs": 6, "out": str(work / "classify")},
+    ),
+)
+predictions = classify.predict(
+    run.out_dir, ["the plot was not good .", "the cast was not dull .", "it was great ."]
+)
 print([(p["text"], p["label"]) for p in predictions])
 print(f"validation accuracy {run.report.accuracy:.2f}")
 assert run.report.accuracy > 0.9
@@ -177,9 +192,21 @@ print(f"Viterbi == the best of all {len(every)} sequences; forward algorithm == 
 # in CoNLL columns:
 
 # %%
-people = ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra", "Barbara Liskov", "Ken Thompson"]
+people = [
+    "Ada Lovelace",
+    "Alan Turing",
+    "Grace Hopper",
+    "Edsger Dijkstra",
+    "Barbara Liskov",
+    "Ken Thompson",
+]
 places = ["London", "Paris", "New York", "Amsterdam", "Zurich", "Palo Alto"]
-templates = ["{p} visited {l} .", "{p} moved to {l} in 1950 .", "In {l} , {p} gave a talk .", "{p} met {q} ."]
+templates = [
+    "{p} visited {l} .",
+    "{p} moved to {l} in 1950 .",
+    "In {l} , {p} gave a talk .",
+    "{p} met {q} .",
+]
 
 
 def conll(n):
@@ -199,11 +226,25 @@ def conll(n):
 
 (work / "ner_train.txt").write_text(conll(300))
 (work / "ner_valid.txt").write_text(conll(60))
-run = quietly(tag.train, tag.configure(
-    data={"train": str(work / "ner_train.txt"), "valid": str(work / "ner_valid.txt"), "scheme": "IOB2"},
-    model={"hidden_size": 24, "embedding_size": 16, "char_embedding_size": 8, "char_hidden_size": 8, "dropout": 0.0},
-    optim={"lr": 0.01}, trainer=quiet | {"epochs": 4, "out": str(work / "tag")},
-))
+run = quietly(
+    tag.train,
+    tag.configure(
+        data={
+            "train": str(work / "ner_train.txt"),
+            "valid": str(work / "ner_valid.txt"),
+            "scheme": "IOB2",
+        },
+        model={
+            "hidden_size": 24,
+            "embedding_size": 16,
+            "char_embedding_size": 8,
+            "char_hidden_size": 8,
+            "dropout": 0.0,
+        },
+        optim={"lr": 0.01},
+        trainer=quiet | {"epochs": 4, "out": str(work / "tag")},
+    ),
+)
 (result,) = tag.predict(run.out_dir, [["Grace", "Hopper", "visited", "Zurich", "."]])
 print(result["spans"])
 print(f"validation span F1 {run.scores.overall.f1:.2f}")
@@ -224,7 +265,10 @@ states = torch.randn(2, S, M)  # [B, S, M]
 source_mask = torch.arange(S)[None] < torch.tensor([[7], [3]])  # [B, S]: the second has 3 steps
 query = torch.randn(2, Hq)  # [B, H]
 keys = states @ attention.key.weight.T  # [B, S, A]: W_k h_j, once per source
-e = torch.tanh((query @ attention.query.weight.T + attention.query.bias)[:, None, :] + keys) @ attention.v.weight[0]  # [B, S]
+e = (
+    torch.tanh((query @ attention.query.weight.T + attention.query.bias)[:, None, :] + keys)
+    @ attention.v.weight[0]
+)  # [B, S]
 a = torch.softmax(e.masked_fill(~source_mask, float("-inf")), dim=1)  # [B, S]
 context = (a[:, :, None] * states).sum(1)  # [B, M]
 theirs_context, theirs_a = attention(query, Memory(states, keys, source_mask))
@@ -234,11 +278,15 @@ assert (theirs_a[1, 3:] == 0).all() and torch.allclose(theirs_a.sum(1), torch.on
 print("additive attention from scratch == rnnkit's; padding gets weight exactly 0")
 
 # %%
-run = quietly(seq2seq.train, seq2seq.configure(
-    data={"dates": 4000, "dates_valid": 200, "dates_test": 0, "batch_size": 64},
-    model={"hidden_size": 64, "embedding_size": 16, "attention_size": 32},
-    optim={"lr": 0.005}, trainer=quiet | {"epochs": 4, "out": str(work / "dates")},
-))
+run = quietly(
+    seq2seq.train,
+    seq2seq.configure(
+        data={"dates": 4000, "dates_valid": 200, "dates_test": 0, "batch_size": 64},
+        model={"hidden_size": 64, "embedding_size": 16, "attention_size": 32},
+        optim={"lr": 0.005},
+        trainer=quiet | {"epochs": 4, "out": str(work / "dates")},
+    ),
+)
 results = seq2seq.translate(run.out_dir, ["5 janvier 2023", "March 3, 1999", "12/07/2001"])
 for r in results:
     print(r["source"], "->", r["translation"])
@@ -255,29 +303,43 @@ assert all(well_formed) and report["exact_match"] > 80  # percent
 # generation feeds its own samples back, starting from silence. The data: chord progressions (I-IV-V-I in random
 # keys). The loss is the negative log-likelihood per step, summed over pitches; by hand:
 
+
 # %%
 def progression(key):
     chords = [[0, 4, 7], [5, 9, 12], [7, 11, 14], [0, 4, 7]]
     return [[60 + key + n for n in chord] for chord in chords for _ in range(2)] * 3
 
 
-chorales = {split: [progression(rng.randrange(-5, 6)) for _ in range(n)] for split, n in (("train", 60), ("valid", 10))}
+chorales = {
+    split: [progression(rng.randrange(-5, 6)) for _ in range(n)]
+    for split, n in (("train", 60), ("valid", 10))
+}
 (work / "chords.json").write_text(json.dumps(chorales))
-run = quietly(music.train, music.configure(
-    data={"path": str(work / "chords.json"), "batch_size": 8},
-    model={"low": 48, "high": 84, "hidden_size": 32},
-    optim={"lr": 0.01}, trainer=quiet | {"epochs": 15, "out": str(work / "music")},
-))
+run = quietly(
+    music.train,
+    music.configure(
+        data={"path": str(work / "chords.json"), "batch_size": 8},
+        model={"low": 48, "high": 84, "hidden_size": 32},
+        optim={"lr": 0.01},
+        trainer=quiet | {"epochs": 15, "out": str(work / "music")},
+    ),
+)
 model = music.load(run.out_dir)
 rolls = [piano_roll(c, 48, 84) for c in chorales["valid"]]  # each [T, P]
 total, steps = 0.0, 0
 with torch.no_grad():
     for roll in rolls:
         logits, _ = model(roll[:-1, None])  # [T-1, 1, P]: frame t predicts frame t + 1
-        total += float(torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], roll[1:], reduction="sum"))
+        total += float(
+            torch.nn.functional.binary_cross_entropy_with_logits(
+                logits[:, 0], roll[1:], reduction="sum"
+            )
+        )
         steps += roll.shape[0] - 1
 by_hand = total / steps
-print(f"NLL per step: by hand {by_hand:.4f}, music.nll {music.nll(model, rolls):.4f}, uniform guess {rolls[0].shape[1] * np.log(2):.1f}")
+print(
+    f"NLL per step: by hand {by_hand:.4f}, music.nll {music.nll(model, rolls):.4f}, uniform guess {rolls[0].shape[1] * np.log(2):.1f}"
+)
 assert abs(by_hand - music.nll(model, rolls)) < 1e-4 * by_hand
 _, generated = music.generate_from(run.out_dir, steps=16, num_samples=2)  # [steps, N, P]
 chords_played = (generated.sum(2) == 3).float().mean()
@@ -293,11 +355,15 @@ assert generated.shape == (16, 2, 37) and set(generated.unique().tolist()) <= {0
 # last value) by hand:
 
 # %%
-run = quietly(forecast.train, forecast.configure(
-    data={"builtin": "sunspots", "season": 11},
-    model={"hidden_size": 32, "window": 24, "horizon": 6},
-    optim={"lr": 0.005}, trainer=quiet | {"epochs": 30, "out": str(work / "forecast")},
-))
+run = quietly(
+    forecast.train,
+    forecast.configure(
+        data={"builtin": "sunspots", "season": 11},
+        model={"hidden_size": 32, "window": 24, "horizon": 6},
+        optim={"lr": 0.005},
+        trainer=quiet | {"epochs": 30, "out": str(work / "forecast")},
+    ),
+)
 print(run.table)
 values = builtin("sunspots").values[:, 0]  # [N]
 train_end, valid_end = split_points(len(values), 0.1, 0.1)
@@ -306,5 +372,7 @@ naive_mae = np.mean([np.abs(values[o : o + 6] - values[o - 1]).mean() for o in o
 scale = np.abs(values[11:train_end] - values[: train_end - 11]).mean()  # seasonal naive, in sample
 assert abs(naive_mae - run.scores["naive"]["MAE"]) < 1e-9 * naive_mae
 assert abs(naive_mae / scale - run.scores["naive"]["MASE"]) < 1e-9
-print(f"naive MAE by hand {naive_mae:.3f} == rnnkit's; the GRU's MASE {run.scores['rnnkit gru']['MASE']:.3f}")
+print(
+    f"naive MAE by hand {naive_mae:.3f} == rnnkit's; the GRU's MASE {run.scores['rnnkit gru']['MASE']:.3f}"
+)
 assert run.scores["rnnkit gru"]["MAE"] < naive_mae

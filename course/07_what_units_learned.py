@@ -85,7 +85,12 @@ h, c = torch.zeros(H, dtype=torch.float64), torch.zeros(H, dtype=torch.float64)
 scratch = {"h": [], "c": [], "i": [], "f": [], "g": [], "o": []}
 for token in data["tokens"]["ids"]:
     a = W @ E[token] + U @ h + b  # [4H]
-    i, f, g, o = a[:H].sigmoid(), a[H : 2 * H].sigmoid(), a[2 * H : 3 * H].tanh(), a[3 * H :].sigmoid()
+    i, f, g, o = (
+        a[:H].sigmoid(),
+        a[H : 2 * H].sigmoid(),
+        a[2 * H : 3 * H].tanh(),
+        a[3 * H :].sigmoid(),
+    )
     c = f * c + i * g
     h = o * c.tanh()
     for name, value in zip("hcifgo", (h, c, i, f, g, o), strict=True):
@@ -120,7 +125,9 @@ assert 0 < inside.sum() < T
 
 c_viewer = dequantised("c")
 variance = c_viewer.var(axis=0)  # [H]
-np.testing.assert_allclose(data["layers"][0]["signals"]["c"]["variance"], variance, rtol=1e-9, atol=1e-12)
+np.testing.assert_allclose(
+    data["layers"][0]["signals"]["c"]["variance"], variance, rtol=1e-9, atol=1e-12
+)
 r = np.array([np.corrcoef(c_viewer[:, u], inside)[0, 1] for u in range(H)])  # [H]
 np.testing.assert_allclose(ranking.pattern_correlation(c_viewer, inside), r, atol=1e-9)
 by_r = ranking.rank(r, by_magnitude=True)
@@ -129,7 +136,9 @@ print("best |r| with 'inside quotes':", [(int(u), round(float(r[u]), 2)) for u i
 
 # the trained units follow the quotes better than an untrained model's do
 torch.manual_seed(0)
-untrained = LanguageModel(LMConfig(cell="lstm", num_layers=1, hidden_size=64, embedding_size=32), tokenizer.vocab_size)
+untrained = LanguageModel(
+    LMConfig(cell="lstm", num_layers=1, hidden_size=64, embedding_size=32), tokenizer.vocab_size
+)
 before = viz.visualise(untrained, tokenizer, text, signal="c")
 c_before = dequantised("c", before)
 r_before = np.abs(ranking.pattern_correlation(c_before, inside)).max()
@@ -169,5 +178,7 @@ assert "<script" in source and str(data["model"]["hidden_size"]) in source
 with warnings.catch_warnings():
     # IPython suggests IFrame, which needs a URL; srcdoc carries the page itself
     warnings.simplefilter("ignore", UserWarning)
-    frame = HTML(f'<iframe srcdoc="{html.escape(source)}" style="width: 100%; height: 640px"></iframe>')
+    frame = HTML(
+        f'<iframe srcdoc="{html.escape(source)}" style="width: 100%; height: 640px"></iframe>'
+    )
 frame

@@ -43,7 +43,9 @@ def test_every_chapter_exists_parses_asserts_and_is_in_the_nav():
 def _docs_extra() -> None:
     for module in ("jupytext", "nbclient", "nbformat", "ipykernel", "mkdocs", "mkdocs_jupyter"):
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is missing: the course needs the docs extra, pip install '.[docs]'")
+            pytest.skip(
+                f"{module} is missing: the course needs the docs extra, pip install '.[docs]'"
+            )
 
 
 @pytest.fixture(scope="module")
