@@ -82,6 +82,7 @@ for gain in (0.5, 1.0, 2.0):
 # With every singular value of U at 0.5, and |1 - h^2| <= 1, the norm is at most 0.5^(T-t)
 distance = np.arange(T)[::-1]  # T - 1 - t
 assert np.all(curves[0.5] <= 0.5**distance * (1 + 1e-9))
+assert curves[0.5][0] < curves[1.0][0] < curves[2.0][0] < 2.0 ** (T - 1)  # damped by tanh
 print(
     f"||dh_T/dh_0||: gain 0.5 -> {curves[0.5][0]:.1e}, 1.0 -> {curves[1.0][0]:.1e}, 2.0 -> {curves[2.0][0]:.1e}"
 )
