@@ -1,7 +1,7 @@
 """The gated recurrent unit (Cho et al. 2014), in both of its published forms.
 
-Gate order (r, z, n), as ``torch.nn.GRU``: ``weight_ih`` = [W_r; W_z; W_n] [3H, D],
-``weight_hh`` = [U_r; U_z; U_n] [3H, H], ``bias_ih`` = [b_ir; b_iz; b_in],
+Gate order (r, z, n), as ``torch.nn.GRU``: ``weight_ih`` [3H, D] = [W_r; W_z; W_n],
+``weight_hh`` [3H, H] = [U_r; U_z; U_n], ``bias_ih`` = [b_ir; b_iz; b_in],
 ``bias_hh`` = [b_hr; b_hz; b_hn].
 
     r  = sigmoid(W_r x + b_ir + U_r h + b_hr)          reset gate

@@ -8,7 +8,7 @@ gate of Gers et al. 2000), in the form and gate order (i, f, g, o) of ``torch.nn
     c' = f * c + i * g
     h' = o * tanh(c')
 
-``weight_ih`` = [W_i; W_f; W_g; W_o] [4H, D], ``weight_hh`` [4H, H], biases [4H] each.
+``weight_ih`` [4H, D] = [W_i; W_f; W_g; W_o], ``weight_hh`` [4H, H], biases [4H] each.
 Jozefowicz et al. 2015 (section 3) found a forget-gate bias of 1 helps; layers expose it
 as ``unit_forget_bias``. The hand-written backward is ``rnnkit.nn.reference.lstm``.
 
