@@ -1593,17 +1593,19 @@ Tensor column_softmax_grad_(Tensor zt, Tensor lse, Tensor target, double scale,
     const S* l = lse.data_ptr<S>();
     const S* b = bias ? bias->data_ptr<S>() : nullptr;
     const auto sc = S(scale);
-    std::vector<S> logit(N);  // the target logits, before the pass overwrites them
-    for (int64_t n = 0; n < N; ++n) logit[n] = widen(z[t[n] * N + n]) + (b ? b[t[n]] : S(0));
+    constexpr bool rounded = !std::is_same_v<Z, S>;  // bf16 z^T: P is rounded as stored
+    std::vector<S> logit(rounded ? N : 0);  // its target logits, before the pass overwrites them
+    if constexpr (rounded)
+      for (int64_t n = 0; n < N; ++n) logit[n] = widen(z[t[n] * N + n]) + (b ? b[t[n]] : S(0));
     at::parallel_for(0, V, 16, [&](int64_t v0, int64_t v1) {
       for (int64_t v = v0; v < v1; ++v)
         dbp[v] = softmax_grad_row(z + v * N, b ? b[v] : S(0), l, N, sc);
     });
     for (int64_t n = 0; n < N; ++n) {
-      if constexpr (std::is_same_v<Z, S>)
-        z[t[n] * N + n] -= sc;
-      else
+      if constexpr (rounded)
         z[t[n] * N + n] = narrow<Z>(fast_exp(logit[n] - l[n]) * sc - sc);
+      else
+        z[t[n] * N + n] -= sc;
       dbp[t[n]] -= sc;
     }
   };
