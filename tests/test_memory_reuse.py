@@ -22,12 +22,12 @@ def step():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, _ = layer(x)
     out.float().backward(dout)
-for _ in range(3):
+for _ in range(6):
     step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+for _ in range(10):
     step()
-faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 10
 print(fused.compile_info().get("keeps_freed_memory"), faults)
 """
 
@@ -51,4 +51,9 @@ def test_training_calls_reuse_their_pages_unless_opted_out():
     system_applied, system = _probe(RNNKIT_MALLOC="system")
     assert (applied, system_applied) == ("True", "False")
     assert system > 5000, system  # the test can tell: glibc's default faults pages in again
-    assert kept < system / 20, (kept, system)
+    # Kept: from none to a few thousand per call. Seen on an AVX2-only EPYC (0 to 2,240
+    # over 10 calls, against 25,880 to 29,858 by default): now and then a call's heap grows
+    # by one [T*B, H] temporary (3,200 pages, 13 MB) that fragmentation left no room for,
+    # and that growth is kept for the calls after it. The default faults every temporary
+    # in again on every call.
+    assert kept < system / 5, (kept, system)

@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from rnnkit.common.io import atomic_write_text
 from rnnkit.nn import kernels, runner
 from rnnkit.nn.cells import CELLS, Cell
-from rnnkit.nn.kernels import gemm
+from rnnkit.nn.kernels import gemm, precision
 from rnnkit.nn.layers import RNNBase
 from rnnkit.train.config import THREADS_PER_CORE
 
@@ -238,8 +238,10 @@ class Row:
     ran_train: str | None
     baseline: str
     fwd_ms: float
-    base_fwd_ms: float
-    fwd_speedup: float
+    base_fwd_ms: float | None
+    """None (n/a) where the baseline cannot run here (``_baseline_runs``), as every base
+    figure and ratio then."""
+    fwd_speedup: float | None
     fwd_gflops: float
     first_fwd_ms: float
     train_ms: float | None = None
@@ -276,16 +278,17 @@ class VarlenRow:
     threads: int
     baseline: str
     fwd_ms: float
-    packed_fwd_ms: float
+    packed_fwd_ms: float | None
+    """None (n/a) where the baseline cannot run here, as both ratios against it then."""
     full_fwd_ms: float
     train_ms: float
-    packed_train_ms: float
+    packed_train_ms: float | None
     full_train_ms: float
-    train_vs_packed: float
+    train_vs_packed: float | None
     """the baseline's packed time / ours (target: at least 3)"""
     train_vs_full: float
     """ours / ours on the same tokens as a full batch (target: at most 1.15)"""
-    fwd_vs_packed: float
+    fwd_vs_packed: float | None
     fwd_vs_full: float
     repeats: int
 
@@ -329,12 +332,36 @@ def time_alternating(
     return [statistics.median(s) for s in samples], first
 
 
+def _time_with_baseline(
+    fns: Sequence[Callable[[], object]], baseline: int, runs: bool, repeats: int, warmup: int
+) -> tuple[list[float | None], list[float | None]]:
+    """``time_alternating``, but where the baseline cannot run here (``runs`` False), the
+    fns other than ``fns[baseline]`` alone, and None in the baseline's place."""
+    if runs:
+        medians, first = time_alternating(fns, repeats, warmup)
+        return list(medians), list(first)
+    others = [fn for k, fn in enumerate(fns) if k != baseline]
+    medians, first = time_alternating(others, repeats, warmup)
+    return (
+        [*medians[:baseline], None, *medians[baseline:]],
+        [*first[:baseline], None, *first[baseline:]],
+    )
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / b
+
+
 def gemm_peak_gflops(n: int, dtype: torch.dtype, repeats: int) -> float:
     """Median GFLOP/s of [n, n] @ [n, n] with torch.mm in ``dtype``: the peak a layer in
     that precision can approach (on CPU, fp32 is MKL's or OpenBLAS's GEMM as torch was
-    built, bf16 is oneDNN's)."""
+    built, bf16 is oneDNN's). On a CPU without bf16 instructions the bf16 rate is that of
+    the emulated product rnnkit runs there (``precision.to_bf16``: fp32 on rounded values),
+    not torch's bf16 matmul, about a hundred times slower there."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    out = torch.empty(n, n, dtype=dtype)
+    if dtype == torch.bfloat16:
+        a, b = precision.to_bf16(a), precision.to_bf16(b)
+    out = torch.empty(n, n, dtype=a.dtype)
     (ms,), _ = time_alternating([lambda: torch.mm(a, b, out=out)], max(repeats, 5), 2)
     return 2 * n**3 / ms / 1e6
 
@@ -376,6 +403,18 @@ def _call(module: nn.Module, backend: str | None, x, hx=None, **kwargs):
             return module(x, hx, **kwargs)
         with kernels.use_backend(backend):
             return module(x, hx, **kwargs)
+
+
+def _baseline_runs(base: nn.Module, backend: str | None, D: int, dtype: torch.dtype) -> bool:
+    """Whether the baseline runs here at all, tried on a T=2, B=1 input: torch.nn.LSTM
+    does not under bf16 autocast on a CPU without bf16 instructions (oneDNN creates no LSTM
+    primitive there). Its figures are then None (n/a)."""
+    try:
+        with torch.no_grad():
+            _call(base, backend, torch.zeros(2, 1, D, dtype=dtype))
+    except RuntimeError:
+        return False
+    return True
 
 
 def _inference(module: nn.Module, backend: str | None, x: Tensor) -> Callable[[], object]:
@@ -521,11 +560,17 @@ def bench_case(cell: Cell, shape: Shape, cfg: BenchConfig, threads: int, peak: f
         ran_fwd = dispatched(cell, x_inf, cfg.backend)
     ran_train = dispatched(cell, x, cfg.backend)
     fwd_flops, train_flops = gemm_flops(cell, shape)
+    runs = _baseline_runs(base, base_backend, shape.D, dtype)
 
     fwd = [_inference(ours, cfg.backend, x_inf), _inference(base, base_backend, x_inf)]
-    (fwd_ms, base_fwd_ms), (first_fwd, _) = time_alternating(fwd, cfg.repeats, cfg.warmup)
+    (fwd_ms, base_fwd_ms), (first_fwd, _) = _time_with_baseline(
+        fwd, 1, runs, cfg.repeats, cfg.warmup
+    )
     train = [_training(ours, cfg.backend, x, dout), _training(base, base_backend, x, dout)]
-    (train_ms, base_train_ms), (first_train, _) = time_alternating(train, cfg.repeats, cfg.warmup)
+    (train_ms, base_train_ms), (first_train, _) = _time_with_baseline(
+        train, 1, runs, cfg.repeats, cfg.warmup
+    )
+    assert fwd_ms is not None and first_fwd is not None and train_ms is not None
     row = Row(
         cell.name,
         shape.name,
@@ -541,14 +586,14 @@ def bench_case(cell: Cell, shape: Shape, cfg: BenchConfig, threads: int, peak: f
         label,
         fwd_ms=fwd_ms,
         base_fwd_ms=base_fwd_ms,
-        fwd_speedup=base_fwd_ms / fwd_ms,
+        fwd_speedup=_ratio(base_fwd_ms, fwd_ms),
         fwd_gflops=fwd_flops / fwd_ms / 1e6,
         first_fwd_ms=first_fwd,
         train_ms=train_ms,
         base_train_ms=base_train_ms,
-        train_speedup=base_train_ms / train_ms,
+        train_speedup=_ratio(base_train_ms, train_ms),
         train_gflops=train_flops / train_ms / 1e6,
-        base_train_gflops=train_flops / base_train_ms / 1e6,
+        base_train_gflops=_ratio(train_flops / 1e6, base_train_ms),
         train_peak_fraction=train_flops / train_ms / 1e6 / peak,
         first_train_ms=first_train,
         repeats=cfg.repeats,
@@ -573,8 +618,10 @@ def bench_stream(cell: Cell, cfg: BenchConfig, threads: int) -> Row:
         _streaming(ours, cfg.backend, x, cfg.stream_calls),
         _streaming(base, base_backend, x, cfg.stream_calls),
     ]
-    (ms, base_ms), (first, _) = time_alternating(fns, cfg.repeats, cfg.warmup)
-    per_call, base_per_call = ms / cfg.stream_calls, base_ms / cfg.stream_calls
+    runs = _baseline_runs(base, base_backend, shape.D, dtype)
+    (ms, base_ms), (first, _) = _time_with_baseline(fns, 1, runs, cfg.repeats, cfg.warmup)
+    assert ms is not None and first is not None
+    per_call, base_per_call = ms / cfg.stream_calls, _ratio(base_ms, cfg.stream_calls)
     fwd_flops, _ = gemm_flops(cell, shape)
     return Row(
         cell.name,
@@ -591,7 +638,7 @@ def bench_stream(cell: Cell, cfg: BenchConfig, threads: int) -> Row:
         label,
         fwd_ms=per_call,
         base_fwd_ms=base_per_call,
-        fwd_speedup=base_per_call / per_call,
+        fwd_speedup=_ratio(base_per_call, per_call),
         fwd_gflops=fwd_flops / per_call / 1e6,
         first_fwd_ms=first / cfg.stream_calls,
         repeats=cfg.repeats,
@@ -640,12 +687,15 @@ def bench_varlen(cell: Cell, T: int, cfg: BenchConfig, threads: int) -> VarlenRo
     mine = _varlen_calls(ours, cfg.backend, x, lengths, packed=False)
     packed = _varlen_calls(base, base_backend, x, lengths, packed=True)
     full = _varlen_calls(ours, cfg.backend, x_full, None, packed=False)
-    (fwd, packed_fwd, full_fwd), _ = time_alternating(
-        [mine[0], packed[0], full[0]], cfg.repeats, cfg.warmup
+    runs = _baseline_runs(base, base_backend, shape.D, dtype)
+    (fwd, packed_fwd, full_fwd), _ = _time_with_baseline(
+        [mine[0], packed[0], full[0]], 1, runs, cfg.repeats, cfg.warmup
     )
-    (train, packed_train, full_train), _ = time_alternating(
-        [mine[1], packed[1], full[1]], cfg.repeats, cfg.warmup
+    (train, packed_train, full_train), _ = _time_with_baseline(
+        [mine[1], packed[1], full[1]], 1, runs, cfg.repeats, cfg.warmup
     )
+    assert fwd is not None and full_fwd is not None
+    assert train is not None and full_train is not None
     return VarlenRow(
         cell.name,
         T,
@@ -663,9 +713,9 @@ def bench_varlen(cell: Cell, T: int, cfg: BenchConfig, threads: int) -> VarlenRo
         train,
         packed_train,
         full_train,
-        train_vs_packed=packed_train / train,
+        train_vs_packed=_ratio(packed_train, train),
         train_vs_full=train / full_train,
-        fwd_vs_packed=packed_fwd / fwd,
+        fwd_vs_packed=_ratio(packed_fwd, fwd),
         fwd_vs_full=fwd / full_fwd,
         repeats=cfg.repeats,
     )
@@ -711,6 +761,7 @@ def machine_info(threads: int) -> dict:
         "torch": torch.__version__,
         "threads": threads,
         "mkldnn": torch.backends.mkldnn.is_available(),
+        "bf16_native": precision.bf16_native(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
@@ -767,6 +818,13 @@ def run(
                 f"fp32 GEMM libraries of the fused kernel, GFLOP/s at {cfg.peak_size}^3 "
                 f"(median): {libraries or 'n/a'}; chosen per shape: see the 'ran' column"
             )
+            if not machine["bf16_native"]:
+                console.print(
+                    "This CPU has no bf16 instructions: rnnkit's bf16 products run as fp32 "
+                    "products of bf16-rounded operands (and the bf16 peak above is theirs); "
+                    "torch.nn's under autocast run torch's bf16 matmul, and its LSTM does not "
+                    "run (n/a)."
+                )
         result = BenchResult(
             config=dataclasses.asdict(cfg),
             machine=machine,
@@ -879,8 +937,8 @@ def _stream_table(rows: list[Row], calls: int) -> Table:
             r.ran_fwd + (f" ({r.gemm})" if r.gemm else ""),
             r.baseline,
             f"{r.fwd_ms * 1e3:.1f}",
-            f"{r.base_fwd_ms * 1e3:.1f}",
-            f"{r.fwd_speedup:.2f}",
+            _fmt(None if r.base_fwd_ms is None else r.base_fwd_ms * 1e3, ".1f"),
+            _fmt(r.fwd_speedup, ".2f"),
         )
     return table
 
@@ -903,10 +961,10 @@ def _varlen_table(rows: list[VarlenRow]) -> Table:
             str(r.tokens),
             str(r.full_B),
             f"{r.fwd_ms:.2f}",
-            f"{r.fwd_vs_packed:.2f}",
+            _fmt(r.fwd_vs_packed, ".2f"),
             f"{r.fwd_vs_full:.2f}",
             f"{r.train_ms:.2f}",
-            f"{r.train_vs_packed:.2f}",
+            _fmt(r.train_vs_packed, ".2f"),
             f"{r.train_vs_full:.2f}",
         )
     return table

@@ -59,6 +59,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from rnnkit.common.notices import notify
+from rnnkit.nn.kernels.precision import bf16_native
 from rnnkit.train import checkpoint as ckpt
 from rnnkit.train import distributed, run_folder
 from rnnkit.train.config import TrainerConfig
@@ -587,6 +588,14 @@ class Trainer:
         metrics = self._metrics = (
             MetricsLog(self.out_dir / "metrics.jsonl") if main else _NoMetrics()
         )
+        if main and c.precision == "bf16" and self.device.type == "cpu" and not bf16_native():
+            notify(
+                "this CPU has no bf16 instructions: --trainer.precision bf16 computes the "
+                "recurrent layers' and the LM output layer's products as fp32 products of "
+                "bf16-rounded operands (the same values, no speedup), and torch's own bf16 "
+                "products (other layers under autocast) run far slower than fp32 here; "
+                "--trainer.precision fp32 is the faster choice on this machine"
+            )
         if self.step == 0:
             # A checkpoint before the first step: a run killed at any moment from here on
             # can be resumed (and is never mistaken for leftovers to clean up).

@@ -247,23 +247,62 @@ const Tensor* packed_block(const float* B, bool tb, int64_t M, int64_t N, int64_
   return &p.blocks.back().packed;
 }
 
-// Under bf16 autocast a direction's recurrent weights get a bf16 copy, announced to the
-// thread running that direction: a product whose B lies in the fp32 weights then runs in
-// bf16 on the copy, A rounded to bf16, through oneDNN's matmul on a copy of that block
-// packed at its first use in the scope (or at::mm where ATen has no oneDNN), the result
-// converted and added in fp32 (bf16_to_float).
+// How a call's products run under bf16 autocast (the bf16 argument of forward and backward,
+// chosen by rnnkit/nn/kernels/precision.py): not at all, natively (bf16 operands through
+// oneDNN's bf16 kernels, fp32 accumulation), or emulated, where the CPU has no bf16
+// instructions: the operands rounded to bf16 and kept as fp32, multiplied by the fp32
+// library. A product of two bf16 values is exact in fp32 and the sums accumulate in fp32
+// either way, so both compute the same products; emulated results are not rounded to bf16
+// at the end, and run at fp32 speed, where torch's own bf16 matmul on such a CPU runs about
+// a hundred times slower than its fp32 one (docs/kernels.md, "bf16 products").
+enum Bf16Mode : int64_t { BF16_OFF = 0, BF16_NATIVE = 1, BF16_EMULATED = 2 };
+
+// t's values rounded to the nearest bf16 (ties to even, as torch rounds), kept in a new
+// contiguous fp32 tensor: one pass, in integer arithmetic so that it vectorises; NaN stays
+// NaN. (No bf16 temporary: fewer passes and allocations than t.to(bf16).to(float).)
+Tensor rounded_fp32(const Tensor& t) {
+  const Tensor src = (t.scalar_type() == at::kFloat ? t : t.to(at::kFloat)).contiguous();
+  Tensor out = at::empty(src.sizes(), src.options());
+  const uint32_t* in = reinterpret_cast<const uint32_t*>(src.data_ptr<float>());
+  uint32_t* o = reinterpret_cast<uint32_t*>(out.data_ptr<float>());
+  at::parallel_for(0, src.numel(), 1 << 15, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+    for (int64_t i = i0; i < i1; ++i) {
+      const uint32_t u = in[i];
+      const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
+      o[i] = nan ? (u | 0x00400000u) & 0xFFFF0000u : (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    }
+  });
+  return out;
+}
+
+// t rounded to bf16: a bf16 tensor, or, emulated, an fp32 tensor of the same values.
+Tensor round_bf16(const Tensor& t, int64_t mode) {
+  return mode == BF16_EMULATED ? rounded_fp32(t) : t.to(at::kBFloat16);
+}
+
+// Under bf16 autocast a direction's recurrent weights get a rounded copy (round_bf16),
+// announced to the thread running that direction: a product whose B lies in the fp32
+// weights then runs on the copy with A rounded to bf16. Natively, through oneDNN's bf16
+// matmul on a copy of that block packed at its first use in the scope (or at::mm where
+// ATen has no oneDNN), the bf16 result widened and added in fp32 (add_bf16); emulated, as
+// an fp32 product on the copy's fp32 values.
 struct Bf16Mirror {
   const float* fp32 = nullptr;
   int64_t numel = 0;
-  const at::BFloat16* bf16 = nullptr;
-  std::vector<PackedBlock> blocks;  // packed bf16 blocks of the copy, as PackScope's
+  const at::BFloat16* bf16 = nullptr;  // the copy, native
+  const float* rounded = nullptr;      // the copy, emulated
+  std::vector<PackedBlock> blocks;     // packed bf16 blocks of the copy, as PackScope's
 };
 thread_local Bf16Mirror tl_mirror;
 
-struct MirrorGuard {  // sets the thread's mirror for a scope (none when bf16 is undefined)
-  explicit MirrorGuard(const Tensor& w, const Tensor& bf16) {
-    if (bf16.defined())
-      tl_mirror = {w.data_ptr<float>(), w.numel(), bf16.data_ptr<at::BFloat16>(), {}};
+struct MirrorGuard {  // sets the thread's mirror for a scope (none when low is undefined)
+  explicit MirrorGuard(const Tensor& w, const Tensor& low) {
+    if (!low.defined()) return;
+    if (low.scalar_type() == at::kBFloat16)
+      tl_mirror = {w.data_ptr<float>(), w.numel(), low.data_ptr<at::BFloat16>(), nullptr, {}};
+    else
+      tl_mirror = {w.data_ptr<float>(), w.numel(), nullptr, low.data_ptr<float>(), {}};
   }
   ~MirrorGuard() { tl_mirror = {}; }
 };
@@ -291,10 +330,19 @@ void add_bf16(const Tensor& r, float* C, int64_t M, int64_t N, int64_t ldc, floa
   }
 }
 
+template <typename S>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const S* A, int64_t lda,
+          const S* B, int64_t ldb, S beta, S* C, int64_t ldc);
+
 // The bf16 product of gemm() for B in the mirrored weights (m.fp32 <= B < m.fp32 + numel).
 void gemm_mirrored(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   Bf16Mirror& m = tl_mirror;
+  if (m.rounded != nullptr) {  // emulated: op(A) rounded into a row-major [M, K], fp32 product
+    const Tensor a = rounded_fp32(view(A, ta ? K : M, ta ? M : K, lda, ta));  // [M, K]
+    return gemm<float>(false, tb, M, N, K, a.data_ptr<float>(), K, m.rounded + (B - m.fp32),
+                       ldb, beta, C, ldc);
+  }
   const Tensor a = view(A, ta ? K : M, ta ? M : K, lda, ta).to(at::kBFloat16);
   const at::BFloat16* b = m.bf16 + (B - m.fp32);
   Tensor r;
@@ -985,11 +1033,12 @@ void attach_noise(Dir<S>& dir, const Noise& n, int64_t d, const Tensor& hm) {
   dir.zero = ptr(n.zero);
 }
 
-// The forward's input projection under bf16 autocast: a @ b in bf16 with fp32 accumulation
-// through ATen (oneDNN on CPU), the result back in a's dtype. (The per-step recurrent
-// products go bf16 through Bf16Mirror, backward's big products through its own prod.)
-Tensor mm_bf16(const Tensor& a, const Tensor& b) {
-  return at::mm(a.to(at::kBFloat16), b.to(at::kBFloat16)).to(a.scalar_type());
+// The forward's input projection under bf16 autocast: a @ b on operands rounded to bf16
+// (round_bf16) with fp32 accumulation through ATen (oneDNN's bf16 kernels natively), the
+// result back in a's dtype. (The per-step recurrent products go through Bf16Mirror,
+// backward's big products through its own prod.)
+Tensor mm_bf16(const Tensor& a, const Tensor& b, int64_t mode) {
+  return at::mm(round_bf16(a, mode), round_bf16(b, mode)).to(a.scalar_type());
 }
 
 // x [T, B, D] -> [N, D]: the real tokens, packed as the schedule orders them; tokens is
@@ -1000,7 +1049,8 @@ Tensor packed_input(const Tensor& x, const Schedule& sc, const Tensor& tokens) {
 }
 
 // forward(cell, x [T,B,D], lengths [B] int64 or empty, h0s, c0s, w_ih, w_hh, b_ih, b_hh,
-// noise (see noise_args), training, bf16 (the products in bf16, see mm_bf16 and Bf16Mirror))
+// noise (see noise_args), training, bf16 (a Bf16Mode: the products on bf16 operands, see
+// mm_bf16 and Bf16Mirror))
 // -> [out [T,B,dirs*H], then per direction h_T (, c_T), then, when training, per direction
 // the saved buffers hbuf, cbuf, gates [N, G] (the RNN's under zoneout: its activations),
 // ghn [N, H], hm [N, H] (empty tensors where a cell or the noise has none)].
@@ -1009,7 +1059,7 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
                             std::vector<Tensor> c0s, std::vector<Tensor> w_ih,
                             std::vector<Tensor> w_hh, std::vector<Tensor> b_ih,
                             std::vector<Tensor> b_hh, std::vector<Tensor> noise, bool training,
-                            bool bf16) {
+                            int64_t bf16) {
   x = x.contiguous();
   const int64_t T = x.size(0), B = x.size(1);
   const int64_t dirs = int64_t(w_ih.size()), H = w_hh[0].size(1), G = num_gates(cell) * H;
@@ -1025,7 +1075,7 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
   for (int64_t d = 0; d < dirs; ++d) {
     // Every step's input projection in one GEMM: [N, D] @ [D, G] (+ b_ih).
     if (bf16) {
-      gx[d] = mm_bf16(xp, w_ih[d].t());
+      gx[d] = mm_bf16(xp, w_ih[d].t(), bf16);
       if (b_ih[d].numel()) gx[d].add_(b_ih[d]);
     } else {
       gx[d] = project(xp, w_ih[d], b_ih[d]);
@@ -1048,7 +1098,7 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
   const bool overlap = overlap_directions(dirs, B, G, H);
   std::vector<Tensor> whh_bf16(dirs);  // undefined unless bf16 (see Bf16Mirror)
   if (bf16 && x.scalar_type() == at::kFloat)
-    for (int64_t d = 0; d < dirs; ++d) whh_bf16[d] = whh[d].to(at::kBFloat16);
+    for (int64_t d = 0; d < dirs; ++d) whh_bf16[d] = round_bf16(whh[d], bf16);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_fused_forward", [&] {
     using S = scalar_t;
     for_directions(overlap, dirs, [&](int64_t d) {
@@ -1320,8 +1370,9 @@ std::vector<Tensor> step(int64_t cell, Tensor x, Tensor h, Tensor c, Tensor w_ih
 }
 
 // backward(cell, x, lengths, dout [T,B,dirs*H], dh_T, dc_T, saved (5 per direction, as
-// forward returned them), noise (the forward's), w_ih, w_hh, has_b_ih, has_b_hh, need_dx, bf16 (dx and the weight
-// gradients from bf16 products, each operand rounded once)) -> [dx (or empty), then
+// forward returned them), noise (the forward's), w_ih, w_hh, has_b_ih, has_b_hh, need_dx,
+// bf16 (a Bf16Mode: dx and the weight gradients from products on operands rounded to bf16,
+// each rounded once)) -> [dx (or empty), then
 // per direction dh0, dc0 (or empty), dw_ih, dw_hh, db_ih (or empty), db_hh (or empty)].
 // The weight gradients are large GEMMs over all T*B rows after the reverse loop.
 std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout,
@@ -1329,7 +1380,7 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
                              std::vector<Tensor> saved, std::vector<Tensor> noise,
                              std::vector<Tensor> w_ih,
                              std::vector<Tensor> w_hh, bool has_b_ih, bool has_b_hh,
-                             bool need_dx, bool bf16) {
+                             bool need_dx, int64_t bf16) {
   x = x.contiguous();
   dout = dout.contiguous();
   const int64_t T = x.size(0), B = x.size(1), D = x.size(2);
@@ -1357,7 +1408,7 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
   const bool overlap = overlap_directions(dirs, B, G, H);
   std::vector<Tensor> whh_bf16(dirs);  // undefined unless bf16 (see Bf16Mirror)
   if (bf16 && x.scalar_type() == at::kFloat)
-    for (int64_t d = 0; d < dirs; ++d) whh_bf16[d] = whh[d].to(at::kBFloat16);
+    for (int64_t d = 0; d < dirs; ++d) whh_bf16[d] = round_bf16(whh[d], bf16);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_fused_backward", [&] {
     using S = scalar_t;
     for_directions(overlap, dirs, [&](int64_t d) {
@@ -1390,13 +1441,13 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
   Tensor dxp = need_dx ? at::zeros({sc.N, D}, x.options()) : none;           // [N, D]
   // Under bf16 every operand is rounded once (a strided view of a bf16 copy costs the
   // product nothing; converting each narrowed or transposed view apart costs a copy each).
-  const auto low = [bf16](const Tensor& t) { return bf16 ? t.to(at::kBFloat16) : t; };
+  const auto low = [bf16](const Tensor& t) { return bf16 ? round_bf16(t, bf16) : t; };
   const auto prod = [bf16, &x](const Tensor& a, const Tensor& b) {  // a @ b in x's dtype
     return bf16 ? at::mm(a, b).to(x.scalar_type()) : mm_products(a, b);
   };
   const auto prod_into = [bf16](Tensor out, const Tensor& a, const Tensor& b) {
     if (bf16) {
-      out.copy_(at::mm(a, b));  // bf16 result widened by the copy
+      out.copy_(at::mm(a, b));  // a bf16 result (native) widened by the copy
     } else {
       mm_products_into(out, a, b);
     }

@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnnkit.nn.kernels import gemm
+from rnnkit.nn.kernels import gemm, precision
 
 CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "gru": 2, "gru_reset_before": 3, "lstm": 4}
 _LSTM, _GRU = CELL_CODES["lstm"], CELL_CODES["gru"]
@@ -82,6 +82,12 @@ def _kept(cell: int, noise: Sequence[Tensor] = ()) -> tuple[bool, ...]:
     masked, zoned = _noise_kinds(noise)
     gates = cell > CELL_CODES["rnn_relu"] or zoned
     return True, cell == _LSTM, gates, cell == _GRU, masked
+
+
+def _bf16_mode(bf16: bool) -> int:
+    """The extension's Bf16Mode for a call: 0 fp32/fp64 products, 1 bf16 natively, 2 bf16
+    emulated on fp32 products (``precision.bf16_native``)."""
+    return 0 if not bf16 else 1 if precision.bf16_native() else 2
 
 
 _gemm_lock = threading.Lock()
@@ -136,7 +142,7 @@ def layer_forward(
             b_hh or [none] * dirs,
             noise,
             training,
-            bf16,
+            _bf16_mode(bf16),
         )
     n_out = 1 + dirs * (2 if cell == _LSTM else 1)
     kept = _kept(cell, noise)
@@ -368,7 +374,7 @@ def layer_backward(
             has_b_ih,
             has_b_hh,
             need_dx,
-            bf16,
+            _bf16_mode(bf16),
         )
     want = (True, cell == _LSTM, True, True, has_b_ih, has_b_hh)
     grads = [t for k, t in enumerate(res[1:]) if want[k % 6]]

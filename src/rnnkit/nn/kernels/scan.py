@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnkit.nn.cells import Cell, State
-from rnnkit.nn.kernels.precision import products
+from rnnkit.nn.kernels.precision import products, to_bf16
 from rnnkit.nn.runner import step_mask
 
 CHUNK = 64
@@ -102,7 +102,7 @@ def _projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None) -> Tensor:
     """x [.., D] @ w_ih.T [D, G] + b_ih -> gx [.., G]; a bf16 product when bf16 weights
     (the streaming copies) or ``reduced_products`` ask for it, its result in fp32."""
     if w_ih.dtype == torch.bfloat16 or (products() == torch.bfloat16 and x.dtype == torch.float32):
-        gx = F.linear(x.bfloat16(), w_ih.bfloat16()).float()  # [.., G]
+        gx = F.linear(to_bf16(x), to_bf16(w_ih)).float()  # [.., G]
         return gx if b_ih is None else gx + b_ih.float()
     return F.linear(x, w_ih, b_ih)  # [.., G]
 

@@ -21,7 +21,9 @@ Under bf16 autocast the three products take bf16 operands with fp32 accumulation
 ``F.linear`` does under autocast; h and W are rounded once, for all three). The logits
 stay the bf16 product and the bias is added in fp32 as the column loops read them; the
 log-sum-exp and every returned gradient are fp32, and P, computed in fp32, is rounded to
-bf16 once, in z^T's buffer, as the two backward products read it.
+bf16 once, in z^T's buffer, as the two backward products read it. On a CPU without bf16
+instructions the operands are rounded the same way but kept in fp32 for torch's fp32
+products (``rnnkit.nn.kernels.precision.to_bf16``), and the logits are fp32.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.autograd.graph import increment_version
+
+from rnnkit.nn.kernels.precision import to_bf16
 
 
 class _ProjectedCrossEntropy(torch.autograd.Function):
@@ -47,12 +51,12 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
         bf16: bool,
     ) -> Tensor:
         if bf16:  # each operand rounded once, for the forward's and the backward's products
-            h, weight = h.to(torch.bfloat16), weight.to(torch.bfloat16)
+            h, weight = to_bf16(h), to_bf16(weight)
         zt, apart = _logits_t(h, weight, bias)  # [V, N]
         lse = _column_logsumexp(zt, apart)  # [N]
         losses = lse - _target_logits(zt, apart, target)
         ctx.save_for_backward(zt, lse, h, weight, target, apart)
-        ctx.has_bias, ctx.mean = bias is not None, mean
+        ctx.has_bias, ctx.mean, ctx.bf16 = bias is not None, mean, bf16
         return losses.mean() if mean else losses.sum()
 
     @staticmethod
@@ -61,6 +65,8 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
         zt, lse, h, weight, target, apart = ctx.saved_tensors
         scale = grad / target.shape[0] if ctx.mean else grad
         p, db = _column_softmax_grad_(zt, lse, target, scale, apart)  # dL/dz^T in z^T's buffer
+        if ctx.bf16 and p.dtype != torch.bfloat16:  # bf16 emulated: P rounded as natively
+            p = to_bf16(p)
         need = ctx.needs_input_grad
         dh = _mm(p.t(), weight) if need[0] else None  # [N, V] @ [V, H]
         dw = _mm(p, h) if need[1] else None  # [V, N] @ [N, H]
@@ -170,7 +176,7 @@ def _cross_entropy(
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return _ProjectedCrossEntropy.apply(h, weight, bias, target, mean, bf16)
     if bf16:
-        h, weight = h.to(torch.bfloat16), weight.to(torch.bfloat16)
+        h, weight = to_bf16(h), to_bf16(weight)
     zt, apart = _logits_t(h, weight, bias)
     losses = _column_logsumexp(zt, apart) - _target_logits(zt, apart, target)
     return losses.mean() if mean else losses.sum()
