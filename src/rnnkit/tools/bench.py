@@ -357,7 +357,7 @@ def gemm_peak_gflops(n: int, dtype: torch.dtype, repeats: int) -> float:
     that precision can approach (on CPU, fp32 is MKL's or OpenBLAS's GEMM as torch was
     built, bf16 is oneDNN's). On a CPU without bf16 instructions the bf16 rate is that of
     the emulated product rnnkit runs there (``precision.to_bf16``: fp32 on rounded values),
-    not torch's bf16 matmul, about a hundred times slower there."""
+    not torch's bf16 matmul, far slower there (docs/kernels.md)."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     if dtype == torch.bfloat16:
         a, b = precision.to_bf16(a), precision.to_bf16(b)

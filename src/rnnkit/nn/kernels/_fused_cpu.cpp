@@ -253,8 +253,8 @@ const Tensor* packed_block(const float* B, bool tb, int64_t M, int64_t N, int64_
 // instructions: the operands rounded to bf16 and kept as fp32, multiplied by the fp32
 // library. A product of two bf16 values is exact in fp32 and the sums accumulate in fp32
 // either way, so both compute the same products; emulated results are not rounded to bf16
-// at the end, and run at fp32 speed, where torch's own bf16 matmul on such a CPU runs about
-// a hundred times slower than its fp32 one (docs/kernels.md, "bf16 products").
+// at the end, and run at the fp32 library's speed, where torch's own bf16 matmul on such a
+// CPU falls far behind (docs/kernels.md, "A CPU without bf16 instructions").
 enum Bf16Mode : int64_t { BF16_OFF = 0, BF16_NATIVE = 1, BF16_EMULATED = 2 };
 
 // t's values rounded to the nearest bf16 (ties to even, as torch rounds), kept in a new

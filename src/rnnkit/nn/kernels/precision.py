@@ -53,10 +53,11 @@ _native: list[bool | None] = [None]
 
 def bf16_native() -> bool:
     """Whether this CPU multiplies bf16 natively: oneDNN's bf16 kernels need AVX-512 (BW,
-    VL, DQ) or AVX-NE-CONVERT. Where not (an AVX2-only CPU), torch's bf16 matmul runs
-    about a hundred times slower than its fp32 one, so rnnkit emulates its bf16 products
-    (``to_bf16``). ``RNNKIT_BF16=emulate`` forces the emulation and ``=native`` the native
-    path; read once per process (``set_bf16_native`` changes it, for tests)."""
+    VL, DQ) or AVX-NE-CONVERT. Where not (an AVX2-only CPU), torch's bf16 matmul falls
+    far behind its fp32 one (docs/kernels.md, "A CPU without bf16 instructions"), so rnnkit
+    emulates its bf16 products (``to_bf16``). ``RNNKIT_BF16=emulate`` forces the emulation
+    and ``=native`` the native path; read once per process (``set_bf16_native`` changes it,
+    for tests)."""
     native = _native[0]
     if native is None:
         forced = os.environ.get("RNNKIT_BF16", "").strip().lower()
