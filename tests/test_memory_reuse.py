@@ -51,8 +51,9 @@ def test_training_calls_reuse_their_pages_unless_opted_out():
     system_applied, system = _probe(RNNKIT_MALLOC="system")
     assert (applied, system_applied) == ("True", "False")
     assert system > 5000, system  # the test can tell: glibc's default faults pages in again
-    # Kept: from none to a few thousand per call. Seen on an AVX2-only EPYC (0 to 2,240
-    # over 10 calls, against 25,880 to 29,858 by default): now and then a call's heap grows
+    # Kept: from none to a few thousand per call. Seen on an AVX2-only EPYC: 0 to 2,240 per
+    # call averaged over 10 calls (0 to 4,266 over 3), about 26,000 to 30,000 by default
+    # (scratch runs of this probe, fp32 and bf16): now and then a call's heap grows
     # by one [T*B, H] temporary (3,200 pages, 13 MB) that fragmentation left no room for,
     # and that growth is kept for the calls after it. The default faults every temporary
     # in again on every call.
