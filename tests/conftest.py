@@ -28,6 +28,15 @@ _GEMM_CACHE = tempfile.mkdtemp(prefix="rnnkit-test-cache-")
 os.environ["RNNKIT_CACHE_DIR"] = _GEMM_CACHE
 atexit.register(shutil.rmtree, _GEMM_CACHE, ignore_errors=True)
 
+# pytest-xdist (`-n auto` in pyproject.toml) runs the suite in one process per core; each
+# worker then gets its share of the cores, for torch here and for the subprocesses that tests
+# start, so that the workers together use the machine once, not once each.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _THREADS = max(1, len(os.sched_getaffinity(0)) // _WORKERS)
+    torch.set_num_threads(_THREADS)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -76,6 +85,25 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"needs the shared data sets at {SHARED_DATA} (absent on this machine)")
     return SHARED_DATA
+
+
+def pytest_sessionfinish(session):
+    """A pytest-xdist worker hands its observed errors to the controller."""
+    from helpers import OBSERVED
+
+    if hasattr(session.config, "workeroutput"):
+        observed = [[*key, *value] for key, value in OBSERVED.items()]
+        session.config.workeroutput["observed"] = observed
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The controller merges each worker's observed errors (an xdist hook; see above)."""
+    from helpers import merge_observed
+
+    output = getattr(node, "workeroutput", {})
+    for module, kind, worst, count in output.get("observed", []):
+        merge_observed((module, kind), worst, count)
 
 
 def pytest_terminal_summary(terminalreporter):

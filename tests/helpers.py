@@ -39,9 +39,13 @@ OBSERVED: dict[tuple[str, str], tuple[float, int]] = {}
 error against a fixed tolerance, or the fraction of the fp32 error model's bound used."""
 
 
+def merge_observed(key: tuple[str, str], worst: float, count: int) -> None:
+    old_worst, old_count = OBSERVED.get(key, (0.0, 0))
+    OBSERVED[key] = (max(old_worst, worst), old_count + count)
+
+
 def _observe(kind: str, value: float) -> None:
-    worst, count = OBSERVED.get((_module_name(), kind), (0.0, 0))
-    OBSERVED[(_module_name(), kind)] = (max(worst, value), count + 1)
+    merge_observed((_module_name(), kind), value, 1)
 
 
 def assert_rel_close(actual, expected, rtol: float, what: str = "") -> None:
