@@ -57,7 +57,9 @@ from pathlib import Path
 import pytest
 from rnnkit.nn.kernels import fused
 fused._SOURCE = Path(sys.argv[1])
-sys.exit(pytest.main(["-p", "no:cacheprovider", "-x", "-q", sys.argv[2], "-k", sys.argv[3]]))
+# -n 0: in this process, the one whose fused._SOURCE is the mutant (not pytest-xdist workers)
+options = ["-p", "no:cacheprovider", "-n", "0", "-x", "-q"]
+sys.exit(pytest.main([*options, sys.argv[2], "-k", sys.argv[3]]))
 """
 
 
