@@ -520,6 +520,11 @@ def cell_step(
     the new state, through the ONNX recurrent operator at T = 1."""
     op, _, attrs = _cell_record(cell.cell.name)
     _check_float32(cell)
+    if any(cell.zoneout):  # the other regularisers are the identity in evaluation
+        raise ExportError(
+            f"ONNX export has no zoneout (the cell has zoneout={cell.zoneout}, which in "
+            "evaluation mixes each state with the previous one); export it with torch.export"
+        )
     w, r, b = _onnx_weights(
         g,
         cell.cell.name,

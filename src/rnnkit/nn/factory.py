@@ -64,12 +64,7 @@ def recurrent_layer(
     if v.pop("locked_dropout", False) and dropout:
         kwargs["dropout"] = 0.0
         kwargs["variational_dropout"] = dropout
-    zoneout, zoneout_cell = v.pop("zoneout", 0.0), v.pop("zoneout_cell", None)
-    if zoneout_cell is not None and zoneout_cell != zoneout:
-        kwargs["zoneout"] = (zoneout, zoneout_cell)
-    elif zoneout:
-        kwargs["zoneout"] = zoneout
-    kwargs |= {name: value for name, value in v.items() if value}  # the layer checks them
+    kwargs |= _regularisers(v)
     if cell in ("lstm", "lstm_ln"):
         return LSTM(
             input_size,
@@ -102,6 +97,19 @@ def drops_sequences(config: Any) -> bool:
     return not getattr(config, "locked_dropout", False)
 
 
+def _regularisers(v: dict[str, Any]) -> dict[str, Any]:
+    """The per-step regularisers' arguments from the variant fields left in ``v``
+    (``recurrent_dropout``, ``weight_drop``, ``zoneout`` with ``zoneout_cell``): the
+    ones that are set, zoneout as (p_h, p_c) where c has its own rate."""
+    kwargs: dict[str, Any] = {}
+    zoneout, zoneout_cell = v.pop("zoneout", 0.0), v.pop("zoneout_cell", None)
+    if zoneout_cell is not None and zoneout_cell != zoneout:
+        kwargs["zoneout"] = (zoneout, zoneout_cell)
+    elif zoneout:
+        kwargs["zoneout"] = zoneout
+    return kwargs | {name: value for name, value in v.items() if value}  # the layer checks them
+
+
 def cell_module(
     cell: str,
     input_size: int,
@@ -109,11 +117,17 @@ def cell_module(
     *,
     bias: bool = True,
     unit_forget_bias: bool = False,
+    variants: Mapping[str, Any] | None = None,
 ) -> CellBase:
     """The rnnkit single-step cell module for a cell name in ``CELL_NAMES``, for a
     hand-written time loop (a decoder that feeds back its own output). Its state is a
-    tensor [B, H], or a tuple (h, c) when ``CELLS[cell].num_states == 2``."""
+    tensor [B, H], or a tuple (h, c) when ``CELLS[cell].num_states == 2``. ``variants``:
+    a task config's fields (``variant_fields``), of which a cell module takes the per-step
+    regularisers (``recurrent_dropout``, ``weight_drop``, ``zoneout``, ``zoneout_cell``);
+    ``proj_size`` and ``locked_dropout`` concern a layer stack and are not read here."""
     _check_name(cell)
+    v = {k: x for k, x in (variants or {}).items() if k not in ("proj_size", "locked_dropout")}
+    kwargs = _regularisers(v)
     if cell in ("lstm", "lstm_ln"):
         return LSTMCell(
             input_size,
@@ -121,14 +135,20 @@ def cell_module(
             bias,
             unit_forget_bias=unit_forget_bias,
             layer_norm=cell == "lstm_ln",
+            **kwargs,
         )
     if cell.startswith("gru"):
         reset_after, layer_norm = cell != "gru_reset_before", cell == "gru_ln"
         return GRUCell(
-            input_size, hidden_size, bias, reset_after=reset_after, layer_norm=layer_norm
+            input_size,
+            hidden_size,
+            bias,
+            reset_after=reset_after,
+            layer_norm=layer_norm,
+            **kwargs,
         )
     if cell == "mingru":
-        return MinGRUCell(input_size, hidden_size, bias)
+        return MinGRUCell(input_size, hidden_size, bias, **kwargs)
     if cell == "minlstm":
-        return MinLSTMCell(input_size, hidden_size, bias)
-    return RNNCell(input_size, hidden_size, bias, nonlinearity=cell.removeprefix("rnn_"))
+        return MinLSTMCell(input_size, hidden_size, bias, **kwargs)
+    return RNNCell(input_size, hidden_size, bias, nonlinearity=cell.removeprefix("rnn_"), **kwargs)

@@ -32,6 +32,13 @@ Decoder step, one rnnkit single-step cell module per layer (layer 0 shown)::
 where s is the top layer's hidden state. Training feeds the gold y_{t-1} (teacher
 forcing) or, with probability ``sampling`` per token, the model's own previous argmax
 (scheduled sampling, Bengio et al. 2015, with a constant rate).
+
+Regularisers (the config's ``CellVariants``): the encoder's layer and the decoder's cells
+both take ``recurrent_dropout``, ``weight_drop`` and ``zoneout``; a training pass draws the
+decoder's per-sequence masks once (``draw_noise``) and hands them to every step. With
+``locked_dropout`` the decoder's ``dropout`` (on the fed embedding, between its layers and
+on the output layer's input) is one mask per target sequence too, as the encoder's is per
+source sequence; without it, a fresh mask per step. ``proj_size`` projects the encoder only.
 """
 
 from __future__ import annotations
@@ -45,9 +52,11 @@ from torch import Tensor, nn
 
 from rnnkit.data.padded import length_mask
 from rnnkit.data.tokenizers import BOS_ID
+from rnnkit.nn.cell_modules import CellBase, CellNoise
 from rnnkit.nn.cells import CELLS
 from rnnkit.nn.embedding_dropout import embedding_dropout
 from rnnkit.nn.factory import cell_module, drops_sequences, recurrent_layer, variant_fields
+from rnnkit.nn.noise import dropout_mask
 from rnnkit.tasks.seq2seq.config import ATTENTIONS, Seq2SeqConfig
 from rnnkit.train.pretrained import Adapter, PretrainedMixin
 
@@ -67,6 +76,20 @@ class Memory:
     def repeat(self, k: int) -> Memory:
         """Each row k times in a row (rows b*k .. b*k+k-1 are source b): for beam search."""
         return Memory(*(t.repeat_interleave(k, dim=0) for t in (self.states, self.keys, self.mask)))
+
+
+@dataclass(frozen=True)
+class DecoderNoise:
+    """One batch of target sequences' masks (``Seq2Seq.draw_noise``), the same at every
+    step: per decoder layer its cell's ``CellNoise`` (None where the cell has none), and
+    with ``locked_dropout`` the model's dropout masks, values 0 or 1/(1-p): on the fed
+    embedding [B, E], on each layer's input from the layer below [B, H] (None for layer 0),
+    and on the output layer's input [B, H + M + E] (bahdanau) or [B, H] (luong)."""
+
+    cells: tuple[CellNoise | None, ...]
+    embedded: Tensor | None = None
+    between: tuple[Tensor | None, ...] = ()
+    output: Tensor | None = None
 
 
 def index_state(state: State, index: Tensor) -> State:
@@ -137,7 +160,7 @@ class Seq2Seq(nn.Module, PretrainedMixin):
             bidirectional=c.bidirectional,
             dropout=c.dropout,
             batch_first=True,
-            variants=variant_fields(c),  # the encoder's; the decoder's step cells are plain
+            variants=variant_fields(c),
         )
         M = dirs * self.encoder.output_size  # the memory's width: dirs * (H, or P projected)
         self.num_states = CELLS[c.cell].num_states  # (h,) or (h, c)
@@ -151,7 +174,7 @@ class Seq2Seq(nn.Module, PretrainedMixin):
         )
         feed = M if c.attention == "bahdanau" else H  # c_t or Luong's ~h_{t-1}
         self.cells = nn.ModuleList(
-            cell_module(c.cell, E + feed if layer == 0 else H, H)
+            cell_module(c.cell, E + feed if layer == 0 else H, H, variants=variant_fields(c))
             for layer in range(c.decoder_layers)
         )
         self.attention = Attention(c.attention, H, M, c.attention_size)
@@ -161,6 +184,7 @@ class Seq2Seq(nn.Module, PretrainedMixin):
             self.combine = nn.Linear(M + H, H, bias=False)  # W_c
             self.output = nn.Linear(H, target_vocab)
         self.dropout = nn.Dropout(c.dropout)
+        self.output_width = H + M + E if c.attention == "bahdanau" else H
         # on the source embeddings; with locked_dropout the encoder drops them per sentence
         self.input_dropout = nn.Dropout(c.dropout if drops_sequences(c) else 0.0)
 
@@ -192,11 +216,48 @@ class Seq2Seq(nn.Module, PretrainedMixin):
 
     # --- decoder --------------------------------------------------------------------
 
-    def step(self, previous: Tensor, state: State, memory: Memory) -> tuple[Tensor, State, Tensor]:
-        """One decoder step: previous [B] token ids -> (logits [B, V], state, attention [B, S])."""
+    def draw_noise(self, batch_size: int) -> DecoderNoise | None:
+        """The masks of one batch of target sequences (training only; None when there are
+        none), drawn from torch's default generator in this order: each layer's cell masks
+        (``CellBase.draw_noise``), then with ``locked_dropout`` the embedding's, each upper
+        layer's input's and the output's, in the parameters' dtype and on their device."""
+        c, B, like = self.config, batch_size, self.output.weight
+        if not self.training:
+            return None
+        cells = tuple(cell.draw_noise(B) for cell in self._cells())
+        p = c.dropout if c.locked_dropout else 0.0
+        if not p and all(n is None for n in cells):
+            return None
+        embedded = dropout_mask((B, c.embedding_size), p, like)
+        between = [dropout_mask((B, c.hidden_size), p, like) for _ in self.cells[1:]]
+        output = dropout_mask((B, self.output_width), p, like)
+        return DecoderNoise(cells, embedded, (None, *between), output)
+
+    def _cells(self) -> list[CellBase]:
+        return [cell for cell in self.cells if isinstance(cell, CellBase)]
+
+    def _dropped(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """The model's dropout on x: the sequence's locked mask where one was drawn, else a
+        fresh mask (``nn.Dropout``; the identity in evaluation)."""
+        return x * mask if mask is not None else self.dropout(x)
+
+    def step(
+        self, previous: Tensor, state: State, memory: Memory, noise: DecoderNoise | None = None
+    ) -> tuple[Tensor, State, Tensor]:
+        """One decoder step: previous [B] token ids -> (logits [B, V], state, attention [B, S]).
+        ``noise``: the sequences' masks from ``draw_noise`` (needed in training when the
+        config has per-sequence regularisers; evaluation needs none)."""
         c = self.config
-        embedded = self.dropout(
-            embedding_dropout(self.target_embedding, previous, c.embedding_dropout, self.training)
+        if noise is None and self.training and self._needs_noise():
+            raise ValueError(
+                "this decoder's regularisers draw one mask per target sequence: pass "
+                "noise=model.draw_noise(batch_size) to every step of the sequence"
+            )
+        cell_noise = noise.cells if noise is not None else (None,) * len(self.cells)
+        between = noise.between if noise is not None else (None,) * len(self.cells)
+        embedded = self._dropped(
+            embedding_dropout(self.target_embedding, previous, c.embedding_dropout, self.training),
+            noise.embedded if noise is not None else None,
         )  # [B, E]
         layers, (feed,) = state[:-1], state[-1]
         top = layers[-1][0]
@@ -206,18 +267,25 @@ class Seq2Seq(nn.Module, PretrainedMixin):
         new_layers = []
         for layer, (cell, s) in enumerate(zip(self.cells, layers, strict=True)):
             if layer:
-                x = self.dropout(x)
-            new = cell(x, s if self.num_states == 2 else s[0])
+                x = self._dropped(x, between[layer])
+            new = cell(x, s if self.num_states == 2 else s[0], noise=cell_noise[layer])
             new = new if isinstance(new, tuple) else (new,)
             new_layers.append(new)
             x = new[0]
+        out_mask = noise.output if noise is not None else None
         if self.config.attention == "bahdanau":
-            logits = self.output(self.dropout(torch.cat([x, feed, embedded], dim=1)))
+            logits = self.output(self._dropped(torch.cat([x, feed, embedded], dim=1), out_mask))
         else:
             context, weights = self.attention(x, memory)  # from s_t
             feed = torch.tanh(self.combine(torch.cat([context, x], dim=1)))  # ~h_t [B, H]
-            logits = self.output(self.dropout(feed))
+            logits = self.output(self._dropped(feed, out_mask))
         return logits, (*new_layers, (feed,)), weights
+
+    def _needs_noise(self) -> bool:
+        """True if a training step needs masks drawn per sequence."""
+        c = self.config
+        locked = bool(c.locked_dropout and c.dropout)
+        return locked or any(cell.recurrent_dropout or cell.weight_drop for cell in self._cells())
 
     def forward(
         self, source: Tensor, lengths: Tensor, target_in: Tensor, sampling: float | None = None
@@ -228,6 +296,7 @@ class Seq2Seq(nn.Module, PretrainedMixin):
         if sampling is None:
             sampling = self.config.sampling if self.training else 0.0
         memory, state = self.encode(source, lengths)
+        noise = self.draw_noise(target_in.shape[0])
         logits: list[Tensor] = []
         weights: list[Tensor] = []
         previous = target_in[:, 0]
@@ -238,7 +307,7 @@ class Seq2Seq(nn.Module, PretrainedMixin):
                 previous = torch.where(use_own, own, target_in[:, t])
             elif t:
                 previous = target_in[:, t]
-            out, state, w = self.step(previous, state, memory)
+            out, state, w = self.step(previous, state, memory, noise)
             logits.append(out)
             weights.append(w)
         return torch.stack(logits, 1), torch.stack(weights, 1)
