@@ -44,6 +44,45 @@ def test_unroll_equals_layer(config):
         assert_rel_close(ours, theirs, 1e-12, "final state")
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm", "gru_ln", "mingru"])
+def test_unroll_replays_the_regularisers_as_the_layer(cell, training):
+    """Under the same seed the replay draws the layer's masks and applies them as it does
+    (training), and zoneout's expectation in evaluation: outputs and final states equal."""
+    recurrent = cell != "mingru"
+    torch.manual_seed(0)
+    layer = recurrent_layer(
+        cell,
+        D,
+        H,
+        2,
+        bidirectional=True,
+        dropout=0.2,
+        variants={
+            "recurrent_dropout": 0.3 if recurrent else 0.0,
+            "weight_drop": 0.4 if recurrent else 0.0,
+            "zoneout": 0.25,
+            "zoneout_cell": 0.5 if cell == "lstm" else None,
+            "locked_dropout": True,
+        },
+    )
+    layer = layer.double().train(training)
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    torch.manual_seed(5)
+    out, final = layer(x)
+    torch.manual_seed(5)
+    run = unroll(layer, x)
+    assert_rel_close(run.output, out, 1e-12, "output")
+    finals = final if isinstance(final, tuple) else (final,)
+    replayed = run.final()
+    replayed = replayed if isinstance(replayed, tuple) else (replayed,)
+    for ours, theirs in zip(replayed, finals, strict=True):
+        assert_rel_close(ours, theirs, 1e-12, "final state")
+    plain = recurrent_layer(cell, D, H, 2, bidirectional=True).double().eval()
+    plain.load_state_dict(layer.state_dict())
+    assert not torch.allclose(plain(x)[0], out), "the regularisers should change the output"
+
+
 def _single_layers(stack, cell: str) -> list:
     """One-layer, one-direction copies of each layer of ``stack``, same weights."""
     copies = []

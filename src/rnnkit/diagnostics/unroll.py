@@ -9,6 +9,12 @@ layer's (tested), so dL/dh_t taken here is dL/dh_t of the layer.
 
 Full-length batches only (no ``lengths=``/packed input): masking would make a state's
 gradient depend on where each sequence ends, which is not what these plots show.
+
+The regularisers (``rnnkit.nn.noise``) are replayed as the layer applies them: the masks
+of one call drawn as the layer draws them (``layer._draw_noise``: in evaluation only
+zoneout's expectation; in training the same masks as the layer's call under the same
+seed), locked dropout on each layer's input and the output, weight drop on ``w_hh``,
+recurrent dropout on the h of the recurrent product, zoneout after each step.
 """
 
 from __future__ import annotations
@@ -82,27 +88,42 @@ def unroll(layer: RNNBase, x: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None 
     """Run ``layer`` on ``x`` step by step through ``layer.cell.step``; same result.
 
     x: [T, B, D] ([B, T, D] if batch_first); hx as for ``layer(x, hx)``. Dropout between
-    layers is applied as the layer does (so train mode with dropout is random).
+    layers and the regularisers are applied as the layer does (so train mode with them is
+    random, and equals the layer's call under the same seed).
     """
     x = check_full_batch(layer, x)
     T, B = x.shape[0], x.shape[1]
     initial_states = layer._initial_states(hx, B, x, batched=True)
     cell, dirs = layer.cell, layer.num_directions
+    drawn = layer._draw_noise(x)
     states: list[list[list[State]]] = []
     initial: list[list[State]] = []
     inputs: list[Tensor] = []
     for l in range(layer.num_layers):
+        if drawn is not None and drawn.inputs[l] is not None:
+            x = x * drawn.inputs[l]  # [T, B, D_l] * [B, D_l]: locked dropout
         inputs.append(x)
         layer_states, layer_initial, outs = [], [], []
         for d in range(dirs):
             w_ih, w_hh, b_ih, b_hh, *extra = layer._direction_weights(l, d)
             assert w_ih is not None
+            step_noise = None
+            if drawn is not None:
+                weight_mask = drawn.weight_hh[l][d]
+                if weight_mask is not None and w_hh is not None:
+                    w_hh = w_hh * weight_mask  # [G, R]: weight drop
+                step_noise = drawn.steps[l][d] if drawn.steps[l] is not None else None
             gx = F.linear(x, w_ih, b_ih)  # [T, B, G]
             state = initial_states[l * dirs + d]
             layer_initial.append(state)
             seq: list[State] = [()] * T
             for t in range(T - 1, -1, -1) if d == 1 else range(T):
-                state = cell.step(gx[t], state, w_hh, b_hh, *extra)
+                if step_noise is not None and step_noise.recurrent is not None:
+                    h_in = state[0] * step_noise.recurrent  # [B, R]
+                    new = cell.step(gx[t], state, w_hh, b_hh, *extra, h_in=h_in)
+                else:
+                    new = cell.step(gx[t], state, w_hh, b_hh, *extra)
+                state = new if step_noise is None else step_noise.zoned(t, new, state)
                 seq[t] = state
             layer_states.append(seq)
             outs.append(torch.stack([s[0] for s in seq]))  # [T, B, R], R = h's size
@@ -111,4 +132,6 @@ def unroll(layer: RNNBase, x: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None 
         x = torch.cat(outs, dim=2) if dirs > 1 else outs[0]  # [T, B, dirs*R]
         if layer.dropout and layer.training and l < layer.num_layers - 1:
             x = F.dropout(x, layer.dropout, training=True)
+    if drawn is not None and drawn.output is not None:
+        x = x * drawn.output  # [T, B, dirs*R] * [B, dirs*R]
     return Unrolled(x, states, initial, inputs, layer.batch_first)
