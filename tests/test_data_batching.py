@@ -234,6 +234,9 @@ def test_memory_mapped_ids_give_the_windows_of_the_int64_tensor(
             pairs = zip(reference.windows(epoch, start), lean.windows(epoch, start), strict=True)
             for (x, y), (xl, yl) in pairs:
                 assert xl.dtype == yl.dtype == torch.int64
+                # row-major, as the tensor's windows: a one-step window's targets
+                # flattened must be one contiguous array (the LM loss's kernel reads it)
+                assert xl.is_contiguous() and yl.is_contiguous()
                 assert torch.equal(x, xl)
                 assert torch.equal(y, yl)
 

@@ -85,6 +85,28 @@ def test_projected_skips_gradients_nobody_asked_for():
     )
 
 
+@pytest.mark.parametrize("kernel", [True, False], ids=["compiled", "torch-ops"])
+def test_projected_takes_a_strided_or_narrow_integer_target(kernel, monkeypatch):
+    """As F.cross_entropy takes any layout: a strided view of int64 ids (a one-step LM
+    window's targets can be one) and int32 ids give the same loss and gradient."""
+    if kernel and losses._columns_kernel(torch.zeros(1)) is None:
+        pytest.skip("the fused CPU extension did not build here")
+    if not kernel:
+        monkeypatch.setattr(losses, "_columns_kernel", lambda zt: None)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    ids = torch.randint(0, 7, (10,), generator=g)
+    strided = ids[::2]
+    assert not strided.is_contiguous()
+    expected = F.cross_entropy(F.linear(x, w), strided)
+    (grad,) = torch.autograd.grad(expected, x)
+    for target in (strided, strided.to(torch.int32)):
+        loss = projected_cross_entropy(x, w, None, target)
+        torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+        torch.testing.assert_close(torch.autograd.grad(loss, x)[0], grad, rtol=1e-12, atol=1e-15)
+
+
 def test_projected_bad_arguments_are_named():
     x, w = torch.zeros(4, 3), torch.zeros(6, 3)
     with pytest.raises(
@@ -95,6 +117,8 @@ def test_projected_bad_arguments_are_named():
         projected_cross_entropy(x, w, None, torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum', got 'max'"):
         projected_cross_entropy(x, w, None, torch.zeros(4, dtype=torch.long), "max")
+    with pytest.raises(ValueError, match="target must hold integer class ids, got dtype"):
+        projected_cross_entropy(x, w, None, torch.zeros(4))
 
 
 @pytest.mark.parametrize("tie", [False, True])

@@ -167,7 +167,7 @@ class LMBatches:
         if self._data is not None:
             return self._data
         assert self._grid is not None
-        return self._to_device(torch.from_numpy(self._grid.astype(np.int64)))
+        return self._to_device(torch.from_numpy(self._grid.astype(np.int64, order="C")))
 
     def _to_device(self, x: Tensor) -> Tensor:
         return x if self.device is None else x.to(self.device)
@@ -219,9 +219,11 @@ class LMBatches:
         if self._data is not None:
             return self._data[start:stop, self.columns]
         assert self._grid is not None
-        # astype gathers the B strided slices into one contiguous int64 block
+        # astype gathers the B strided slices into one C-contiguous int64 block (its
+        # default order "K" would keep the grid's column-major strides, and a window's
+        # targets rows[1:] of one step would flatten to a strided view)
         rows = self._grid[start:stop, self.columns]
-        return self._to_device(torch.from_numpy(rows.astype(np.int64)))
+        return self._to_device(torch.from_numpy(rows.astype(np.int64, order="C")))
 
     def _check_epoch(self, epoch: int) -> int:
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:

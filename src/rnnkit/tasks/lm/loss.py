@@ -156,6 +156,11 @@ def projected_cross_entropy(
         )
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+        raise ValueError(f"target must hold integer class ids, got dtype {target.dtype}")
+    # the kernel reads target as one contiguous int64 array (a view of a window's rows
+    # may be strided, F.cross_entropy takes any)
+    target = target.to(torch.int64).contiguous()
     if torch.compiler.is_compiling():  # traced: torch's own ops, which the compiler fuses
         return F.cross_entropy(F.linear(h, weight, bias), target, reduction=reduction)
     device = h.device.type
