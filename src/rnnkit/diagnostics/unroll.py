@@ -100,8 +100,9 @@ def unroll(layer: RNNBase, x: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None 
     initial: list[list[State]] = []
     inputs: list[Tensor] = []
     for l in range(layer.num_layers):
-        if drawn is not None and drawn.inputs[l] is not None:
-            x = x * drawn.inputs[l]  # [T, B, D_l] * [B, D_l]: locked dropout
+        input_mask = drawn.inputs[l] if drawn is not None else None
+        if input_mask is not None:
+            x = x * input_mask  # [T, B, D_l] * [B, D_l]: locked dropout
         inputs.append(x)
         layer_states, layer_initial, outs = [], [], []
         for d in range(dirs):
@@ -112,7 +113,8 @@ def unroll(layer: RNNBase, x: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None 
                 weight_mask = drawn.weight_hh[l][d]
                 if weight_mask is not None and w_hh is not None:
                     w_hh = w_hh * weight_mask  # [G, R]: weight drop
-                step_noise = drawn.steps[l][d] if drawn.steps[l] is not None else None
+                layer_noise = drawn.steps[l]
+                step_noise = layer_noise[d] if layer_noise is not None else None
             gx = F.linear(x, w_ih, b_ih)  # [T, B, G]
             state = initial_states[l * dirs + d]
             layer_initial.append(state)
