@@ -206,19 +206,14 @@ class CellBase(nn.Module):
         return w_hh, h_in
 
     def _zoned(self, new: tuple[Tensor, ...], old: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        """Each state k * old + (1 - k) * new (``torch.lerp``: exact at k = 0 and 1), k
-        drawn per unit in training (state order), the rate p itself in evaluation."""
-        zoned = []
-        for n, o, p in zip(new, old, self.zoneout, strict=True):
-            if p == 0:
-                zoned.append(n)
-                continue
-            if self.training:
-                k = torch.bernoulli(torch.full_like(n, p))  # [B, size]
-            else:
-                k = n.new_full((), p)
-            zoned.append(torch.lerp(n, o, k))
-        return tuple(zoned)
+        """Zoneout after one step, as the layers' runner applies it (``StepNoise.zoned``)
+        with this step's keep-masks (``noise.zoneout_mask`` at T = 1, state order)."""
+        B = new[0].shape[0]
+        masks = tuple(
+            _noise.zoneout_mask(1, B, n.shape[1], p, self.training, n)
+            for n, p in zip(new, self.zoneout, strict=True)
+        )
+        return _noise.StepNoise(zoneout=masks).zoned(0, new, old)
 
 
 def _unsqueeze(s: object) -> object:
