@@ -9,9 +9,10 @@ Figures in docs/cells.md ("Parallel-scan cells: minGRU and minLSTM").
 One training step is forward + backward of one layer (outputs' loss a fixed random linear
 form, every parameter and the input receiving gradients). Prints the median over
 ``--repeats`` rounds of each model at each T (default 512 and 2048, B=16, D=H=256), the
-ratio LSTM time / model time (above 1: faster than the LSTM) and, for the min cells,
-which implementation ran (``scan``: the parallel scan; ``--sequential`` adds their
-step-by-step composite path at equal hidden size for comparison).
+ratio LSTM time / model time (above 1: faster than the LSTM) and which implementation
+ran: for the min cells what "auto" picks (``fused_cpu``, the compiled kernel, where it
+builds) and the parallel scan forced (``use_backend("scan")``); ``--sequential`` adds
+their step-by-step composite path at equal hidden size for comparison.
 """
 
 from __future__ import annotations
@@ -47,11 +48,13 @@ def _models(D: int, H: int, sequential: bool) -> list[tuple[str, RNNBase, str]]:
     lstm = rnnkit.LSTM(D, H)
     target = _parameters(lstm)
     models = [("LSTM", lstm, "auto"), ("GRU", rnnkit.GRU(D, H), "auto")]
-    for cls in (rnnkit.MinGRU, rnnkit.MinLSTM):
-        models.append((f"{cls.__name__}", cls(D, H), "fused"))  # the scan (auto: not on a CPU)
+    for cls in (rnnkit.MinGRU, rnnkit.MinLSTM):  # what "auto" runs (the compiled kernel)
+        models.append((f"{cls.__name__}", cls(D, H), "auto"))
+    for cls in (rnnkit.MinGRU, rnnkit.MinLSTM):  # the parallel scan, forced
+        models.append((f"{cls.__name__} (scan)", cls(D, H), "scan"))
     for cls in (rnnkit.MinGRU, rnnkit.MinLSTM):
         matched = cls(D, _matched(cls, D, target))
-        models.append((f"{cls.__name__} (= LSTM params)", matched, "fused"))
+        models.append((f"{cls.__name__} (= LSTM params)", matched, "auto"))
     if sequential:
         for cls in (rnnkit.MinGRU, rnnkit.MinLSTM):
             models.append((f"{cls.__name__} (sequential)", cls(D, H), "composite"))

@@ -166,7 +166,10 @@ def test_emulated_bf16_products_are_the_native_ones(config, one_thread):
         bf16_precision.set_bf16_native(None)
     with rnnkit.use_backend("fused"):
         ref = _run(layer, config, x, lengths, hx, returned, autocast=False)
-    smooth = config.cell != "rnn_relu"  # see the bound test above
+    # see the bound test above; the minimal cells' candidate g has a derivative that
+    # jumps from 1/4 to 1 at 0, so a rounding that flips a pre-activation's sign moves
+    # the gradient by O(1) there, as relu's does
+    smooth = config.cell not in ("rnn_relu", "mingru", "minlstm")
     emulated = runs[False]
     for against, bound in [(ref, BF16_BOUND), *([(runs[True], 2 * 2.0**-8)] if native else [])]:
         for k, (got, want) in enumerate(

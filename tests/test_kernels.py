@@ -48,12 +48,13 @@ def _layer_problem(cell_name, T, B, D, H, dirs, dtype, lengths, bias=True, seed=
     w = 1.0 / H**0.5
     x = leaf(T, B, D)
     states = [tuple(leaf(B, H) for _ in range(cell.num_states)) for _ in range(dirs)]
+    recurrent = cell.recurrent  # minGRU/minLSTM: no W_hh, b_hh
     weights = [
         (
             leaf(G, D, scale=w),
-            leaf(G, H, scale=w),
+            leaf(G, H, scale=w) if recurrent else None,
             leaf(G, scale=w) if bias else None,
-            leaf(G, scale=w) if bias else None,
+            leaf(G, scale=w) if bias and recurrent else None,
         )
         for _ in range(dirs)
     ]
@@ -109,24 +110,24 @@ def test_fused_direction_matches_reference(cell_name, reverse):
     dfinal = [torch.randn(3, 4, generator=g, dtype=torch.float64) for _ in finals[d]]
     loss = (out[..., d * 4 : (d + 1) * 4] * dys).sum()
     loss = loss + sum((s * ds).sum() for s, ds in zip(finals[d], dfinal, strict=True))
-    w_ih, w_hh, b_ih, b_hh = weights[d]
-    leaves = [x, *states[d], w_ih, w_hh, b_ih, b_hh]
-    grads = torch.autograd.grad(loss, leaves)
+    params = dict(zip(("w_ih", "w_hh", "b_ih", "b_hh"), weights[d], strict=True))
+    present = {name: p for name, p in params.items() if p is not None}  # minimal: no w_hh, b_hh
+    grads = torch.autograd.grad(loss, [x, *states[d], *present.values()])
 
     forward, backward = reference.for_cell(cell)
     flip = (lambda a: a[::-1].copy()) if reverse else (lambda a: a)
-    numpy = [t.detach().numpy() for t in (x, *states[d], w_ih, w_hh, b_ih, b_hh)]
-    xs, state0, params = numpy[0], tuple(numpy[1:-4]), reference.Params(*numpy[-4:])
-    ys, final, cache = forward(flip(xs), state0, params)
+    state0 = tuple(s.detach().numpy() for s in states[d])
+    arrays = {name: None if p is None else p.detach().numpy() for name, p in params.items()}
+    ys, final, cache = forward(flip(x.detach().numpy()), state0, reference.Params(**arrays))
     ref = backward(cache, flip(dys.numpy()), tuple(t.numpy() for t in dfinal))
 
     tol = TOLERANCE[torch.float64]
     assert_rel_close(out[..., d * 4 : (d + 1) * 4].detach(), flip(ys), tol, "output")
     for s, r in zip(finals[d], final, strict=True):
         assert_rel_close(s.detach(), r, tol, "final state")
-    expected = [flip(ref.x), *ref.state0, ref.w_ih, ref.w_hh, ref.b_ih, ref.b_hh]
-    names = ["x", *(f"state0[{k}]" for k in range(len(ref.state0))), "w_ih", "w_hh", "b_ih"]
-    for name, a, e in zip([*names, "b_hh"], grads, expected, strict=True):
+    expected = [flip(ref.x), *ref.state0, *(getattr(ref, name) for name in present)]
+    names = ["x", *(f"state0[{k}]" for k in range(len(ref.state0))), *present]
+    for name, a, e in zip(names, grads, expected, strict=True):
         assert_rel_close(a, np.asarray(e), tol, f"d {name}")
 
 

@@ -20,7 +20,7 @@ from rnnkit.diagnostics import gate_trace
 from rnnkit.nn import kernels, reference, runner
 from rnnkit.nn.cells import MINGRU, MINLSTM
 from rnnkit.nn.factory import cell_module, recurrent_layer
-from rnnkit.nn.kernels import scan
+from rnnkit.nn.kernels import fused, scan
 
 CELLS = ("mingru", "minlstm")
 F64 = torch.float64
@@ -66,16 +66,20 @@ def _problem(layer, T, B, lengths=None, seed=1, dtype=F64):
     return x, h0, lengths, dys, dh
 
 
-def test_the_scan_is_the_kernel_of_these_cells_only_and_auto_takes_it_off_the_cpu():
+def test_the_compiled_kernel_runs_them_on_the_cpu_and_the_scan_elsewhere():
     x = torch.randn(3, 2, 4)
+    built = fused.load() is not None
     for cell in (MINGRU, MINLSTM):
         assert not cell.recurrent and not cell.standard
         for dtype in (torch.float32, F64):
-            # on the CPU "auto" takes the step-by-step loop (faster there: scan.preferred)
-            assert kernels.select(cell, x.to(dtype)) is runner.run_layer
-            with rnnkit.use_backend("fused"):
+            # on the CPU "auto" and "fused" take the compiled kernel (where it builds; the
+            # step loop otherwise: the scan is slower there, scan.preferred)
+            on_cpu = fused.run_layer if built else runner.run_layer
+            assert kernels.select(cell, x.to(dtype)) is on_cpu
+            with rnnkit.use_backend("scan"):
                 assert kernels.select(cell, x.to(dtype)) is scan.run_layer
             assert scan.preferred(cell, x.to(dtype).to("meta"))  # off the CPU: the scan
+            assert not fused.supports(cell, x.to(dtype).to("meta"))
         with rnnkit.use_backend("fused"), pytest.raises(RuntimeError, match=r"mingru|minlstm"):
             kernels.select(cell, x.to(BF16))  # a bf16 layer: the composite path only
         with rnnkit.use_backend("composite"):
@@ -128,7 +132,7 @@ def test_reference_backward_matches_finite_differences(cell, bias):
         np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8, err_msg=what)
 
 
-@pytest.mark.parametrize("backend", ["composite", "fused"], ids=["sequential", "scan"])
+@pytest.mark.parametrize("backend", ["composite", "scan", "fused"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("cell", CELLS)
 def test_one_direction_matches_the_reference(cell, bias, backend):
@@ -151,7 +155,7 @@ def test_one_direction_matches_the_reference(cell, bias, backend):
 
 def _assert_scan_equals_sequential(layer, T, B, lengths, seed=1):
     x, h0, lengths, dys, dh = _problem(layer, T, B, lengths, seed)
-    scanned = _run(layer, "fused", x, h0, lengths, dys, dh)
+    scanned = _run(layer, "scan", x, h0, lengths, dys, dh)
     sequential = _run(layer, "composite", x, h0, lengths, dys, dh)
     names = ["output", "h_n", "d x", "d h0", *(f"d {n}" for n, _ in layer.named_parameters())]
     for name, a, e in zip(names, scanned, sequential, strict=True):
@@ -215,7 +219,7 @@ def test_fp32_scan_is_within_the_error_model(cell, one_thread):
         return _run(m, backend, x.to(dtype), h0.to(dtype), lengths_t, dys.to(dtype), dh.to(dtype))
 
     truth, bounds = fp32_layer_truth(layer, run)
-    for backend in ("fused", "composite"):
+    for backend in ("scan", "fused", "composite"):
         for k, (a, e, bound) in enumerate(zip(run(layer, backend), truth, bounds, strict=True)):
             assert_fp32_close(a, e, bound, f"{cell} {backend} tensor #{k}")
 
@@ -312,17 +316,19 @@ def _away_from_zero(layer):
     return layer
 
 
+@pytest.mark.parametrize("backend", ["scan", "fused"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_training_under_autocast_is_within_the_bf16_bound(cell, one_thread):
-    """bf16 products in the input projections, fp32 scan: outputs (bf16, as torch.nn's
-    LSTM returns) and every gradient (fp32) within the bf16 bound of the fp32 run."""
+def test_training_under_autocast_is_within_the_bf16_bound(cell, backend, one_thread):
+    """bf16 products in the input projections, fp32 recurrence (the scan, or the compiled
+    kernel's loop): outputs (bf16, as torch.nn's LSTM returns) and every gradient (fp32)
+    within the bf16 bound of the fp32 run."""
     layer = _away_from_zero(_layer(cell, 4, 6, num_layers=2, bidirectional=True, dtype=None))
     x, h0, lengths, dys, dh = _problem(layer, 70, 3, [70, 0, 33], dtype=torch.float32)
     results = []
     for autocast in (True, False):
         x_, h0_ = x.clone().requires_grad_(), h0.clone().requires_grad_()
-        with torch.autocast("cpu", dtype=BF16, enabled=autocast), rnnkit.use_backend("fused"):
-            out, hn = layer(x_, h0_, lengths=lengths)  # the scan (auto: the loop, on the CPU)
+        with torch.autocast("cpu", dtype=BF16, enabled=autocast), rnnkit.use_backend(backend):
+            out, hn = layer(x_, h0_, lengths=lengths)
         assert out.dtype == hn.dtype == (BF16 if autocast else torch.float32)
         loss = (out.float() * dys).sum() + (hn.float() * dh).sum()
         grads = torch.autograd.grad(loss, [x_, h0_, *layer.parameters()])
@@ -432,8 +438,8 @@ def test_the_diagnostics_read_the_sigmoid_gates(cell):
 @pytest.mark.parametrize("cls", [rnnkit.MinGRU, rnnkit.MinLSTM])
 def test_regularisers_without_a_recurrent_product_are_refused_the_others_apply(cls):
     """No W_hh: recurrent dropout and weight drop are one error naming the cell; zoneout
-    holds units (its expectation in evaluation) and locked dropout runs, on the composite
-    path under "auto" on the CPU."""
+    holds units (its expectation in evaluation) and locked dropout runs, on the kernel
+    "auto" picks (the compiled one on the CPU)."""
     for name in ("recurrent_dropout", "weight_drop"):
         with pytest.raises(ValueError, match=name):
             cls(4, 6, **{name: 0.2})
@@ -456,3 +462,36 @@ def test_regularisers_without_a_recurrent_product_are_refused_the_others_apply(c
         torch.manual_seed(1)
         trained, _ = zoned(x, h0)
         assert not torch.equal(trained, out)
+
+
+@pytest.mark.skipif(fused.load() is None, reason="the fused extension did not build")
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_zoneout_on_the_compiled_kernel_matches_the_step_loop(cell, training):
+    """Zoneout (per-step keep-masks in training, its expectation in evaluation) and
+    variational dropout inside the compiled kernel: outputs, h_n and every gradient equal
+    the composite step loop's under the same seed, float64 to 1e-10, over two
+    bidirectional layers, variable lengths (an empty sequence) and saturated gates."""
+    layer = _layer(
+        cell,
+        4,
+        5,
+        num_layers=2,
+        bidirectional=True,
+        scale=3.0,
+        zoneout=0.4,
+        variational_dropout=0.2,
+    )
+    layer.train(training)
+    x, h0, lengths, dys, dh = _problem(layer, 9, 3, [9, 0, 4])
+    assert kernels.select(layer.cell, x, noise=True) is fused.run_layer
+    runs = {}
+    for backend in ("composite", "fused"):
+        torch.manual_seed(5)
+        runs[backend] = _run(layer, backend, x, h0, lengths, dys, dh)
+    names = ["output", "h_n", "d x", "d h0", *(f"d {n}" for n, _ in layer.named_parameters())]
+    for name, a, e in zip(names, runs["fused"], runs["composite"], strict=True):
+        assert_rel_close(a, e, TOLERANCE[F64], f"{cell} {name}")
+    torch.manual_seed(6)
+    other = _run(layer, "fused", x, h0, lengths, dys, dh)
+    assert training != torch.equal(other[0], runs["fused"][0])  # training draws fresh masks

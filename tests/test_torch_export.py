@@ -56,6 +56,10 @@ def _op_args(cell_name, dirs, lengths, dtype=torch.float64, bias=True, seed=0):
     code = ops.CELL_CODES[cell_name]
     c0 = [leaf(B, H) for _ in range(dirs)] if cell.num_states == 2 else []
     biases = [[leaf(G) for _ in range(dirs)] if bias else [] for _ in range(2)]
+    if cell.recurrent:
+        w_hh = [leaf(G, H) for _ in range(dirs)]
+    else:  # minGRU, minLSTM: the [0, H] placeholder (fused.recurrent_weight), no b_hh
+        w_hh, biases[1] = [torch.empty(0, H, dtype=dtype) for _ in range(dirs)], []
     return (
         code,
         leaf(T, B, D),
@@ -63,7 +67,7 @@ def _op_args(cell_name, dirs, lengths, dtype=torch.float64, bias=True, seed=0):
         [leaf(B, H) for _ in range(dirs)],
         c0,
         [leaf(G, D) for _ in range(dirs)],
-        [leaf(G, H) for _ in range(dirs)],
+        w_hh,
         *biases,
         [],  # no regulariser noise
         True,
@@ -86,7 +90,7 @@ def test_the_layer_operator_passes_torch_library_opcheck(cell, lengths):
     torch.library.opcheck(ops.fused_layer, args, test_utils=utils)
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("cell", ["gru", "lstm", "minlstm"])
 def test_the_backward_and_step_operators_pass_opcheck(cell):
     args = _op_args(cell, 2, None)
     out = ops.fused_layer(*args)
@@ -107,14 +111,14 @@ def test_the_backward_and_step_operators_pass_opcheck(cell):
         [],
         *detached,
         True,
-        True,
+        bool(b_hh),  # (the minimal cells have none)
         True,
         False,
     )
     torch.library.opcheck(ops.fused_layer_backward, backward_args)
     state = [t.detach()[None] for t in (h0[0], *c0[:1])]
     step_args = (code, x.detach()[:1], state[0], state[1] if c0 else None)
-    step_args += (*(t[0].detach() for t in (w_ih, w_hh, b_ih, b_hh)), False, False)
+    step_args += (*(t[0].detach() if t else None for t in (w_ih, w_hh, b_ih, b_hh)), False, False)
     torch.library.opcheck(ops.fused_step, step_args)
 
 

@@ -6,19 +6,24 @@ Backends:
     "auto"       fused where a registered kernel supports the inputs (and, if it says
                  where, prefers them: ``Kernel.auto``), else composite.
 
-The built-in fused kernel, ``rnnkit.nn.kernels.fused`` (CPU, fp32/fp64, every cell in
-its standard layout), is registered at import and compiled on its first supported call.
-A cell variant no kernel implements (``Cell.standard`` False: the LSTM with ``proj_size``)
-runs the composite path under "auto". So does a call with per-step regulariser noise
-(recurrent dropout in training, zoneout: ``rnnkit.nn.noise.StepNoise``) where no kernel
-takes ``noise=`` (``Kernel.noise``). ``rnnkit.nn.kernels.scan`` (torch ops, any device,
-fp32/fp64) is the parallel scan of the cells whose gates read x_t only (minGRU, minLSTM):
-"auto" picks it off the CPU, a forced "fused" everywhere (``scan.preferred``).
+The built-in fused kernel, ``rnnkit.nn.kernels.fused`` ("fused_cpu": CPU, fp32/fp64,
+every classic cell in its standard layout and minGRU/minLSTM), is registered at import
+and compiled on its first supported call. A cell variant no kernel implements (the LSTM
+with ``proj_size``, the layer-normalised cells) runs the composite path under "auto". So
+does a call with per-step regulariser noise (recurrent dropout in training, zoneout:
+``rnnkit.nn.noise.StepNoise``) where no kernel takes ``noise=`` (``Kernel.noise``).
+``rnnkit.nn.kernels.scan`` ("scan": torch ops, any device, fp32/fp64) is the parallel scan
+of the cells whose gates read x_t only (minGRU, minLSTM): tried after "fused_cpu", so it
+runs them off the CPU (under "auto" only there: ``scan.preferred``), or where forced by
+name.
 
 The switch, for debugging and for parity tests: ``rnnkit.set_backend(name)``, the
 context manager ``rnnkit.use_backend(name)``, or the environment variable
-``RNNKIT_BACKEND``. Forcing "fused" where no kernel supports the inputs is an error,
-never a silent fallback.
+``RNNKIT_BACKEND``. Besides the three backends, a registered kernel's name ("fused_cpu",
+"scan") forces that kernel alone, as "fused" forces the first that takes the inputs (on
+the CPU the compiled kernel runs the minimal cells too, so ``use_backend("scan")`` is how
+to run the scan there). Forcing "fused" or a kernel where it does not support the inputs
+is an error, never a silent fallback.
 """
 
 from __future__ import annotations
@@ -81,9 +86,22 @@ _backend = os.environ.get("RNNKIT_BACKEND", "auto")
 
 
 def _check(name: str) -> str:
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name not in BACKENDS and name not in _kernel_names():
+        raise ValueError(
+            f"backend must be one of {BACKENDS} or a kernel's name {_kernel_names()}, got {name!r}"
+        )
     return name
+
+
+def _kernel_names() -> tuple[str, ...]:
+    return tuple(k.name for k in _kernels)
+
+
+def _candidates(backend: str) -> list[Kernel]:
+    """The kernels a backend may pick, in order: all of them, or the one it names."""
+    if backend in BACKENDS:
+        return _kernels
+    return [k for k in _kernels if k.name == backend]
 
 
 def register(kernel: Kernel) -> None:
@@ -96,7 +114,8 @@ def get_backend() -> str:
 
 
 def set_backend(name: str) -> None:
-    """Force an implementation for every layer call: 'auto', 'composite' or 'fused'."""
+    """Force an implementation for every layer call: 'auto', 'composite', 'fused', or one
+    registered kernel by its name ('fused_cpu', 'scan')."""
     global _backend
     _backend = _check(name)
 
@@ -118,13 +137,14 @@ def select(cell: Cell, x: Tensor, noise: bool = False) -> RunLayer:
     ``Kernel.noise`` (or the composite runner) will do."""
     backend = get_backend()
     if backend != "composite":
-        for kernel in _kernels:
+        for kernel in _candidates(backend):
             if (kernel.noise or not noise) and _takes(kernel, cell, x, backend):
                 return kernel.run_layer
-        if backend == "fused":
+        if backend != "auto":
             what = " with recurrent dropout or zoneout" if noise else ""
+            which = "no fused kernel supports" if backend == "fused" else "it does not support"
             raise RuntimeError(
-                f"backend 'fused' was forced but no fused kernel supports cell {cell.label!r}"
+                f"backend {backend!r} was forced but {which} cell {cell.label!r}"
                 f"{what} on a {x.device.type} {x.dtype} input; use 'auto' or 'composite'"
             )
     return runner.run_layer
@@ -142,26 +162,30 @@ def select_step(cell: Cell, x: Tensor) -> Step | None:
     backend = get_backend()
     if backend == "composite":
         return None
-    for kernel in _kernels:
+    for kernel in _candidates(backend):
         if _takes(kernel, cell, x, backend):
             return kernel.step
     return None
 
 
 def _takes(kernel: Kernel, cell: Cell, x: Tensor, backend: str) -> bool:
+    """Whether ``backend`` runs ``kernel`` on these inputs: it supports them, and the
+    backend is forced ("fused", a kernel's name) or the kernel has no ``auto`` preference
+    against them."""
     if not kernel.supports(cell, x):
         return False
-    return backend == "fused" or kernel.auto is None or kernel.auto(cell, x)
+    return backend != "auto" or kernel.auto is None or kernel.auto(cell, x)
 
 
 def _register_builtin() -> None:
-    """The fused CPU kernels; cheap here: they compile on the first call they support."""
-    from rnnkit.nn.kernels import fused
-
-    register(Kernel("fused_cpu", fused.supports, fused.run_layer, fused.step, noise=True))
+    """The parallel scan, then the fused CPU kernels (tried first: on the CPU they run the
+    minimal cells too); cheap here: the extension compiles on the first call it supports."""
     from rnnkit.nn.kernels import scan
 
     register(Kernel("scan", scan.supports, scan.run_layer, scan.step, auto=scan.preferred))
+    from rnnkit.nn.kernels import fused
+
+    register(Kernel("fused_cpu", fused.supports, fused.run_layer, fused.step, noise=True))
 
 
 _register_builtin()

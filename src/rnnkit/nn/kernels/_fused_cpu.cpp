@@ -37,7 +37,19 @@ namespace {
 
 using at::Tensor;
 
-enum CellKind : int64_t { RNN_TANH = 0, RNN_RELU = 1, GRU = 2, GRU_RESET_BEFORE = 3, LSTM = 4 };
+enum CellKind : int64_t {
+  RNN_TANH = 0,
+  RNN_RELU = 1,
+  GRU = 2,
+  GRU_RESET_BEFORE = 3,
+  LSTM = 4,
+  MINGRU = 5,   // Feng et al. 2024: gates from x_t only, no W_hh (rnnkit/nn/cells/minimal.py)
+  MINLSTM = 6,
+};
+
+// The minimal cells have no recurrent weight: the layer passes a [0, H] placeholder for
+// W_hh, so H is read from it as for the other cells, and no per-step product runs.
+constexpr bool has_recurrent_weight(int64_t cell) { return cell <= LSTM; }
 
 // ---------------------------------------------------------------------------------------
 // Vectorisable math. exp by Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, a Taylor
@@ -121,6 +133,18 @@ inline S tanh_(S x) {
 template <typename S>
 inline S act(S a, bool relu) {
   return relu ? (a > S(0) ? a : S(0)) : tanh_(a);
+}
+
+// The minimal cells' positive candidate g(k) = k + 1/2 for k >= 0, sigmoid(k) below (Feng
+// et al. 2024, appendix), and its derivative from k.
+template <typename S>
+inline S min_candidate(S k) {
+  return k >= S(0) ? k + S(0.5) : sigmoid(k);
+}
+template <typename S>
+inline S min_candidate_grad(S k) {
+  const S s = sigmoid(k);
+  return k >= S(0) ? S(1) : s * (S(1) - s);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -703,6 +727,39 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
         ghnb[j] = hn_, hb[j] = h, yb[j] = h;
       }
     });
+  } else if constexpr (CELL == MINGRU) {
+    // no product: z = sigmoid(k_z), h~ = g(k_h), h' = (1 - z) h + z h~; a keeps z, k_h
+    S* a = d.gx + d.off(t) * 2 * H;
+    for_rows(n, H, [&](int64_t b) {
+      S* ab = a + b * 2 * H;
+      const S *hpb = hp + b * H, *kh = ZONE ? d.keep(d.zh, t, b) : nullptr;
+      S *hb = hn + b * H, *yb = y(b);
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S z = sigmoid(ab[j]), ht = min_candidate(ab[H + j]);
+        S h = hpb[j] + z * (ht - hpb[j]);  // as the composite step writes it
+        if constexpr (ZONE) h = kh[j] * hpb[j] + (S(1) - kh[j]) * h;
+        ab[j] = z;
+        hb[j] = h, yb[j] = h;
+      }
+    });
+  } else if constexpr (CELL == MINLSTM) {
+    // no product: i, f = sigmoid(k_i, k_f), h~ = g(k_h), h' = (f h + i h~) / (f + i);
+    // a keeps i, f, k_h
+    S* a = d.gx + d.off(t) * 3 * H;
+    for_rows(n, H, [&](int64_t b) {
+      S* ab = a + b * 3 * H;
+      const S *hpb = hp + b * H, *kh = ZONE ? d.keep(d.zh, t, b) : nullptr;
+      S *hb = hn + b * H, *yb = y(b);
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S i = sigmoid(ab[j]), f = sigmoid(ab[H + j]), ht = min_candidate(ab[2 * H + j]);
+        S h = (f * hpb[j] + i * ht) / (f + i);
+        if constexpr (ZONE) h = kh[j] * hpb[j] + (S(1) - kh[j]) * h;
+        ab[j] = i, ab[H + j] = f;
+        hb[j] = h, yb[j] = h;
+      }
+    });
   } else {  // GRU_RESET_BEFORE: two dependent GEMMs, r must exist before U_n (r h)
     S* a = d.gx + d.off(t) * 3 * H;
     gemm<S>(false, true, n, 2 * H, H, hr, H, w_hh, H, S(1), a, 3 * H);  // a_rz += h U_rz^T
@@ -868,6 +925,51 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
     recurrent_grad(d, k, nr, false, [&](S* out, S beta) {
       gemm<S>(false, false, nr, H, 3 * H, dgh, 3 * H, w_hh, H, beta, out, H);  // [nr,3H] @ [3H,H]
     });
+  } else if constexpr (CELL == MINGRU) {
+    // dz = g (h~ - h); dk_z = dz z (1 - z); dk_h = g z g'(k_h); dh_prev = g (1 - z)
+    S* dg = k.dG + d.off(t) * 2 * H;
+    const S* gates = d.gx + d.off(t) * 2 * H;  // z, k_h
+    for_rows(nr, H, [&](int64_t b) {
+      S *dgb = dg + b * 2 * H, *dhpb = k.dhp + b * H;
+      const S *dhb = k.dh + b * H, *dyb = dy(b), *gb = gates + b * 2 * H, *hpb = hp + b * H;
+      const S* kh = ZONE ? d.keep(d.zh, t, b) : nullptr;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S z = gb[j], kc = gb[H + j];
+        S g = dhb[j] + dyb[j], direct = S(0);
+        if constexpr (ZONE) {
+          direct = kh[j] * g;
+          g *= S(1) - kh[j];
+        }
+        dgb[j] = g * (min_candidate(kc) - hpb[j]) * z * (S(1) - z);
+        dgb[H + j] = g * z * min_candidate_grad(kc);
+        dhpb[j] = g * (S(1) - z) + direct;
+      }
+    });
+  } else if constexpr (CELL == MINLSTM) {
+    // h' = (f h + i h~) / s, s = f + i: dh'/df = (h - h') / s, dh'/di = (h~ - h') / s,
+    // dh'/dh~ = i / s, dh'/dh = f / s; then through the sigmoids and g
+    S* dg = k.dG + d.off(t) * 3 * H;
+    const S* gates = d.gx + d.off(t) * 3 * H;  // i, f, k_h
+    for_rows(nr, H, [&](int64_t b) {
+      S *dgb = dg + b * 3 * H, *dhpb = k.dhp + b * H;
+      const S *dhb = k.dh + b * H, *dyb = dy(b), *gb = gates + b * 3 * H, *hpb = hp + b * H;
+      const S* kh = ZONE ? d.keep(d.zh, t, b) : nullptr;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S i = gb[j], f = gb[H + j], kc = gb[2 * H + j], ht = min_candidate(kc);
+        S g = dhb[j] + dyb[j], direct = S(0);
+        if constexpr (ZONE) {
+          direct = kh[j] * g;
+          g *= S(1) - kh[j];
+        }
+        const S s = f + i, gs = g / s, h_new = (f * hpb[j] + i * ht) / s;
+        dgb[j] = gs * (ht - h_new) * i * (S(1) - i);
+        dgb[H + j] = gs * (hpb[j] - h_new) * f * (S(1) - f);
+        dgb[2 * H + j] = gs * i * min_candidate_grad(kc);
+        dhpb[j] = gs * f + direct;
+      }
+    });
   } else {  // GRU_RESET_BEFORE: d(rh) = dan U_n, then dr = d(rh) h, dh += d(rh) r + da_rz U_rz
     const S* gates = d.gx + d.off(t) * 3 * H;
     const S* hr = d.recurrent_saved(hp, t);  // the h of the products (masked)
@@ -914,7 +1016,9 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
 // Whole-layer entry points.
 // ---------------------------------------------------------------------------------------
 
-int64_t num_gates(int64_t cell) { return cell == LSTM ? 4 : (cell <= RNN_RELU ? 1 : 3); }
+int64_t num_gates(int64_t cell) {
+  return cell == LSTM ? 4 : cell <= RNN_RELU ? 1 : cell == MINGRU ? 2 : 3;
+}
 
 // Bidirectional layers run both directions on their own thread when one step's GEMM is too
 // small to keep both cores busy by itself; MKL then runs single-threaded inside each.
@@ -976,6 +1080,8 @@ void dispatch_cell(int64_t cell, const F& f) {
     case GRU: return f(std::integral_constant<int64_t, GRU>{});
     case GRU_RESET_BEFORE: return f(std::integral_constant<int64_t, GRU_RESET_BEFORE>{});
     case LSTM: return f(std::integral_constant<int64_t, LSTM>{});
+    case MINGRU: return f(std::integral_constant<int64_t, MINGRU>{});
+    case MINLSTM: return f(std::integral_constant<int64_t, MINLSTM>{});
     default: TORCH_CHECK(false, "rnnkit fused: unknown cell code ", cell);
   }
 }
@@ -1072,6 +1178,9 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
   std::vector<Tensor> gx(dirs), hbuf(dirs), cbuf(dirs), ghn(dirs), scratch(dirs), whh(dirs);
   std::vector<Tensor> bhh(dirs), h0(dirs), c0(dirs), hT(dirs), cT(dirs), hm(dirs);
   const Noise nz = noise_args(noise, T, B, H, dirs, x.options());
+  for (int64_t d = 0; d < dirs; ++d)
+    TORCH_CHECK(has_recurrent_weight(cell) || !nz.rmask[d].defined(),
+                "rnnkit fused: recurrent dropout needs a recurrent weight");
   for (int64_t d = 0; d < dirs; ++d) {
     // Every step's input projection in one GEMM: [N, D] @ [D, G] (+ b_ih).
     if (bf16) {
@@ -1313,7 +1422,7 @@ void stream_step(int64_t cell, const Tensor& x, const Tensor& h, const Tensor& c
   const W *wi = w_ih.data_ptr<W>(), *wh = w_hh.data_ptr<W>();
   // gx = x W_ih^T + b_ih, gh = h U^T (the reset-before GRU: U_rz only; U_n needs r first)
   gemv(wi, xv.data(), B, D, G, gx.data(), G);
-  gemv(wh, hv.data(), B, H, rb ? 2 * H : G, gh.data(), G);
+  if (has_recurrent_weight(cell)) gemv(wh, hv.data(), B, H, rb ? 2 * H : G, gh.data(), G);
   const S* bh = bhh.data();
   for (int64_t b = 0; b < B; ++b) {
     S *a = gx.data() + b * G, *u = gh.data() + b * G;
@@ -1333,6 +1442,18 @@ void stream_step(int64_t cell, const Tensor& x, const Tensor& h, const Tensor& c
         const S o = sigmoid(a[3 * H + j] + u[3 * H + j] + bh[3 * H + j]);
         cb[j] = f * cp[j] + i * g;
         hb[j] = o * tanh_(cb[j]);
+      }
+    } else if (cell == MINGRU) {
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S z = sigmoid(a[j]), ht = min_candidate(a[H + j]);
+        hb[j] = hp[j] + z * (ht - hp[j]);
+      }
+    } else if (cell == MINLSTM) {
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S i = sigmoid(a[j]), f = sigmoid(a[H + j]), ht = min_candidate(a[2 * H + j]);
+        hb[j] = (f * hp[j] + i * ht) / (f + i);
       }
     } else if (cell == GRU) {
 #pragma omp simd
@@ -1499,8 +1620,10 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     const Tensor gl = low(g2d), dgxl = gl.narrow(1, 0, G);
     // [N, H]: the h each token's recurrent products read: the state entering its step
     // (slot t, or t + 1 walking backwards), or under recurrent dropout the masked copy.
+    // (None for the minimal cells, which have no such product.)
     const int64_t shift = d == 1 ? 1 : 0;
-    const Tensor hprev = nz.rmask[d].defined() ? saved[5 * d + 4]
+    const Tensor hprev = !has_recurrent_weight(cell) ? none
+        : nz.rmask[d].defined() ? saved[5 * d + 4]
         : sc.full()
         ? saved[5 * d].narrow(0, shift, T).reshape({T * B, H})
         : saved[5 * d].view({(T + 1) * B, H}).index_select(0, sc.index(shift, false));
@@ -1515,7 +1638,9 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     }
     result.push_back(prod(dgxl.t(), xl));  // dW_ih [G, D]
     Tensor dw_hh, db_hh;
-    if (cell == GRU) {  // the n block of dL/d(h U^T + b_h) is dan * r, stored at 3H
+    if (!has_recurrent_weight(cell)) {  // the [0, H] placeholder's gradient
+      dw_hh = at::empty({0, H}, x.options());
+    } else if (cell == GRU) {  // the n block of dL/d(h U^T + b_h) is dan * r, stored at 3H
       const Tensor hl = low(hprev);
       dw_hh = at::empty({G, H}, x.options());
       prod_into(dw_hh.narrow(0, 0, 2 * H), gl.narrow(1, 0, 2 * H).t(), hl);

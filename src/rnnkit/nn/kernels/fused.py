@@ -1,7 +1,9 @@
 """Fused CPU kernels: one compiled forward and one compiled backward through time per layer.
 
 What the kernel computes (``_fused_cpu.cpp``), for one layer and all of its directions,
-the same results as ``rnnkit.nn.runner.run_layer`` (``tests/test_kernels.py``):
+the same results as ``rnnkit.nn.runner.run_layer`` (``tests/test_kernels.py``), for the
+five classic cells and the two minimal ones (minGRU, minLSTM: no recurrent weight, so no
+per-step product, only the element-wise loop; a [0, H] placeholder stands for W_hh):
   * the input projection of all T steps (with ``b_ih``) as one GEMM before the loop;
   * one gate-wide recurrent GEMM per step (two dependent ones for the reset-before GRU),
     accumulated in place into that step's projection (the reset-after GRU keeps U h apart:
@@ -153,13 +155,20 @@ def compile_info() -> dict[str, Any]:
 
 
 def supports(cell: Cell, x: Tensor) -> bool:
-    """CPU fp32/fp64 inputs of the five cells in their standard layout (no LSTM
-    projection: that runs the composite path), where the extension builds."""
+    """CPU fp32/fp64 inputs of the five classic cells in their standard layout (no LSTM
+    projection: that runs the composite path) and of the two minimal cells (minGRU,
+    minLSTM), where the extension builds."""
     if not x.is_cpu or x.dtype not in (torch.float32, torch.float64):
         return False
-    if cell.name not in CELL_CODES or not cell.standard:
+    if cell.name not in CELL_CODES or not (cell.standard or not cell.recurrent):
         return False
     return _builds()
+
+
+def recurrent_weight(w_ih: Tensor, w_hh: Tensor | None, H: int) -> Tensor:
+    """w_hh, or for a cell without one (minGRU, minLSTM) the extension's [0, H] placeholder
+    in w_ih's dtype: the extension reads H from it and runs no per-step product."""
+    return w_ih.new_empty(0, H) if w_hh is None else w_hh
 
 
 @torch.compiler.assume_constant_result  # traced code asks once, at trace time
@@ -190,7 +199,8 @@ def run_layer(
         biases[k] = given
     h0 = [s[0] for s in states]
     c0 = [s[1] for s in states] if n_states == 2 else []
-    w_ih, w_hh = [w[0] for w in weights], [w[1] for w in weights]
+    w_ih = [w[0] for w in weights]
+    w_hh = [recurrent_weight(w[0], w[1], h.shape[-1]) for w, h in zip(weights, h0, strict=True)]
     tensors = (x, *h0, *c0, *w_ih, *w_hh, *biases[0], *biases[1])
     training = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     flat = _flat_noise(noise, n_states)
@@ -245,6 +255,7 @@ def step(
     states may then be bf16 too. The gates and states compute in fp32 (fp64 for fp64
     weights); ``y_bf16``/``state_bf16`` return the output/new states rounded to bf16."""
     w_ih, w_hh, b_ih, b_hh = weights
+    w_hh = recurrent_weight(w_ih, w_hh, state[0].shape[-1])
     code, c = CELL_CODES[cell.name], state[1] if len(state) == 2 else None
     if torch.compiler.is_compiling():  # traced: the custom operator, opaque to the tracer
         y, h, c = ops.fused_step(code, x, state[0], c, w_ih, w_hh, b_ih, b_hh, y_bf16, state_bf16)

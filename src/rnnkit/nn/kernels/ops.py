@@ -56,7 +56,18 @@ from torch.autograd.function import once_differentiable
 
 from rnnkit.nn.kernels import gemm, precision
 
-CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "gru": 2, "gru_reset_before": 3, "lstm": 4}
+CELL_CODES = {
+    "rnn_tanh": 0,
+    "rnn_relu": 1,
+    "gru": 2,
+    "gru_reset_before": 3,
+    "lstm": 4,
+    "mingru": 5,
+    "minlstm": 6,
+}
+"""The extension's cell codes. The minimal cells (5, 6) have no recurrent weight: their
+``w_hh`` entries are [0, H] placeholders (``fused.recurrent_weight``), whose gradient
+comes back as another [0, H] tensor."""
 _LSTM, _GRU = CELL_CODES["lstm"], CELL_CODES["gru"]
 
 
@@ -94,13 +105,14 @@ _gemm_lock = threading.Lock()
 _gemm_set: str | None = None
 
 
-def _use_gemm(ext: ModuleType, x: Tensor, batch: int, w_hh: Tensor) -> None:
+def _use_gemm(ext: ModuleType, x: Tensor, batch: int, w_ih: Tensor, w_hh: Tensor) -> None:
     """Set the extension's GEMM library to ``gemm.choose``'s choice for this layer (fp32
-    only). Callers hold ``_gemm_lock`` from here through the call that uses it, so another
-    thread cannot switch it meanwhile."""
+    only): for the per-step products' shape, G = w_ih's rows (the minimal cells, without
+    such products, take it for the big ones). Callers hold ``_gemm_lock`` from here through
+    the call that uses it, so another thread cannot switch it meanwhile."""
     global _gemm_set
     if x.dtype == torch.float32:
-        name = gemm.choose(batch, w_hh.shape[0], w_hh.shape[1])
+        name = gemm.choose(batch, w_ih.shape[0], w_hh.shape[1])
         if name != _gemm_set:
             ext.set_gemm_backend(name)
             _gemm_set = name
@@ -129,7 +141,7 @@ def layer_forward(
     dirs = len(w_ih)
     lengths_arg = x.new_empty(0, dtype=torch.int64) if lengths is None else lengths.contiguous()
     with _gemm_lock:
-        _use_gemm(ext, x, x.shape[1], w_hh[0])
+        _use_gemm(ext, x, x.shape[1], w_ih[0], w_hh[0])
         res = ext.forward(
             cell,
             x,
@@ -192,7 +204,7 @@ def fused_layer(
 @fused_layer.register_fake
 def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, noise, training, bf16):
     T, B = x.shape[0], x.shape[1]
-    G, H = w_hh[0].shape
+    G, H = w_ih[0].shape[0], w_hh[0].shape[1]
     dirs = len(w_ih)
     result = [x.new_empty(T, B, dirs * H)]
     for d in range(dirs):
@@ -359,7 +371,7 @@ def layer_backward(
         full += [next(mine) if k else none for k in kept]
     lengths_arg = x.new_empty(0, dtype=torch.int64) if lengths is None else lengths.contiguous()
     with _gemm_lock:
-        _use_gemm(ext, x, x.shape[1], w_hh[0])
+        _use_gemm(ext, x, x.shape[1], w_ih[0], w_hh[0])
         res = ext.backward(
             cell,
             x,
@@ -407,11 +419,11 @@ def fused_layer_backward(
 
 @fused_layer_backward.register_fake
 def _(cell, x, lengths, dout, dh, dc, saved, noise, w_ih, w_hh, has_b_ih, has_b_hh, need_dx, bf16):
-    G, H = w_hh[0].shape
+    G = w_ih[0].shape[0]
     result = [x.new_empty(x.shape)] if need_dx else []
     for d in range(len(w_ih)):
         result += [s.new_empty(s.shape, dtype=x.dtype) for s in (dh[d], *dc[d : d + 1])]
-        result += [x.new_empty(G, w_ih[d].shape[1]), x.new_empty(G, H)]
+        result += [x.new_empty(G, w_ih[d].shape[1]), x.new_empty(w_hh[d].shape)]
         result += [x.new_empty(G) for has in (has_b_ih, has_b_hh) if has]
     return result
 
