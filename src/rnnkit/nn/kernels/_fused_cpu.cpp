@@ -45,11 +45,15 @@ enum CellKind : int64_t {
   LSTM = 4,
   MINGRU = 5,   // Feng et al. 2024: gates from x_t only, no W_hh (rnnkit/nn/cells/minimal.py)
   MINLSTM = 6,
+  LSTM_LN = 7,  // Ba et al. 2016 in haste's placement (rnnkit/nn/cells/layer_norm.py)
+  GRU_LN = 8,
 };
 
 // The minimal cells have no recurrent weight: the layer passes a [0, H] placeholder for
 // W_hh, so H is read from it as for the other cells, and no per-step product runs.
-constexpr bool has_recurrent_weight(int64_t cell) { return cell <= LSTM; }
+constexpr bool has_recurrent_weight(int64_t cell) { return cell != MINGRU && cell != MINLSTM; }
+constexpr bool layer_normed(int64_t cell) { return cell == LSTM_LN || cell == GRU_LN; }
+constexpr bool two_states(int64_t cell) { return cell == LSTM || cell == LSTM_LN; }
 
 // ---------------------------------------------------------------------------------------
 // Vectorisable math. exp by Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, a Taylor
@@ -133,6 +137,41 @@ inline S tanh_(S x) {
 template <typename S>
 inline S act(S a, bool relu) {
   return relu ? (a > S(0) ? a : S(0)) : tanh_(a);
+}
+
+// Layer norm of one row a [N] (rnnkit/nn/cells/layer_norm.py: biased variance, eps inside
+// the root, as torch.nn.LayerNorm): hat = (a - mean) rstd, returns rstd = 1/sqrt(var + eps).
+// Two passes over the row (the mean, then the centred squares), each a vector reduction.
+constexpr double kLayerNormEps = 1e-5;
+
+template <typename S>
+inline S normalise_row(const S* a, S* hat, int64_t N) {
+  S mean = S(0), var = S(0);
+#pragma omp simd reduction(+ : mean)
+  for (int64_t j = 0; j < N; ++j) mean += a[j];
+  mean /= S(N);
+#pragma omp simd reduction(+ : var)
+  for (int64_t j = 0; j < N; ++j) var += (a[j] - mean) * (a[j] - mean);
+  const S rstd = S(1) / std::sqrt(var / S(N) + S(kLayerNormEps));
+#pragma omp simd
+  for (int64_t j = 0; j < N; ++j) hat[j] = (a[j] - mean) * rstd;
+  return rstd;
+}
+
+// Its backward: dhat = dL/dhat (the output's gradient times the gain) -> dL/da =
+// rstd (dhat - mean(dhat) - hat mean(dhat hat)); da may be dhat (each j reads its own).
+template <typename S>
+inline void normalise_row_grad(const S* dhat, const S* hat, S rstd, int64_t N, S* da) {
+  S m1 = S(0), m2 = S(0);
+#pragma omp simd reduction(+ : m1, m2)
+  for (int64_t j = 0; j < N; ++j) {
+    m1 += dhat[j];
+    m2 += dhat[j] * hat[j];
+  }
+  m1 /= S(N);
+  m2 /= S(N);
+#pragma omp simd
+  for (int64_t j = 0; j < N; ++j) da[j] = rstd * (dhat[j] - m1 - hat[j] * m2);
 }
 
 // The minimal cells' positive candidate g(k) = k + 1/2 for k >= 0, sigmoid(k) below (Feng
@@ -599,6 +638,16 @@ struct Dir {
   const S* zc = nullptr;
   bool z_const = false;
   const S* zero = nullptr;  // [H] zeros
+  // Layer-normalised cells: per packed token, ln holds [x^ (G) | h^ (G) | c^ (H, LSTM_LN
+  // only) | rstd_x, rstd_h, rstd_c] (row stride ldn, the statistics at column stats): the
+  // normalised x W_ih^T (from the pre-pass, input_norm), U h and c' and their
+  // 1/sqrt(var + eps), which backward reads. Gains g_hh [G] and g_c [H] with the bias b_c
+  // [H] (zeros when the layer has none); LN(U h)'s bias is the step's b_hh argument.
+  S* ln = nullptr;
+  int64_t ldn = 0, stats = 0;
+  const S* g_hh = nullptr;
+  const S* g_c = nullptr;
+  const S* b_c = nullptr;
 
   int64_t time(int64_t s) const { return reverse ? T - 1 - s : s; }
   int64_t rows(int64_t t) const { return sc->full() ? B : sc->rows[t]; }
@@ -727,6 +776,71 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
         ghnb[j] = hn_, hb[j] = h, yb[j] = h;
       }
     });
+  } else if constexpr (CELL == LSTM_LN) {
+    // v = px + LN(h U^T; g_hh, b_hh) [n, 4H] -> i, f, g, o; c' = f c + i g (carried
+    // unnormalised); h' = o tanh(LN(c'; g_c, b_c)). a arrives holding px = LN(x W_ih^T;
+    // g_ih, b_ih) (input_norm) and leaves holding i, f, g, o (saved); ln keeps h^, c^.
+    const int64_t G = 4 * H;
+    S* a = d.gx + d.off(t) * G;
+    S* uh = d.scratch;  // [n, 4H]
+    gemm<S>(false, true, n, G, H, hr, H, w_hh, H, S(0), uh, G);
+    const S* cp = d.cbuf + d.in_slot(s, t) * B * H;
+    S* cn = d.cbuf + d.out_slot(s, t) * B * H;
+    const S *gh = d.g_hh, *gc = d.g_c, *bc = d.b_c;
+    for_rows(n, H, [&](int64_t b) {
+      S *ab = a + b * G, *lb = d.ln + (d.off(t) + b) * d.ldn;
+      S *hh = lb + G, *ch = lb + 2 * G, *st = lb + d.stats;
+      st[1] = normalise_row(uh + b * G, hh, G);
+      const S *cpb = cp + b * H, *hpb = hp + b * H;
+      const S *kh = ZONE ? d.keep(d.zh, t, b) : nullptr, *kc = ZONE ? d.keep(d.zc, t, b) : nullptr;
+      S *cnb = cn + b * H, *hb = hn + b * H, *yb = y(b);
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S i = sigmoid(ab[j] + hh[j] * gh[j] + b_hh[j]);
+        const S f = sigmoid(ab[H + j] + hh[H + j] * gh[H + j] + b_hh[H + j]);
+        const S g = tanh_(ab[2 * H + j] + hh[2 * H + j] * gh[2 * H + j] + b_hh[2 * H + j]);
+        const S o = sigmoid(ab[3 * H + j] + hh[3 * H + j] * gh[3 * H + j] + b_hh[3 * H + j]);
+        ab[j] = i, ab[H + j] = f, ab[2 * H + j] = g, ab[3 * H + j] = o;
+        cnb[j] = f * cpb[j] + i * g;
+      }
+      st[2] = normalise_row(cnb, ch, H);
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        S h = ab[3 * H + j] * tanh_(ch[j] * gc[j] + bc[j]);  // of the new c, before zoneout
+        S c = cnb[j];
+        if constexpr (ZONE) {
+          c = kc[j] * cpb[j] + (S(1) - kc[j]) * c;
+          h = kh[j] * hpb[j] + (S(1) - kh[j]) * h;
+        }
+        cnb[j] = c, hb[j] = h, yb[j] = h;
+      }
+    });
+  } else if constexpr (CELL == GRU_LN) {
+    // ph = LN(h U^T; g_hh, b_hh) [n, 3H]; r, z = sigmoid(px + ph); n = tanh(px_n + r ph_n);
+    // h' = (1 - z) n + z h. a: px in, r, z, n out (saved); ghn keeps ph_n, ln h^.
+    const int64_t G = 3 * H;
+    S* a = d.gx + d.off(t) * G;
+    S* uh = d.scratch;  // [n, 3H]
+    gemm<S>(false, true, n, G, H, hr, H, w_hh, H, S(0), uh, G);
+    S* ghn = d.training ? d.ghn + d.off(t) * H : d.ghn;
+    const S* gh = d.g_hh;
+    for_rows(n, H, [&](int64_t b) {
+      S *ab = a + b * G, *lb = d.ln + (d.off(t) + b) * d.ldn, *hh = lb + G;
+      lb[d.stats + 1] = normalise_row(uh + b * G, hh, G);
+      const S *hpb = hp + b * H, *kh = ZONE ? d.keep(d.zh, t, b) : nullptr;
+      S *ghnb = ghn + b * H, *hb = hn + b * H, *yb = y(b);
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S r = sigmoid(ab[j] + hh[j] * gh[j] + b_hh[j]);
+        const S z = sigmoid(ab[H + j] + hh[H + j] * gh[H + j] + b_hh[H + j]);
+        const S phn = hh[2 * H + j] * gh[2 * H + j] + b_hh[2 * H + j];
+        const S n_ = tanh_(ab[2 * H + j] + r * phn);
+        S h = n_ + z * (hpb[j] - n_);
+        if constexpr (ZONE) h = kh[j] * hpb[j] + (S(1) - kh[j]) * h;
+        ab[j] = r, ab[H + j] = z, ab[2 * H + j] = n_;
+        ghnb[j] = phn, hb[j] = h, yb[j] = h;
+      }
+    });
   } else if constexpr (CELL == MINGRU) {
     // no product: z = sigmoid(k_z), h~ = g(k_h), h' = (1 - z) h + z h~; a keeps z, k_h
     S* a = d.gx + d.off(t) * 2 * H;
@@ -799,7 +913,9 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
 
 template <typename S>
 struct Back {
-  S* dG;         // [N, Gs] packed: RNN/LSTM/reset-before = d(gx); GRU = [dar, daz, dan, dghn]
+  S* dG;         // [N, Gs] packed: RNN/LSTM/reset-before = d(gx); GRU = [dar, daz, dan, dghn];
+                 // LSTM_LN = [dv (4H) | d(U h) (4H) | dL/d(LN(c') output) (H)];
+                 // GRU_LN = [dpx (3H) | dph_n (H) | d(U h) (3H)] (see the steps)
   const S* dy;   // this direction's first column of dout [T, B, dirs*H]
   int64_t ldo;
   S* dh;         // [B, H] dL/dh leaving the step, sorted rows
@@ -925,6 +1041,94 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
     recurrent_grad(d, k, nr, false, [&](S* out, S beta) {
       gemm<S>(false, false, nr, H, 3 * H, dgh, 3 * H, w_hh, H, beta, out, H);  // [nr,3H] @ [3H,H]
     });
+  } else if constexpr (CELL == LSTM_LN) {
+    // From dh (after zoneout's split): the output LN's dyc = dh o (1 - tanh^2) (kept for
+    // d g_c, d b_c), through it to dc' (+ the carried dc), the gates' dv as the LSTM's
+    // (dv is both dpx and dph), and through LN(U h) to d(U h), whose product with U is
+    // the recurrent share of dh_prev.
+    const int64_t G = 4 * H, Gs = 9 * H;
+    const S* gates = d.gx + d.off(t) * G;  // i, f, g, o
+    const S* cp = d.cbuf + d.in_slot(s, t) * B * H;
+    S* dg = k.dG + d.off(t) * Gs;
+    const S *gh = d.g_hh, *gc = d.g_c, *bc = d.b_c;
+    for_rows(nr, H, [&](int64_t b) {
+      S *dgb = dg + b * Gs, *du = dgb + G, *dyc = dgb + 2 * G;
+      S *dhpb = k.dhp + b * H, *dcb = k.dc + b * H;
+      const S *dhb = k.dh + b * H, *dyb = dy(b), *gb = gates + b * G, *cpb = cp + b * H;
+      const S* lb = d.ln + (d.off(t) + b) * d.ldn;
+      const S *hh = lb + G, *ch = lb + 2 * G, *st = lb + d.stats;
+      const S *kh = ZONE ? d.keep(d.zh, t, b) : nullptr, *kc = ZONE ? d.keep(d.zc, t, b) : nullptr;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S o = gb[3 * H + j];
+        S g = dhb[j] + dyb[j], direct = S(0);
+        if constexpr (ZONE) {
+          direct = kh[j] * g;
+          g *= S(1) - kh[j];
+        }
+        const S ty = tanh_(ch[j] * gc[j] + bc[j]);
+        dyc[j] = g * o * (S(1) - ty * ty);
+        du[j] = dyc[j] * gc[j];  // dL/dc^, for a moment
+        dgb[3 * H + j] = g * ty * o * (S(1) - o);
+        dhpb[j] = direct;
+      }
+      normalise_row_grad(du, ch, st[2], H, du);  // du[0, H) = dL/dc' through h
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        S dcz = dcb[j], c_direct = S(0);
+        if constexpr (ZONE) {
+          c_direct = kc[j] * dcz;
+          dcz *= S(1) - kc[j];
+        }
+        const S i = gb[j], f = gb[H + j], g = gb[2 * H + j];
+        const S dc = dcz + du[j];
+        dgb[j] = dc * g * i * (S(1) - i);
+        dgb[H + j] = dc * cpb[j] * f * (S(1) - f);
+        dgb[2 * H + j] = dc * i * (S(1) - g * g);
+        dcb[j] = dc * f + c_direct;
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < G; ++j) du[j] = dgb[j] * gh[j];
+      normalise_row_grad(du, hh, st[1], G, du);  // d(U h)
+    });
+    recurrent_grad(d, k, nr, false, [&](S* out, S beta) {
+      gemm<S>(false, false, nr, H, G, dg + G, Gs, w_hh, H, beta, out, H);  // [nr,4H] @ [4H,H]
+    });
+  } else if constexpr (CELL == GRU_LN) {
+    // As the GRU's, with ph = LN(U h) for U h + b_h: dpx = [dar, daz, dan], dph = [dar, daz,
+    // dan r], then through LN(U h) to d(U h).
+    const int64_t G = 3 * H, Gs = 7 * H;
+    const S* gates = d.gx + d.off(t) * G;  // r, z, n
+    const S* ghn = d.ghn + d.off(t) * H;   // ph_n
+    S* dg = k.dG + d.off(t) * Gs;
+    const S* gh = d.g_hh;
+    for_rows(nr, H, [&](int64_t b) {
+      S *dgb = dg + b * Gs, *du = dgb + 4 * H, *dhpb = k.dhp + b * H;
+      const S *dhb = k.dh + b * H, *dyb = dy(b), *gb = gates + b * G;
+      const S *hpb = hp + b * H, *ghnb = ghn + b * H;
+      const S* lb = d.ln + (d.off(t) + b) * d.ldn;
+      const S* kh = ZONE ? d.keep(d.zh, t, b) : nullptr;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S r = gb[j], z = gb[H + j], n = gb[2 * H + j];
+        S g = dhb[j] + dyb[j], direct = S(0);
+        if constexpr (ZONE) {
+          direct = kh[j] * g;
+          g *= S(1) - kh[j];
+        }
+        const S dan = g * (S(1) - z) * (S(1) - n * n);
+        const S dar = dan * ghnb[j] * r * (S(1) - r);
+        const S daz = g * (hpb[j] - n) * z * (S(1) - z);
+        const S dphn = dan * r;
+        dgb[j] = dar, dgb[H + j] = daz, dgb[2 * H + j] = dan, dgb[3 * H + j] = dphn;
+        du[j] = dar * gh[j], du[H + j] = daz * gh[H + j], du[2 * H + j] = dphn * gh[2 * H + j];
+        dhpb[j] = g * z + direct;
+      }
+      normalise_row_grad(du, lb + G, lb[d.stats + 1], G, du);  // d(U h)
+    });
+    recurrent_grad(d, k, nr, false, [&](S* out, S beta) {
+      gemm<S>(false, false, nr, H, G, dg + 4 * H, Gs, w_hh, H, beta, out, H);  // [nr,3H] @ [3H,H]
+    });
   } else if constexpr (CELL == MINGRU) {
     // dz = g (h~ - h); dk_z = dz z (1 - z); dk_h = g z g'(k_h); dh_prev = g (1 - z)
     S* dg = k.dG + d.off(t) * 2 * H;
@@ -1017,7 +1221,18 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
 // ---------------------------------------------------------------------------------------
 
 int64_t num_gates(int64_t cell) {
-  return cell == LSTM ? 4 : cell <= RNN_RELU ? 1 : cell == MINGRU ? 2 : 3;
+  return two_states(cell) ? 4 : cell <= RNN_RELU ? 1 : cell == MINGRU ? 2 : 3;
+}
+
+// The packed gate-gradient width of backward's dG (Back::dG).
+int64_t grad_width(int64_t cell, int64_t H) {
+  return cell == GRU ? 4 * H : cell == LSTM_LN ? 9 * H : cell == GRU_LN ? 7 * H
+                                                       : num_gates(cell) * H;
+}
+
+// The per-token width of the layer norms' buffer (Dir::ln): x^, h^ (, c^), three statistics.
+int64_t norm_width(int64_t cell, int64_t H) {
+  return layer_normed(cell) ? 2 * num_gates(cell) * H + (cell == LSTM_LN ? H : 0) + 3 : 0;
 }
 
 // Bidirectional layers run both directions on their own thread when one step's GEMM is too
@@ -1082,6 +1297,8 @@ void dispatch_cell(int64_t cell, const F& f) {
     case LSTM: return f(std::integral_constant<int64_t, LSTM>{});
     case MINGRU: return f(std::integral_constant<int64_t, MINGRU>{});
     case MINLSTM: return f(std::integral_constant<int64_t, MINLSTM>{});
+    case LSTM_LN: return f(std::integral_constant<int64_t, LSTM_LN>{});
+    case GRU_LN: return f(std::integral_constant<int64_t, GRU_LN>{});
     default: TORCH_CHECK(false, "rnnkit fused: unknown cell code ", cell);
   }
 }
@@ -1154,42 +1371,103 @@ Tensor packed_input(const Tensor& x, const Schedule& sc, const Tensor& tokens) {
   return sc.full() ? x2d : x2d.index_select(0, tokens);
 }
 
+// The layer norms' per-direction parameters (the extension's extra argument: per direction
+// g_ih [G], g_hh [G], g_c [H], b_c [H], empty where a cell or the layer has none; [] for
+// the other cells), in the compute dtype, with b_c as zeros when absent.
+struct Norms {
+  std::vector<Tensor> g_ih, g_hh, g_c, b_c;
+};
+
+Norms norm_args(int64_t cell, const std::vector<Tensor>& extra, int64_t dirs, int64_t H,
+                const at::TensorOptions& opts) {
+  Norms n;
+  if (!layer_normed(cell)) {
+    TORCH_CHECK(extra.empty(), "rnnkit fused: layer-norm parameters for a cell without norms");
+    return n;
+  }
+  TORCH_CHECK(int64_t(extra.size()) == 4 * dirs, "rnnkit fused: 4 layer-norm tensors per direction");
+  const int64_t G = num_gates(cell) * H;
+  for (int64_t d = 0; d < dirs; ++d) {
+    auto take = [&](const Tensor& t, int64_t size, bool zeros_if_empty) -> Tensor {
+      if (!t.numel()) return zeros_if_empty ? at::zeros({size}, opts) : Tensor();
+      TORCH_CHECK(t.numel() == size, "rnnkit fused: a layer-norm parameter of the wrong size");
+      return t.to(opts.dtype()).contiguous();
+    };
+    n.g_ih.push_back(take(extra[4 * d], G, false));
+    n.g_hh.push_back(take(extra[4 * d + 1], G, false));
+    TORCH_CHECK(n.g_ih.back().defined() && n.g_hh.back().defined(),
+                "rnnkit fused: the layer norms' gains are required");
+    const bool lstm = cell == LSTM_LN;
+    n.g_c.push_back(lstm ? take(extra[4 * d + 2], H, false) : Tensor());
+    n.b_c.push_back(lstm ? take(extra[4 * d + 3], H, true) : Tensor());
+    TORCH_CHECK(!lstm || n.g_c.back().defined(), "rnnkit fused: lstm_ln needs g_c");
+  }
+  return n;
+}
+
+// The pre-pass of the layer-normalised cells: every token's projection gx [N, G] (without
+// bias) normalised in place, px = LN(gx; g_ih, b_ih), saving x^ and rstd_x into ln.
+template <typename S>
+void input_norm(S* gx, S* ln, int64_t N, int64_t G, int64_t ldn, int64_t stats, const S* g_ih,
+                const S* b_ih) {
+  at::parallel_for(0, N, std::max<int64_t>(1, kRowGrain / std::max<int64_t>(G, 1)),
+                   [&](int64_t r0, int64_t r1) {
+                     for (int64_t r = r0; r < r1; ++r) {
+                       S *a = gx + r * G, *lb = ln + r * ldn;
+                       lb[stats] = normalise_row(a, lb, G);
+#pragma omp simd
+                       for (int64_t j = 0; j < G; ++j) a[j] = lb[j] * g_ih[j] + b_ih[j];
+                     }
+                   });
+}
+
 // forward(cell, x [T,B,D], lengths [B] int64 or empty, h0s, c0s, w_ih, w_hh, b_ih, b_hh,
-// noise (see noise_args), training, bf16 (a Bf16Mode: the products on bf16 operands, see
-// mm_bf16 and Bf16Mirror))
+// extra (the layer norms' parameters, see norm_args), noise (see noise_args), training,
+// bf16 (a Bf16Mode: the products on bf16 operands, see mm_bf16 and Bf16Mirror))
 // -> [out [T,B,dirs*H], then per direction h_T (, c_T), then, when training, per direction
 // the saved buffers hbuf, cbuf, gates [N, G] (the RNN's under zoneout: its activations),
-// ghn [N, H], hm [N, H] (empty tensors where a cell or the noise has none)].
-// Empty tensors stand for absent biases and for "all rows full".
+// ghn [N, H], hm [N, H], ln [N, norm_width] (empty tensors where a cell or the noise has
+// none)]. Empty tensors stand for absent biases and for "all rows full". For the
+// layer-normalised cells b_ih and b_hh are the biases after LN(x W_ih^T) and LN(U h).
 std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<Tensor> h0s,
                             std::vector<Tensor> c0s, std::vector<Tensor> w_ih,
                             std::vector<Tensor> w_hh, std::vector<Tensor> b_ih,
-                            std::vector<Tensor> b_hh, std::vector<Tensor> noise, bool training,
-                            int64_t bf16) {
+                            std::vector<Tensor> b_hh, std::vector<Tensor> extra,
+                            std::vector<Tensor> noise, bool training, int64_t bf16) {
   x = x.contiguous();
   const int64_t T = x.size(0), B = x.size(1);
   const int64_t dirs = int64_t(w_ih.size()), H = w_hh[0].size(1), G = num_gates(cell) * H;
-  const bool lstm = cell == LSTM;
+  const bool lstm = two_states(cell), normed = layer_normed(cell);
+  const bool ghn_kept = cell == GRU || cell == GRU_LN;
+  const int64_t ldn = norm_width(cell, H), stats = ldn - 3;
   const Schedule sc = schedule(lengths, T, B);
   // Padded positions are never written: they stay 0.
   Tensor out = sc.full() ? at::empty({T, B, dirs * H}, x.options())
                          : at::zeros({T, B, dirs * H}, x.options());
   const Tensor xp = packed_input(x, sc, sc.full() ? Tensor() : sc.index(0, true));  // [N, D]
   std::vector<Tensor> gx(dirs), hbuf(dirs), cbuf(dirs), ghn(dirs), scratch(dirs), whh(dirs);
-  std::vector<Tensor> bhh(dirs), h0(dirs), c0(dirs), hT(dirs), cT(dirs), hm(dirs);
+  std::vector<Tensor> bhh(dirs), bih(dirs), h0(dirs), c0(dirs), hT(dirs), cT(dirs), hm(dirs);
+  std::vector<Tensor> ln(dirs);
   const Noise nz = noise_args(noise, T, B, H, dirs, x.options());
+  const Norms nm = norm_args(cell, extra, dirs, H, x.options());
   for (int64_t d = 0; d < dirs; ++d)
     TORCH_CHECK(has_recurrent_weight(cell) || !nz.rmask[d].defined(),
                 "rnnkit fused: recurrent dropout needs a recurrent weight");
   for (int64_t d = 0; d < dirs; ++d) {
-    // Every step's input projection in one GEMM: [N, D] @ [D, G] (+ b_ih).
+    // Every step's input projection in one GEMM: [N, D] @ [D, G] (+ b_ih; the normed
+    // cells add theirs after the norm, in input_norm).
+    const Tensor b_proj = normed ? Tensor() : b_ih[d];
     if (bf16) {
       gx[d] = mm_bf16(xp, w_ih[d].t(), bf16);
-      if (b_ih[d].numel()) gx[d].add_(b_ih[d]);
+      if (b_proj.defined() && b_proj.numel()) gx[d].add_(b_proj);
     } else {
-      gx[d] = project(xp, w_ih[d], b_ih[d]);
+      gx[d] = project(xp, w_ih[d], b_proj.defined() ? b_proj : at::empty({0}, x.options()));
     }
-    bhh[d] = b_hh[d].numel() ? b_hh[d].contiguous() : at::zeros({G}, x.options());
+    bhh[d] = b_hh[d].numel() ? b_hh[d].to(x.scalar_type()).contiguous()
+                             : at::zeros({G}, x.options());
+    if (normed)
+      bih[d] = b_ih[d].numel() ? b_ih[d].to(x.scalar_type()).contiguous()
+                               : at::zeros({G}, x.options());
     whh[d] = w_hh[d].contiguous();
     const int64_t slots = training ? T + 1 : 2;
     hbuf[d] = at::empty({slots, B, H}, x.options());
@@ -1200,9 +1478,10 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
       c0[d] = c0s[d].to(x.scalar_type()).contiguous();
       cT[d] = c0[d].clone();
     }
-    if (cell == GRU) ghn[d] = at::empty({training ? sc.N : B, H}, x.options());
+    if (ghn_kept) ghn[d] = at::empty({training ? sc.N : B, H}, x.options());
     if (nz.rmask[d].defined()) hm[d] = at::empty({training ? sc.N : B, H}, x.options());
-    scratch[d] = at::empty({B, 3 * H}, x.options());
+    if (normed) ln[d] = at::empty({sc.N, ldn}, x.options());
+    scratch[d] = at::empty({B, 4 * H}, x.options());
   }
   const bool overlap = overlap_directions(dirs, B, G, H);
   std::vector<Tensor> whh_bf16(dirs);  // undefined unless bf16 (see Bf16Mirror)
@@ -1214,10 +1493,17 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
       const MirrorGuard mirror(whh[d], whh_bf16[d]);
       const PackGuard pack(whh[d]);
       Dir<S> dir{T, B, H, d == 1, training, &sc, gx[d].data_ptr<S>(),
-                 cell == GRU ? ghn[d].data_ptr<S>() : nullptr, hbuf[d].data_ptr<S>(),
+                 ghn_kept ? ghn[d].data_ptr<S>() : nullptr, hbuf[d].data_ptr<S>(),
                  lstm ? cbuf[d].data_ptr<S>() : nullptr, out.data_ptr<S>() + d * H, dirs * H,
                  scratch[d].data_ptr<S>()};
       attach_noise(dir, nz, d, hm[d]);
+      if (normed) {
+        dir.ln = ln[d].data_ptr<S>(), dir.ldn = ldn, dir.stats = stats;
+        dir.g_hh = nm.g_hh[d].data_ptr<S>();
+        if (cell == LSTM_LN) dir.g_c = nm.g_c[d].data_ptr<S>(), dir.b_c = nm.b_c[d].data_ptr<S>();
+        input_norm<S>(dir.gx, dir.ln, sc.N, G, ldn, stats, nm.g_ih[d].data_ptr<S>(),
+                      bih[d].data_ptr<S>());
+      }
       dispatch_cell<S>(cell, [&](auto c) {
         auto run = [&](auto zone) {
           run_forward<S, decltype(c)::value, decltype(zone)::value>(
@@ -1240,8 +1526,9 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
       result.push_back(hbuf[d]);
       result.push_back(lstm ? cbuf[d] : none);
       result.push_back(cell <= RNN_RELU && !nz.zone ? none : gx[d]);
-      result.push_back(cell == GRU ? ghn[d] : none);
+      result.push_back(ghn_kept ? ghn[d] : none);
       result.push_back(hm[d].defined() ? hm[d] : none);
+      result.push_back(normed ? ln[d] : none);
     }
   }
   return result;
@@ -1499,6 +1786,8 @@ void stream_step(int64_t cell, const Tensor& x, const Tensor& h, const Tensor& c
 // for fp64 weights); y and the new states come back in bf16 where asked, else in that dtype.
 std::vector<Tensor> step(int64_t cell, Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh,
                          Tensor b_ih, Tensor b_hh, bool y_bf16, bool state_bf16) {
+  TORCH_CHECK(!layer_normed(cell), "rnnkit fused step: the layer-normalised cells stream "
+              "through their composite step (fused.py)");
   const int64_t H = w_hh.size(1), B = h.numel() / H;
   w_ih = w_ih.contiguous();
   w_hh = w_hh.contiguous();
@@ -1527,28 +1816,32 @@ std::vector<Tensor> step(int64_t cell, Tensor x, Tensor h, Tensor c, Tensor w_ih
   return {y, h_new, c_new};
 }
 
-// backward(cell, x, lengths, dout [T,B,dirs*H], dh_T, dc_T, saved (5 per direction, as
-// forward returned them), noise (the forward's), w_ih, w_hh, has_b_ih, has_b_hh, need_dx,
-// bf16 (a Bf16Mode: dx and the weight gradients from products on operands rounded to bf16,
-// each rounded once)) -> [dx (or empty), then
-// per direction dh0, dc0 (or empty), dw_ih, dw_hh, db_ih (or empty), db_hh (or empty)].
-// The weight gradients are large GEMMs over all T*B rows after the reverse loop.
+// backward(cell, x, lengths, dout [T,B,dirs*H], dh_T, dc_T, saved (6 per direction, as
+// forward returned them), extra (the forward's layer-norm parameters), noise (the
+// forward's), w_ih, w_hh, has_b_ih, has_b_hh, need_dx, bf16 (a Bf16Mode: dx and the weight
+// gradients from products on operands rounded to bf16, each rounded once)) -> [dx (or
+// empty), then per direction dh0, dc0 (or empty), dw_ih, dw_hh, db_ih (or empty), db_hh (or
+// empty), and for the layer-normalised cells dg_ih, dg_hh, dg_c, db_c (each empty where the
+// forward's was)]. The weight gradients are large GEMMs over all T*B rows after the
+// reverse loop.
 std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout,
                              std::vector<Tensor> dhT, std::vector<Tensor> dcT,
-                             std::vector<Tensor> saved, std::vector<Tensor> noise,
-                             std::vector<Tensor> w_ih,
+                             std::vector<Tensor> saved, std::vector<Tensor> extra,
+                             std::vector<Tensor> noise, std::vector<Tensor> w_ih,
                              std::vector<Tensor> w_hh, bool has_b_ih, bool has_b_hh,
                              bool need_dx, int64_t bf16) {
   x = x.contiguous();
   dout = dout.contiguous();
   const int64_t T = x.size(0), B = x.size(1), D = x.size(2);
   const int64_t dirs = int64_t(w_ih.size()), H = w_hh[0].size(1), G = num_gates(cell) * H;
-  const bool lstm = cell == LSTM;
-  const int64_t Gs = cell == GRU ? 4 * H : G;  // stored gate-gradient width
+  const bool lstm = two_states(cell), normed = layer_normed(cell);
+  const int64_t Gs = grad_width(cell, H);  // stored gate-gradient width
+  const int64_t ldn = norm_width(cell, H), stats = ldn - 3;
   const Schedule sc = schedule(lengths, T, B);  // the forward's
   std::vector<Tensor> dG(dirs), dh(dirs), dc(dirs), scratch(dirs), whh(dirs), tmp(dirs);
   std::vector<Tensor> dhTs(dirs), dcTs(dirs), dh0(dirs), dc0(dirs);
   const Noise nz = noise_args(noise, T, B, H, dirs, x.options());
+  const Norms nm = norm_args(cell, extra, dirs, H, x.options());
   for (int64_t d = 0; d < dirs; ++d) {
     dG[d] = at::empty({sc.N, Gs}, x.options());
     dh[d] = at::empty({2, B, H}, x.options());
@@ -1559,7 +1852,7 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
       dcTs[d] = dcT[d].to(x.scalar_type()).contiguous();
       dc0[d] = dcTs[d].clone();
     }
-    scratch[d] = at::empty({B, 3 * H}, x.options());
+    scratch[d] = at::empty({B, 4 * H}, x.options());
     tmp[d] = nz.rmask[d].defined() ? at::empty({B, H}, x.options()) : Tensor();
     whh[d] = w_hh[d].contiguous();
   }
@@ -1572,8 +1865,8 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     for_directions(overlap, dirs, [&](int64_t d) {
       const MirrorGuard mirror(whh[d], whh_bf16[d]);
       const PackGuard pack(whh[d]);
-      Tensor hbuf = saved[5 * d], cbuf = saved[5 * d + 1], gates = saved[5 * d + 2];
-      Tensor ghn = saved[5 * d + 3];
+      Tensor hbuf = saved[6 * d], cbuf = saved[6 * d + 1], gates = saved[6 * d + 2];
+      Tensor ghn = saved[6 * d + 3];
       Dir<S> dir{T, B, H, d == 1, true, &sc,
                  gates.numel() ? gates.data_ptr<S>() : nullptr,
                  ghn.numel() ? ghn.data_ptr<S>() : nullptr, hbuf.data_ptr<S>(),
@@ -1582,7 +1875,12 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
                 dh[d][0].data_ptr<S>(), dh[d][1].data_ptr<S>(),
                 lstm ? dc[d].data_ptr<S>() : nullptr, scratch[d].data_ptr<S>(),
                 tmp[d].defined() ? tmp[d].data_ptr<S>() : nullptr};
-      attach_noise(dir, nz, d, saved[5 * d + 4]);
+      attach_noise(dir, nz, d, saved[6 * d + 4]);
+      if (normed) {
+        dir.ln = saved[6 * d + 5].data_ptr<S>(), dir.ldn = ldn, dir.stats = stats;
+        dir.g_hh = nm.g_hh[d].data_ptr<S>();
+        if (cell == LSTM_LN) dir.g_c = nm.g_c[d].data_ptr<S>(), dir.b_c = nm.b_c[d].data_ptr<S>();
+      }
       dispatch_cell<S>(cell, [&](auto c) {
         auto run = [&](auto zone) {
           run_backward<S, decltype(c)::value, decltype(zone)::value>(
@@ -1615,23 +1913,46 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
   for (int64_t d = 0; d < dirs; ++d) {
     result.push_back(dh0[d]);
     result.push_back(lstm ? dc0[d] : none);
-    const Tensor g2d = dG[d];                  // [N, Gs]
-    const Tensor dgx = g2d.narrow(1, 0, G);  // [N, G] = dL/d(x W_ih^T + b_ih)
-    const Tensor gl = low(g2d), dgxl = gl.narrow(1, 0, G);
+    const Tensor g2d = dG[d];  // [N, Gs]
+    // [N, G] = dL/d(x W_ih^T + b_ih); for the normed cells dL/d(x W_ih^T) through the
+    // input's norm, from dpx (its gain and bias gradients are sums over the tokens)
+    Tensor dgx = g2d.narrow(1, 0, G);
+    std::vector<Tensor> norm_grads(4, none);  // dg_ih, dg_hh, dg_c, db_c
+    Tensor db_ih_normed, db_hh_normed;
+    if (normed) {
+      const Tensor L = saved[6 * d + 5];  // [N, ldn]
+      const Tensor xhat = L.narrow(1, 0, G), hhat = L.narrow(1, G, G);
+      const Tensor rstd_x = L.narrow(1, stats, 1);
+      const Tensor dpx = g2d.narrow(1, 0, G);
+      const Tensor dph = cell == LSTM_LN ? dpx
+          : at::cat({g2d.narrow(1, 0, 2 * H), g2d.narrow(1, 3 * H, H)}, 1);
+      norm_grads[0] = (dpx * xhat).sum(0);
+      norm_grads[1] = (dph * hhat).sum(0);
+      if (has_b_ih) db_ih_normed = dpx.sum(0);
+      if (has_b_hh) db_hh_normed = dph.sum(0);
+      if (cell == LSTM_LN) {
+        const Tensor dyc = g2d.narrow(1, 2 * G, H), chat = L.narrow(1, 2 * G, H);
+        norm_grads[2] = (dyc * chat).sum(0);
+        norm_grads[3] = extra[4 * d + 3].numel() ? dyc.sum(0) : none;
+      }
+      const Tensor dxh = dpx * nm.g_ih[d];  // [N, G]
+      dgx = rstd_x * (dxh - dxh.mean(1, true) - xhat * (dxh * xhat).mean(1, true));
+    }
+    const Tensor gl = low(g2d), dgxl = normed ? low(dgx) : gl.narrow(1, 0, G);
     // [N, H]: the h each token's recurrent products read: the state entering its step
     // (slot t, or t + 1 walking backwards), or under recurrent dropout the masked copy.
     // (None for the minimal cells, which have no such product.)
     const int64_t shift = d == 1 ? 1 : 0;
     const Tensor hprev = !has_recurrent_weight(cell) ? none
-        : nz.rmask[d].defined() ? saved[5 * d + 4]
+        : nz.rmask[d].defined() ? saved[6 * d + 4]
         : sc.full()
-        ? saved[5 * d].narrow(0, shift, T).reshape({T * B, H})
-        : saved[5 * d].view({(T + 1) * B, H}).index_select(0, sc.index(shift, false));
+        ? saved[6 * d].narrow(0, shift, T).reshape({T * B, H})
+        : saved[6 * d].view({(T + 1) * B, H}).index_select(0, sc.index(shift, false));
     if (need_dx) {  // [N,G] @ [G,D]
       if (bf16) {
         dxp.add_(prod(dgxl, low(w_ih[d])));
       } else if (x.scalar_type() == at::kFloat && gemm_backend_now() == GEMM_ONEDNN) {
-        dxp.add_(onednn_linear(dgx, w_ih[d].t().contiguous(), Tensor()));
+        dxp.add_(onednn_linear(dgx.contiguous(), w_ih[d].t().contiguous(), Tensor()));
       } else {
         dxp.addmm_(dgx, w_ih[d]);
       }
@@ -1640,6 +1961,9 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     Tensor dw_hh, db_hh;
     if (!has_recurrent_weight(cell)) {  // the [0, H] placeholder's gradient
       dw_hh = at::empty({0, H}, x.options());
+    } else if (normed) {  // d(U h), stored after dpx (and the GRU's dph_n)
+      dw_hh = prod(gl.narrow(1, cell == LSTM_LN ? G : 4 * H, G).t(), low(hprev));
+      db_hh = db_hh_normed;
     } else if (cell == GRU) {  // the n block of dL/d(h U^T + b_h) is dan * r, stored at 3H
       const Tensor hl = low(hprev);
       dw_hh = at::empty({G, H}, x.options());
@@ -1650,16 +1974,18 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     } else if (cell == GRU_RESET_BEFORE) {  // U_n multiplies r * h
       dw_hh = at::empty({G, H}, x.options());
       prod_into(dw_hh.narrow(0, 0, 2 * H), dgxl.narrow(1, 0, 2 * H).t(), low(hprev));
-      const Tensor r = saved[5 * d + 2].narrow(1, 0, H);  // [N, H]
+      const Tensor r = saved[6 * d + 2].narrow(1, 0, H);  // [N, H]
       prod_into(dw_hh.narrow(0, 2 * H, H), dgxl.narrow(1, 2 * H, H).t(), low(r * hprev));
     } else {
       dw_hh = prod(dgxl.t(), low(hprev));
     }
-    const Tensor db_ih = (has_b_ih || (has_b_hh && !db_hh.defined())) ? dgx.sum(0) : none;
+    const Tensor db_ih = normed ? (has_b_ih ? db_ih_normed : none)
+        : (has_b_ih || (has_b_hh && !db_hh.defined())) ? dgx.sum(0) : none;
     if (has_b_hh && !db_hh.defined()) db_hh = db_ih.clone();
     result.push_back(dw_hh);
     result.push_back(has_b_ih ? db_ih : none);
     result.push_back(has_b_hh ? db_hh : none);
+    for (const Tensor& g : norm_grads) result.push_back(g);
   }
   if (need_dx) {  // back to [T, B, D], padded positions 0
     result[0] = sc.full() ? dxp.view({T, B, D})

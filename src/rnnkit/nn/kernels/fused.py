@@ -63,6 +63,7 @@ from torch import Tensor
 
 from rnnkit.common.io import atomic_write_bytes
 from rnnkit.nn.cells import Cell, State
+from rnnkit.nn.cells.layer_norm import LayerNormCell
 from rnnkit.nn.kernels import memory, ops
 from rnnkit.nn.kernels.precision import products
 
@@ -156,11 +157,11 @@ def compile_info() -> dict[str, Any]:
 
 def supports(cell: Cell, x: Tensor) -> bool:
     """CPU fp32/fp64 inputs of the five classic cells in their standard layout (no LSTM
-    projection: that runs the composite path) and of the two minimal cells (minGRU,
-    minLSTM), where the extension builds."""
+    projection: that runs the composite path), of the two minimal cells (minGRU, minLSTM)
+    and of the two layer-normalised ones (lstm_ln, gru_ln), where the extension builds."""
     if not x.is_cpu or x.dtype not in (torch.float32, torch.float64):
         return False
-    if cell.name not in CELL_CODES or not (cell.standard or not cell.recurrent):
+    if cell.name not in CELL_CODES or cell.proj_size:
         return False
     return _builds()
 
@@ -191,27 +192,39 @@ def run_layer(
     code = CELL_CODES[cell.name]
     bf16 = products() == torch.bfloat16 and x.dtype == torch.float32
     dirs, n_states = len(weights), cell.num_states
+    # The normed cells' weights: (w_ih, w_hh, None, None, b_ih, b_hh, g_ih, g_hh[, g_c,
+    # b_c]) (LayerNormCell.direction_weights): their biases follow the norms.
+    normed = isinstance(cell, LayerNormCell)
+    bias_at = 4 if normed else 2
     biases: list[list[Tensor]] = [[], []]
     for k in (0, 1):  # a layer has every bias or none
-        given = [w[2 + k] for w in weights if w[2 + k] is not None]
+        given = [w[bias_at + k] for w in weights if w[bias_at + k] is not None]
         if given and len(given) != dirs:
             raise ValueError("the fused kernel needs a bias in every direction or in none")
         biases[k] = given
+    norms = [_NONE if t is None else t for w in weights for t in _norms(w)] if normed else []
     h0 = [s[0] for s in states]
     c0 = [s[1] for s in states] if n_states == 2 else []
     w_ih = [w[0] for w in weights]
     w_hh = [recurrent_weight(w[0], w[1], h.shape[-1]) for w, h in zip(weights, h0, strict=True)]
-    tensors = (x, *h0, *c0, *w_ih, *w_hh, *biases[0], *biases[1])
+    tensors = (x, *h0, *c0, *w_ih, *w_hh, *biases[0], *biases[1], *norms)
     training = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     flat = _flat_noise(noise, n_states)
     res = ops.layer(
-        code, x, lengths, h0, c0, w_ih, w_hh, biases[0], biases[1], flat, training, bf16
+        code, x, lengths, h0, c0, w_ih, w_hh, biases[0], biases[1], norms, flat, training, bf16
     )
     finals = [tuple(res[1 + d * n_states : 1 + (d + 1) * n_states]) for d in range(dirs)]
     return res[0], finals
 
 
 _NONE = torch.empty(0)  # an absent bias or cell state (the extension reads numel() only)
+
+
+def _norms(weights: tuple) -> tuple[Tensor | None, ...]:
+    """A normed cell's (g_ih, g_hh, g_c, b_c) from its direction weights (None where the
+    cell or the layer has none: gru_ln's g_c and b_c, b_c without bias)."""
+    extra = weights[6:]
+    return (*extra, None, None, None, None)[:4]
 
 
 def _flat_noise(noise: Sequence[Any] | None, n_states: int) -> list[Tensor]:
@@ -254,6 +267,8 @@ def step(
     (x and h rounded to bf16), as the whole-layer kernel under bf16 autocast; x and the
     states may then be bf16 too. The gates and states compute in fp32 (fp64 for fp64
     weights); ``y_bf16``/``state_bf16`` return the output/new states rounded to bf16."""
+    if isinstance(cell, LayerNormCell):  # no compiled step: the cell's own, in torch ops
+        return _composite_step(cell, x, state, weights, y_bf16, state_bf16)
     w_ih, w_hh, b_ih, b_hh = weights
     w_hh = recurrent_weight(w_ih, w_hh, state[0].shape[-1])
     code, c = CELL_CODES[cell.name], state[1] if len(state) == 2 else None
@@ -275,3 +290,28 @@ def step(
             state_bf16,
         )
     return y, ((h, c) if len(state) == 2 else (h,))
+
+
+def _composite_step(
+    cell: Cell, x: Tensor, state: State, weights: tuple, y_bf16: bool, state_bf16: bool
+) -> tuple[Tensor, State]:
+    """``step``'s contract by the cell's composite step (the layer-normalised cells): bf16
+    weight copies make the input and recurrent products bf16 (results widened), as the
+    compiled step's; the norms and gates compute in fp32 (fp64 for fp64 weights)."""
+    w_ih, w_hh, _, _, *extra = weights
+    compute = torch.float32 if w_ih.dtype == torch.bfloat16 else w_ih.dtype
+    B, H = x.shape[-2], state[0].shape[-1]
+    x2 = x.reshape(B, x.shape[-1])
+    hs = tuple(s.reshape(B, H).to(compute) for s in state)
+    if w_ih.dtype == torch.bfloat16:  # products of bf16-rounded operands, fp32 sums
+        gx = torch.nn.functional.linear(x2.to(torch.bfloat16).to(compute), w_ih.to(compute))
+        h_in = hs[0].to(torch.bfloat16).to(compute)
+        w_hh_c = w_hh.to(compute)
+    else:
+        gx = torch.nn.functional.linear(x2.to(compute), w_ih)
+        h_in, w_hh_c = None, w_hh
+    params = [None if t is None else t.to(compute) for t in extra]
+    new = cell.step(gx, hs, w_hh_c, None, *params, h_in=h_in)
+    y = new[0].to(torch.bfloat16) if y_bf16 else new[0]
+    kept = tuple(n.to(torch.bfloat16) if state_bf16 else n.clone() for n in new)
+    return y.view(1, B, H), tuple(k.view(1, B, H) for k in kept)

@@ -3,15 +3,19 @@ and ``torch.compile`` see each layer call as one opaque node instead of tracing 
 compiled extension (whose data pointers fake tensors do not have).
 
     rnnkit::fused_layer(cell, x, lengths?, h0[], c0[], w_ih[], w_hh[], b_ih[], b_hh[],
-                        noise[], training, bf16) -> [out, finals..., saved...]
-    rnnkit::fused_layer_backward(cell, x, lengths?, dout, dh[], dc[], saved[], noise[],
-                                 w_ih[], w_hh[], has_b_ih, has_b_hh, need_dx, bf16)
+                        norms[], noise[], training, bf16) -> [out, finals..., saved...]
+    rnnkit::fused_layer_backward(cell, x, lengths?, dout, dh[], dc[], saved[], norms[],
+                                 noise[], w_ih[], w_hh[], has_b_ih, has_b_hh, need_dx, bf16)
                                  -> [grads...]
     rnnkit::fused_step(cell, x, h, c?, w_ih, w_hh, b_ih?, b_hh?, y_bf16, state_bf16)
                        -> (y, h', c')
 
 One list entry per direction (forward, then reverse); ``c0``/``dc`` are empty for cells
-with one state, ``b_ih``/``b_hh`` empty for a layer without biases. ``noise`` is empty,
+with one state, ``b_ih``/``b_hh`` empty for a layer without biases. ``norms`` is empty
+except for the layer-normalised cells (lstm_ln, gru_ln), where it holds per direction
+their g_ih [G], g_hh [G], g_c [H], b_c [H] (an empty tensor where the cell or the layer
+has none: gru_ln's g_c and b_c, b_c without bias), and ``b_ih``/``b_hh`` are the biases
+added after LN(x W_ih^T) and LN(U h). ``noise`` is empty,
 or holds per direction the per-step regulariser noise (``rnnkit.nn.noise.StepNoise``):
 the recurrent-dropout mask [B, H], then the zoneout keep-masks of h and of c, each
 [T, B, H] or one value (evaluation's constant), an empty tensor where one is off. The
@@ -21,10 +25,13 @@ shapes (T, B, D, H, G = gates * H):
                     per direction the buffers backward reads: the states entering and
                     leaving every step [T+1, B, H] (and the LSTM's cells), the gate
                     activations [T*B, G] (the RNN's under zoneout only), the reset-after
-                    GRU's U_n h + b_hn [T*B, H] and, under recurrent dropout, the masked h
-                    the products read [T*B, H]
+                    GRU's U_n h + b_hn [T*B, H] (gru_ln: LN(U h)'s n block), under
+                    recurrent dropout the masked h the products read [T*B, H], and for
+                    the normed cells the normalised x W_ih^T, U h (and c') with their
+                    statistics [T*B, 2G (+ H) + 3]
     fused_layer_backward  dx [T, B, D] (if need_dx); per direction dh0 (, dc0) [B, H],
-                    dW_ih [G, D], dW_hh [G, H] (, db_ih [G]) (, db_hh [G])
+                    dW_ih [G, D], dW_hh [G, H] (, db_ih [G]) (, db_hh [G]), and for the
+                    normed cells the gradients of the four ``norms`` (empty where empty)
     fused_step      y [1, B, H], h' [1, B, H], c' [1, B, H] (LSTM) or [0, B, H]
 
 ``_fused_cpu.cpp`` documents the same contract at ``forward``, ``backward`` and ``step``,
@@ -64,11 +71,28 @@ CELL_CODES = {
     "lstm": 4,
     "mingru": 5,
     "minlstm": 6,
+    "lstm_ln": 7,
+    "gru_ln": 8,
 }
 """The extension's cell codes. The minimal cells (5, 6) have no recurrent weight: their
 ``w_hh`` entries are [0, H] placeholders (``fused.recurrent_weight``), whose gradient
 comes back as another [0, H] tensor."""
 _LSTM, _GRU = CELL_CODES["lstm"], CELL_CODES["gru"]
+_LSTM_LN, _GRU_LN = CELL_CODES["lstm_ln"], CELL_CODES["gru_ln"]
+_TWO_STATES = (_LSTM, _LSTM_LN)
+_NORMED = (_LSTM_LN, _GRU_LN)
+
+
+def _states(cell: int) -> int:
+    return 2 if cell in _TWO_STATES else 1
+
+
+def norm_width(cell: int, H: int) -> int:
+    """The per-token width of the normed cells' saved norm buffer (``_fused_cpu.cpp``)."""
+    if cell not in _NORMED:
+        return 0
+    G = (4 if cell == _LSTM_LN else 3) * H
+    return 2 * G + (H if cell == _LSTM_LN else 0) + 3
 
 
 def _ext() -> ModuleType:
@@ -88,11 +112,12 @@ def _noise_kinds(noise: Sequence[Tensor]) -> tuple[bool, bool]:
 
 
 def _kept(cell: int, noise: Sequence[Tensor] = ()) -> tuple[bool, ...]:
-    """Which of the extension's five saved buffers per direction (hbuf, cbuf, gates, ghn,
-    hm) the cell and the noise have; the others come back as empty tensors and are dropped."""
+    """Which of the extension's six saved buffers per direction (hbuf, cbuf, gates, ghn,
+    hm, ln) the cell and the noise have; the others come back as empty tensors and are
+    dropped."""
     masked, zoned = _noise_kinds(noise)
     gates = cell > CELL_CODES["rnn_relu"] or zoned
-    return True, cell == _LSTM, gates, cell == _GRU, masked
+    return True, cell in _TWO_STATES, gates, cell in (_GRU, _GRU_LN), masked, cell in _NORMED
 
 
 def _bf16_mode(bf16: bool) -> int:
@@ -131,6 +156,7 @@ def layer_forward(
     w_hh: list[Tensor],
     b_ih: list[Tensor],
     b_hh: list[Tensor],
+    norms: list[Tensor],
     noise: list[Tensor],
     training: bool,
     bf16: bool,
@@ -152,11 +178,12 @@ def layer_forward(
             w_hh,
             b_ih or [none] * dirs,
             b_hh or [none] * dirs,
+            norms,
             noise,
             training,
             _bf16_mode(bf16),
         )
-    n_out = 1 + dirs * (2 if cell == _LSTM else 1)
+    n_out = 1 + dirs * _states(cell)
     kept = _kept(cell, noise)
     saved = [t for k, t in enumerate(res[n_out:]) if kept[k % len(kept)]]
     return [*res[:n_out], *saved]
@@ -183,15 +210,17 @@ def fused_layer(
     w_hh: list[Tensor],
     b_ih: list[Tensor],
     b_hh: list[Tensor],
+    norms: list[Tensor],
     noise: list[Tensor],
     training: bool,
     bf16: bool,
 ) -> list[Tensor]:
-    res = layer_forward(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, noise, training, bf16)
+    args = (cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, norms, noise, training, bf16)
+    res = layer_forward(*args)
     rows = x.shape[0] * x.shape[1]
     if not training or lengths is None or _tokens(lengths, x.shape[0], x.shape[1]) == rows:
         return res
-    n_out = 1 + len(w_ih) * (2 if cell == _LSTM else 1)
+    n_out = 1 + len(w_ih) * _states(cell)
     token = _token_buffers(cell, noise)
     for k in range(n_out, len(res)):
         if token[(k - n_out) % len(token)]:  # [N, F] -> [T*B, F], the tail never read
@@ -202,7 +231,7 @@ def fused_layer(
 
 
 @fused_layer.register_fake
-def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, noise, training, bf16):
+def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, norms, noise, training, bf16):
     T, B = x.shape[0], x.shape[1]
     G, H = w_ih[0].shape[0], w_hh[0].shape[1]
     dirs = len(w_ih)
@@ -211,6 +240,7 @@ def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, noise, training, bf16):
         result += [s.new_empty(s.shape, dtype=x.dtype) for s in (h0[d], *c0[d : d + 1])]
     if training:
         shapes = ((T + 1, B, H), (T + 1, B, H), (T * B, G), (T * B, H), (T * B, H))
+        shapes += ((T * B, norm_width(cell, H)),)
         kept = _kept(cell, noise)
         for _d in range(dirs):
             result += [x.new_empty(shape) for k, shape in enumerate(shapes) if kept[k]]
@@ -219,8 +249,8 @@ def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, noise, training, bf16):
 
 def _setup_layer(ctx: Any, inputs: tuple, output: list[Tensor]) -> None:
     """Autograd's record of a layer call (the op's and the eager path's)."""
-    cell, x, lengths, h0, _c0, w_ih, w_hh, b_ih, b_hh, noise, training, bf16 = inputs
-    dirs, n_states = len(w_ih), 2 if cell == _LSTM else 1
+    cell, x, lengths, h0, _c0, w_ih, w_hh, b_ih, b_hh, norms, noise, training, bf16 = inputs
+    dirs, n_states = len(w_ih), _states(cell)
     saved = output[1 + dirs * n_states :]
     if not training:  # an inference call keeps nothing, so it has no backward
         ctx.mark_non_differentiable(*output)
@@ -231,16 +261,17 @@ def _setup_layer(ctx: Any, inputs: tuple, output: list[Tensor]) -> None:
     ctx.has_b = (len(b_ih) > 0, len(b_hh) > 0)
     ctx.state_shapes = [h.shape for h in h0]
     ctx.has_lengths = lengths is not None
-    ctx.n_noise = len(noise)
-    ctx.save_for_backward(x, lengths, *w_ih, *w_hh, *noise, *saved)
+    ctx.n_noise, ctx.n_norms = len(noise), len(norms)
+    ctx.save_for_backward(x, lengths, *w_ih, *w_hh, *norms, *noise, *saved)
 
 
 def _layer_grads(ctx: Any, grads: Sequence[Tensor | None], backward: Callable) -> tuple:
-    """(dx or None, [dh0], [dc0], [dW_ih], [dW_hh], [db_ih], [db_hh]) from the gradients
-    of a layer call's outputs, by ``backward`` (the op, or its implementation)."""
+    """(dx or None, [dh0], [dc0], [dW_ih], [dW_hh], [db_ih], [db_hh], [d norms]) from the
+    gradients of a layer call's outputs, by ``backward`` (the op, or its implementation)."""
     dirs, n_states = ctx.dirs, ctx.n_states
     x, lengths, *rest = ctx.saved_tensors
     w_ih, w_hh, rest = rest[:dirs], rest[dirs : 2 * dirs], rest[2 * dirs :]
+    norms, rest = rest[: ctx.n_norms], rest[ctx.n_norms :]
     noise, saved = rest[: ctx.n_noise], rest[ctx.n_noise :]
     dout = grads[0]
     if dout is None:  # only the final states were used
@@ -259,6 +290,7 @@ def _layer_grads(ctx: Any, grads: Sequence[Tensor | None], backward: Callable) -
         dout,
         *d_states,
         list(saved),
+        list(norms),
         list(noise),
         list(w_ih),
         list(w_hh),
@@ -268,11 +300,12 @@ def _layer_grads(ctx: Any, grads: Sequence[Tensor | None], backward: Callable) -
         ctx.bf16,
     )
     dx, per = (res[0], res[1:]) if need_dx else (None, res)
-    width = n_states + 2 + has_b_ih + has_b_hh  # per direction, in the op's order
+    per_norms = ctx.n_norms // dirs
+    width = n_states + 2 + has_b_ih + has_b_hh + per_norms  # per direction, the op's order
     kinds = [*("dh0", "dc0")[:n_states], "dw_ih", "dw_hh"]
-    kinds += ["db_ih"] * has_b_ih + ["db_hh"] * has_b_hh
+    kinds += ["db_ih"] * has_b_ih + ["db_hh"] * has_b_hh + ["d_norms"] * per_norms
     out: dict[str, list[Tensor]] = {
-        k: [] for k in ("dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh")
+        k: [] for k in ("dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh", "d_norms")
     }
     for d in range(dirs):
         for kind, g in zip(kinds, per[d * width : (d + 1) * width], strict=True):
@@ -292,7 +325,8 @@ class _EagerLayer(torch.autograd.Function):
     """``fused_layer``'s autograd without the dispatcher: eager calls take this (the
     dispatched custom op costs tens of microseconds of Python per call; docs/export.md).
     Same record and backward as the op's. Inputs: cell, x, lengths, the sizes of the
-    lists (h0, c0, w_ih, w_hh, b_ih, b_hh, noise), training, bf16, then the lists' tensors."""
+    lists (h0, c0, w_ih, w_hh, b_ih, b_hh, norms, noise), training, bf16, then the lists'
+    tensors."""
 
     @staticmethod
     def forward(ctx, cell, x, lengths, sizes, training, bf16, *flat):  # type: ignore[override]
@@ -323,6 +357,7 @@ def layer(
     w_hh: list[Tensor],
     b_ih: list[Tensor],
     b_hh: list[Tensor],
+    norms: list[Tensor],
     noise: list[Tensor],
     training: bool,
     bf16: bool,
@@ -330,12 +365,12 @@ def layer(
     """``fused_layer``: the custom operator when traced (``torch.compile``,
     ``torch.export``), else the same implementation and autograd called directly.
     ``training`` (saved buffers, a backward) only where autograd records the call."""
-    args = (cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, noise)
+    args = (cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, norms, noise)
     if torch.compiler.is_compiling() or type(x) is not Tensor:
         return fused_layer(*args, training, bf16)
     if not training:
         return layer_forward(*args, False, bf16)
-    lists = (h0, c0, w_ih, w_hh, b_ih, b_hh, noise)
+    lists = (h0, c0, w_ih, w_hh, b_ih, b_hh, norms, noise)
     sizes = tuple(len(part) for part in lists)
     flat = itertools.chain(*lists)
     return list(_EagerLayer.apply(cell, x, lengths, sizes, True, bf16, *flat))
@@ -352,6 +387,7 @@ def layer_backward(
     dh: list[Tensor],
     dc: list[Tensor],
     saved: list[Tensor],
+    norms: list[Tensor],
     noise: list[Tensor],
     w_ih: list[Tensor],
     w_hh: list[Tensor],
@@ -365,7 +401,7 @@ def layer_backward(
     none = x.new_empty(0)
     kept = _kept(cell, noise)
     per = sum(kept)
-    full: list[Tensor] = []  # the extension's five buffers per direction
+    full: list[Tensor] = []  # the extension's six buffers per direction
     for d in range(len(w_ih)):
         mine = iter(saved[d * per : (d + 1) * per])
         full += [next(mine) if k else none for k in kept]
@@ -380,6 +416,7 @@ def layer_backward(
             dh,
             dc,
             full,
+            norms,
             noise,
             w_ih,
             w_hh,
@@ -388,8 +425,9 @@ def layer_backward(
             need_dx,
             _bf16_mode(bf16),
         )
-    want = (True, cell == _LSTM, True, True, has_b_ih, has_b_hh)
-    grads = [t for k, t in enumerate(res[1:]) if want[k % 6]]
+    normed = cell in _NORMED
+    want = (True, cell in _TWO_STATES, True, True, has_b_ih, has_b_hh, *(normed,) * 4)
+    grads = [t for k, t in enumerate(res[1:]) if want[k % len(want)]]
     return [res[0], *grads] if need_dx else grads
 
 
@@ -402,6 +440,7 @@ def fused_layer_backward(
     dh: list[Tensor],
     dc: list[Tensor],
     saved: list[Tensor],
+    norms: list[Tensor],
     noise: list[Tensor],
     w_ih: list[Tensor],
     w_hh: list[Tensor],
@@ -413,18 +452,37 @@ def fused_layer_backward(
     N = _tokens(lengths, x.shape[0], x.shape[1])
     token = _token_buffers(cell, noise)
     saved = [t[:N] if token[k % len(token)] else t for k, t in enumerate(saved)]
-    args = (cell, x, lengths, dout, dh, dc, saved, noise, w_ih, w_hh, has_b_ih, has_b_hh)
+    args = (cell, x, lengths, dout, dh, dc, saved, norms, noise, w_ih, w_hh, has_b_ih, has_b_hh)
     return layer_backward(*args, need_dx, bf16)
 
 
 @fused_layer_backward.register_fake
-def _(cell, x, lengths, dout, dh, dc, saved, noise, w_ih, w_hh, has_b_ih, has_b_hh, need_dx, bf16):
+def _(
+    cell,
+    x,
+    lengths,
+    dout,
+    dh,
+    dc,
+    saved,
+    norms,
+    noise,
+    w_ih,
+    w_hh,
+    has_b_ih,
+    has_b_hh,
+    need_dx,
+    bf16,
+):
     G = w_ih[0].shape[0]
+    per_norms = len(norms) // len(w_ih)
     result = [x.new_empty(x.shape)] if need_dx else []
     for d in range(len(w_ih)):
         result += [s.new_empty(s.shape, dtype=x.dtype) for s in (dh[d], *dc[d : d + 1])]
         result += [x.new_empty(G, w_ih[d].shape[1]), x.new_empty(w_hh[d].shape)]
         result += [x.new_empty(G) for has in (has_b_ih, has_b_hh) if has]
+        mine = norms[d * per_norms : (d + 1) * per_norms]
+        result += [x.new_empty(t.shape) for t in mine]
     return result
 
 
