@@ -14,11 +14,12 @@ import torch
 from rnnkit.nn.cells import CELLS
 
 TORCH_CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")  # the forms torch.nn has
-LAYER_NORM_CELLS = ("lstm_ln", "gru_ln")  # no torch.nn or fused form: test_layer_norm_cells.py
+LAYER_NORM_CELLS = ("lstm_ln", "gru_ln")  # no torch.nn form: test_layer_norm_cells.py
 ALL_CELLS = tuple(c for c in CELLS if c not in LAYER_NORM_CELLS)
 FUSED_CELLS = tuple(name for name, cell in CELLS.items() if cell.standard or not cell.recurrent)
-"""The cells the fused CPU kernel implements: the classic ones in their standard layout and
-minGRU/minLSTM (not the layer-normalised ones, nor the LSTM with ``proj_size``)."""
+"""The cells the fused CPU kernel implements with torch.nn's parameters: the classic ones
+in their standard layout and minGRU/minLSTM (not the LSTM with ``proj_size``, which it
+lacks; the layer-normalised ones, which it runs, are tested in test_layer_norm_cells.py)."""
 RECURRENT_FUSED_CELLS = tuple(name for name in FUSED_CELLS if CELLS[name].recurrent)
 """The fused cells with a recurrent weight (what recurrent dropout and weight drop act on)."""
 LENGTH_MODES = ("full", "padded", "packed")

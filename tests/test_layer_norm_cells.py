@@ -1,9 +1,12 @@
 """The layer-normalised LSTM and GRU (``rnnkit.nn.cells.layer_norm``, Ba et al. 2016 in
 haste's placement): the NumPy reference's hand-written BPTT against central finite
-differences; the composite path (autograd) against the reference in float64 over random
-layer configurations (depth, directions, bias, batch_first, lengths, packed and unbatched
-input, given states), forward and every gradient; eps; the parameters and their starting
-values; the cell modules; the diagnostics; export; and the arguments they refuse."""
+differences; the composite path (autograd) and the fused CPU kernel (its own backward)
+against the reference in float64 over random layer configurations (depth, directions,
+bias, batch_first, lengths, packed and unbatched input, given states), forward and every
+gradient; the fused kernel against the composite path in fp32 (the error model), under
+every regulariser, under bf16 autocast, streaming and through its custom operators; eps;
+the parameters and their starting values; the cell modules; the diagnostics; export; and
+the arguments they refuse."""
 
 from __future__ import annotations
 
@@ -16,13 +19,15 @@ import pytest
 import torch
 
 import rnnkit
-from helpers import TOLERANCE, assert_rel_close
+from helpers import TOLERANCE, assert_fp32_close, assert_rel_close, fp32_layer_truth
 from rnnkit.common.names import CELL_NAMES
 from rnnkit.diagnostics import gate_trace, unroll
 from rnnkit.nn import kernels, reference, runner
 from rnnkit.nn.cells import CELLS, GRU_LN, LSTM_LN, Cell
 from rnnkit.nn.cells.layer_norm import EPS
 from rnnkit.nn.factory import cell_module, recurrent_layer
+from rnnkit.nn.kernels import fused, ops
+from rnnkit.nn.kernels.precision import reduced_products
 from rnnkit.nn.layers import RNNBase
 
 LN_CELLS = (LSTM_LN, GRU_LN)
@@ -194,12 +199,19 @@ def _reference_sequence(layer: RNNBase, x, state0: list[tuple], dys, dfinal: lis
     return out, finals, grads, dout, dstate0
 
 
+BUILT = fused.load() is not None
+needs_fused = pytest.mark.skipif(not BUILT, reason="the fused extension did not build")
+BACKENDS = ["composite", pytest.param("fused", marks=needs_fused)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", _cases(), ids=lambda c: c.id)
-def test_composite_path_matches_the_reference(case: Case):
+def test_each_path_matches_the_reference(case: Case, backend: str):
     """Outputs, final states and the gradients of a random linear loss with respect to the
-    input, the initial states and every parameter, float64 to 1e-10. Variable lengths are
-    checked against each sequence run alone in the reference (outputs past a length are
-    zero, the final state is taken at the sequence's own end)."""
+    input, the initial states and every parameter, float64 to 1e-10, on the composite path
+    and on the fused kernel. Variable lengths are checked against each sequence run alone
+    in the reference (outputs past a length are zero, the final state is taken at the
+    sequence's own end)."""
     g = torch.Generator().manual_seed(zlib.crc32(case.id.encode()))
     torch.manual_seed(0)
     layer = _layer(
@@ -228,34 +240,35 @@ def test_composite_path_matches_the_reference(case: Case):
         lengths[0] = Tn
 
     # the layer, in the case's input mode
-    xl = x.clone().requires_grad_()
-    hl = [s.clone().requires_grad_() for s in states]
-    inp = xl.transpose(0, 1) if case.batch_first else xl
-    given = tuple(h[:, 0] for h in hl) if case.mode == "unbatched" else tuple(hl)  # [n, (B,) H]
-    hx = (given[0] if S == 1 else given) if case.initial_state else None
-    if case.mode == "unbatched":
-        out, final = layer(xl[:, 0], hx)
-        out = out[:, None]
-        final = tuple(f[:, None] for f in (final if S == 2 else (final,)))
-    elif case.mode == "packed":
-        packed = torch.nn.utils.rnn.pack_padded_sequence(
-            inp, lengths, batch_first=case.batch_first, enforce_sorted=False
-        )
-        out, final = layer(packed, hx)
-        out, _ = torch.nn.utils.rnn.pad_packed_sequence(
-            out, batch_first=case.batch_first, total_length=Tn
-        )
-    elif case.mode == "padded":
-        out, final = layer(inp, hx, lengths=lengths)
-    else:
-        out, final = layer(inp, hx)
-    if case.mode != "unbatched":
-        out = out.transpose(0, 1) if case.batch_first else out
-        final = final if S == 2 else (final,)
-    loss = (out * dys).sum() + sum((f * d).sum() for f, d in zip(final, dfinal, strict=True))
-    params = dict(layer.named_parameters())
-    leaves = [xl, *(hl if case.initial_state else []), *params.values()]
-    actual = torch.autograd.grad(loss, leaves)
+    with kernels.use_backend(backend):  # both the forward and the backward
+        xl = x.clone().requires_grad_()
+        hl = [s.clone().requires_grad_() for s in states]
+        inp = xl.transpose(0, 1) if case.batch_first else xl
+        given = tuple(h[:, 0] for h in hl) if case.mode == "unbatched" else tuple(hl)  # [n, (B,) H]
+        hx = (given[0] if S == 1 else given) if case.initial_state else None
+        if case.mode == "unbatched":
+            out, final = layer(xl[:, 0], hx)
+            out = out[:, None]
+            final = tuple(f[:, None] for f in (final if S == 2 else (final,)))
+        elif case.mode == "packed":
+            packed = torch.nn.utils.rnn.pack_padded_sequence(
+                inp, lengths, batch_first=case.batch_first, enforce_sorted=False
+            )
+            out, final = layer(packed, hx)
+            out, _ = torch.nn.utils.rnn.pad_packed_sequence(
+                out, batch_first=case.batch_first, total_length=Tn
+            )
+        elif case.mode == "padded":
+            out, final = layer(inp, hx, lengths=lengths)
+        else:
+            out, final = layer(inp, hx)
+        if case.mode != "unbatched":
+            out = out.transpose(0, 1) if case.batch_first else out
+            final = final if S == 2 else (final,)
+        loss = (out * dys).sum() + sum((f * d).sum() for f, d in zip(final, dfinal, strict=True))
+        params = dict(layer.named_parameters())
+        leaves = [xl, *(hl if case.initial_state else []), *params.values()]
+        actual = torch.autograd.grad(loss, leaves)
 
     # the reference, one sequence at a time
     ref_out = np.zeros(out.shape)
@@ -409,20 +422,40 @@ def test_the_record_keeps_the_bias_out_of_the_input_projection(cell: Cell):
     assert cell.name in CELL_NAMES
 
 
+@needs_fused
 @pytest.mark.parametrize("cell", LN_CELLS, ids=lambda c: c.name)
-def test_the_composite_path_runs_them(cell: Cell):
-    layer = _layer(cell, 3, 4)
+def test_the_fused_kernel_runs_them_and_streams_by_their_step(cell: Cell):
+    """ "auto" takes the fused kernel on the CPU (fp32, fp64); a bf16 layer and other
+    devices run the composite path; streaming (one step, a given state, no grad) runs the
+    cell's own step through the kernel's single-step function: equal to the general
+    path's whole-sequence run, step after step."""
     x = torch.randn(2, 1, 3)
-    with kernels.use_backend("auto"):
-        assert kernels.select(cell, x) is runner.run_layer
-        assert kernels.select_step(cell, x) is None  # streaming takes the general path
-        with torch.no_grad():
-            streamed = layer(x[:1], layer(x[:1])[1])
+    for dtype in (torch.float32, F64):
+        assert kernels.select(cell, x.to(dtype)) is fused.run_layer
+        assert kernels.select_step(cell, x.to(dtype)) is fused.step
+    assert kernels.select(cell, x.bfloat16()) is runner.run_layer
+    assert not fused.supports(cell, x.to("meta"))
+    layer = _layer(cell, 3, 4, num_layers=2, dtype=F64)
+    _perturb(layer, torch.Generator().manual_seed(2))
+    xs = torch.randn(6, 2, 3, dtype=F64)
+    hx = tuple(torch.randn(2, 2, 4, dtype=F64) for _ in range(cell.num_states))
+    hx = hx if len(hx) == 2 else hx[0]
+    with torch.no_grad():
+        whole, whole_final = layer(xs, hx)
+        state, outs = hx, []
+        for t in range(6):
+            out, state = layer(xs[t : t + 1], state)
+            outs.append(out)
+    assert_rel_close(torch.cat(outs), whole, RTOL, "streamed outputs")
+    for a, e in zip(
+        state if len(hx) == 2 else (state,),
+        whole_final if len(hx) == 2 else (whole_final,),
+        strict=True,
+    ):
+        assert_rel_close(a, e, RTOL, "streamed final state")
     with kernels.use_backend("composite"), torch.no_grad():
-        expected = layer(x[:1], layer(x[:1])[1])
-    torch.testing.assert_close(streamed, expected, rtol=0, atol=0)
-    with kernels.use_backend("fused"), pytest.raises(RuntimeError, match=cell.name):
-        layer(x)
+        composite, _ = layer(xs, hx)
+    assert_rel_close(whole, composite, RTOL, "fused against composite")
 
 
 # --- the cell modules, the diagnostics, export -----------------------------------------
@@ -498,9 +531,15 @@ def test_onnx_refuses_them_and_torch_export_runs_them(cell: Cell, tmp_path):
     assert "torch.export" in message
     with pytest.raises(ExportError, match=f"no ONNX operator for the cell {cell.name!r}"):
         cell_step(Graph("g"), "x", cell_module(cell.name, 3, 4), ("h",), hint="c")
-    program = to_torch_export(layer, (x,), dynamic=(".B.",))  # T fixed: a Python loop
-    x2 = torch.randn(4, 3, 3)
+    # the fused kernel's operator (the CPU, fp32): T and B both free
+    program = to_torch_export(layer, (x,), dynamic=("TB.",))
+    x2 = torch.randn(7, 3, 3)
     for got, want in zip(program.module()(x2), layer.eval()(x2), strict=True):
+        torch.testing.assert_close(got, want)
+    with kernels.use_backend("composite"):  # a Python loop over time: T fixed
+        program = to_torch_export(layer, (x,), dynamic=(".B.",))
+    x3 = torch.randn(4, 3, 3)
+    for got, want in zip(program.module()(x3), layer.eval()(x3), strict=True):
         torch.testing.assert_close(got, want)
 
 
@@ -543,3 +582,176 @@ def test_bad_states_name_the_expected_shape():
         lstm(x, (torch.zeros(2, 2, 5), torch.zeros(2, 2, 4)))
     with pytest.raises(TypeError, match="the LSTM's hx must be a tuple"):
         lstm(x, torch.zeros(2, 2, 5))
+
+
+# --- the fused kernel: fp32, regularisers, bf16, its operators ---------------------------
+
+
+def _problem(cell: Cell, layer: RNNBase, T: int, B: int, seed: int, dtype=torch.float32):
+    """x [T, B, D], initial states, lengths (one empty sequence), loss weights; drawn in
+    float64 and rounded to dtype."""
+    g = torch.Generator().manual_seed(seed)
+    n = layer.num_layers * layer.num_directions
+
+    def draw(*shape):
+        return torch.randn(*shape, generator=g, dtype=F64).to(dtype)
+
+    x = draw(T, B, layer.input_size)
+    states = [draw(n, B, layer.hidden_size) for _ in range(cell.num_states)]
+    lengths = torch.tensor([T, 0, *range(1, B - 1)][:B])
+    dys = draw(T, B, layer.num_directions * layer.hidden_size)
+    return x, states, lengths, dys
+
+
+def _run(layer: RNNBase, x, states, lengths, dys) -> list[torch.Tensor]:
+    """[output, final states, d x, d states, d every parameter] on fresh leaves."""
+    x = x.clone().requires_grad_()
+    states = [s.clone().requires_grad_() for s in states]
+    out, final = layer(x, tuple(states) if len(states) == 2 else states[0], lengths=lengths)
+    finals = final if isinstance(final, tuple) else (final,)
+    loss = (out * dys).sum() + sum((f * f).sum() for f in finals)
+    grads = torch.autograd.grad(loss, [x, *states, *layer.parameters()])
+    return [out, *finals, *grads]
+
+
+@needs_fused
+@pytest.mark.parametrize("cell", LN_CELLS, ids=lambda c: c.name)
+def test_fp32_fused_and_composite_are_within_the_error_model(cell: Cell, one_thread):
+    """Both paths within the fp32 error model's bound of the exact result (two
+    bidirectional layers, lengths with an empty sequence, every tensor)."""
+    layer = _layer(cell, 5, 7, num_layers=2, bidirectional=True)
+    _perturb(layer, torch.Generator().manual_seed(5))
+    x, states, lengths, dys = _problem(cell, layer, 9, 4, seed=6)
+
+    def run(m):
+        dtype = next(m.parameters()).dtype
+        return _run(m, x.to(dtype), [s.to(dtype) for s in states], lengths, dys.to(dtype))
+
+    truth, bounds = fp32_layer_truth(layer, run)
+    for backend in ("fused", "composite"):
+        with kernels.use_backend(backend):
+            got = run(layer)
+        for k, (a, e, bound) in enumerate(zip(got, truth, bounds, strict=True)):
+            assert_fp32_close(a, e, bound, f"{cell.name} {backend} tensor #{k}")
+
+
+@needs_fused
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("cell", LN_CELLS, ids=lambda c: c.name)
+def test_every_regulariser_on_the_fused_kernel_matches_the_composite_path(cell, training):
+    """Recurrent dropout, weight drop, zoneout (h and c at their own rates) and variational
+    dropout inside the fused kernel: float64, the same seed, equal to the composite path's
+    outputs, final states and every gradient to 1e-10, in training and evaluation."""
+    zoneout = (0.3, 0.5) if cell is LSTM_LN else 0.3
+    rates = dict(recurrent_dropout=0.3, weight_drop=0.4, variational_dropout=0.2)
+    layer = _layer(
+        cell, 4, 5, num_layers=2, bidirectional=True, dtype=F64, zoneout=zoneout, **rates
+    )
+    _perturb(layer, torch.Generator().manual_seed(7))
+    layer.train(training)
+    x, states, lengths, dys = _problem(cell, layer, 7, 3, seed=8, dtype=F64)
+    assert kernels.select(cell, x, noise=True) is fused.run_layer
+    runs = {}
+    for backend in ("composite", "fused"):
+        torch.manual_seed(9)
+        with kernels.use_backend(backend):
+            runs[backend] = _run(layer, x, states, lengths, dys)
+    for k, (a, e) in enumerate(zip(runs["fused"], runs["composite"], strict=True)):
+        assert_rel_close(a, e, RTOL, f"{cell.name} tensor #{k}")
+
+
+@needs_fused
+@pytest.mark.parametrize("cell", LN_CELLS, ids=lambda c: c.name)
+def test_bf16_products_are_the_products_of_rounded_operands(cell: Cell):
+    """Under bf16 products (what bf16 autocast asks of the kernel) the forward is exactly
+    the recurrence with x, W_ih, every step's h and W_hh rounded to bf16 and everything
+    else exact (the composite step in float64 on those operands), to fp32 rounding."""
+    g = torch.Generator().manual_seed(13)
+    T, B, D, H = 8, 3, 6, 8
+    G = cell.num_gates * H
+
+    def draw(*shape, scale=1.0, shift=0.0):
+        return shift + scale * torch.randn(*shape, generator=g)
+
+    x, w_ih, w_hh = draw(T, B, D), draw(G, D, scale=0.4), draw(G, H, scale=0.4)
+    extra = [
+        draw(G, scale=0.1),
+        draw(G, scale=0.1),
+        draw(G, scale=0.3, shift=1.0),
+        draw(G, scale=0.3, shift=1.0),
+    ]
+    if cell is LSTM_LN:
+        extra += [draw(H, scale=0.3, shift=1.0), draw(H, scale=0.1)]
+    state = tuple(draw(B, H) for _ in range(cell.num_states))
+    with reduced_products(torch.bfloat16):
+        out, _ = fused.run_layer(cell, x, None, [state], [(w_ih, w_hh, None, None, *extra)])
+
+    def rounded(t):
+        return t.to(torch.bfloat16).double()
+
+    gx = torch.nn.functional.linear(rounded(x), rounded(w_ih))  # [T, B, G]
+    s, params, outs = tuple(t.double() for t in state), [t.double() for t in extra], []
+    for t in range(T):
+        s = cell.step(gx[t], s, rounded(w_hh), None, *params, h_in=rounded(s[0]))
+        outs.append(s[0])
+    assert_rel_close(out, torch.stack(outs), 1e-5, f"{cell.name} bf16 products")
+
+
+@needs_fused
+@pytest.mark.parametrize("cell", LN_CELLS, ids=lambda c: c.name)
+def test_bf16_autocast_trains_within_the_bound_and_changes_the_products(cell, one_thread):
+    """Under bf16 autocast: outputs and every gradient within 16 bf16 roundoffs
+    (normwise) of the fp32 run, and not equal to it. (Twice the plain cells' bound of
+    tests/test_autocast.py: each norm divides by its row's standard deviation, which
+    magnifies the products' rounding; measured up to 3.7% at H = 32 and 10% at H = 8.)"""
+    layer = _layer(cell, 16, 32, num_layers=2, bidirectional=True)
+    _perturb(layer, torch.Generator().manual_seed(10))
+    x, states, lengths, dys = _problem(cell, layer, 8, 3, seed=11)
+    results = []
+    for autocast in (True, False):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            results.append(_run(layer, x, states, lengths, dys))
+    for k, (got, ref) in enumerate(zip(*results, strict=True)):
+        error = float((got.detach().double() - ref.detach().double()).norm())
+        assert error <= 16 * 2.0**-8 * float(ref.detach().double().norm()) + 1e-6, (k, error)
+    assert not torch.equal(results[0][0].float(), results[1][0])
+
+
+@needs_fused
+@pytest.mark.parametrize("lengths", [None, [4, 0, 2]], ids=["full", "lengths"])
+@pytest.mark.parametrize("cell", LN_CELLS, ids=lambda c: c.name)
+def test_the_layer_operator_passes_opcheck_with_the_norms(cell: Cell, lengths):
+    """``rnnkit::fused_layer`` with the norms' list: schema, fake shapes (the norm buffer
+    included), autograd registration and, with full rows, AOTAutograd's trace; and
+    ``rnnkit::fused_layer_backward``'s."""
+    g = torch.Generator().manual_seed(12)
+    G, H, D, T, B = cell.num_gates * 4, 4, 3, 4, 3
+
+    def leaf(*shape):
+        return (torch.randn(*shape, generator=g, dtype=F64) / 2).requires_grad_()
+
+    dirs = 2
+    norms = []
+    for _ in range(dirs):
+        lstm = cell is LSTM_LN
+        norms += [leaf(G), leaf(G), leaf(H) if lstm else torch.empty(0, dtype=F64)]
+        norms += [leaf(H) if lstm else torch.empty(0, dtype=F64)]
+    args = (
+        ops.CELL_CODES[cell.name],
+        leaf(T, B, D),
+        None if lengths is None else torch.tensor(lengths),
+        [leaf(B, H) for _ in range(dirs)],
+        [leaf(B, H) for _ in range(dirs)] if cell is LSTM_LN else [],
+        [leaf(G, D) for _ in range(dirs)],
+        [leaf(G, H) for _ in range(dirs)],
+        [leaf(G) for _ in range(dirs)],
+        [leaf(G) for _ in range(dirs)],
+        norms,
+        [],
+        True,
+        False,
+    )
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
+    if lengths is None:
+        utils += ("test_aot_dispatch_dynamic",)
+    torch.library.opcheck(ops.fused_layer, args, test_utils=utils)

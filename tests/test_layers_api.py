@@ -154,15 +154,15 @@ def test_a_kernels_name_forces_that_kernel_alone():
     """ "scan" runs the parallel scan where "fused" (and "auto") take the compiled CPU
     kernel; a kernel forced on inputs it does not support is one error naming it."""
     x = torch.zeros(3, 1, 2)
-    min_gru, lstm_ln = rnnkit.MinGRU(2, 3).cell, rnnkit.nn.CELLS["lstm_ln"]
+    min_gru, projected = rnnkit.MinGRU(2, 3).cell, rnnkit.LSTM(2, 3, proj_size=2).cell
     with rnnkit.use_backend("scan"):
         assert rnnkit.get_backend() == "scan"
         assert kernels.select(min_gru, x) is kernels.scan.run_layer
         assert kernels.select_step(min_gru, x) is kernels.scan.step
         with pytest.raises(RuntimeError, match=r"backend 'scan' was forced but it does not"):
             kernels.select(rnnkit.GRU(2, 3).cell, x)
-    with rnnkit.use_backend("fused_cpu"), pytest.raises(RuntimeError, match="lstm_ln"):
-        kernels.select(lstm_ln, x)
+    with rnnkit.use_backend("fused_cpu"), pytest.raises(RuntimeError, match="proj_size"):
+        kernels.select(projected, x)
 
 
 def test_forcing_fused_without_a_kernel_is_an_error(monkeypatch):

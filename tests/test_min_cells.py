@@ -397,14 +397,22 @@ def test_the_cell_module_is_one_step_of_the_layer(cell, bias):
     assert_rel_close(step(x, h), out[0], TOLERANCE[F64], "one step")
 
 
-def test_torch_export_with_a_fixed_T(tmp_path):
+def test_torch_export_with_a_fixed_T_on_the_scan_and_a_free_T_on_the_cpu_kernel(tmp_path):
     """The scan's chunk loop unrolls while tracing: T is fixed, B stays free (as the
-    composite path; docs/cells.md). ONNX has no form of these cells and says so."""
+    composite path; docs/cells.md); the compiled kernel's operator leaves both free. ONNX
+    has no form of these cells and says so."""
     from rnnkit.export import ExportError, load_torch_export, to_onnx, to_torch_export
 
     layer = rnnkit.MinLSTM(4, 6, num_layers=2, bidirectional=True).eval()
+    if fused.load() is not None:
+        program = to_torch_export(layer, (torch.randn(9, 3, 4),), dynamic=("TB.",))
+        x = torch.randn(13, 2, 4)
+        with torch.no_grad():
+            for a, e in zip(program.module()(x), layer(x), strict=True):
+                torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
     path = tmp_path / "minlstm.pt2"
-    to_torch_export(layer, (torch.randn(70, 3, 4),), path, dynamic=(".B.",))
+    with rnnkit.use_backend("scan"):
+        to_torch_export(layer, (torch.randn(70, 3, 4),), path, dynamic=(".B.",))
     x = torch.randn(70, 5, 4)
     with torch.no_grad():
         for a, e in zip(load_torch_export(path).module()(x), layer(x), strict=True):

@@ -69,6 +69,7 @@ def _op_args(cell_name, dirs, lengths, dtype=torch.float64, bias=True, seed=0):
         [leaf(G, D) for _ in range(dirs)],
         w_hh,
         *biases,
+        [],  # no layer norms
         [],  # no regulariser noise
         True,
         False,
@@ -108,7 +109,8 @@ def test_the_backward_and_step_operators_pass_opcheck(cell):
         dh,
         dc,
         saved,
-        [],
+        [],  # no layer norms
+        [],  # no regulariser noise
         *detached,
         True,
         bool(b_hh),  # (the minimal cells have none)

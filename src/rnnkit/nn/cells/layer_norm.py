@@ -41,9 +41,9 @@ The runner computes every step's gx = x W_ih^T + b_ih in one GEMM. Here the bias
 follow the norm, so ``direction_weights`` hands the runner b_ih = b_hh = None and every
 parameter after the two matrices as the step's extra arguments (b_ih, b_hh, g_ih, g_hh
 [, g_c, b_c], None where absent): the runner's gx is the bare W x, and the step
-normalises it and adds b_ih. No fused kernel implements these cells (``standard`` is
-False): they run the composite path. The hand-written BPTT is
-``rnnkit.nn.reference.lstm_ln`` and ``rnnkit.nn.reference.gru_ln``.
+normalises it and adds b_ih. The fused CPU kernel (``rnnkit.nn.kernels.fused``) runs
+them too, with the norms inside its time loop and the biases after them. The
+hand-written BPTT is ``rnnkit.nn.reference.lstm_ln`` and ``rnnkit.nn.reference.gru_ln``.
 """
 
 from __future__ import annotations

@@ -1480,7 +1480,10 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
     }
     if (ghn_kept) ghn[d] = at::empty({training ? sc.N : B, H}, x.options());
     if (nz.rmask[d].defined()) hm[d] = at::empty({training ? sc.N : B, H}, x.options());
-    if (normed) ln[d] = at::empty({sc.N, ldn}, x.options());
+    if (normed) {
+      ln[d] = at::empty({sc.N, ldn}, x.options());
+      if (cell == GRU_LN) ln[d].narrow(1, stats + 2, 1).zero_();  // (no c: a column never written)
+    }
     scratch[d] = at::empty({B, 4 * H}, x.options());
   }
   const bool overlap = overlap_directions(dirs, B, G, H);
@@ -1917,7 +1920,8 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     // [N, G] = dL/d(x W_ih^T + b_ih); for the normed cells dL/d(x W_ih^T) through the
     // input's norm, from dpx (its gain and bias gradients are sums over the tokens)
     Tensor dgx = g2d.narrow(1, 0, G);
-    std::vector<Tensor> norm_grads(4, none);  // dg_ih, dg_hh, dg_c, db_c
+    std::vector<Tensor> norm_grads;  // dg_ih, dg_hh, dg_c, db_c: each its own (empty) tensor,
+    for (int k = 0; k < 4; ++k) norm_grads.push_back(at::empty({0}, x.options()));  // no aliases
     Tensor db_ih_normed, db_hh_normed;
     if (normed) {
       const Tensor L = saved[6 * d + 5];  // [N, ldn]
@@ -1933,7 +1937,7 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
       if (cell == LSTM_LN) {
         const Tensor dyc = g2d.narrow(1, 2 * G, H), chat = L.narrow(1, 2 * G, H);
         norm_grads[2] = (dyc * chat).sum(0);
-        norm_grads[3] = extra[4 * d + 3].numel() ? dyc.sum(0) : none;
+        if (extra[4 * d + 3].numel()) norm_grads[3] = dyc.sum(0);
       }
       const Tensor dxh = dpx * nm.g_ih[d];  // [N, G]
       dgx = rstd_x * (dxh - dxh.mean(1, true) - xhat * (dxh * xhat).mean(1, true));

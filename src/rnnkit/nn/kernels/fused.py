@@ -2,8 +2,10 @@
 
 What the kernel computes (``_fused_cpu.cpp``), for one layer and all of its directions,
 the same results as ``rnnkit.nn.runner.run_layer`` (``tests/test_kernels.py``), for the
-five classic cells and the two minimal ones (minGRU, minLSTM: no recurrent weight, so no
-per-step product, only the element-wise loop; a [0, H] placeholder stands for W_hh):
+five classic cells, the two minimal ones (minGRU, minLSTM: no recurrent weight, so no
+per-step product, only the element-wise loop; a [0, H] placeholder stands for W_hh) and
+the two layer-normalised ones (lstm_ln, gru_ln: the input projection normalised before the
+loop, LN(U h) and LN(c') inside it, their biases after the norms; docs/cells.md):
   * the input projection of all T steps (with ``b_ih``) as one GEMM before the loop;
   * one gate-wide recurrent GEMM per step (two dependent ones for the reset-before GRU),
     accumulated in place into that step's projection (the reset-after GRU keeps U h apart:

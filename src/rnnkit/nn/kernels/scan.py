@@ -57,10 +57,9 @@ def supports(cell: Cell, x: Tensor) -> bool:
 
 def preferred(cell: Cell, x: Tensor) -> bool:
     """Where "auto" picks the scan: off the CPU. On the CPU the compiled kernel's step loop
-    (``kernels.fused``) trains 3 to 5 times as fast, and where it does not build, the
-    composite step loop is still faster at the tasks' batch and hidden sizes
-    (docs/cells.md, "Speed"); there the scan runs when asked for by name
-    (``rnnkit.use_backend("scan")``)."""
+    (``kernels.fused``) trains faster, and where it does not build, the composite step
+    loop still does at the tasks' batch and hidden sizes (docs/cells.md, "Speed", has the
+    measurements); there the scan runs when asked for by name (``rnnkit.use_backend("scan")``)."""
     return not x.is_cpu
 
 
