@@ -102,6 +102,8 @@ def rnnkit_class(cell: str):
         "lstm": rnnkit.LSTM,
         "mingru": rnnkit.MinGRU,
         "minlstm": rnnkit.MinLSTM,
+        "lstm_ln": lambda *a, **k: rnnkit.LSTM(*a, layer_norm=True, **k),
+        "gru_ln": lambda *a, **k: rnnkit.GRU(*a, layer_norm=True, **k),
     }[cell]
 
 

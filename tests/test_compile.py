@@ -103,7 +103,8 @@ def _lm_step(cell: str):
 
 
 @pytest.mark.parametrize(
-    "cell, bidirectional, lengths", [("gru", True, True), ("lstm", False, False)]
+    "cell, bidirectional, lengths",
+    [("gru", True, True), ("lstm", False, False), ("lstm_ln", True, True), ("minlstm", True, True)],
 )
 def test_a_layer_stack_training_step_compiles_to_one_graph(cell, bidirectional, lengths):
     step, make_inputs, leaves_of = _layer_step(cell, bidirectional, lengths)

@@ -204,7 +204,8 @@ def run_layer(
         if given and len(given) != dirs:
             raise ValueError("the fused kernel needs a bias in every direction or in none")
         biases[k] = given
-    norms = [_NONE if t is None else t for w in weights for t in _norms(w)] if normed else []
+    none = x.new_empty(0)  # an absent norm parameter, in the layer's dtype (its gradient's)
+    norms = [none if t is None else t for w in weights for t in _norms(w)] if normed else []
     h0 = [s[0] for s in states]
     c0 = [s[1] for s in states] if n_states == 2 else []
     w_ih = [w[0] for w in weights]
