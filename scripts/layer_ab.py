@@ -60,8 +60,8 @@ def main() -> None:
     mine = statistics.median(t[0] for t in times) * 1e3
     base = statistics.median(t[1] for t in times) * 1e3
     print(
-        f"{args.label} {args.cell} {args.precision}: ours {mine:.1f} ms, torch.nn {base:.1f} ms, ratio {base / mine:.2f} "
-        f"({rnnkit.__file__})"
+        f"{args.label} {args.cell} {args.precision}: ours {mine:.1f} ms, "
+        f"torch.nn {base:.1f} ms, ratio {base / mine:.2f} ({rnnkit.__file__})"
     )
 
 
