@@ -9,7 +9,9 @@ alternately from two checkouts to tell a regression from the machine of the day.
 
 Prints the median of 9 alternating training steps (forward + backward) of each, at S2
 (T=100, B=64, D=256, H=512, fp32, 2 threads) unless told otherwise; `--precision bf16` runs
-both under `torch.autocast("cpu", dtype=torch.bfloat16)`.
+both under `torch.autocast("cpu", dtype=torch.bfloat16)`; `--proj-size P` projects the
+LSTM's h to P units in both (torch.nn.LSTM's `proj_size`). `RNNKIT_BACKEND=composite`
+times rnnkit's composite path instead of its fused kernel.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 
 import rnnkit
-from rnnkit.nn.cells import CELLS
+from rnnkit.nn.cells import CELLS, lstm_cell
 from rnnkit.nn.layers import RNNBase
 
 TORCH = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN}
@@ -35,15 +37,19 @@ def main() -> None:
     parser.add_argument("--shape", default="100,64,256,512", help="T,B,D,H")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--proj-size", type=int, default=0, help="lstm: project h to P units")
     args = parser.parse_args()
     T, B, D, H = (int(v) for v in args.shape.split(","))
+    P = args.proj_size
+    if P and args.cell != "lstm":
+        parser.error(f"--proj-size needs --cell lstm, got --cell {args.cell}")
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    ours = RNNBase(CELLS[args.cell], D, H)
-    theirs = TORCH[args.cell](D, H)
+    ours = RNNBase(lstm_cell(P) if P else CELLS[args.cell], D, H)
+    theirs = nn.LSTM(D, H, proj_size=P) if P else TORCH[args.cell](D, H)
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(T, B, D, requires_grad=True)
-    dout = torch.randn(T, B, H)
+    dout = torch.randn(T, B, P or H)
 
     def step(module: nn.Module) -> float:
         start = time.perf_counter()
@@ -59,8 +65,9 @@ def main() -> None:
     times = [(step(ours), step(theirs)) for _ in range(args.repeats)]
     mine = statistics.median(t[0] for t in times) * 1e3
     base = statistics.median(t[1] for t in times) * 1e3
+    what = f"{args.cell} proj_size={P}" if P else args.cell
     print(
-        f"{args.label} {args.cell} {args.precision}: ours {mine:.1f} ms, "
+        f"{args.label} {what} {args.precision}: ours {mine:.1f} ms, "
         f"torch.nn {base:.1f} ms, ratio {base / mine:.2f} ({rnnkit.__file__})"
     )
 

@@ -18,8 +18,9 @@ LAYER_NORM_CELLS = ("lstm_ln", "gru_ln")  # no torch.nn form: test_layer_norm_ce
 ALL_CELLS = tuple(c for c in CELLS if c not in LAYER_NORM_CELLS)
 FUSED_CELLS = tuple(name for name, cell in CELLS.items() if cell.standard or not cell.recurrent)
 """The cells the fused CPU kernel implements with torch.nn's parameters: the classic ones
-in their standard layout and minGRU/minLSTM (not the LSTM with ``proj_size``, which it
-lacks; the layer-normalised ones, which it runs, are tested in test_layer_norm_cells.py)."""
+in their standard layout and minGRU/minLSTM (the LSTM with ``proj_size``, which it also
+runs, is "lstm_proj" in test_kernels.py; the layer-normalised ones are tested in
+test_layer_norm_cells.py)."""
 RECURRENT_FUSED_CELLS = tuple(name for name in FUSED_CELLS if CELLS[name].recurrent)
 """The fused cells with a recurrent weight (what recurrent dropout and weight drop act on)."""
 LENGTH_MODES = ("full", "padded", "packed")

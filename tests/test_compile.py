@@ -53,18 +53,21 @@ def _assert_step_equal(step, make_inputs, leaves_of, backend: str, sizes) -> Non
 
 
 def _layer_step(cell: str, bidirectional: bool, lengths: bool, num_layers: int = 2):
+    """("lstm_proj": the LSTM with proj_size 3.)"""
     torch.manual_seed(0)
     kwargs = {"num_layers": num_layers, "bidirectional": bidirectional, "batch_first": True}
+    if cell == "lstm_proj":
+        cell, kwargs["proj_size"] = "lstm", 3
     layer = rnnkit_class(cell)(D, H, **kwargs)
-    states = CELLS[cell].num_states
+    sizes = layer.state_sizes  # h's (P with a projection), c's
     n = num_layers * (2 if bidirectional else 1)
 
     def make_inputs(T, B):
         g = torch.Generator().manual_seed(T * 100 + B)
         x = torch.randn(B, T, D, generator=g, requires_grad=True)
-        hx = tuple(torch.randn(n, B, H, generator=g, requires_grad=True) for _ in range(states))
+        hx = tuple(torch.randn(n, B, size, generator=g, requires_grad=True) for size in sizes)
         length = torch.randint(1, T + 1, (B,), generator=g) if lengths else None
-        return x, hx if states == 2 else hx[0], length
+        return x, hx if len(hx) == 2 else hx[0], length
 
     def step(x, hx, length):
         out, final = layer(x, hx, lengths=length)
@@ -104,7 +107,13 @@ def _lm_step(cell: str):
 
 @pytest.mark.parametrize(
     "cell, bidirectional, lengths",
-    [("gru", True, True), ("lstm", False, False), ("lstm_ln", True, True), ("minlstm", True, True)],
+    [
+        ("gru", True, True),
+        ("lstm", False, False),
+        ("lstm_proj", True, True),
+        ("lstm_ln", True, True),
+        ("minlstm", True, True),
+    ],
 )
 def test_a_layer_stack_training_step_compiles_to_one_graph(cell, bidirectional, lengths):
     step, make_inputs, leaves_of = _layer_step(cell, bidirectional, lengths)

@@ -1,9 +1,11 @@
 """The fused CPU kernels against the NumPy reference and the composite path: outputs,
 final states and every gradient, over the configuration registry, random shapes and
-degenerate ones, in training and in inference."""
+degenerate ones, in training and in inference; the projected LSTM (``proj_size``) beside
+the cells of ``FUSED_CELLS`` as "lstm_proj"."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -25,8 +27,12 @@ from helpers import (
 )
 from registry import FUSED_CELLS, B, D, H, LayerConfig, T, layer_configs, sample_lengths
 from rnnkit.nn import kernels, reference, runner
-from rnnkit.nn.cells import CELLS
+from rnnkit.nn.cells import CELLS, lstm_cell
 from rnnkit.nn.kernels import fused
+
+KERNEL_CELLS = (*FUSED_CELLS, "lstm_proj")
+"""The cells whose whole-layer kernel these tests check: "lstm_proj" is the LSTM with a
+projection P < H (``_layer_problem``'s ``proj``, P = H // 2 unless given)."""
 
 pytestmark = pytest.mark.skipif(fused.load() is None, reason="the fused extension did not build")
 
@@ -34,11 +40,13 @@ pytestmark = pytest.mark.skipif(fused.load() is None, reason="the fused extensio
 # ---- one layer through run_layer: fused vs composite vs reference ---------------------
 
 
-def _layer_problem(cell_name, T, B, D, H, dirs, dtype, lengths, bias=True, seed=0):
-    """Leaf tensors for one layer: x, states per direction, weights per direction."""
+def _layer_problem(cell_name, T, B, D, H, dirs, dtype, lengths, bias=True, seed=0, proj=None):
+    """Leaf tensors for one layer: x, states per direction, weights per direction (with
+    W_hr [P, H] fifth for "lstm_proj", whose h is P = ``proj`` or H // 2 wide)."""
     g = torch.Generator().manual_seed(seed)
-    cell = CELLS[cell_name]
-    G = cell.num_gates * H
+    P = (proj or max(1, H // 2)) if cell_name == "lstm_proj" else 0
+    cell = lstm_cell(P) if P else CELLS[cell_name]
+    G, R = cell.num_gates * H, P or H
 
     def leaf(*shape, scale=1.0):
         return (scale * torch.randn(*shape, generator=g, dtype=dtype)).requires_grad_()
@@ -47,14 +55,15 @@ def _layer_problem(cell_name, T, B, D, H, dirs, dtype, lengths, bias=True, seed=
     # saturated fp32 tanh has no accurate derivative in any implementation.
     w = 1.0 / H**0.5
     x = leaf(T, B, D)
-    states = [tuple(leaf(B, H) for _ in range(cell.num_states)) for _ in range(dirs)]
+    states = [tuple(leaf(B, n) for n in cell.state_sizes(H)) for _ in range(dirs)]
     recurrent = cell.recurrent  # minGRU/minLSTM: no W_hh, b_hh
     weights = [
         (
             leaf(G, D, scale=w),
-            leaf(G, H, scale=w) if recurrent else None,
+            leaf(G, R, scale=1.0 / R**0.5) if recurrent else None,
             leaf(G, scale=w) if bias else None,
             leaf(G, scale=w) if bias and recurrent else None,
+            *((leaf(P, H, scale=w),) if P else ()),
         )
         for _ in range(dirs)
     ]
@@ -98,19 +107,20 @@ def _assert_fused_matches_composite(cell, x, lengths, states, weights):
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("cell_name", FUSED_CELLS)
+@pytest.mark.parametrize("cell_name", KERNEL_CELLS)
 def test_fused_direction_matches_reference(cell_name, reverse):
     """One direction against the hand-written NumPy BPTT (float64, full lengths)."""
     cell, x, _, states, weights = _layer_problem(cell_name, 7, 3, 5, 4, 2, torch.float64, None)
-    d = 1 if reverse else 0
+    d, R = (1 if reverse else 0), states[0][0].shape[-1]  # R: h's width (P if projected)
     # A two-direction layer whose other direction gets no gradient isolates direction d.
     out, finals = fused.run_layer(cell, x, None, states, weights)
     g = torch.Generator().manual_seed(5)
-    dys = torch.randn(7, 3, 4, generator=g, dtype=torch.float64)
-    dfinal = [torch.randn(3, 4, generator=g, dtype=torch.float64) for _ in finals[d]]
-    loss = (out[..., d * 4 : (d + 1) * 4] * dys).sum()
+    dys = torch.randn(7, 3, R, generator=g, dtype=torch.float64)
+    dfinal = [torch.randn(s.shape, generator=g, dtype=torch.float64) for s in finals[d]]
+    loss = (out[..., d * R : (d + 1) * R] * dys).sum()
     loss = loss + sum((s * ds).sum() for s, ds in zip(finals[d], dfinal, strict=True))
-    params = dict(zip(("w_ih", "w_hh", "b_ih", "b_hh"), weights[d], strict=True))
+    kinds = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")[: len(weights[d])]
+    params = dict(zip(kinds, weights[d], strict=True))
     present = {name: p for name, p in params.items() if p is not None}  # minimal: no w_hh, b_hh
     grads = torch.autograd.grad(loss, [x, *states[d], *present.values()])
 
@@ -122,7 +132,7 @@ def test_fused_direction_matches_reference(cell_name, reverse):
     ref = backward(cache, flip(dys.numpy()), tuple(t.numpy() for t in dfinal))
 
     tol = TOLERANCE[torch.float64]
-    assert_rel_close(out[..., d * 4 : (d + 1) * 4].detach(), flip(ys), tol, "output")
+    assert_rel_close(out[..., d * R : (d + 1) * R].detach(), flip(ys), tol, "output")
     for s, r in zip(finals[d], final, strict=True):
         assert_rel_close(s.detach(), r, tol, "final state")
     expected = [flip(ref.x), *ref.state0, *(getattr(ref, name) for name in present)]
@@ -136,6 +146,7 @@ def test_fused_direction_matches_reference(cell_name, reverse):
 # Two layers cover one: the first layer of the stack sees x, the second its output, and the
 # gradient crosses both. Every other axis of the registry is kept.
 CONFIGS = layer_configs(num_layers=(2,))
+CONFIGS += [dataclasses.replace(c, proj_size=2) for c in CONFIGS if c.cell == "lstm"]
 
 
 def _registry_problem(config: LayerConfig):
@@ -156,6 +167,8 @@ def _registry_run(module, config: LayerConfig, x0, lengths, h0) -> list[torch.Te
     hx = None
     if config.initial_state:
         hs = [h.to(dtype, copy=True).requires_grad_() for h in h0[: CELLS[config.cell].num_states]]
+        if config.proj_size:  # h is P wide
+            hs[0] = hs[0].detach()[..., : config.proj_size].clone().requires_grad_()
         hx = tuple(hs) if config.cell == "lstm" else hs[0]
     return outputs_and_grads(module, config, x, lengths, hx)
 
@@ -193,7 +206,7 @@ def test_fused_is_the_default_on_cpu():
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    cell_name=st.sampled_from(FUSED_CELLS),
+    cell_name=st.sampled_from(KERNEL_CELLS),
     T=st.integers(1, 9),
     B=st.integers(1, 5),
     D=st.integers(1, 7),
@@ -205,19 +218,30 @@ def test_fused_is_the_default_on_cpu():
 )
 def test_random_shapes(cell_name, T, B, D, H, dirs, bias, dtype, data):
     lengths = data.draw(st.none() | st.lists(st.integers(0, T), min_size=B, max_size=B))
-    problem = _layer_problem(cell_name, T, B, D, H, dirs, dtype, lengths, bias)
+    proj = data.draw(st.integers(1, max(1, H - 1))) if cell_name == "lstm_proj" else None
+    if cell_name == "lstm_proj" and H == 1:  # P < H: no projection of one unit
+        cell_name = "lstm"
+    problem = _layer_problem(cell_name, T, B, D, H, dirs, dtype, lengths, bias, proj=proj)
     _assert_fused_matches_composite(*problem)
 
 
-@pytest.mark.parametrize("cell_name", FUSED_CELLS)
+DEGENERATE = [
+    ((1, 1, 1, 1), None),  # T = B = D = H = 1
+    ((1, 3, 2, 4), [1, 0, 1]),  # one step, a zero length in the middle
+    ((6, 4, 3, 1), [6, 0, 2, 0]),  # H = 1, zero lengths in the middle and at the end
+    ((5, 3, 2, 3), [0, 0, 0]),  # every sequence empty: states pass through
+    ((4, 1, 3, 5), [2]),  # B = 1, shorter than T
+    ((3, 2, 2, 2), [3, 1]),  # the projected LSTM's smallest: P = 1 < H = 2
+]
+
+
 @pytest.mark.parametrize(
-    "shape, lengths",
+    "cell_name, shape, lengths",
     [
-        ((1, 1, 1, 1), None),  # T = B = D = H = 1
-        ((1, 3, 2, 4), [1, 0, 1]),  # one step, a zero length in the middle
-        ((6, 4, 3, 1), [6, 0, 2, 0]),  # H = 1, zero lengths in the middle and at the end
-        ((5, 3, 2, 3), [0, 0, 0]),  # every sequence empty: states pass through
-        ((4, 1, 3, 5), [2]),  # B = 1, shorter than T
+        (cell, shape, lengths)
+        for cell in KERNEL_CELLS
+        for shape, lengths in DEGENERATE
+        if cell != "lstm_proj" or shape[3] > 1  # P < H: one unit has no projection
     ],
 )
 def test_degenerate_shapes(cell_name, shape, lengths):
@@ -241,7 +265,7 @@ def test_zero_length_sequence_keeps_its_state_and_emits_zeros():
 # ---- inference ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cell_name", FUSED_CELLS)
+@pytest.mark.parametrize("cell_name", KERNEL_CELLS)
 def test_inference_matches_training_and_builds_no_graph(cell_name):
     for dtype in (torch.float32, torch.float64):
         problem = _layer_problem(cell_name, 6, 4, 3, 5, 2, dtype, [6, 2, 0, 5])
@@ -297,7 +321,7 @@ def _stream(layer, xs, hx, fast=True):
     return torch.cat(outs, 1 if layer.batch_first else 0), hx
 
 
-@pytest.mark.parametrize("cell_name", FUSED_CELLS)
+@pytest.mark.parametrize("cell_name", KERNEL_CELLS)
 @pytest.mark.parametrize(
     "num_layers,bias,batch_first,size",
     [(1, True, False, (5, 7)), (3, False, True, (5, 7)), (2, True, False, (37, 70))],
@@ -306,18 +330,22 @@ def _stream(layer, xs, hx, fast=True):
 def test_streaming_steps_match_the_whole_sequence(
     cell_name, num_layers, bias, batch_first, size, dtype, step_calls
 ):
-    """37 and 70 features exercise the step's vector loops and their tails."""
+    """37 and 70 features exercise the step's vector loops and their tails (the projected
+    LSTM's step is the cell's composite one: P = H // 2)."""
     g = torch.Generator().manual_seed(num_layers)
     options = {"num_layers": num_layers, "bias": bias, "batch_first": batch_first}
     if cell_name == "rnn_relu":
         options["nonlinearity"] = "relu"
     D_, H_ = size
-    layer = rnnkit_class(cell_name)(D_, H_, dtype=dtype, **options).eval()
-    assert layer.cell.name == cell_name
+    P = H_ // 2 if cell_name == "lstm_proj" else 0
+    if P:
+        options["proj_size"] = P
+    layer = rnnkit_class(cell_name.removesuffix("_proj"))(D_, H_, dtype=dtype, **options).eval()
+    assert layer.cell.name == cell_name.removesuffix("_proj")
     xs = torch.randn(9, 3, D_, generator=g, dtype=dtype)
-    shape = (num_layers, 3, H_)
-    hx = torch.randn(*shape, generator=g, dtype=dtype)
-    hx = (hx, torch.randn(*shape, generator=g, dtype=dtype)) if cell_name == "lstm" else hx
+    hx = torch.randn(num_layers, 3, P or H_, generator=g, dtype=dtype)
+    if layer.cell.name == "lstm":
+        hx = (hx, torch.randn(num_layers, 3, H_, generator=g, dtype=dtype))
     fast_out, fast_h = _stream(layer, xs, hx)
     assert len(step_calls) == 9 * num_layers
     slow_out, _ = _stream(layer, xs, hx, fast=False)

@@ -1,7 +1,8 @@
 """The LSTM's ``proj_size`` (Sak et al. 2014; torch.nn.LSTM's argument): torch.nn parity
 of outputs, final states, every gradient and the state_dict over the registry's option
-combinations; the NumPy reference's hand-written BPTT of the projection against finite
-differences and against the layer; the composite path chosen for it; its bad arguments."""
+combinations (on the fused kernel, which ``auto`` picks for it on the CPU; its agreement
+with the composite path is in test_kernels.py); the NumPy reference's hand-written BPTT of
+the projection against finite differences and against the layer; its bad arguments."""
 
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ def test_state_dict_loads_both_ways(bias: bool):
 
 def test_unbatched_and_streaming_match_torch_nn():
     """[T, D] input with [n, P]/[n, H] states, and the T = 1 no-grad streaming call (the
-    fast path declines: no fused kernel has the projection)."""
+    fast path's step for it is the cell's composite one)."""
     torch.manual_seed(3)
     theirs = torch.nn.LSTM(D, H, 2, proj_size=2, dtype=torch.float64)
     ours = rnnkit.LSTM(D, H, 2, proj_size=2, dtype=torch.float64)
@@ -144,15 +145,20 @@ def test_unbatched_and_streaming_match_torch_nn():
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
-def test_composite_path_is_selected():
-    """``kernels.select`` picks the composite runner for a projected LSTM under "auto" (no
-    fused kernel implements it), and forcing "fused" names the variant."""
+def test_the_fused_kernel_is_selected_on_the_cpu():
+    """``kernels.select`` picks the fused kernel for a projected LSTM under "auto" on CPU
+    fp32/fp64 input, as for the plain LSTM; the composite runner on other dtypes and where
+    forced."""
     x = torch.randn(T, B, D)
-    assert kernels.select(lstm_cell(2), x) is runner.run_layer
-    with rnnkit.use_backend("fused"), pytest.raises(RuntimeError, match="proj_size=2"):
-        kernels.select(lstm_cell(2), x)
-    if kernels.fused.supports(LSTM_CELL, x):  # the plain LSTM still runs fused
-        assert kernels.select(LSTM_CELL, x) is not runner.run_layer
+    if not kernels.fused.supports(LSTM_CELL, x):
+        pytest.skip("the fused extension did not build here")
+    for dtype in (torch.float32, torch.float64):
+        assert kernels.select(lstm_cell(2), x.to(dtype)) is kernels.fused.run_layer
+    with rnnkit.use_backend("fused"):
+        assert kernels.select(lstm_cell(2), x, noise=True) is kernels.fused.run_layer
+    assert kernels.select(lstm_cell(2), x.half()) is runner.run_layer
+    with rnnkit.use_backend("composite"):
+        assert kernels.select(lstm_cell(2), x) is runner.run_layer
 
 
 def test_diagnostics_unroll_equals_the_layer():

@@ -230,7 +230,7 @@ def test_layer_with_all_regularisers_matches_the_reference(config: LayerConfig, 
     """Outputs, final states and the gradients of x, the initial states and every
     parameter, in float64 to 1e-10; in evaluation only zoneout's expectation remains. On
     the composite path (autograd through the masks) and on the fused kernel (its own
-    backward through them; a cell variant it lacks, the projected LSTM, has no case)."""
+    backward through them), the projected LSTM's included."""
     layer = _layer(config, **_rates(config.cell))
     layer.train(training)
     probe = torch.empty(T, B, D, dtype=torch.float64)
@@ -575,8 +575,8 @@ def test_torch_nn_arguments_keep_their_places_and_the_regularisers_are_keywords(
 
 
 def test_per_step_noise_goes_to_a_kernel_that_takes_it_or_to_the_composite_path():
-    """``select(..., noise=True)`` skips kernels without ``Kernel.noise`` (a forced
-    "fused" says why); a kernel with it receives one StepNoise per direction, and a layer
+    """``select(..., noise=True)`` skips kernels without ``Kernel.noise`` (one forced by
+    name says why); a kernel with it receives one StepNoise per direction, and a layer
     whose noise needs no kernel support (weight drop, locked dropout) calls it without."""
     x = torch.randn(T, B, D)
     gru = CELLS["gru"]
@@ -585,16 +585,15 @@ def test_per_step_noise_goes_to_a_kernel_that_takes_it_or_to_the_composite_path(
         return runner.run_layer(cell, x, lengths, states, weights)
 
     plain = kernels.Kernel("plain", lambda cell, x: True, noiseless)  # tried first
+    layer = rnnkit.GRU(D, H, bidirectional=True, recurrent_dropout=0.3)
     kernels.register(plain)
     try:
         assert kernels.select(gru, x) is noiseless
         assert kernels.select(gru, x, noise=True) is not noiseless
+        with rnnkit.use_backend("plain"), pytest.raises(RuntimeError) as error:
+            layer(x)
     finally:
         kernels._kernels.remove(plain)
-    layer = rnnkit.GRU(D, H, bidirectional=True, recurrent_dropout=0.3)
-    projected = rnnkit.LSTM(D, H, proj_size=P, recurrent_dropout=0.3)  # no kernel has it
-    with rnnkit.use_backend("fused"), pytest.raises(RuntimeError) as error:
-        projected(x)
     assert "with recurrent dropout or zoneout" in str(error.value)
 
     calls: list = []

@@ -8,6 +8,7 @@ and torch.nn elsewhere (test_kernels.py, test_parity_torch.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -45,38 +46,48 @@ def _assert_close(actual, expected, what: str, atol: float = ATOL, rtol: float =
 # ---- the operators -------------------------------------------------------------------
 
 
+P = 2  # "lstm_proj": the LSTM with proj_size P < H, its W_hr [P, H] in the norms' place
+OP_CELLS = (*FUSED_CELLS, "lstm_proj")
+
+
 def _op_args(cell_name, dirs, lengths, dtype=torch.float64, bias=True, seed=0):
     g = torch.Generator().manual_seed(seed)
-    cell = CELLS[cell_name]
-    G, T, B = cell.num_gates * H, 4, 3
+    projected = cell_name == "lstm_proj"
+    cell = CELLS["lstm" if projected else cell_name]
+    G, T, B, R = cell.num_gates * H, 4, 3, P if projected else H
 
     def leaf(*shape):
         return (torch.randn(*shape, generator=g, dtype=dtype) / H**0.5).requires_grad_()
 
-    code = ops.CELL_CODES[cell_name]
+    code = ops.CELL_CODES[cell.name]
     c0 = [leaf(B, H) for _ in range(dirs)] if cell.num_states == 2 else []
     biases = [[leaf(G) for _ in range(dirs)] if bias else [] for _ in range(2)]
     if cell.recurrent:
-        w_hh = [leaf(G, H) for _ in range(dirs)]
+        w_hh = [leaf(G, R) for _ in range(dirs)]
     else:  # minGRU, minLSTM: the [0, H] placeholder (fused.recurrent_weight), no b_hh
         w_hh, biases[1] = [torch.empty(0, H, dtype=dtype) for _ in range(dirs)], []
     return (
         code,
         leaf(T, B, D),
         None if lengths is None else torch.tensor(lengths),
-        [leaf(B, H) for _ in range(dirs)],
+        [leaf(B, R) for _ in range(dirs)],
         c0,
         [leaf(G, D) for _ in range(dirs)],
         w_hh,
         *biases,
-        [],  # no layer norms
+        [leaf(P, H) for _ in range(dirs)] if projected else [],  # W_hr; no layer norms
         [],  # no regulariser noise
         True,
         False,
     )
 
 
-@pytest.mark.parametrize("cell", FUSED_CELLS)
+def _n_out(cell: str) -> int:
+    """The outputs of a two-direction layer call before its saved buffers."""
+    return 1 + 2 * CELLS[cell.removesuffix("_proj")].num_states
+
+
+@pytest.mark.parametrize("cell", OP_CELLS)
 @pytest.mark.parametrize("lengths", [None, [4, 0, 2]], ids=["full", "lengths"])
 def test_the_layer_operator_passes_torch_library_opcheck(cell, lengths):
     """Schema, fake implementation (every output's shape and dtype, the saved buffers
@@ -91,12 +102,13 @@ def test_the_layer_operator_passes_torch_library_opcheck(cell, lengths):
     torch.library.opcheck(ops.fused_layer, args, test_utils=utils)
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm", "minlstm"])
+@pytest.mark.parametrize("cell", ["gru", "lstm", "minlstm", "lstm_proj"])
 def test_the_backward_and_step_operators_pass_opcheck(cell):
+    """(The projected LSTM has no compiled step: its streaming step is the cell's own.)"""
     args = _op_args(cell, 2, None)
     out = ops.fused_layer(*args)
-    code, x, _, h0, c0, w_ih, w_hh, b_ih, b_hh = args[:9]
-    n_out = 1 + 2 * CELLS[cell].num_states
+    code, x, _, h0, c0, w_ih, w_hh, b_ih, b_hh, norms = args[:10]
+    n_out = _n_out(cell)
     dout, dh = torch.randn_like(out[0]), [torch.randn_like(h) for h in h0]
     dc = [torch.randn_like(c) for c in c0]
     saved = [t.detach() for t in out[n_out:]]
@@ -109,7 +121,7 @@ def test_the_backward_and_step_operators_pass_opcheck(cell):
         dh,
         dc,
         saved,
-        [],  # no layer norms
+        [t.detach() for t in norms],  # W_hr, or no layer norms
         [],  # no regulariser noise
         *detached,
         True,
@@ -118,21 +130,23 @@ def test_the_backward_and_step_operators_pass_opcheck(cell):
         False,
     )
     torch.library.opcheck(ops.fused_layer_backward, backward_args)
+    if cell == "lstm_proj":
+        return
     state = [t.detach()[None] for t in (h0[0], *c0[:1])]
     step_args = (code, x.detach()[:1], state[0], state[1] if c0 else None)
     step_args += (*(t[0].detach() if t else None for t in (w_ih, w_hh, b_ih, b_hh)), False, False)
     torch.library.opcheck(ops.fused_step, step_args)
 
 
-@pytest.mark.parametrize("cell", FUSED_CELLS)
+@pytest.mark.parametrize("cell", OP_CELLS)
 def test_eager_path_and_dispatched_operator_agree_bit_for_bit(cell):
     """``ops.layer`` skips the dispatcher in eager mode; the operator (what traced code
     runs) must give the same outputs and gradients."""
     args = _op_args(cell, 2, [4, 1, 3], dtype=torch.float32)
-    leaves = [t for t in _pytree.tree_leaves(args[1:9]) if t.requires_grad]
+    leaves = [t for t in _pytree.tree_leaves(args[1:10]) if t.requires_grad]
     results = []
     for run in (ops.layer, ops.fused_layer):
-        out = run(*args)[: 1 + 2 * CELLS[cell].num_states]
+        out = run(*args)[: _n_out(cell)]
         loss = sum((o * torch.linspace(-1, 1, o.numel()).view(o.shape)).sum() for o in out)
         results.append([t.detach() for t in out] + list(torch.autograd.grad(loss, leaves)))
     for a, e in zip(*results, strict=True):
@@ -149,9 +163,10 @@ EXPORT_CONFIGS = [  # the fused cells: the parallel scan's chunk loop fixes T (t
     if c.bidirectional == c.batch_first == c.initial_state == (c.lengths == "padded") != c.bias
     and c.num_layers == 1 + c.bidirectional
 ]
-"""Per cell, two configurations that between them turn every option on and off: 1 layer,
-one direction, time-major, no state, full rows, biases; and 2 layers, both directions,
-batch_first, a given state, lengths, no biases."""
+EXPORT_CONFIGS += [dataclasses.replace(c, proj_size=P) for c in EXPORT_CONFIGS if c.cell == "lstm"]
+"""Per cell (and the projected LSTM), two configurations that between them turn every
+option on and off: 1 layer, one direction, time-major, no state, full rows, biases; and 2
+layers, both directions, batch_first, a given state, lengths, no biases."""
 
 
 def _layer_inputs(config: LayerConfig, T: int, B: int, seed: int):
@@ -160,9 +175,8 @@ def _layer_inputs(config: LayerConfig, T: int, B: int, seed: int):
     args: tuple = (x,)
     if config.initial_state:
         n = config.num_layers * (2 if config.bidirectional else 1)
-        parts = tuple(
-            torch.randn(n, B, H, generator=g) for _ in range(CELLS[config.cell].num_states)
-        )
+        sizes = (config.proj_size or H, H)[: CELLS[config.cell].num_states]  # h's, c's
+        parts = tuple(torch.randn(n, B, size, generator=g) for size in sizes)
         args += (parts if len(parts) == 2 else parts[0],)
     kwargs = {}
     if config.lengths == "padded":

@@ -394,7 +394,8 @@ class RNNBase(nn.Module):
         if step is not None:
             weights = [self._direction_weights(layer, 0) for layer in range(self.num_layers)]
             plain = (step, weights, (first.dtype,), first.device)
-            if first.is_cpu and first.dtype == torch.float32:
+            # (no bf16 plan for the projected LSTM: its products stay fp32 under autocast)
+            if first.is_cpu and first.dtype == torch.float32 and not self.cell.proj_size:
                 copies = [
                     (
                         cast(Tensor, w[0]).bfloat16(),
@@ -529,7 +530,7 @@ class GRU(RNNBase):
 
     ``reset_after=False`` selects the original reset-before form of Cho et al. 2014.
     ``layer_norm=True`` the layer-normalised GRU (Ba et al. 2016; haste's LayerNormGRU:
-    ``rnnkit.nn.cells.layer_norm``), reset-after only; it runs the composite path.
+    ``rnnkit.nn.cells.layer_norm``), reset-after only.
     """
 
     def __init__(
@@ -580,11 +581,11 @@ class LSTM(RNNBase):
     """LSTM layers (``rnnkit.nn.cells.lstm``); a drop-in for ``torch.nn.LSTM``.
 
     ``proj_size`` P (0 < P < hidden_size) projects h to P units, as torch.nn
-    (``weight_hr_l{k}`` [P, H]; h [.., P], c [.., H]; Sak et al. 2014); such a layer runs
-    the composite path (no fused kernel has the projection). ``unit_forget_bias=True``
-    initialises every forget-gate bias to 1. ``layer_norm=True`` the layer-normalised LSTM
-    (Ba et al. 2016; haste's LayerNormLSTM: ``rnnkit.nn.cells.layer_norm``), without
-    ``proj_size``; it runs the composite path.
+    (``weight_hr_l{k}`` [P, H]; h [.., P], c [.., H]; Sak et al. 2014), on the fused CPU
+    kernel too (its products in the parameters' dtype: fp32 also under bf16 autocast).
+    ``unit_forget_bias=True`` initialises every forget-gate bias to 1. ``layer_norm=True``
+    the layer-normalised LSTM (Ba et al. 2016; haste's LayerNormLSTM:
+    ``rnnkit.nn.cells.layer_norm``), without ``proj_size``.
     """
 
     def __init__(

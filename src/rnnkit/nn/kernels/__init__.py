@@ -7,12 +7,11 @@ Backends:
                  where, prefers them: ``Kernel.auto``), else composite.
 
 The built-in fused kernel, ``rnnkit.nn.kernels.fused`` ("fused_cpu": CPU, fp32/fp64,
-every classic cell in its standard layout, minGRU/minLSTM and the layer-normalised LSTM
-and GRU), is registered at import and compiled on its first supported call. A cell
-variant no kernel implements (the LSTM with ``proj_size``) runs the composite path under
-"auto". So does a call with per-step regulariser noise (recurrent dropout in training,
-zoneout: ``rnnkit.nn.noise.StepNoise``) where no kernel takes ``noise=``
-(``Kernel.noise``).
+every classic cell, the LSTM also with ``proj_size``, minGRU/minLSTM and the
+layer-normalised LSTM and GRU), is registered at import and compiled on its first
+supported call. A cell no kernel implements runs the composite path under "auto". So does
+a call with per-step regulariser noise (recurrent dropout in training, zoneout:
+``rnnkit.nn.noise.StepNoise``) where no kernel takes ``noise=`` (``Kernel.noise``).
 ``rnnkit.nn.kernels.scan`` ("scan": torch ops, any device, fp32/fp64) is the parallel scan
 of the cells whose gates read x_t only (minGRU, minLSTM): tried after "fused_cpu", so it
 runs them off the CPU (under "auto" only there: ``scan.preferred``), or where forced by

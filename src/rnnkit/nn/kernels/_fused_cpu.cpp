@@ -47,13 +47,19 @@ enum CellKind : int64_t {
   MINLSTM = 6,
   LSTM_LN = 7,  // Ba et al. 2016 in haste's placement (rnnkit/nn/cells/layer_norm.py)
   GRU_LN = 8,
+  // The LSTM with a projection (proj_size; Sak et al. 2014, rnnkit/nn/cells/lstm.py): not a
+  // code the caller passes but the kind the entry points run for LSTM when the layer's extra
+  // argument holds W_hr [R, H] per direction (see projection_args).
+  LSTM_PROJ = 9,
 };
 
 // The minimal cells have no recurrent weight: the layer passes a [0, H] placeholder for
 // W_hh, so H is read from it as for the other cells, and no per-step product runs.
 constexpr bool has_recurrent_weight(int64_t cell) { return cell != MINGRU && cell != MINLSTM; }
 constexpr bool layer_normed(int64_t cell) { return cell == LSTM_LN || cell == GRU_LN; }
-constexpr bool two_states(int64_t cell) { return cell == LSTM || cell == LSTM_LN; }
+constexpr bool two_states(int64_t cell) {
+  return cell == LSTM || cell == LSTM_LN || cell == LSTM_PROJ;
+}
 
 // ---------------------------------------------------------------------------------------
 // Vectorisable math. exp by Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, a Taylor
@@ -617,21 +623,22 @@ void for_rows(int64_t n, int64_t H, const F& body) {
 template <typename S>
 struct Dir {
   int64_t T, B, H;
+  int64_t R;  // h's width: H, or the projection's P (LSTM_PROJ); c stays H wide
   bool reverse, training;
   const Schedule* sc;
   S* gx;       // [N, G] packed: x W_ih^T + b_ih; training: overwritten by saved activations
   S* ghn;      // GRU reset-after: [N, H] saved U_n h + b_hn (a [B, H] scratch in inference)
-  S* hbuf;     // [T+1, B, H] (training) or [2, B, H] (inference, ping-pong), sorted rows
-  S* cbuf;     // LSTM cell states, same layout as hbuf
-  S* out;      // this direction's first column of the layer output [T, B, dirs*H]
-  int64_t ldo;  // dirs * H
+  S* hbuf;     // [T+1, B, R] (training) or [2, B, R] (inference, ping-pong), sorted rows
+  S* cbuf;     // LSTM cell states, [T+1 or 2, B, H] like hbuf
+  S* out;      // this direction's first column of the layer output [T, B, dirs*R]
+  int64_t ldo;  // dirs * R
   S* scratch;  // [B, 3H]
   // Per-step regulariser noise (rnnkit/nn/noise.py, StepNoise), original batch order;
   // null when off. Recurrent dropout: the recurrent products read h * rmask, written to hm
-  // ([N, H] packed like gx in training, where dW_hh reads it; [B, H] in inference).
+  // ([N, R] packed like gx in training, where dW_hh reads it; [B, R] in inference).
   // Zoneout: a state leaves step t as s_new + k (s_prev - s_new), k the keep-mask row of
-  // that state at (t, b): [T, B, H], or one [H] row for every step (evaluation: k = p);
-  // a state without zoneout reads the zero row.
+  // that state at (t, b): [T, B, R] for h, [T, B, H] for c, or one row for every step
+  // (evaluation: k = p); a state without zoneout reads the zero row.
   const S* rmask = nullptr;
   S* hm = nullptr;
   const S* zh = nullptr;
@@ -648,6 +655,10 @@ struct Dir {
   const S* g_hh = nullptr;
   const S* g_c = nullptr;
   const S* b_c = nullptr;
+  // LSTM_PROJ: h' = r W_hr^T with W_hr [R, H] and r = o tanh(c') kept in rbuf ([N, H] packed
+  // like gx in training, where backward reads it; [B, H] in inference).
+  const S* w_hr = nullptr;
+  S* rbuf = nullptr;
 
   int64_t time(int64_t s) const { return reverse ? T - 1 - s : s; }
   int64_t rows(int64_t t) const { return sc->full() ? B : sc->rows[t]; }
@@ -662,36 +673,35 @@ struct Dir {
   int64_t out_slot(int64_t s, int64_t t) const {
     return training ? (reverse ? t : t + 1) : (s + 1) % 2;
   }
-  // Zoneout keep-mask row [H] of state k (zh or zc) for sorted row b at time t.
+  // Zoneout keep-mask row of state k (zh: [R], zc: [H]) for sorted row b at time t.
   const S* keep(const S* k, int64_t t, int64_t b) const {
-    return !k ? zero : z_const ? k : k + (t * B + orig(b)) * H;
+    return !k ? zero : z_const ? k : k + (t * B + orig(b)) * (k == zh ? R : H);
   }
   // The h the recurrent products read at time t, rows b < n: hp, or hp * rmask into hm.
   const S* recurrent_input(const S* hp, int64_t t, int64_t n) const {
     if (!rmask) return hp;
-    S* out = training ? hm + off(t) * H : hm;
-    for_rows(n, H, [&](int64_t b) {
-      const S *hb = hp + b * H, *mb = rmask + orig(b) * H;
-      S* ob = out + b * H;
+    S* out = training ? hm + off(t) * R : hm;
+    for_rows(n, R, [&](int64_t b) {
+      const S *hb = hp + b * R, *mb = rmask + orig(b) * R;
+      S* ob = out + b * R;
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) ob[j] = hb[j] * mb[j];
+      for (int64_t j = 0; j < R; ++j) ob[j] = hb[j] * mb[j];
     });
     return out;
   }
   // Backward: the h the recurrent products read at time t (saved hm, or hp).
-  const S* recurrent_saved(const S* hp, int64_t t) const { return rmask ? hm + off(t) * H : hp; }
+  const S* recurrent_saved(const S* hp, int64_t t) const { return rmask ? hm + off(t) * R : hp; }
 };
 
-// Rows [b0, b1) (sorted) of a [B, H] buffer from / to their original rows of another.
+// Rows [b0, b1) (sorted) of a [B, w] buffer from / to their original rows of another (w: R
+// for h and its gradient, H for c and its).
 template <typename S>
-void gather_rows(const Dir<S>& d, const S* from, S* to, int64_t b0, int64_t b1) {
-  for (int64_t b = b0; b < b1; ++b)
-    std::memcpy(to + b * d.H, from + d.orig(b) * d.H, sizeof(S) * d.H);
+void gather_rows(const Dir<S>& d, int64_t w, const S* from, S* to, int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; ++b) std::memcpy(to + b * w, from + d.orig(b) * w, sizeof(S) * w);
 }
 template <typename S>
-void scatter_rows(const Dir<S>& d, const S* from, S* to, int64_t b0, int64_t b1) {
-  for (int64_t b = b0; b < b1; ++b)
-    std::memcpy(to + d.orig(b) * d.H, from + b * d.H, sizeof(S) * d.H);
+void scatter_rows(const Dir<S>& d, int64_t w, const S* from, S* to, int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; ++b) std::memcpy(to + d.orig(b) * w, from + b * w, sizeof(S) * w);
 }
 
 // ---- Forward of one step, per cell. gx (= x W_ih^T + b_ih) arrives in d.gx[t]; the recurrent
@@ -703,11 +713,11 @@ void scatter_rows(const Dir<S>& d, const S* from, S* to, int64_t b0, int64_t b1)
 // Under recurrent dropout the products read d.recurrent_input's hr instead of hp.
 template <typename S, int64_t CELL, bool ZONE>
 void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
-  const int64_t B = d.B, H = d.H, t = d.time(s), n = d.rows(t);  // rows b < n run
-  const S* hp = d.hbuf + d.in_slot(s, t) * B * H;  // [n, H] state entering
-  S* hn = d.hbuf + d.out_slot(s, t) * B * H;        // [n, H] state leaving
-  const S* hr = d.recurrent_input(hp, t, n);        // [n, H] what the products read
-  auto y = [&](int64_t b) { return d.out + (t * B + d.orig(b)) * d.ldo; };  // [H] output row
+  const int64_t B = d.B, H = d.H, R = d.R, t = d.time(s), n = d.rows(t);  // rows b < n run
+  const S* hp = d.hbuf + d.in_slot(s, t) * B * R;  // [n, R] state entering
+  S* hn = d.hbuf + d.out_slot(s, t) * B * R;        // [n, R] state leaving
+  const S* hr = d.recurrent_input(hp, t, n);        // [n, R] what the products read
+  auto y = [&](int64_t b) { return d.out + (t * B + d.orig(b)) * d.ldo; };  // [R] output row
   if constexpr (CELL == RNN_TANH || CELL == RNN_RELU) {
     // a = gx + h U^T; h' = act(a) (zoned: h' + k (h - h'), act(a) saved over a for backward)
     S* a = d.gx + d.off(t) * H;
@@ -751,6 +761,40 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
         }
         ab[j] = i, ab[H + j] = f, ab[2 * H + j] = g, ab[3 * H + j] = o;
         cnb[j] = c, hb[j] = h, yb[j] = h;
+      }
+    });
+  } else if constexpr (CELL == LSTM_PROJ) {
+    // The LSTM's gates and c' from a = gx + h U^T [n, 4H] (U [4H, R]); r = o tanh(c') [n, H]
+    // (of the new c, before zoneout, as above); h' = r W_hr^T [n, R], then zoned.
+    S* a = d.gx + d.off(t) * 4 * H;
+    gemm<S>(false, true, n, 4 * H, R, hr, R, w_hh, R, S(1), a, 4 * H);
+    const S* cp = d.cbuf + d.in_slot(s, t) * B * H;
+    S* cn = d.cbuf + d.out_slot(s, t) * B * H;
+    S* r = d.training ? d.rbuf + d.off(t) * H : d.rbuf;
+    for_rows(n, H, [&](int64_t b) {
+      S *ab = a + b * 4 * H, *rb = r + b * H, *cnb = cn + b * H;
+      const S* cpb = cp + b * H;
+      const S* kc = ZONE ? d.keep(d.zc, t, b) : nullptr;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S i = sigmoid(ab[j] + b_hh[j]), f = sigmoid(ab[H + j] + b_hh[H + j]);
+        const S g = tanh_(ab[2 * H + j] + b_hh[2 * H + j]);
+        const S o = sigmoid(ab[3 * H + j] + b_hh[3 * H + j]);
+        S c = f * cpb[j] + i * g;
+        rb[j] = o * tanh_(c);
+        if constexpr (ZONE) c = kc[j] * cpb[j] + (S(1) - kc[j]) * c;
+        ab[j] = i, ab[H + j] = f, ab[2 * H + j] = g, ab[3 * H + j] = o;
+        cnb[j] = c;
+      }
+    });
+    gemm<S>(false, true, n, R, H, r, H, d.w_hr, H, S(0), hn, R);  // [n,H] @ [R,H]^T
+    for_rows(n, R, [&](int64_t b) {
+      S *hb = hn + b * R, *yb = y(b);
+      const S *hpb = hp + b * R, *kh = ZONE ? d.keep(d.zh, t, b) : nullptr;
+#pragma omp simd
+      for (int64_t j = 0; j < R; ++j) {
+        if constexpr (ZONE) hb[j] = kh[j] * hpb[j] + (S(1) - kh[j]) * hb[j];
+        yb[j] = hb[j];
       }
     });
   } else if constexpr (CELL == GRU) {
@@ -916,13 +960,14 @@ struct Back {
   S* dG;         // [N, Gs] packed: RNN/LSTM/reset-before = d(gx); GRU = [dar, daz, dan, dghn];
                  // LSTM_LN = [dv (4H) | d(U h) (4H) | dL/d(LN(c') output) (H)];
                  // GRU_LN = [dpx (3H) | dph_n (H) | d(U h) (3H)] (see the steps)
-  const S* dy;   // this direction's first column of dout [T, B, dirs*H]
+  const S* dy;   // this direction's first column of dout [T, B, dirs*R]
   int64_t ldo;
-  S* dh;         // [B, H] dL/dh leaving the step, sorted rows
-  S* dhp;        // [B, H] dL/dh entering the step (written)
+  S* dh;         // [B, R] dL/dh leaving the step, sorted rows
+  S* dhp;        // [B, R] dL/dh entering the step (written)
   S* dc;         // LSTM: [B, H] carried dL/dc, sorted rows, updated in place
-  S* scratch;    // [B, 3H]
-  S* tmp;        // [B, H]: under recurrent dropout, the products' share of dL/dh before the mask
+  S* scratch;    // [B, 4H]
+  S* tmp;        // [B, R]: under recurrent dropout, the products' share of dL/dh before the mask
+  S* dhr = nullptr;  // LSTM_PROJ: [N, R] packed dL/d(r W_hr^T), which dW_hr reads
 };
 
 // The recurrent products' share of dL/dh entering the step: product(out, beta) adds
@@ -933,12 +978,12 @@ void recurrent_grad(const Dir<S>& d, const Back<S>& k, int64_t nr, bool tmp_star
                     const P& product) {
   if (!d.rmask) return product(k.dhp, S(1));
   product(k.tmp, tmp_started ? S(1) : S(0));
-  const int64_t H = d.H;
-  for_rows(nr, H, [&](int64_t b) {
-    const S *tb = k.tmp + b * H, *mb = d.rmask + d.orig(b) * H;
-    S* db = k.dhp + b * H;
+  const int64_t R = d.R;
+  for_rows(nr, R, [&](int64_t b) {
+    const S *tb = k.tmp + b * R, *mb = d.rmask + d.orig(b) * R;
+    S* db = k.dhp + b * R;
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j) db[j] += tb[j] * mb[j];
+    for (int64_t j = 0; j < R; ++j) db[j] += tb[j] * mb[j];
   });
 }
 
@@ -946,10 +991,10 @@ void recurrent_grad(const Dir<S>& d, const Back<S>& k, int64_t nr, bool tmp_star
 // reaches the cell's new state (gn below) and k g the state entering it (dhp's start).
 template <typename S, int64_t CELL, bool ZONE>
 void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) {
-  const int64_t B = d.B, H = d.H, t = d.time(s), nr = d.rows(t);  // rows b < nr run
-  const S* hp = d.hbuf + d.in_slot(s, t) * B * H;
-  const S* hn = d.hbuf + d.out_slot(s, t) * B * H;
-  auto dy = [&](int64_t b) { return k.dy + (t * B + d.orig(b)) * k.ldo; };  // [H]
+  const int64_t B = d.B, H = d.H, R = d.R, t = d.time(s), nr = d.rows(t);  // rows b < nr run
+  const S* hp = d.hbuf + d.in_slot(s, t) * B * R;
+  const S* hn = d.hbuf + d.out_slot(s, t) * B * R;
+  auto dy = [&](int64_t b) { return k.dy + (t * B + d.orig(b)) * k.ldo; };  // [R]
   if constexpr (CELL == RNN_TANH || CELL == RNN_RELU) {
     // da = (dh + dy) act'(a); dh_prev = da U (act(a) is the output, or saved under ZONE)
     S* da = k.dG + d.off(t) * H;
@@ -1009,6 +1054,55 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
     });
     recurrent_grad(d, k, nr, false, [&](S* out, S beta) {
       gemm<S>(false, false, nr, H, 4 * H, da, 4 * H, w_hh, H, beta, out, H);  // [nr,4H] @ [4H,H]
+    });
+  } else if constexpr (CELL == LSTM_PROJ) {
+    // gp = dh + dy of the projected h' (ZONE: kh gp to the entering h, (1 - kh) gp on), kept
+    // in dhr; dr = gp W_hr [nr, H], then the LSTM's step with dr in place of dL/dh
+    S* gp = k.dhr + d.off(t) * R;
+    for_rows(nr, R, [&](int64_t b) {
+      S *gb = gp + b * R, *dhpb = k.dhp + b * R;
+      const S *dhb = k.dh + b * R, *dyb = dy(b), *kh = ZONE ? d.keep(d.zh, t, b) : nullptr;
+#pragma omp simd
+      for (int64_t j = 0; j < R; ++j) {
+        S g = dhb[j] + dyb[j], direct = S(0);
+        if constexpr (ZONE) {
+          direct = kh[j] * g;
+          g *= S(1) - kh[j];
+        }
+        gb[j] = g;
+        dhpb[j] = direct;
+      }
+    });
+    S* dr = k.scratch;  // [nr, H]
+    gemm<S>(false, false, nr, H, R, gp, R, d.w_hr, H, S(0), dr, H);  // [nr,R] @ [R,H]
+    const S* gates = d.gx + d.off(t) * 4 * H;  // i, f, g, o
+    const S* cp = d.cbuf + d.in_slot(s, t) * B * H;
+    const S* cn = d.cbuf + d.out_slot(s, t) * B * H;
+    S* da = k.dG + d.off(t) * 4 * H;
+    for_rows(nr, H, [&](int64_t b) {
+      S *dab = da + b * 4 * H, *dcb = k.dc + b * H;
+      const S *drb = dr + b * H, *gb = gates + b * 4 * H, *cpb = cp + b * H, *cnb = cn + b * H;
+      const S* kc = ZONE ? d.keep(d.zc, t, b) : nullptr;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const S i = gb[j], f = gb[H + j], g = gb[2 * H + j], o = gb[3 * H + j];
+        S dcz = dcb[j], c_direct = S(0), c_new = cnb[j];
+        if constexpr (ZONE) {
+          c_direct = kc[j] * dcz;
+          dcz *= S(1) - kc[j];
+          c_new = f * cpb[j] + i * g;
+        }
+        const S tc = tanh_(c_new);
+        const S dc = dcz + drb[j] * o * (S(1) - tc * tc);
+        dab[j] = dc * g * i * (S(1) - i);
+        dab[H + j] = dc * cpb[j] * f * (S(1) - f);
+        dab[2 * H + j] = dc * i * (S(1) - g * g);
+        dab[3 * H + j] = drb[j] * tc * o * (S(1) - o);
+        dcb[j] = dc * f + c_direct;
+      }
+    });
+    recurrent_grad(d, k, nr, false, [&](S* out, S beta) {
+      gemm<S>(false, false, nr, R, 4 * H, da, 4 * H, w_hh, R, beta, out, R);  // [nr,4H] @ [4H,R]
     });
   } else if constexpr (CELL == GRU) {
     // dn = dh (1-z); dz = dh (h-n); dan = dn (1-n^2); dr = dan gh_n; dgh_n = dan r
@@ -1254,20 +1348,20 @@ void for_directions(bool overlap, int64_t dirs, const F& body) {
 
 // A row's initial state enters at the processing step where it starts, its final state
 // leaves at the step where it ends: rows [rows_at(s-1), rows_at(s)) start at step s and rows
-// [rows_at(s+1), rows_at(s)) end there (rows of length 0 never run: they keep h0). h0, c0, hT,
-// cT are [B, H] in original batch order; c0 and cT are null except for the LSTM.
+// [rows_at(s+1), rows_at(s)) end there (rows of length 0 never run: they keep h0). h0 and hT
+// are [B, R], c0 and cT [B, H], in original batch order; c0 and cT are null except for the
+// LSTMs.
 template <typename S, int64_t CELL, bool ZONE>
 void run_forward(Dir<S>& d, const S* w_hh, const S* b_hh, const S* h0, const S* c0, S* hT,
                  S* cT) {
-  const int64_t BH = d.B * d.H;
+  const int64_t H = d.H, R = d.R, BR = d.B * R, BH = d.B * H;
   for (int64_t s = 0; s < d.T; ++s) {
-    const int64_t t = d.time(s), n = d.rows_at(s);
-    const int64_t in = d.in_slot(s, t) * BH, out = d.out_slot(s, t) * BH;
-    gather_rows(d, h0, d.hbuf + in, d.rows_at(s - 1), n);
-    if (c0) gather_rows(d, c0, d.cbuf + in, d.rows_at(s - 1), n);
+    const int64_t t = d.time(s), n = d.rows_at(s), in = d.in_slot(s, t), out = d.out_slot(s, t);
+    gather_rows(d, R, h0, d.hbuf + in * BR, d.rows_at(s - 1), n);
+    if (c0) gather_rows(d, H, c0, d.cbuf + in * BH, d.rows_at(s - 1), n);
     forward_step<S, CELL, ZONE>(d, s, w_hh, b_hh);
-    scatter_rows(d, d.hbuf + out, hT, d.rows_at(s + 1), n);
-    if (cT) scatter_rows(d, d.cbuf + out, cT, d.rows_at(s + 1), n);
+    scatter_rows(d, R, d.hbuf + out * BR, hT, d.rows_at(s + 1), n);
+    if (cT) scatter_rows(d, H, d.cbuf + out * BH, cT, d.rows_at(s + 1), n);
   }
 }
 
@@ -1278,11 +1372,11 @@ void run_backward(Dir<S>& d, Back<S> k, const S* w_hh, const S* dhT, const S* dc
                   S* dc0) {
   for (int64_t s = d.T - 1; s >= 0; --s) {
     const int64_t n = d.rows_at(s);
-    gather_rows(d, dhT, k.dh, d.rows_at(s + 1), n);
-    if (dcT) gather_rows(d, dcT, k.dc, d.rows_at(s + 1), n);
+    gather_rows(d, d.R, dhT, k.dh, d.rows_at(s + 1), n);
+    if (dcT) gather_rows(d, d.H, dcT, k.dc, d.rows_at(s + 1), n);
     backward_step<S, CELL, ZONE>(d, k, s, w_hh);
-    scatter_rows(d, k.dhp, dh0, d.rows_at(s - 1), n);
-    if (dc0) scatter_rows(d, k.dc, dc0, d.rows_at(s - 1), n);
+    scatter_rows(d, d.R, k.dhp, dh0, d.rows_at(s - 1), n);
+    if (dc0) scatter_rows(d, d.H, k.dc, dc0, d.rows_at(s - 1), n);
     std::swap(k.dh, k.dhp);
   }
 }
@@ -1299,49 +1393,51 @@ void dispatch_cell(int64_t cell, const F& f) {
     case MINLSTM: return f(std::integral_constant<int64_t, MINLSTM>{});
     case LSTM_LN: return f(std::integral_constant<int64_t, LSTM_LN>{});
     case GRU_LN: return f(std::integral_constant<int64_t, GRU_LN>{});
+    case LSTM_PROJ: return f(std::integral_constant<int64_t, LSTM_PROJ>{});
     default: TORCH_CHECK(false, "rnnkit fused: unknown cell code ", cell);
   }
 }
 
 // The per-step noise of a layer call (see Dir), per direction, in the compute dtype;
 // undefined tensors where off. From the extension's argument: empty (no noise), or per
-// direction rmask [B, H], then the zoneout keep-masks of h and of c, each [T, B, H] or a
-// single value (the constant of evaluation), empty where that state has none.
+// direction rmask [B, R], then the zoneout keep-masks of h [T, B, R] and of c [T, B, H], each
+// or a single value (the constant of evaluation), empty where that state has none (R = H
+// but for LSTM_PROJ).
 struct Noise {
   std::vector<Tensor> rmask, zh, zc;
-  Tensor zero;  // [H]
+  Tensor zero;  // [max(H, R)]
   bool zone = false, z_const = false;
 };
 
-Noise noise_args(const std::vector<Tensor>& noise, int64_t T, int64_t B, int64_t H,
+Noise noise_args(const std::vector<Tensor>& noise, int64_t T, int64_t B, int64_t H, int64_t R,
                  int64_t dirs, const at::TensorOptions& opts) {
   Noise n;
   n.rmask.resize(dirs), n.zh.resize(dirs), n.zc.resize(dirs);
   if (noise.empty()) return n;
   TORCH_CHECK(int64_t(noise.size()) == 3 * dirs, "rnnkit fused: 3 noise tensors per direction");
   bool full = false;
-  auto keep = [&](const Tensor& k) -> Tensor {
+  auto keep = [&](const Tensor& k, int64_t w) -> Tensor {
     if (!k.numel()) return Tensor();
     n.zone = true;
     if (k.numel() == 1) {
       n.z_const = true;
-      return at::full({H}, k.item<double>(), opts);
+      return at::full({w}, k.item<double>(), opts);
     }
-    TORCH_CHECK(k.numel() == T * B * H, "rnnkit fused: zoneout masks must be [T, B, H]");
+    TORCH_CHECK(k.numel() == T * B * w, "rnnkit fused: zoneout masks must be [T, B, state size]");
     full = true;
     return k.to(opts.dtype()).contiguous();
   };
   for (int64_t d = 0; d < dirs; ++d) {
     const Tensor& m = noise[3 * d];
     if (m.numel()) {
-      TORCH_CHECK(m.numel() == B * H, "rnnkit fused: the recurrent mask must be [B, H]");
+      TORCH_CHECK(m.numel() == B * R, "rnnkit fused: the recurrent mask must be [B, R]");
       n.rmask[d] = m.to(opts.dtype()).contiguous();
     }
-    n.zh[d] = keep(noise[3 * d + 1]);
-    n.zc[d] = keep(noise[3 * d + 2]);
+    n.zh[d] = keep(noise[3 * d + 1], R);
+    n.zc[d] = keep(noise[3 * d + 2], H);
   }
   TORCH_CHECK(!(full && n.z_const), "rnnkit fused: zoneout masks all per step or all constant");
-  n.zero = at::zeros({H}, opts);
+  n.zero = at::zeros({std::max(H, R)}, opts);
   return n;
 }
 
@@ -1405,6 +1501,30 @@ Norms norm_args(int64_t cell, const std::vector<Tensor>& extra, int64_t dirs, in
   return n;
 }
 
+// The kind of cell a call runs: LSTM_PROJ for an LSTM whose extra argument holds the
+// projections W_hr [R, H], one per direction (torch.nn.LSTM's weight_hr; R < H); the code
+// the caller passed otherwise.
+int64_t call_kind(int64_t cell, const std::vector<Tensor>& extra) {
+  return cell == LSTM && !extra.empty() ? LSTM_PROJ : cell;
+}
+
+// The layer's sizes from its weights: H (c's and the gates' width) from W_ih [gates*H, D], R
+// (h's) from W_hh [gates*H, R] (the minimal cells' [0, H] placeholder), W_hr [R, H] checked.
+std::pair<int64_t, int64_t> layer_sizes(int64_t kind, const std::vector<Tensor>& w_ih,
+                                        const std::vector<Tensor>& w_hh,
+                                        const std::vector<Tensor>& extra) {
+  const int64_t H = w_ih[0].size(0) / num_gates(kind), R = w_hh[0].size(1);
+  if (kind == LSTM_PROJ) {
+    TORCH_CHECK(extra.size() == w_ih.size(), "rnnkit fused: one W_hr per direction");
+    for (const Tensor& w : extra)
+      TORCH_CHECK(w.dim() == 2 && w.size(0) == R && w.size(1) == H,
+                  "rnnkit fused: W_hr must be [R, H] with W_hh [4H, R]");
+  } else {
+    TORCH_CHECK(R == H, "rnnkit fused: W_hh's columns must equal the hidden size");
+  }
+  return {H, R};
+}
+
 // The pre-pass of the layer-normalised cells: every token's projection gx [N, G] (without
 // bias) normalised in place, px = LN(gx; g_ih, b_ih), saving x^ and rstd_x into ln.
 template <typename S>
@@ -1422,34 +1542,39 @@ void input_norm(S* gx, S* ln, int64_t N, int64_t G, int64_t ldn, int64_t stats, 
 }
 
 // forward(cell, x [T,B,D], lengths [B] int64 or empty, h0s, c0s, w_ih, w_hh, b_ih, b_hh,
-// extra (the layer norms' parameters, see norm_args), noise (see noise_args), training,
-// bf16 (a Bf16Mode: the products on bf16 operands, see mm_bf16 and Bf16Mirror))
-// -> [out [T,B,dirs*H], then per direction h_T (, c_T), then, when training, per direction
-// the saved buffers hbuf, cbuf, gates [N, G] (the RNN's under zoneout: its activations),
-// ghn [N, H], hm [N, H], ln [N, norm_width] (empty tensors where a cell or the noise has
-// none)]. Empty tensors stand for absent biases and for "all rows full". For the
-// layer-normalised cells b_ih and b_hh are the biases after LN(x W_ih^T) and LN(U h).
+// extra (the layer norms' parameters, see norm_args; for the LSTM, W_hr per direction or
+// none, see call_kind), noise (see noise_args), training, bf16 (a Bf16Mode: the products on
+// bf16 operands, see mm_bf16 and Bf16Mirror; not with W_hr))
+// -> [out [T,B,dirs*R], then per direction h_T [B, R] (, c_T [B, H]), then, when training,
+// per direction the saved buffers hbuf, cbuf, gates [N, G] (the RNN's under zoneout: its
+// activations), ghn [N, H], hm [N, R], and ln [N, norm_width] (the projected LSTM: r [N,
+// H]) (empty tensors where a cell or the noise has none)]. Empty tensors stand for absent
+// biases and for "all rows full". For the layer-normalised cells b_ih and b_hh are the
+// biases after LN(x W_ih^T) and LN(U h). R = H but with W_hr.
 std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<Tensor> h0s,
                             std::vector<Tensor> c0s, std::vector<Tensor> w_ih,
                             std::vector<Tensor> w_hh, std::vector<Tensor> b_ih,
                             std::vector<Tensor> b_hh, std::vector<Tensor> extra,
                             std::vector<Tensor> noise, bool training, int64_t bf16) {
   x = x.contiguous();
-  const int64_t T = x.size(0), B = x.size(1);
-  const int64_t dirs = int64_t(w_ih.size()), H = w_hh[0].size(1), G = num_gates(cell) * H;
-  const bool lstm = two_states(cell), normed = layer_normed(cell);
+  const int64_t T = x.size(0), B = x.size(1), dirs = int64_t(w_ih.size());
+  const int64_t kind = call_kind(cell, extra);
+  const auto [H, R] = layer_sizes(kind, w_ih, w_hh, extra);
+  const int64_t G = num_gates(kind) * H;
+  const bool lstm = two_states(kind), normed = layer_normed(kind), proj = kind == LSTM_PROJ;
+  TORCH_CHECK(!(proj && bf16), "rnnkit fused: the projected LSTM runs fp32 or fp64 products");
   const bool ghn_kept = cell == GRU || cell == GRU_LN;
   const int64_t ldn = norm_width(cell, H), stats = ldn - 3;
   const Schedule sc = schedule(lengths, T, B);
   // Padded positions are never written: they stay 0.
-  Tensor out = sc.full() ? at::empty({T, B, dirs * H}, x.options())
-                         : at::zeros({T, B, dirs * H}, x.options());
+  Tensor out = sc.full() ? at::empty({T, B, dirs * R}, x.options())
+                         : at::zeros({T, B, dirs * R}, x.options());
   const Tensor xp = packed_input(x, sc, sc.full() ? Tensor() : sc.index(0, true));  // [N, D]
   std::vector<Tensor> gx(dirs), hbuf(dirs), cbuf(dirs), ghn(dirs), scratch(dirs), whh(dirs);
   std::vector<Tensor> bhh(dirs), bih(dirs), h0(dirs), c0(dirs), hT(dirs), cT(dirs), hm(dirs);
-  std::vector<Tensor> ln(dirs);
-  const Noise nz = noise_args(noise, T, B, H, dirs, x.options());
-  const Norms nm = norm_args(cell, extra, dirs, H, x.options());
+  std::vector<Tensor> ln(dirs), whr(dirs), rbuf(dirs);
+  const Noise nz = noise_args(noise, T, B, H, R, dirs, x.options());
+  const Norms nm = norm_args(cell, proj ? std::vector<Tensor>{} : extra, dirs, H, x.options());
   for (int64_t d = 0; d < dirs; ++d)
     TORCH_CHECK(has_recurrent_weight(cell) || !nz.rmask[d].defined(),
                 "rnnkit fused: recurrent dropout needs a recurrent weight");
@@ -1470,16 +1595,22 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
                                : at::zeros({G}, x.options());
     whh[d] = w_hh[d].contiguous();
     const int64_t slots = training ? T + 1 : 2;
-    hbuf[d] = at::empty({slots, B, H}, x.options());
+    hbuf[d] = at::empty({slots, B, R}, x.options());
     h0[d] = h0s[d].to(x.scalar_type()).contiguous();
+    TORCH_CHECK(h0[d].numel() == B * R, "rnnkit fused: initial h must be [B, R]");
     hT[d] = h0[d].clone();  // rows of length 0 end where they start
     if (lstm) {
       cbuf[d] = at::empty({slots, B, H}, x.options());
       c0[d] = c0s[d].to(x.scalar_type()).contiguous();
+      TORCH_CHECK(c0[d].numel() == B * H, "rnnkit fused: initial c must be [B, H]");
       cT[d] = c0[d].clone();
     }
     if (ghn_kept) ghn[d] = at::empty({training ? sc.N : B, H}, x.options());
-    if (nz.rmask[d].defined()) hm[d] = at::empty({training ? sc.N : B, H}, x.options());
+    if (nz.rmask[d].defined()) hm[d] = at::empty({training ? sc.N : B, R}, x.options());
+    if (proj) {
+      whr[d] = extra[d].to(x.scalar_type()).contiguous();
+      rbuf[d] = at::empty({training ? sc.N : B, H}, x.options());
+    }
     if (normed) {
       ln[d] = at::empty({sc.N, ldn}, x.options());
       if (cell == GRU_LN) ln[d].narrow(1, stats + 2, 1).zero_();  // (no c: a column never written)
@@ -1495,11 +1626,12 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
     for_directions(overlap, dirs, [&](int64_t d) {
       const MirrorGuard mirror(whh[d], whh_bf16[d]);
       const PackGuard pack(whh[d]);
-      Dir<S> dir{T, B, H, d == 1, training, &sc, gx[d].data_ptr<S>(),
+      Dir<S> dir{T, B, H, R, d == 1, training, &sc, gx[d].data_ptr<S>(),
                  ghn_kept ? ghn[d].data_ptr<S>() : nullptr, hbuf[d].data_ptr<S>(),
-                 lstm ? cbuf[d].data_ptr<S>() : nullptr, out.data_ptr<S>() + d * H, dirs * H,
+                 lstm ? cbuf[d].data_ptr<S>() : nullptr, out.data_ptr<S>() + d * R, dirs * R,
                  scratch[d].data_ptr<S>()};
       attach_noise(dir, nz, d, hm[d]);
+      if (proj) dir.w_hr = whr[d].data_ptr<S>(), dir.rbuf = rbuf[d].data_ptr<S>();
       if (normed) {
         dir.ln = ln[d].data_ptr<S>(), dir.ldn = ldn, dir.stats = stats;
         dir.g_hh = nm.g_hh[d].data_ptr<S>();
@@ -1507,7 +1639,7 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
         input_norm<S>(dir.gx, dir.ln, sc.N, G, ldn, stats, nm.g_ih[d].data_ptr<S>(),
                       bih[d].data_ptr<S>());
       }
-      dispatch_cell<S>(cell, [&](auto c) {
+      dispatch_cell<S>(kind, [&](auto c) {
         auto run = [&](auto zone) {
           run_forward<S, decltype(c)::value, decltype(zone)::value>(
               dir, whh[d].data_ptr<S>(), bhh[d].data_ptr<S>(), h0[d].data_ptr<S>(),
@@ -1531,7 +1663,7 @@ std::vector<Tensor> forward(int64_t cell, Tensor x, Tensor lengths, std::vector<
       result.push_back(cell <= RNN_RELU && !nz.zone ? none : gx[d]);
       result.push_back(ghn_kept ? ghn[d] : none);
       result.push_back(hm[d].defined() ? hm[d] : none);
-      result.push_back(normed ? ln[d] : none);
+      result.push_back(normed ? ln[d] : proj ? rbuf[d] : none);
     }
   }
   return result;
@@ -1819,14 +1951,14 @@ std::vector<Tensor> step(int64_t cell, Tensor x, Tensor h, Tensor c, Tensor w_ih
   return {y, h_new, c_new};
 }
 
-// backward(cell, x, lengths, dout [T,B,dirs*H], dh_T, dc_T, saved (6 per direction, as
-// forward returned them), extra (the forward's layer-norm parameters), noise (the
+// backward(cell, x, lengths, dout [T,B,dirs*R], dh_T, dc_T, saved (6 per direction, as
+// forward returned them), extra (the forward's layer-norm parameters or W_hr), noise (the
 // forward's), w_ih, w_hh, has_b_ih, has_b_hh, need_dx, bf16 (a Bf16Mode: dx and the weight
 // gradients from products on operands rounded to bf16, each rounded once)) -> [dx (or
 // empty), then per direction dh0, dc0 (or empty), dw_ih, dw_hh, db_ih (or empty), db_hh (or
-// empty), and for the layer-normalised cells dg_ih, dg_hh, dg_c, db_c (each empty where the
-// forward's was)]. The weight gradients are large GEMMs over all T*B rows after the
-// reverse loop.
+// empty), and four more: for the layer-normalised cells dg_ih, dg_hh, dg_c, db_c (each
+// empty where the forward's was), for the projected LSTM dW_hr and three empty]. The
+// weight gradients are large GEMMs over all T*B rows after the reverse loop.
 std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout,
                              std::vector<Tensor> dhT, std::vector<Tensor> dcT,
                              std::vector<Tensor> saved, std::vector<Tensor> extra,
@@ -1835,29 +1967,39 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
                              bool need_dx, int64_t bf16) {
   x = x.contiguous();
   dout = dout.contiguous();
-  const int64_t T = x.size(0), B = x.size(1), D = x.size(2);
-  const int64_t dirs = int64_t(w_ih.size()), H = w_hh[0].size(1), G = num_gates(cell) * H;
-  const bool lstm = two_states(cell), normed = layer_normed(cell);
-  const int64_t Gs = grad_width(cell, H);  // stored gate-gradient width
+  const int64_t T = x.size(0), B = x.size(1), D = x.size(2), dirs = int64_t(w_ih.size());
+  const int64_t kind = call_kind(cell, extra);
+  const auto [H, R] = layer_sizes(kind, w_ih, w_hh, extra);
+  const int64_t G = num_gates(kind) * H;
+  const bool lstm = two_states(kind), normed = layer_normed(kind), proj = kind == LSTM_PROJ;
+  TORCH_CHECK(!(proj && bf16), "rnnkit fused: the projected LSTM runs fp32 or fp64 products");
+  const int64_t Gs = grad_width(kind, H);  // stored gate-gradient width
+  TORCH_CHECK(dout.numel() == T * B * dirs * R, "rnnkit fused: dout must be [T, B, dirs * R]");
   const int64_t ldn = norm_width(cell, H), stats = ldn - 3;
   const Schedule sc = schedule(lengths, T, B);  // the forward's
   std::vector<Tensor> dG(dirs), dh(dirs), dc(dirs), scratch(dirs), whh(dirs), tmp(dirs);
-  std::vector<Tensor> dhTs(dirs), dcTs(dirs), dh0(dirs), dc0(dirs);
-  const Noise nz = noise_args(noise, T, B, H, dirs, x.options());
-  const Norms nm = norm_args(cell, extra, dirs, H, x.options());
+  std::vector<Tensor> dhTs(dirs), dcTs(dirs), dh0(dirs), dc0(dirs), whr(dirs), dhr(dirs);
+  const Noise nz = noise_args(noise, T, B, H, R, dirs, x.options());
+  const Norms nm = norm_args(cell, proj ? std::vector<Tensor>{} : extra, dirs, H, x.options());
   for (int64_t d = 0; d < dirs; ++d) {
     dG[d] = at::empty({sc.N, Gs}, x.options());
-    dh[d] = at::empty({2, B, H}, x.options());
+    dh[d] = at::empty({2, B, R}, x.options());
     dhTs[d] = dhT[d].to(x.scalar_type()).contiguous();
+    TORCH_CHECK(dhTs[d].numel() == B * R, "rnnkit fused: dL/dh_T must be [B, R]");
     dh0[d] = dhTs[d].clone();  // rows of length 0 pass it straight through
     if (lstm) {
       dc[d] = at::empty({B, H}, x.options());
       dcTs[d] = dcT[d].to(x.scalar_type()).contiguous();
+      TORCH_CHECK(dcTs[d].numel() == B * H, "rnnkit fused: dL/dc_T must be [B, H]");
       dc0[d] = dcTs[d].clone();
     }
     scratch[d] = at::empty({B, 4 * H}, x.options());
-    tmp[d] = nz.rmask[d].defined() ? at::empty({B, H}, x.options()) : Tensor();
+    tmp[d] = nz.rmask[d].defined() ? at::empty({B, R}, x.options()) : Tensor();
     whh[d] = w_hh[d].contiguous();
+    if (proj) {
+      whr[d] = extra[d].to(x.scalar_type()).contiguous();
+      dhr[d] = at::empty({sc.N, R}, x.options());
+    }
   }
   const bool overlap = overlap_directions(dirs, B, G, H);
   std::vector<Tensor> whh_bf16(dirs);  // undefined unless bf16 (see Bf16Mirror)
@@ -1870,21 +2012,25 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
       const PackGuard pack(whh[d]);
       Tensor hbuf = saved[6 * d], cbuf = saved[6 * d + 1], gates = saved[6 * d + 2];
       Tensor ghn = saved[6 * d + 3];
-      Dir<S> dir{T, B, H, d == 1, true, &sc,
+      Dir<S> dir{T, B, H, R, d == 1, true, &sc,
                  gates.numel() ? gates.data_ptr<S>() : nullptr,
                  ghn.numel() ? ghn.data_ptr<S>() : nullptr, hbuf.data_ptr<S>(),
-                 cbuf.numel() ? cbuf.data_ptr<S>() : nullptr, nullptr, dirs * H, nullptr};
-      Back<S> k{dG[d].data_ptr<S>(), dout.data_ptr<S>() + d * H, dirs * H,
+                 cbuf.numel() ? cbuf.data_ptr<S>() : nullptr, nullptr, dirs * R, nullptr};
+      Back<S> k{dG[d].data_ptr<S>(), dout.data_ptr<S>() + d * R, dirs * R,
                 dh[d][0].data_ptr<S>(), dh[d][1].data_ptr<S>(),
                 lstm ? dc[d].data_ptr<S>() : nullptr, scratch[d].data_ptr<S>(),
                 tmp[d].defined() ? tmp[d].data_ptr<S>() : nullptr};
       attach_noise(dir, nz, d, saved[6 * d + 4]);
+      if (proj) {
+        dir.w_hr = whr[d].data_ptr<S>(), dir.rbuf = saved[6 * d + 5].data_ptr<S>();
+        k.dhr = dhr[d].data_ptr<S>();
+      }
       if (normed) {
         dir.ln = saved[6 * d + 5].data_ptr<S>(), dir.ldn = ldn, dir.stats = stats;
         dir.g_hh = nm.g_hh[d].data_ptr<S>();
         if (cell == LSTM_LN) dir.g_c = nm.g_c[d].data_ptr<S>(), dir.b_c = nm.b_c[d].data_ptr<S>();
       }
-      dispatch_cell<S>(cell, [&](auto c) {
+      dispatch_cell<S>(kind, [&](auto c) {
         auto run = [&](auto zone) {
           run_backward<S, decltype(c)::value, decltype(zone)::value>(
               dir, k, whh[d].data_ptr<S>(), dhTs[d].data_ptr<S>(),
@@ -1922,6 +2068,7 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     Tensor dgx = g2d.narrow(1, 0, G);
     std::vector<Tensor> norm_grads;  // dg_ih, dg_hh, dg_c, db_c: each its own (empty) tensor,
     for (int k = 0; k < 4; ++k) norm_grads.push_back(at::empty({0}, x.options()));  // no aliases
+    if (proj) norm_grads[0] = prod(dhr[d].t(), saved[6 * d + 5]);  // dW_hr [R, N] @ [N, H]
     Tensor db_ih_normed, db_hh_normed;
     if (normed) {
       const Tensor L = saved[6 * d + 5];  // [N, ldn]
@@ -1950,8 +2097,8 @@ std::vector<Tensor> backward(int64_t cell, Tensor x, Tensor lengths, Tensor dout
     const Tensor hprev = !has_recurrent_weight(cell) ? none
         : nz.rmask[d].defined() ? saved[6 * d + 4]
         : sc.full()
-        ? saved[6 * d].narrow(0, shift, T).reshape({T * B, H})
-        : saved[6 * d].view({(T + 1) * B, H}).index_select(0, sc.index(shift, false));
+        ? saved[6 * d].narrow(0, shift, T).reshape({T * B, R})
+        : saved[6 * d].view({(T + 1) * B, R}).index_select(0, sc.index(shift, false));
     if (need_dx) {  // [N,G] @ [G,D]
       if (bf16) {
         dxp.add_(prod(dgxl, low(w_ih[d])));

@@ -2,10 +2,12 @@
 
 What the kernel computes (``_fused_cpu.cpp``), for one layer and all of its directions,
 the same results as ``rnnkit.nn.runner.run_layer`` (``tests/test_kernels.py``), for the
-five classic cells, the two minimal ones (minGRU, minLSTM: no recurrent weight, so no
-per-step product, only the element-wise loop; a [0, H] placeholder stands for W_hh) and
-the two layer-normalised ones (lstm_ln, gru_ln: the input projection normalised before the
-loop, LN(U h) and LN(c') inside it, their biases after the norms; docs/cells.md):
+five classic cells, the LSTM with ``proj_size`` (h' = W_hr (o tanh c'): a second
+product per step, h P wide), the two minimal ones (minGRU, minLSTM: no recurrent weight,
+so no per-step product, only the element-wise loop; a [0, H] placeholder stands for W_hh)
+and the two layer-normalised ones (lstm_ln, gru_ln: the input projection normalised
+before the loop, LN(U h) and LN(c') inside it, their biases after the norms;
+docs/cells.md):
   * the input projection of all T steps (with ``b_ih``) as one GEMM before the loop;
   * one gate-wide recurrent GEMM per step (two dependent ones for the reset-before GRU),
     accumulated in place into that step's projection (the reset-after GRU keeps U h apart:
@@ -26,8 +28,9 @@ loop, LN(U h) and LN(c') inside it, their biases after the norms; docs/cells.md)
 
 Saved for backward (per direction): the states entering and leaving every step
 ``[T+1, B, H]`` (rows longest first; and the LSTM's cells), the gate activations ``[N, G]``
-(none for the RNN, whose derivative comes from its output) and, for the reset-after GRU,
-``U_n h + b_hn`` ``[N, H]``. Nothing else: gx is overwritten in place.
+(none for the RNN, whose derivative comes from its output), for the reset-after GRU
+``U_n h + b_hn`` ``[N, H]`` and for the projected LSTM r = o tanh(c') ``[N, H]`` (its h
+``[T+1, B, P]``). Nothing else: gx is overwritten in place.
 
 Streaming: ``step`` is one inference step of one layer-direction (T = 1, a given state,
 no grad) in one C++ call with its own matrix-vector products in the calling thread (on
@@ -158,12 +161,12 @@ def compile_info() -> dict[str, Any]:
 
 
 def supports(cell: Cell, x: Tensor) -> bool:
-    """CPU fp32/fp64 inputs of the five classic cells in their standard layout (no LSTM
-    projection: that runs the composite path), of the two minimal cells (minGRU, minLSTM)
-    and of the two layer-normalised ones (lstm_ln, gru_ln), where the extension builds."""
+    """CPU fp32/fp64 inputs of the five classic cells (the LSTM also with ``proj_size``),
+    of the two minimal cells (minGRU, minLSTM) and of the two layer-normalised ones
+    (lstm_ln, gru_ln), where the extension builds."""
     if not x.is_cpu or x.dtype not in (torch.float32, torch.float64):
         return False
-    if cell.name not in CELL_CODES or cell.proj_size:
+    if cell.name not in CELL_CODES:
         return False
     return _builds()
 
@@ -192,7 +195,9 @@ def run_layer(
     one ``rnnkit.nn.noise.StepNoise`` (or None) per direction: recurrent dropout and
     zoneout inside the time loop, as the composite runner applies them."""
     code = CELL_CODES[cell.name]
-    bf16 = products() == torch.bfloat16 and x.dtype == torch.float32
+    # (The projected LSTM's products stay in x's dtype under bf16 autocast, as on its
+    # composite path, which the layer also runs with autocast off.)
+    bf16 = products() == torch.bfloat16 and x.dtype == torch.float32 and not cell.proj_size
     dirs, n_states = len(weights), cell.num_states
     # The normed cells' weights: (w_ih, w_hh, None, None, b_ih, b_hh, g_ih, g_hh[, g_c,
     # b_c]) (LayerNormCell.direction_weights): their biases follow the norms.
@@ -206,6 +211,8 @@ def run_layer(
         biases[k] = given
     none = x.new_empty(0)  # an absent norm parameter, in the layer's dtype (its gradient's)
     norms = [none if t is None else t for w in weights for t in _norms(w)] if normed else []
+    if cell.proj_size:  # (w_ih, w_hh, b_ih, b_hh, w_hr): the extension's extra argument
+        norms = [w[4] for w in weights]
     h0 = [s[0] for s in states]
     c0 = [s[1] for s in states] if n_states == 2 else []
     w_ih = [w[0] for w in weights]
@@ -232,8 +239,9 @@ def _norms(weights: tuple) -> tuple[Tensor | None, ...]:
 
 def _flat_noise(noise: Sequence[Any] | None, n_states: int) -> list[Tensor]:
     """StepNoise per direction -> the extension's list: per direction the recurrent mask
-    [B, H], then the zoneout keep-masks of h and c ([T, B, H], or one value where the mask
-    is evaluation's expanded constant), ``_NONE`` where off; [] without noise."""
+    [B, R], then the zoneout keep-masks of h and c ([T, B, R] and [T, B, H], R = h's width,
+    or one value where the mask is evaluation's expanded constant), ``_NONE`` where off;
+    [] without noise."""
     if noise is None or all(n is None for n in noise):
         return []
     flat: list[Tensor] = []
@@ -270,7 +278,7 @@ def step(
     (x and h rounded to bf16), as the whole-layer kernel under bf16 autocast; x and the
     states may then be bf16 too. The gates and states compute in fp32 (fp64 for fp64
     weights); ``y_bf16``/``state_bf16`` return the output/new states rounded to bf16."""
-    if isinstance(cell, LayerNormCell):  # no compiled step: the cell's own, in torch ops
+    if isinstance(cell, LayerNormCell) or cell.proj_size:  # no compiled step: the cell's own
         return _composite_step(cell, x, state, weights, y_bf16, state_bf16)
     w_ih, w_hh, b_ih, b_hh = weights
     w_hh = recurrent_weight(w_ih, w_hh, state[0].shape[-1])
@@ -298,14 +306,15 @@ def step(
 def _composite_step(
     cell: Cell, x: Tensor, state: State, weights: tuple, y_bf16: bool, state_bf16: bool
 ) -> tuple[Tensor, State]:
-    """``step``'s contract by the cell's composite step (the layer-normalised cells): bf16
+    """``step``'s contract by the cell's composite step (the layer-normalised cells, whose
+    biases are among the extra parameters, and the projected LSTM, whose h is P wide): bf16
     weight copies make the input and recurrent products bf16 (results widened), as the
     compiled step's; the norms and gates compute in fp32 (fp64 for fp64 weights)."""
-    w_ih, w_hh, _, _, *extra = weights
+    w_ih, w_hh, b_ih, b_hh, *extra = weights
     compute = torch.float32 if w_ih.dtype == torch.bfloat16 else w_ih.dtype
-    B, H = x.shape[-2], state[0].shape[-1]
+    B = state[0].numel() // state[0].shape[-1]  # (x may be [B, 1, D]: B rows either way)
     x2 = x.reshape(B, x.shape[-1])
-    hs = tuple(s.reshape(B, H).to(compute) for s in state)
+    hs = tuple(s.reshape(B, s.shape[-1]).to(compute) for s in state)
     if w_ih.dtype == torch.bfloat16:  # products of bf16-rounded operands, fp32 sums
         gx = torch.nn.functional.linear(x2.to(torch.bfloat16).to(compute), w_ih.to(compute))
         h_in = hs[0].to(torch.bfloat16).to(compute)
@@ -313,8 +322,10 @@ def _composite_step(
     else:
         gx = torch.nn.functional.linear(x2.to(compute), w_ih)
         h_in, w_hh_c = None, w_hh
-    params = [None if t is None else t.to(compute) for t in extra]
-    new = cell.step(gx, hs, w_hh_c, None, *params, h_in=h_in)
+    if b_ih is not None:
+        gx = gx + b_ih.to(compute)
+    params = [None if t is None else t.to(compute) for t in (b_hh, *extra)]
+    new = cell.step(gx, hs, w_hh_c, *params, h_in=h_in)
     y = new[0].to(torch.bfloat16) if y_bf16 else new[0]
     kept = tuple(n.to(torch.bfloat16) if state_bf16 else n.clone() for n in new)
-    return y.view(1, B, H), tuple(k.view(1, B, H) for k in kept)
+    return y.view(1, B, -1), tuple(k.view(1, B, -1) for k in kept)

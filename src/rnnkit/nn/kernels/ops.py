@@ -11,27 +11,30 @@ compiled extension (whose data pointers fake tensors do not have).
                        -> (y, h', c')
 
 One list entry per direction (forward, then reverse); ``c0``/``dc`` are empty for cells
-with one state, ``b_ih``/``b_hh`` empty for a layer without biases. ``norms`` is empty
-except for the layer-normalised cells (lstm_ln, gru_ln), where it holds per direction
+with one state, ``b_ih``/``b_hh`` empty for a layer without biases. ``norms`` holds the
+cell's further parameters: for the layer-normalised cells (lstm_ln, gru_ln) per direction
 their g_ih [G], g_hh [G], g_c [H], b_c [H] (an empty tensor where the cell or the layer
-has none: gru_ln's g_c and b_c, b_c without bias), and ``b_ih``/``b_hh`` are the biases
-added after LN(x W_ih^T) and LN(U h). ``noise`` is empty,
+has none: gru_ln's g_c and b_c, b_c without bias), with ``b_ih``/``b_hh`` the biases
+added after LN(x W_ih^T) and LN(U h); for the LSTM with ``proj_size`` P per direction
+W_hr [P, H]; empty otherwise. ``noise`` is empty,
 or holds per direction the per-step regulariser noise (``rnnkit.nn.noise.StepNoise``):
-the recurrent-dropout mask [B, H], then the zoneout keep-masks of h and of c, each
-[T, B, H] or one value (evaluation's constant), an empty tensor where one is off. The
-shapes (T, B, D, H, G = gates * H):
+the recurrent-dropout mask [B, R], then the zoneout keep-masks of h [T, B, R] and of c
+[T, B, H], each or one value (evaluation's constant), an empty tensor where one is off.
+The shapes (T, B, D, H, G = gates * H; R = h's width: H, or P with W_hr):
 
-    fused_layer     out [T, B, dirs*H]; per direction h_T (, c_T) [B, H]; when training,
-                    per direction the buffers backward reads: the states entering and
-                    leaving every step [T+1, B, H] (and the LSTM's cells), the gate
-                    activations [T*B, G] (the RNN's under zoneout only), the reset-after
-                    GRU's U_n h + b_hn [T*B, H] (gru_ln: LN(U h)'s n block), under
-                    recurrent dropout the masked h the products read [T*B, H], and for
-                    the normed cells the normalised x W_ih^T, U h (and c') with their
-                    statistics [T*B, 2G (+ H) + 3]
-    fused_layer_backward  dx [T, B, D] (if need_dx); per direction dh0 (, dc0) [B, H],
-                    dW_ih [G, D], dW_hh [G, H] (, db_ih [G]) (, db_hh [G]), and for the
-                    normed cells the gradients of the four ``norms`` (empty where empty)
+    fused_layer     out [T, B, dirs*R]; per direction h_T [B, R] (, c_T [B, H]); when
+                    training, per direction the buffers backward reads: the states
+                    entering and leaving every step [T+1, B, R] (and the LSTM's cells
+                    [T+1, B, H]), the gate activations [T*B, G] (the RNN's under zoneout
+                    only), the reset-after GRU's U_n h + b_hn [T*B, H] (gru_ln: LN(U h)'s
+                    n block), under recurrent dropout the masked h the products read
+                    [T*B, R], for the normed cells the normalised x W_ih^T, U h (and c')
+                    with their statistics [T*B, 2G (+ H) + 3], and for the projected LSTM
+                    r = o tanh(c') [T*B, H]
+    fused_layer_backward  dx [T, B, D] (if need_dx); per direction dh0 [B, R] (, dc0
+                    [B, H]), dW_ih [G, D], dW_hh [G, R] (, db_ih [G]) (, db_hh [G]), and
+                    the gradients of the ``norms`` (the four of a normed cell, empty
+                    where empty; dW_hr [P, H])
     fused_step      y [1, B, H], h' [1, B, H], c' [1, B, H] (LSTM) or [0, B, H]
 
 ``_fused_cpu.cpp`` documents the same contract at ``forward``, ``backward`` and ``step``,
@@ -111,13 +114,19 @@ def _noise_kinds(noise: Sequence[Tensor]) -> tuple[bool, bool]:
     return noise[0].numel() > 0, noise[1].numel() > 0 or noise[2].numel() > 0
 
 
-def _kept(cell: int, noise: Sequence[Tensor] = ()) -> tuple[bool, ...]:
+def _projected(cell: int, norms: Sequence[Tensor]) -> bool:
+    """Whether a layer call is the projected LSTM's: its ``norms`` hold W_hr [P, H]."""
+    return cell == _LSTM and len(norms) > 0
+
+
+def _kept(cell: int, noise: Sequence[Tensor] = (), projected: bool = False) -> tuple[bool, ...]:
     """Which of the extension's six saved buffers per direction (hbuf, cbuf, gates, ghn,
-    hm, ln) the cell and the noise have; the others come back as empty tensors and are
-    dropped."""
+    hm, and ln or the projected LSTM's r) the cell and the noise have; the others come back
+    as empty tensors and are dropped."""
     masked, zoned = _noise_kinds(noise)
     gates = cell > CELL_CODES["rnn_relu"] or zoned
-    return True, cell in _TWO_STATES, gates, cell in (_GRU, _GRU_LN), masked, cell in _NORMED
+    extra = cell in _NORMED or projected
+    return True, cell in _TWO_STATES, gates, cell in (_GRU, _GRU_LN), masked, extra
 
 
 def _bf16_mode(bf16: bool) -> int:
@@ -184,14 +193,14 @@ def layer_forward(
             _bf16_mode(bf16),
         )
     n_out = 1 + dirs * _states(cell)
-    kept = _kept(cell, noise)
+    kept = _kept(cell, noise, _projected(cell, norms))
     saved = [t for k, t in enumerate(res[n_out:]) if kept[k % len(kept)]]
     return [*res[:n_out], *saved]
 
 
-def _token_buffers(cell: int, noise: Sequence[Tensor]) -> list[bool]:
+def _token_buffers(cell: int, noise: Sequence[Tensor], projected: bool) -> list[bool]:
     """For each saved buffer ``layer_forward`` returns per direction: packed per token?"""
-    return [k >= 2 for k, kept in enumerate(_kept(cell, noise)) if kept]
+    return [k >= 2 for k, kept in enumerate(_kept(cell, noise, projected)) if kept]
 
 
 def _tokens(lengths: Tensor | None, T: int, B: int) -> int:
@@ -221,7 +230,7 @@ def fused_layer(
     if not training or lengths is None or _tokens(lengths, x.shape[0], x.shape[1]) == rows:
         return res
     n_out = 1 + len(w_ih) * _states(cell)
-    token = _token_buffers(cell, noise)
+    token = _token_buffers(cell, noise, _projected(cell, norms))
     for k in range(n_out, len(res)):
         if token[(k - n_out) % len(token)]:  # [N, F] -> [T*B, F], the tail never read
             padded = res[k].new_empty(rows, res[k].shape[1])
@@ -233,15 +242,17 @@ def fused_layer(
 @fused_layer.register_fake
 def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, norms, noise, training, bf16):
     T, B = x.shape[0], x.shape[1]
-    G, H = w_ih[0].shape[0], w_hh[0].shape[1]
+    G, R = w_ih[0].shape[0], w_hh[0].shape[1]  # R: h's width, P for the projected LSTM
+    projected = _projected(cell, norms)
+    H = norms[0].shape[1] if projected else R
     dirs = len(w_ih)
-    result = [x.new_empty(T, B, dirs * H)]
+    result = [x.new_empty(T, B, dirs * R)]
     for d in range(dirs):
         result += [s.new_empty(s.shape, dtype=x.dtype) for s in (h0[d], *c0[d : d + 1])]
     if training:
-        shapes = ((T + 1, B, H), (T + 1, B, H), (T * B, G), (T * B, H), (T * B, H))
-        shapes += ((T * B, norm_width(cell, H)),)
-        kept = _kept(cell, noise)
+        shapes = ((T + 1, B, R), (T + 1, B, H), (T * B, G), (T * B, H), (T * B, R))
+        shapes += ((T * B, H if projected else norm_width(cell, H)),)
+        kept = _kept(cell, noise, projected)
         for _d in range(dirs):
             result += [x.new_empty(shape) for k, shape in enumerate(shapes) if kept[k]]
     return result
@@ -249,7 +260,7 @@ def _(cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, norms, noise, training, 
 
 def _setup_layer(ctx: Any, inputs: tuple, output: list[Tensor]) -> None:
     """Autograd's record of a layer call (the op's and the eager path's)."""
-    cell, x, lengths, h0, _c0, w_ih, w_hh, b_ih, b_hh, norms, noise, training, bf16 = inputs
+    cell, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, norms, noise, training, bf16 = inputs
     dirs, n_states = len(w_ih), _states(cell)
     saved = output[1 + dirs * n_states :]
     if not training:  # an inference call keeps nothing, so it has no backward
@@ -259,7 +270,7 @@ def _setup_layer(ctx: Any, inputs: tuple, output: list[Tensor]) -> None:
     ctx.set_materialize_grads(False)  # no zero gradients for the saved buffers
     ctx.cell, ctx.dirs, ctx.n_states, ctx.bf16 = cell, dirs, n_states, bf16
     ctx.has_b = (len(b_ih) > 0, len(b_hh) > 0)
-    ctx.state_shapes = [h.shape for h in h0]
+    ctx.state_shapes = ([h.shape for h in h0], [c.shape for c in c0])  # h [B, R], c [B, H]
     ctx.has_lengths = lengths is not None
     ctx.n_noise, ctx.n_norms = len(noise), len(norms)
     ctx.save_for_backward(x, lengths, *w_ih, *w_hh, *norms, *noise, *saved)
@@ -278,8 +289,12 @@ def _layer_grads(ctx: Any, grads: Sequence[Tensor | None], backward: Callable) -
         dout = x.new_zeros(x.shape[0], x.shape[1], dirs * w_hh[0].shape[1])
     finals = grads[1 : 1 + dirs * n_states]
     d_states = [
-        [g if g is not None else x.new_zeros(ctx.state_shapes[d]) for d, g in enumerate(part)]
-        for part in (finals[::n_states], finals[1::n_states] if n_states == 2 else [])
+        [g if g is not None else x.new_zeros(shapes[d]) for d, g in enumerate(part)]
+        for part, shapes in zip(
+            (finals[::n_states], finals[1::n_states] if n_states == 2 else []),
+            ctx.state_shapes,
+            strict=True,
+        )
     ]
     need_dx = bool(ctx.needs_input_grad[1])
     has_b_ih, has_b_hh = ctx.has_b
@@ -399,7 +414,8 @@ def layer_backward(
     """A layer call's backward in the extension, from ``layer_forward``'s buffers."""
     ext = _ext()
     none = x.new_empty(0)
-    kept = _kept(cell, noise)
+    projected = _projected(cell, norms)
+    kept = _kept(cell, noise, projected)
     per = sum(kept)
     full: list[Tensor] = []  # the extension's six buffers per direction
     for d in range(len(w_ih)):
@@ -426,7 +442,8 @@ def layer_backward(
             _bf16_mode(bf16),
         )
     normed = cell in _NORMED
-    want = (True, cell in _TWO_STATES, True, True, has_b_ih, has_b_hh, *(normed,) * 4)
+    extra = (True, False, False, False) if projected else (normed,) * 4  # dW_hr, or the norms'
+    want = (True, cell in _TWO_STATES, True, True, has_b_ih, has_b_hh, *extra)
     grads = [t for k, t in enumerate(res[1:]) if want[k % len(want)]]
     return [res[0], *grads] if need_dx else grads
 
@@ -450,7 +467,7 @@ def fused_layer_backward(
     bf16: bool,
 ) -> list[Tensor]:
     N = _tokens(lengths, x.shape[0], x.shape[1])
-    token = _token_buffers(cell, noise)
+    token = _token_buffers(cell, noise, _projected(cell, norms))
     saved = [t[:N] if token[k % len(token)] else t for k, t in enumerate(saved)]
     args = (cell, x, lengths, dout, dh, dc, saved, norms, noise, w_ih, w_hh, has_b_ih, has_b_hh)
     return layer_backward(*args, need_dx, bf16)
