@@ -21,6 +21,9 @@ FUSED_CELLS = tuple(name for name, cell in CELLS.items() if cell.standard or not
 in their standard layout and minGRU/minLSTM (the LSTM with ``proj_size``, which it also
 runs, is "lstm_proj" in test_kernels.py; the layer-normalised ones are tested in
 test_layer_norm_cells.py)."""
+KERNEL_CELLS = (*FUSED_CELLS, "lstm_proj")
+"""FUSED_CELLS and the LSTM with a projection ("lstm_proj": ``proj_size`` P < H), for the
+tests that list the fused kernel's cells by name."""
 RECURRENT_FUSED_CELLS = tuple(name for name in FUSED_CELLS if CELLS[name].recurrent)
 """The fused cells with a recurrent weight (what recurrent dropout and weight drop act on)."""
 LENGTH_MODES = ("full", "padded", "packed")

@@ -1,7 +1,7 @@
 """The fused CPU kernels against the NumPy reference and the composite path: outputs,
 final states and every gradient, over the configuration registry, random shapes and
-degenerate ones, in training and in inference; the projected LSTM (``proj_size``) beside
-the cells of ``FUSED_CELLS`` as "lstm_proj"."""
+degenerate ones, in training and in inference, for every cell of ``KERNEL_CELLS`` (the
+projected LSTM, ``proj_size``, as "lstm_proj")."""
 
 from __future__ import annotations
 
@@ -25,14 +25,10 @@ from helpers import (
     random_loss_weights,
     rnnkit_class,
 )
-from registry import FUSED_CELLS, B, D, H, LayerConfig, T, layer_configs, sample_lengths
+from registry import KERNEL_CELLS, B, D, H, LayerConfig, T, layer_configs, sample_lengths
 from rnnkit.nn import kernels, reference, runner
 from rnnkit.nn.cells import CELLS, lstm_cell
 from rnnkit.nn.kernels import fused
-
-KERNEL_CELLS = (*FUSED_CELLS, "lstm_proj")
-"""The cells whose whole-layer kernel these tests check: "lstm_proj" is the LSTM with a
-projection P < H (``_layer_problem``'s ``proj``, P = H // 2 unless given)."""
 
 pytestmark = pytest.mark.skipif(fused.load() is None, reason="the fused extension did not build")
 

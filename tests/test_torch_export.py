@@ -23,7 +23,7 @@ from torch.utils import _pytree
 
 import rnnkit
 from helpers import rnnkit_class
-from registry import FUSED_CELLS, D, H, LayerConfig, layer_configs
+from registry import FUSED_CELLS, KERNEL_CELLS, D, H, LayerConfig, layer_configs
 from rnnkit.export import load_torch_export, to_torch_export
 from rnnkit.nn.cells import CELLS
 from rnnkit.nn.kernels import fused, ops
@@ -47,7 +47,6 @@ def _assert_close(actual, expected, what: str, atol: float = ATOL, rtol: float =
 
 
 P = 2  # "lstm_proj": the LSTM with proj_size P < H, its W_hr [P, H] in the norms' place
-OP_CELLS = (*FUSED_CELLS, "lstm_proj")
 
 
 def _op_args(cell_name, dirs, lengths, dtype=torch.float64, bias=True, seed=0):
@@ -87,7 +86,7 @@ def _n_out(cell: str) -> int:
     return 1 + 2 * CELLS[cell.removesuffix("_proj")].num_states
 
 
-@pytest.mark.parametrize("cell", OP_CELLS)
+@pytest.mark.parametrize("cell", KERNEL_CELLS)
 @pytest.mark.parametrize("lengths", [None, [4, 0, 2]], ids=["full", "lengths"])
 def test_the_layer_operator_passes_torch_library_opcheck(cell, lengths):
     """Schema, fake implementation (every output's shape and dtype, the saved buffers
@@ -138,7 +137,7 @@ def test_the_backward_and_step_operators_pass_opcheck(cell):
     torch.library.opcheck(ops.fused_step, step_args)
 
 
-@pytest.mark.parametrize("cell", OP_CELLS)
+@pytest.mark.parametrize("cell", KERNEL_CELLS)
 def test_eager_path_and_dispatched_operator_agree_bit_for_bit(cell):
     """``ops.layer`` skips the dispatcher in eager mode; the operator (what traced code
     runs) must give the same outputs and gradients."""
