@@ -5,10 +5,13 @@ dtypes torch.nn returns there and keep parameter gradients fp32.
   rounded to the returned dtype, every gradient equal to the fp32 one of the same
   (rounded) upstream gradient.
 - The fused kernel computes its matrix products in bf16 (fp32 accumulation): its outputs
-  and every gradient are within BF16_BOUND of the fp32 ones, normwise.
+  and every gradient are within BF16_BOUND of the fp32 ones, normwise; but for the LSTM
+  with ``proj_size``, whose products stay fp32 on either path (the rounded fp32 results).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -56,7 +59,8 @@ def _inputs(config, seed):
     hx = None
     if config.initial_state:
         n = config.num_layers * (2 if config.bidirectional else 1)
-        parts = [torch.randn(n, B, H, generator=g).requires_grad_() for _ in range(2)]
+        sizes = (config.proj_size or H, H)  # h's, c's
+        parts = [torch.randn(n, B, size, generator=g).requires_grad_() for size in sizes]
         hx = tuple(parts) if config.cell == "lstm" else parts[0]
     return x, lengths, hx
 
@@ -80,6 +84,31 @@ def test_the_composite_path_under_autocast_gives_the_rounded_fp32_results(config
     for i, (got, ref) in enumerate(zip(grads, ref_grads, strict=True)):
         assert got.dtype == torch.float32, f"gradient {i}"
         assert torch.equal(got, ref), f"gradient {i}"
+
+
+PROJECTED = [
+    dataclasses.replace(c, proj_size=3)
+    for c in layer_configs(cells=("lstm",), num_layers=(2,), dtypes=(torch.float32,))
+    if c.bidirectional == c.initial_state == c.bias
+]
+
+
+@pytest.mark.parametrize("backend", ["composite", "fused"])
+@pytest.mark.parametrize("config", PROJECTED, ids=[c.id for c in PROJECTED])
+def test_the_projected_lstm_under_autocast_gives_the_rounded_fp32_results(
+    config, backend, one_thread
+):
+    """Both paths keep its products fp32 under autocast (the fused kernel takes no bf16
+    W_hr product): bf16 outputs that are the fp32 ones rounded, the fp32 gradients."""
+    layer = make_layer(rnnkit_class, config)
+    x, lengths, hx = _inputs(config, seed=1)
+    with rnnkit.use_backend(backend):
+        outs, grads = _run(layer, config, x, lengths, hx, BF16, autocast=True)
+        ref_outs, ref_grads = _run(layer, config, x, lengths, hx, BF16, autocast=False)
+    for i, (got, ref) in enumerate(zip(outs, ref_outs, strict=True)):
+        assert got.dtype == BF16 and torch.equal(got, ref.to(BF16)), f"output {i}"
+    for i, (got, ref) in enumerate(zip(grads, ref_grads, strict=True)):
+        assert got.dtype == torch.float32 and torch.equal(got, ref), f"gradient {i}"
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.id for c in CONFIGS])
