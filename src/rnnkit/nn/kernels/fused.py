@@ -210,9 +210,10 @@ def run_layer(
             raise ValueError("the fused kernel needs a bias in every direction or in none")
         biases[k] = given
     none = x.new_empty(0)  # an absent norm parameter, in the layer's dtype (its gradient's)
-    norms = [none if t is None else t for w in weights for t in _norms(w)] if normed else []
-    if cell.proj_size:  # (w_ih, w_hh, b_ih, b_hh, w_hr): the extension's extra argument
-        norms = [w[4] for w in weights]
+    if normed:
+        norms = [none if t is None else t for w in weights for t in _norms(w)]
+    else:  # the projected LSTM's (w_ih, w_hh, b_ih, b_hh, w_hr): W_hr in the extra argument
+        norms = [w[4] for w in weights] if cell.proj_size else []
     h0 = [s[0] for s in states]
     c0 = [s[1] for s in states] if n_states == 2 else []
     w_ih = [w[0] for w in weights]
