@@ -145,6 +145,34 @@ inline S act(S a, bool relu) {
   return relu ? (a > S(0) ? a : S(0)) : tanh_(a);
 }
 
+// The LSTM's gates at unit j of one row a [4H] (gate order i, f, g, o, as torch.nn): the
+// pre-activations plus b_hh are overwritten with the activations, which the backward reads;
+// returns c' = f c + i g, and o through `o`. The LSTM and the projected LSTM share it.
+template <typename S>
+inline S lstm_gates(S* a, const S* b_hh, int64_t H, int64_t j, S c, S& o) {
+  const S i = sigmoid(a[j] + b_hh[j]), f = sigmoid(a[H + j] + b_hh[H + j]);
+  const S g = tanh_(a[2 * H + j] + b_hh[2 * H + j]);
+  o = sigmoid(a[3 * H + j] + b_hh[3 * H + j]);
+  a[j] = i, a[H + j] = f, a[2 * H + j] = g, a[3 * H + j] = o;
+  return f * c + i * g;
+}
+
+// Its backward at unit j: from the saved activations `gates` [4H], c (the entering cell),
+// c_new (c' before zoneout), dh = dL/d(o tanh c') and dc = dL/dc' carried, writes
+// dL/d(pre-activations) into da [4H] and returns dL/dc' in all:
+// do = dh tanh(c'); dc += dh o (1 - tanh(c')^2); di = dc g; df = dc c; dg = dc i.
+template <typename S>
+inline S lstm_gates_grad(const S* gates, S* da, int64_t H, int64_t j, S c, S c_new, S dh, S dc) {
+  const S i = gates[j], f = gates[H + j], g = gates[2 * H + j], o = gates[3 * H + j];
+  const S tc = tanh_(c_new);
+  dc += dh * o * (S(1) - tc * tc);
+  da[j] = dc * g * i * (S(1) - i);
+  da[H + j] = dc * c * f * (S(1) - f);
+  da[2 * H + j] = dc * i * (S(1) - g * g);
+  da[3 * H + j] = dh * tc * o * (S(1) - o);
+  return dc;
+}
+
 // Layer norm of one row a [N] (rnnkit/nn/cells/layer_norm.py: biased variance, eps inside
 // the root, as torch.nn.LayerNorm): hat = (a - mean) rstd, returns rstd = 1/sqrt(var + eps).
 // Two passes over the row (the mean, then the centred squares), each a vector reduction.
@@ -750,16 +778,13 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
       S *cnb = cn + b * H, *hb = hn + b * H, *yb = y(b);
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const S i = sigmoid(ab[j] + b_hh[j]), f = sigmoid(ab[H + j] + b_hh[H + j]);
-        const S g = tanh_(ab[2 * H + j] + b_hh[2 * H + j]);
-        const S o = sigmoid(ab[3 * H + j] + b_hh[3 * H + j]);
-        S c = f * cpb[j] + i * g;
+        S o;
+        S c = lstm_gates(ab, b_hh, H, j, cpb[j], o);
         S h = o * tanh_(c);  // of the new c, before zoneout (Krueger et al. 2016, eq. 3-4)
         if constexpr (ZONE) {
           c = kc[j] * cpb[j] + (S(1) - kc[j]) * c;
           h = kh[j] * hpb[j] + (S(1) - kh[j]) * h;
         }
-        ab[j] = i, ab[H + j] = f, ab[2 * H + j] = g, ab[3 * H + j] = o;
         cnb[j] = c, hb[j] = h, yb[j] = h;
       }
     });
@@ -777,13 +802,10 @@ void forward_step(const Dir<S>& d, int64_t s, const S* w_hh, const S* b_hh) {
       const S* kc = ZONE ? d.keep(d.zc, t, b) : nullptr;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const S i = sigmoid(ab[j] + b_hh[j]), f = sigmoid(ab[H + j] + b_hh[H + j]);
-        const S g = tanh_(ab[2 * H + j] + b_hh[2 * H + j]);
-        const S o = sigmoid(ab[3 * H + j] + b_hh[3 * H + j]);
-        S c = f * cpb[j] + i * g;
+        S o;
+        S c = lstm_gates(ab, b_hh, H, j, cpb[j], o);
         rb[j] = o * tanh_(c);
         if constexpr (ZONE) c = kc[j] * cpb[j] + (S(1) - kc[j]) * c;
-        ab[j] = i, ab[H + j] = f, ab[2 * H + j] = g, ab[3 * H + j] = o;
         cnb[j] = c;
       }
     });
@@ -1019,9 +1041,9 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
       gemm<S>(false, false, nr, H, H, da, H, w_hh, H, beta, out, H);  // [nr,H] @ [H,H]
     });
   } else if constexpr (CELL == LSTM) {
-    // do = dh tanh(c'); dc = dc' + dh o (1 - tanh(c')^2); di = dc g; df = dc c; dg = dc i
-    // (ZONE: c' the new cell before zoneout, f c + i g, recomputed; the carried dc is of the
-    // zoned one, which passes kc dc to the previous cell directly)
+    // lstm_gates_grad with dh = dL/dh' (+ output) (ZONE: c' the new cell before zoneout,
+    // f c + i g, recomputed; the carried dc is of the zoned one, which passes kc dc to the
+    // previous cell directly)
     const S* gates = d.gx + d.off(t) * 4 * H;  // i, f, g, o
     const S* cp = d.cbuf + d.in_slot(s, t) * B * H;
     const S* cn = d.cbuf + d.out_slot(s, t) * B * H;
@@ -1033,22 +1055,16 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
       const S *kh = ZONE ? d.keep(d.zh, t, b) : nullptr, *kc = ZONE ? d.keep(d.zc, t, b) : nullptr;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const S i = gb[j], f = gb[H + j], g = gb[2 * H + j], o = gb[3 * H + j];
         S gh = dhb[j] + dyb[j], dcz = dcb[j], direct = S(0), c_direct = S(0), c_new = cnb[j];
         if constexpr (ZONE) {
           direct = kh[j] * gh;
           gh *= S(1) - kh[j];
           c_direct = kc[j] * dcz;
           dcz *= S(1) - kc[j];
-          c_new = f * cpb[j] + i * g;
+          c_new = gb[H + j] * cpb[j] + gb[j] * gb[2 * H + j];
         }
-        const S tc = tanh_(c_new);
-        const S dc = dcz + gh * o * (S(1) - tc * tc);
-        dab[j] = dc * g * i * (S(1) - i);
-        dab[H + j] = dc * cpb[j] * f * (S(1) - f);
-        dab[2 * H + j] = dc * i * (S(1) - g * g);
-        dab[3 * H + j] = gh * tc * o * (S(1) - o);
-        dcb[j] = dc * f + c_direct;
+        const S dc = lstm_gates_grad(gb, dab, H, j, cpb[j], c_new, gh, dcz);
+        dcb[j] = dc * gb[H + j] + c_direct;
         dhpb[j] = direct;
       }
     });
@@ -1085,20 +1101,14 @@ void backward_step(const Dir<S>& d, const Back<S>& k, int64_t s, const S* w_hh) 
       const S* kc = ZONE ? d.keep(d.zc, t, b) : nullptr;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const S i = gb[j], f = gb[H + j], g = gb[2 * H + j], o = gb[3 * H + j];
         S dcz = dcb[j], c_direct = S(0), c_new = cnb[j];
         if constexpr (ZONE) {
           c_direct = kc[j] * dcz;
           dcz *= S(1) - kc[j];
-          c_new = f * cpb[j] + i * g;
+          c_new = gb[H + j] * cpb[j] + gb[j] * gb[2 * H + j];
         }
-        const S tc = tanh_(c_new);
-        const S dc = dcz + drb[j] * o * (S(1) - tc * tc);
-        dab[j] = dc * g * i * (S(1) - i);
-        dab[H + j] = dc * cpb[j] * f * (S(1) - f);
-        dab[2 * H + j] = dc * i * (S(1) - g * g);
-        dab[3 * H + j] = drb[j] * tc * o * (S(1) - o);
-        dcb[j] = dc * f + c_direct;
+        const S dc = lstm_gates_grad(gb, dab, H, j, cpb[j], c_new, drb[j], dcz);
+        dcb[j] = dc * gb[H + j] + c_direct;
       }
     });
     recurrent_grad(d, k, nr, false, [&](S* out, S beta) {
