@@ -13,7 +13,10 @@ forward + backward, the output layer's three GEMMs in the layout rnnkit runs the
 layer with its loss forward + backward as one (``projected_cross_entropy``) beside
 torch.nn's ``F.linear`` + ``F.cross_entropy``. The output layer is 3 * 2 * H * V FLOPs
 per token however it is computed, so its GEMM time bounds the tokens per second of any
-implementation on this machine.
+implementation on this machine. Last, the model's GEMM FLOPs per token against the
+machine's GEMM peak in that precision, measured in the same run with the fastest library
+(``torch.mm`` at 2048^3; in fp32 also the fused kernel's GEMM libraries): the tokens per
+second no implementation of this model can pass here, and the share of it the step runs.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 
 from rnnkit.tasks.lm.loss import projected_cross_entropy
 from rnnkit.tasks.lm.model import LanguageModel, LMConfig
-from rnnkit.tools.bench import time_alternating
+from rnnkit.tools.bench import gemm_peak_gflops, library_peaks, time_alternating
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -161,6 +164,22 @@ def main() -> None:
         f"alone they allow at most {N / output_ms * 1e3:,.0f} tokens/s"
     )
     print(f"whole step: {N / whole * 1e3:,.0f} tokens/s")
+    # Every 2-D weight of the stack (W_ih, W_hh, W_hr) and the output layer multiply each
+    # token once forward and twice backward; the embedding is a lookup.
+    weights = sum(w.numel() for w in model.rnn.parameters() if w.dim() == 2) + H * V
+    token_flops = 3 * 2 * weights
+    dtype = torch.bfloat16 if a.precision == "bf16" else torch.float32
+    peaks = {f"torch.mm {a.precision}": gemm_peak_gflops(2048, dtype, 5)}
+    if a.precision == "fp32":
+        peaks.update(library_peaks(2048, 5))
+    source, peak = max(peaks.items(), key=lambda kv: kv[1])
+    step_gflops = N / whole * 1e3 * token_flops / 1e9
+    print(
+        f"model GEMMs {token_flops / 1e6:.1f} MFLOP per token (forward + backward); GEMM peak "
+        f"{peak:.1f} GFLOP/s ({source} at 2048^3, this run): at most "
+        f"{peak * 1e9 / token_flops:,.0f} tokens/s at this size; the whole step runs at "
+        f"{step_gflops:.1f} GFLOP/s, {100 * step_gflops / peak:.0f}% of that peak"
+    )
     if baseline_step:
         print(
             f"alternating whole steps: rnnkit {N / ours_ms * 1e3:,.0f} tokens/s, torch.nn "
